@@ -1,0 +1,106 @@
+"""The paper's text format for one sample (PROTOCOL.md section 3), both ways.
+
+```
+Examples:
+
+Input0
+<rows of cell words>
+Output0
+<rows of cell words>
+...                      (one Input/Output block per prompt pair)
+
+Code:
+def run() {
+  move()
+  turn_left()
+}
+```
+
+Worlds are given either as `World`s or as view-code arrays (`World.view_codes`, what datasets
+store); `parse_sample(format_sample(...))` gives back the same codes and program, and
+`format_sample(*parse_sample(text))` gives back the same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from karel_hf.karel.program import Program, format_program, parse
+from karel_hf.karel.world import World, WorldFormatError, codes_to_words, words_to_codes
+
+EXAMPLES_HEADER = "Examples:\n\n"
+CODE_HEADER = "\nCode:\n"
+PROGRAM_PREAMBLE = "def run() {\n"
+
+
+class SampleFormatError(ValueError):
+    """A sample's text does not follow the paper's layout; the message says where."""
+
+
+@dataclass
+class Sample:
+    inputs: np.ndarray  # (pairs, rows, cols) int8 view codes
+    outputs: np.ndarray  # (pairs, rows, cols) int8 view codes
+    program_text: str
+    program: Program | None  # None when the program text does not parse
+
+
+def _codes(world) -> np.ndarray:
+    return world.view_codes() if isinstance(world, World) else np.asarray(world)
+
+
+def format_prompt(inputs, outputs) -> str:
+    """Everything the model is shown before it writes a program, ending with 'Code:\\n'."""
+    if len(inputs) != len(outputs) or len(inputs) == 0:
+        raise ValueError(f"need the same positive number of inputs and outputs, got {len(inputs)} and {len(outputs)}")
+    parts = [EXAMPLES_HEADER]
+    for i, (inp, out) in enumerate(zip(inputs, outputs)):
+        parts.append(f"Input{i}\n{codes_to_words(_codes(inp))}\nOutput{i}\n{codes_to_words(_codes(out))}\n")
+    parts.append(CODE_HEADER)
+    return "".join(parts)
+
+
+def format_sample(inputs, outputs, program: Program | str) -> str:
+    """A whole training sample: the prompt, then the program in the one-action-per-line layout."""
+    if isinstance(program, str):
+        program = parse(program)
+    return format_prompt(inputs, outputs) + format_program(program, "lines")
+
+
+def split_sample(text: str) -> tuple[str, str]:
+    """(prompt ending with 'Code:\\n', program text)."""
+    at = text.find(CODE_HEADER)
+    if at < 0:
+        raise SampleFormatError("no 'Code:' line: a sample is the examples, a blank line, 'Code:', then the program")
+    cut = at + len(CODE_HEADER)
+    return text[:cut], text[cut:]
+
+
+def parse_sample(text: str) -> Sample:
+    """Parse a formatted sample (or a bare prompt) back into view codes and the program."""
+    prompt, program_text = split_sample(text)
+    if not prompt.startswith(EXAMPLES_HEADER):
+        raise SampleFormatError("a sample must start with 'Examples:' and a blank line")
+    lines = prompt[len(EXAMPLES_HEADER) : -len(CODE_HEADER)].split("\n")[:-1]
+    inputs, outputs, pos, pair = [], [], 0, 0
+    while pos < len(lines):
+        for header, target in ((f"Input{pair}", inputs), (f"Output{pair}", outputs)):
+            if pos >= len(lines) or lines[pos] != header:
+                found = lines[pos] if pos < len(lines) else "the end of the examples"
+                raise SampleFormatError(f"expected {header!r} at example line {pos + 1}, found {found!r}")
+            end = pos + 1
+            while end < len(lines) and not lines[end].startswith(("Input", "Output")):
+                end += 1
+            try:
+                target.append(words_to_codes("\n".join(lines[pos + 1 : end])))
+            except WorldFormatError as err:
+                raise SampleFormatError(f"in {header}: {err}") from None
+            pos = end
+        pair += 1
+    try:
+        program = parse(program_text) if program_text else None
+    except ValueError:
+        program = None
+    return Sample(np.stack(inputs), np.stack(outputs), program_text, program)
