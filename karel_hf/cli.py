@@ -16,6 +16,42 @@ def _cmd_verify_corpus(args) -> int:
     return verify_jsonl(args.path, extended=not args.straight_line_only)
 
 
+def _parse_overrides(pairs: list[str]) -> dict:
+    """`--set field=value` pairs; values are read as JSON when they parse, else as strings."""
+    import json
+
+    overrides = {}
+    for pair in pairs or []:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"karel-hf: --set expects FIELD=VALUE, got {pair!r}")
+        try:
+            overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field] = value
+    return overrides
+
+
+def _cmd_dataset_export(args) -> int:
+    from karel_hf.data.export import export_dataset
+
+    try:
+        out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir,
+                             **_parse_overrides(args.set))
+    except ValueError as err:
+        raise SystemExit(f"karel-hf dataset export: {err}") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_tokenizer_save(args) -> int:
+    from karel_hf.tokenizer import build_tokenizer
+
+    build_tokenizer().save_pretrained(args.output_dir)
+    print(f"wrote {args.output_dir}")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karel-hf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +60,23 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a corpus in the authors' JSON-lines format (code, input0..9, output0..9)")
     p.add_argument("--straight_line_only", action="store_true", help="reject programs with control flow")
     p.set_defaults(func=_cmd_verify_corpus)
+
+    p = sub.add_parser("dataset", help="the Karel corpus as a Hugging Face dataset")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser("export", help="write Parquet per split, the tokenizer and a dataset card")
+    p.add_argument("--config", default="cpu", help="paper, paper_6to10, cpu, demo or tiny")
+    p.add_argument("--output_dir", required=True, help="folder to write (several configs may share it)")
+    p.add_argument("--num_proc", type=int, default=None, help="worker processes for generation")
+    p.add_argument("--cache_dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set train_size=1000 --set seed=7")
+    p.set_defaults(func=_cmd_dataset_export)
+
+    p = sub.add_parser("tokenizer", help="the word-level Karel tokenizer")
+    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
+    p = tsub.add_parser("save", help="save the tokenizer (AutoTokenizer-loadable)")
+    p.add_argument("output_dir")
+    p.set_defaults(func=_cmd_tokenizer_save)
 
     return parser
 
