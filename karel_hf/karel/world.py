@@ -28,7 +28,7 @@ ROBOT_CHARS = "^>v<"
 
 MAX_VISIBLE_MARKERS = 9
 # Cell vocabulary of the paper's text format; a view code is an index into this tuple.
-EMPTY_CODE, WALL_CODE, ROBOT_CODE_OFFSET, MARKER_CODE_OFFSET = 0, 1, 2, 5
+EMPTY_CODE, WALL_CODE, ROBOT_CODE_OFFSET, MARKER_CODE_OFFSET = 0, 1, 2, 6
 ROBOT_WORDS = ("__up__", "__right__", "__down__", "__left__")
 CELL_WORDS = (
     "__space__",
