@@ -16,6 +16,40 @@ def _cmd_verify_corpus(args) -> int:
     return verify_jsonl(args.path, extended=not args.straight_line_only)
 
 
+def _cmd_generate(args) -> int:
+    from dataclasses import fields
+
+    from karel_hf.karel.corpus import export_jsonl
+    from karel_hf.karel.sampling import CorpusConfig
+
+    try:
+        config = CorpusConfig(**{f.name: getattr(args, f.name) for f in fields(CorpusConfig)})
+    except ValueError as err:
+        raise SystemExit(f"karel-hf generate: {err}") from None
+    written = export_jsonl(config, args.output, batch_size=args.batch_size)
+    print(f"wrote {written} programs x {config.num_pairs} pairs to {args.output}")
+    return 0
+
+
+def _add_corpus_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per CorpusConfig field (same name, same default)."""
+    from dataclasses import MISSING, fields
+
+    from karel_hf.karel.sampling import CorpusConfig
+
+    for f in fields(CorpusConfig):
+        flag = f"--{f.name}"
+        if f.default is MISSING:
+            parser.add_argument(flag, type=int, required=True, help="number of programs to generate")
+        elif isinstance(f.default, bool):
+            parser.add_argument(flag, action="store_true", help="programs with if/ifelse/repeat/while")
+        elif isinstance(f.default, tuple):
+            parser.add_argument(flag, type=float, nargs=len(f.default), default=f.default,
+                                help=f"one weight per action (default: {' '.join(map(str, f.default))})")
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=f"default: {f.default}")
+
+
 def _parse_overrides(pairs: list[str]) -> dict:
     """`--set field=value` pairs; values are read as JSON when they parse, else as strings."""
     import json
@@ -60,6 +94,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a corpus in the authors' JSON-lines format (code, input0..9, output0..9)")
     p.add_argument("--straight_line_only", action="store_true", help="reject programs with control flow")
     p.set_defaults(func=_cmd_verify_corpus)
+
+    p = sub.add_parser("generate", help="write a seeded random corpus in the authors' JSON-lines format")
+    _add_corpus_config_flags(p)
+    p.add_argument("--output", required=True, help="the .jsonl file to write (replaced atomically)")
+    p.add_argument("--batch_size", type=int, default=8192, help="programs generated at a time")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("dataset", help="the Karel corpus as a Hugging Face dataset")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
