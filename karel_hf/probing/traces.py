@@ -1,0 +1,351 @@
+"""Trace datasets: the model's hidden state at every generated action, with the program state.
+
+Follows PROTOCOL.md section 6 (and Othello-GPT's activation caches): for every specification the
+model writes a program (greedy, grammar-constrained, `karel_hf.decoding.decode` with capture on);
+the *generated* program is parsed and executed on the 5 spec inputs, and each generated action
+becomes one row pairing the model state m_k (taken where action k is emitted) with the semantic
+state s_k (and s_{k+1}, s_{k+2}) from `karel_hf.probing.labels`.
+
+Schema of the returned `datasets.Dataset` (one row per generated action):
+
+| column | type | meaning |
+|---|---|---|
+| `example_id` | int64 | the spec row's `id` |
+| `step` | int16 | k, 1-based index of the generated action |
+| `num_actions` | int16 | n, actions in the generated program |
+| `action` | string | the k-th generated action |
+| `program` | string | the generated program text |
+| `correct` | bool | the program maps the 5 spec inputs to the 5 spec outputs |
+| `correct_all` | bool | ... and every held-out pair of the row too |
+| `state` | float32[hidden] | m_k averaged over all hidden-state layers (embeddings included) |
+| `layer_<i>` | float32[hidden] | m_k at hidden-state layer i (0 = embeddings), for i in `layers` |
+| `<label>` | int8 | label at s_k (offset 0, "current") |
+| `<label>_next1`, `<label>_next2` | int8 | label at s_{k+1}, s_{k+2}; -1 when k + offset > n |
+| `<label>_initial` | int8 | label at s_0 (the "nothing happened" shortcut baseline) |
+| `<semantics>__<...>` | int8 | the same columns under an alternative semantics (`swap`, `cycle1`, ...) |
+
+`<label>` ranges over `labels.ALL_LABELS` (`direction_0..4`, `dx_start`, `dy_start`, `dx_end`,
+`dy_end`, `x`, `y`, `facing_wall`, `wall_north/east/south/west`; see `labels` for the class coding);
+`labels.label_column(label, offset, semantics)` names a column. Generated programs that do not
+parse (or have control flow) produce no rows. The untrained-model control is the same call with an
+untrained model.
+
+Caching: with `cache_dir`, the dataset is saved under `cache_dir/traces-<fingerprint>` where the
+fingerprint hashes the model weights (the checkpoint's weight files, else the in-memory tensors, or
+a `model_fingerprint` you pass), the tokenizer's vocabulary, the rows (ids and worlds) and every
+option; it is written to a temporary folder and renamed, so an interrupted run leaves no partial
+cache, and a second call with the same inputs loads it without decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets.arrow_writer import ArrowWriter
+from tqdm.auto import tqdm
+
+from karel_hf.data.formatting import format_prompt
+from karel_hf.karel.interpreter import execute
+from karel_hf.karel.program import parse
+from karel_hf.karel.semantics import SEMANTICS, get_semantics
+from karel_hf.karel.world import World, WorldFormatError
+
+from .labels import ALL_LABELS, INITIAL, NUM_SPEC_INPUTS, OFFSETS, label_column, step_labels
+
+logger = logging.getLogger(__name__)
+
+TRACE_FORMAT_VERSION = 1  # bump when the rows or columns change meaning
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+CONFIG_FILE = "trace_config.json"
+
+
+# ------------------------------------------------------------------------------ fingerprints
+def _weight_files(path) -> list[Path]:
+    if not path or not Path(path).is_dir():
+        return []
+    return sorted(
+        p for p in Path(path).iterdir()
+        if p.is_file() and p.suffix in WEIGHT_FILE_SUFFIXES and not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args"))
+    )
+
+
+def fingerprint_model(model) -> str:
+    """sha256 of the checkpoint's weight file(s) when the model was loaded from a local folder,
+    else of the in-memory parameters and buffers; the dtype is included either way."""
+    digest = hashlib.sha256(str(getattr(model, "dtype", "")).encode())
+    files = _weight_files(getattr(model, "name_or_path", None))
+    if files:
+        for path in files:
+            digest.update(path.name.encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+    else:
+        import torch
+
+        for name, tensor in model.state_dict().items():
+            digest.update(name.encode())
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint_tokenizer(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
+
+
+def _rows_fingerprint(rows) -> str:
+    digest = hashlib.sha256()
+    for ids, inputs, outputs in _iter_rows(rows, 1024):
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(inputs, dtype=np.int8).tobytes())
+        digest.update(np.ascontiguousarray(outputs, dtype=np.int8).tobytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- rows
+def _iter_rows(rows, size: int):
+    """(ids, inputs, outputs) chunks from a Dataset or a sequence of dicts with those keys."""
+    if isinstance(rows, datasets.Dataset):
+        missing = {"id", "inputs", "outputs"} - set(rows.column_names)
+        if missing:
+            raise ValueError(f"rows lack column(s) {sorted(missing)}; pass a Karel split (load_karel(...))")
+        view = rows.with_format("numpy", columns=["id", "inputs", "outputs"])
+        for start in range(0, len(rows), size):
+            batch = view[start : start + size]
+            yield batch["id"], batch["inputs"], batch["outputs"]
+    else:
+        rows = list(rows)
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            yield (
+                np.array([r["id"] for r in chunk]),
+                np.stack([np.asarray(r["inputs"]) for r in chunk]),
+                np.stack([np.asarray(r["outputs"]) for r in chunk]),
+            )
+
+
+def _is_correct(program, inputs, outputs) -> bool:
+    for inp, out in zip(inputs, outputs):
+        try:
+            got = execute(program, World.from_view_codes(inp)).world.view_codes()
+        except WorldFormatError:  # e.g. more markers in a cell than the text format can show
+            return False
+        if not np.array_equal(got, out):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------------- schema
+def trace_features(hidden_size: int, *, layers=(), semantics=tuple(SEMANTICS), offsets=OFFSETS) -> datasets.Features:
+    vector = datasets.List(datasets.Value("float32"), length=hidden_size)
+    columns = {
+        "example_id": datasets.Value("int64"),
+        "step": datasets.Value("int16"),
+        "num_actions": datasets.Value("int16"),
+        "action": datasets.Value("string"),
+        "program": datasets.Value("string"),
+        "correct": datasets.Value("bool"),
+        "correct_all": datasets.Value("bool"),
+        "state": vector,
+    }
+    columns.update({f"layer_{i}": vector for i in layers})
+    for name in semantics:
+        for label in ALL_LABELS:
+            for offset in (*offsets, INITIAL):
+                columns[label_column(label, offset, name)] = datasets.Value("int8")
+    return datasets.Features(columns)
+
+
+def _example_rows(example_id, text, states, layer_states, inputs, outputs, semantics, offsets) -> dict | None:
+    """Columns (lists) for one spec's generated program; None when it yields no rows."""
+    try:
+        program = parse(text)
+    except ValueError:
+        return None
+    if not program.is_straight_line:
+        return None
+    n = len(program.body)
+    if n == 0:
+        return None
+    if states.shape[0] != n:
+        logger.warning(
+            "example %s: the program has %d actions but %d captured states; skipped", example_id, n, states.shape[0]
+        )
+        return None
+    spec_in, spec_out = inputs[:NUM_SPEC_INPUTS], outputs[:NUM_SPEC_INPUTS]
+    correct = _is_correct(program, spec_in, spec_out)
+    correct_all = correct and _is_correct(program, inputs[NUM_SPEC_INPUTS:], outputs[NUM_SPEC_INPUTS:])
+    columns = {
+        "example_id": [int(example_id)] * n,
+        "step": list(range(1, n + 1)),
+        "num_actions": [n] * n,
+        "action": program.actions(),
+        "program": [text] * n,
+        "correct": [correct] * n,
+        "correct_all": [correct_all] * n,
+        "state": np.asarray(states, dtype=np.float32),
+    }
+    for layer, per_example in layer_states.items():
+        columns[f"layer_{layer}"] = np.asarray(per_example, dtype=np.float32)
+    for name, values in step_labels(program, spec_in, semantics=semantics, offsets=offsets).items():
+        columns[name] = values.astype(np.int8)
+    return columns
+
+
+# ------------------------------------------------------------------------------------ build
+def build_trace_dataset(
+    model,
+    tokenizer,
+    rows,
+    *,
+    batch_size: int = 32,
+    max_new_actions: int = 14,
+    layers: Sequence[int] = (),
+    constrained: bool = True,
+    semantics: Sequence[str] = tuple(SEMANTICS),
+    offsets: Sequence[int] = OFFSETS,
+    cache_dir: str | os.PathLike | None = None,
+    model_fingerprint: str | None = None,
+    fingerprint_extra: str | dict | None = None,
+    chunk_size: int = 512,
+    progress: bool = True,
+) -> datasets.Dataset:
+    """Decode a program for each spec in `rows` and return one row per generated action.
+
+    `rows` is a Karel split (`load_karel(...)`) or dicts with `id`, `inputs` and `outputs`
+    ((pairs, rows, cols) view codes; the first 5 pairs form the prompt). `layers` adds
+    `layer_<i>` columns (hidden-state index, 0 = embeddings, -1 = the last, named by its
+    non-negative index). `fingerprint_extra` (any JSON-serialisable value) is folded into the
+    cache key, e.g. the checkpoint step. Schema: see the module docstring.
+    """
+    if not isinstance(rows, datasets.Dataset):
+        rows = list(rows)  # iterated twice (fingerprint, then decoding)
+    layers = tuple(int(i) for i in layers)
+    if any(i < 0 for i in layers):  # name columns by the non-negative index (layer_-1 -> layer_<n_layer>)
+        n_hidden = model.config.num_hidden_layers + 1
+        layers = tuple(i % n_hidden if -n_hidden <= i else i for i in layers)
+    semantics = tuple(semantics)
+    for name in semantics:
+        get_semantics(name)
+    offsets = tuple(int(o) for o in offsets)
+    if any(o < 0 for o in offsets):
+        raise ValueError(f"offsets must be non-negative, got {offsets}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
+
+    final = None
+    if cache_dir is not None:
+        options = {
+            "format": TRACE_FORMAT_VERSION,
+            "model": model_fingerprint or fingerprint_model(model),
+            "tokenizer": fingerprint_tokenizer(tokenizer),
+            "rows": _rows_fingerprint(rows),
+            "max_new_actions": max_new_actions,
+            "constrained": constrained,
+            "layers": layers,
+            "semantics": semantics,
+            "offsets": offsets,
+            "extra": fingerprint_extra,
+        }
+        key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        final = Path(cache_dir) / f"traces-{key}"
+        if final.is_dir():
+            logger.info("trace dataset found in cache: %s", final)
+            return datasets.load_from_disk(str(final))
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+
+    from karel_hf import decoding  # torch-side; imported here so `import karel_hf.probing` stays light
+
+    work = Path(tempfile.mkdtemp(prefix=".traces-tmp-", dir=cache_dir))
+    try:
+        arrow_path = work / "data.arrow"
+        writer = None
+        total = len(rows)
+        skipped = 0
+        bar = tqdm(total=total, desc="traces", unit="spec", disable=not progress)
+        for ids, inputs, outputs in _iter_rows(rows, chunk_size):
+            prompts = [format_prompt(i[:NUM_SPEC_INPUTS], o[:NUM_SPEC_INPUTS]) for i, o in zip(inputs, outputs)]
+            out = decoding.decode(
+                model, tokenizer, prompts, batch_size=batch_size, constrained=constrained,
+                max_new_actions=max_new_actions, capture=True, layers=layers, progress=False,
+            )
+            batch: dict[str, list] = {}
+            for j, example_id in enumerate(ids):
+                layer_states = {i: (out.layer_states or {})[i][j] for i in layers}
+                columns = _example_rows(
+                    example_id, out.programs[j], out.action_states[j], layer_states,
+                    inputs[j], outputs[j], semantics, offsets,
+                )
+                if columns is None:
+                    skipped += 1
+                    continue
+                for name, values in columns.items():
+                    batch.setdefault(name, []).append(values)
+            if batch:
+                if writer is None:
+                    hidden = batch["state"][0].shape[1]
+                    features = trace_features(hidden, layers=layers, semantics=semantics, offsets=offsets)
+                    writer = ArrowWriter(features=features, path=str(arrow_path))
+                writer.write_batch({name: _concat(batch[name]) for name in features})
+            bar.update(len(ids))
+        bar.close()
+        if skipped:
+            logger.info("%d of %d generated programs gave no trace rows (no parse, control flow or empty)", skipped, total)
+        if writer is None:
+            hidden = int(getattr(model.config, "hidden_size"))
+            features = trace_features(hidden, layers=layers, semantics=semantics, offsets=offsets)
+            dataset = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+        else:
+            writer.finalize()
+            writer.close()
+            dataset = datasets.Dataset.from_file(str(arrow_path), in_memory=final is None)
+        if final is None:
+            return dataset
+        staged = work / "dataset"
+        quiet = not progress and not datasets.utils.are_progress_bars_disabled()
+        if quiet:
+            datasets.utils.disable_progress_bars()
+        try:
+            dataset.save_to_disk(str(staged))
+        finally:
+            if quiet:
+                datasets.utils.enable_progress_bars()
+        (staged / CONFIG_FILE).write_text(json.dumps({**options, "versions": _versions()}, indent=2, default=str))
+        del dataset
+        try:
+            os.rename(staged, final)
+        except OSError:  # another process finished the same traces first
+            if not final.is_dir():
+                raise
+        return datasets.load_from_disk(str(final))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _concat(parts: list):
+    if isinstance(parts[0], np.ndarray):
+        return list(np.concatenate(parts)) if parts[0].ndim == 2 else np.concatenate(parts)
+    return [value for part in parts for value in part]
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("karel_hf", "torch", "transformers", "datasets", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out

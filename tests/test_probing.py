@@ -1,0 +1,355 @@
+"""Probing: labels, trace datasets, probes, analysis (karel_hf.probing)."""
+
+import doctest
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from karel_hf import decoding
+from karel_hf.data.formatting import format_prompt, parse_sample
+from karel_hf.karel import ACTIONS, Program, World, execute, parse
+from karel_hf.probing import analysis, labels, probes, traces
+from karel_hf.probing.labels import MISSING, label_column, shift, step_labels, trajectory_labels
+
+torch.set_num_threads(1)
+
+# Robot at interior (0, 0) facing north, a wall at interior (2, 0).
+CORNER = World.from_ascii(
+    "########\n"
+    "#^.#...#\n"
+    "#......#\n"
+    "#......#\n"
+    "#......#\n"
+    "#......#\n"
+    "#......#\n"
+    "########"
+)
+
+
+def _facing(world: World, direction: int) -> World:
+    world = world.copy()
+    world.direction = direction
+    return world
+
+
+def random_world(rng) -> World:
+    walls = np.ones((8, 8), dtype=bool)
+    walls[1:-1, 1:-1] = rng.random((6, 6)) < 0.1
+    x, y = (int(v) for v in rng.integers(1, 7, size=2))
+    walls[y, x] = False
+    markers = np.zeros((8, 8), dtype=np.int16)
+    markers[1:-1, 1:-1] = (rng.random((6, 6)) < 0.1) & ~walls[1:-1, 1:-1]
+    markers[y, x] = 0
+    return World(walls, markers, x, y, int(rng.integers(4)))
+
+
+def make_rows(n: int, seed: int = 0, start_id: int = 0) -> list[dict]:
+    """Spec rows like load_karel's (id, program, inputs/outputs as (10, 6, 6) view codes)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        program = Program.from_actions(rng.choice(ACTIONS, size=int(rng.integers(1, 8)), p=[5 / 15, 3 / 15, 3 / 15, 2 / 15, 2 / 15]))
+        worlds = [random_world(rng) for _ in range(10)]
+        rows.append({
+            "id": start_id + i,
+            "program": str(program),
+            "inputs": np.stack([w.view_codes() for w in worlds]),
+            "outputs": np.stack([execute(program, w).world.view_codes() for w in worlds]),
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------ labels
+def test_labels_turns_moves_walls_and_offsets():
+    program = parse("def run() { move(); turn_right(); move(); move(); turn_left(); turn_left() }")
+    table = trajectory_labels(program, [CORNER] * 5)
+    # s_0..s_6: facing N; move into the border does nothing; turn right -> E; move; move into wall.
+    assert table["direction_0"].tolist() == [0, 0, 1, 1, 1, 0, 3]
+    assert table["x"].tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert table["y"].tolist() == [0] * 7
+    assert table["dx_start"].tolist() == [5, 5, 5, 6, 6, 6, 6]  # class = dx + 5
+    assert table["dx_end"].tolist() == [4, 4, 4, 5, 5, 5, 5]
+    assert table["dy_start"].tolist() == [5] * 7
+    assert table["facing_wall"].tolist() == [1, 1, 0, 1, 1, 1, 0]
+    assert table["wall_north"].tolist() == [1] * 7
+    assert table["wall_east"].tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert table["wall_west"].tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert table["wall_south"].tolist() == [0] * 7
+
+    rows = step_labels(program, [CORNER] * 5, semantics=["original"])
+    assert rows["direction_0"].tolist() == [0, 1, 1, 1, 0, 3]  # s_1..s_6
+    assert rows["direction_0_next1"].tolist() == [1, 1, 1, 0, 3, MISSING]
+    assert rows["direction_0_next2"].tolist() == [1, 1, 0, 3, MISSING, MISSING]
+    assert rows["direction_0_initial"].tolist() == [0] * 6
+    assert len(rows) == len(labels.ALL_LABELS) * 4
+
+
+def test_labels_per_input_and_short_programs():
+    inputs = [_facing(CORNER, d) for d in (0, 1, 2, 3, 0)]
+    table = trajectory_labels(parse("def run() { turn_left() }"), inputs)
+    for i, d in enumerate((0, 1, 2, 3, 0)):
+        assert table[f"direction_{i}"].tolist() == [d, (d + 3) % 4]
+    rows = step_labels(parse("def run() { turn_left() }"), inputs, semantics=["original"])
+    assert rows["direction_1_next1"].tolist() == [MISSING]
+    assert rows["direction_1_next2"].tolist() == [MISSING]
+    assert shift(np.array([7]), 1).tolist() == []
+    with pytest.raises(ValueError, match="straight-line"):
+        trajectory_labels(parse("def run() { repeat(2) { move() } }"), inputs)
+    with pytest.raises(ValueError, match="unknown label"):
+        label_column("colour")
+
+
+def test_alternative_semantics_labels():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        program = Program.from_actions(rng.choice(["move", "turn_left", "turn_right"], size=6))
+        inputs = [random_world(rng) for _ in range(5)]
+        rows = step_labels(program, inputs, semantics=["original", "swap", "cycle1"])
+        for i in range(5):
+            start = rows[f"direction_{i}_initial"]
+            original = (rows[f"direction_{i}"] - start) % 4
+            swapped = (rows[f"swap__direction_{i}"] - start) % 4
+            assert np.array_equal(swapped, (-original) % 4)  # swap mirrors every turn
+        # cycle1 reads move as turn_left, turn_left as turn_right, turn_right as put_marker.
+        expected = execute(Program.from_actions([{"move": "turn_left", "turn_left": "turn_right", "turn_right": "put_marker"}[a] for a in program.actions()]), inputs[0], trace=True)
+        assert rows["cycle1__direction_0"].tolist() == [s.direction for s in expected.states]
+        assert rows["cycle1__x"].tolist() == [inputs[0].x - 1] * 6  # nothing moves under cycle1
+    assert label_column("x", 1, "cycle2") == "cycle2__x_next1"
+
+
+def test_labels_module_is_numpy_only():
+    code = "import sys, karel_hf.probing; sys.exit(any(m in sys.modules for m in ('torch', 'datasets', 'sklearn', 'transformers')))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert doctest.testmod(labels).failed == 0
+
+
+# ------------------------------------------------------------------------------------ traces
+@pytest.fixture(scope="module")
+def tokenizer():
+    from karel_hf.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_layer=2, n_embd=32, n_head=2, n_positions=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_trace_rows_align_with_decoding(tiny_model, tokenizer):
+    rows = make_rows(6, seed=1)
+    ds = traces.build_trace_dataset(tiny_model, tokenizer, rows, batch_size=4, layers=(0, -1), progress=False)
+    prompts = [format_prompt(r["inputs"][:5], r["outputs"][:5]) for r in rows]
+    out = decoding.decode(tiny_model, tokenizer, prompts, batch_size=4, capture=True, layers=(0, -1), progress=False)
+    data = ds.with_format("numpy")[:]
+    for j, row in enumerate(rows):
+        mine = data["example_id"] == row["id"]
+        assert mine.sum() == out.num_actions[j] == len(parse(out.programs[j]).body)
+        assert data["step"][mine].tolist() == list(range(1, out.num_actions[j] + 1))
+        np.testing.assert_allclose(data["state"][mine], out.action_states[j], rtol=1e-6)
+        np.testing.assert_allclose(data["layer_2"][mine], out.layer_states[-1][j], rtol=1e-6)
+    assert ds.features["state"].length == tiny_model.config.n_embd
+
+
+def _fake_decode(programs_by_prompt, noise=0.3, seed=0):
+    """A decode that writes the given programs; state = one-hot of input 0's direction + noise."""
+    calls = []
+
+    def decode(model, tokenizer, prompts, *, capture=False, layers=(), **kwargs):
+        calls.append(len(prompts))
+        rng = np.random.default_rng(seed + len(calls))
+        texts, states = [], []
+        for prompt in prompts:
+            text = programs_by_prompt[prompt]
+            world = World.from_view_codes(parse_sample(prompt).inputs[0])
+            try:
+                directions = [s.direction for s in execute(parse(text), world, trace=True).states]
+            except ValueError:  # a program that does not parse: no action states
+                directions = []
+            onehot = np.eye(4, 8, dtype=np.float32)[directions]
+            texts.append(text)
+            states.append(onehot + noise * rng.standard_normal(onehot.shape).astype(np.float32))
+        return decoding.DecodeOutput(
+            programs=texts, num_actions=[len(s) for s in states], action_states=states,
+            layer_states={i: states for i in layers} if layers else None,
+        )
+
+    decode.calls = calls
+    return decode
+
+
+def _programs(rows, broken=()):
+    out = {}
+    for row in rows:
+        text = row["program"] if row["id"] not in broken else "def run() {\n  jump()\n}"
+        out[format_prompt(row["inputs"][:5], row["outputs"][:5])] = text
+    return out
+
+
+def test_trace_labels_match_execution_and_correctness(monkeypatch):
+    rows = make_rows(12, seed=2)
+    fake = _fake_decode(_programs(rows, broken={rows[3]["id"]}))
+    monkeypatch.setattr(decoding, "decode", fake)
+    ds = traces.build_trace_dataset(None, None, rows, chunk_size=5, semantics=("original", "swap"), progress=False)
+    assert fake.calls == [5, 5, 2]
+    assert rows[3]["id"] not in set(ds["example_id"])  # unparsable programs give no rows
+    assert "cycle1__direction_0" not in ds.column_names and "swap__direction_0_next2" in ds.column_names
+    assert all(ds["correct"]) and all(ds["correct_all"])  # the fake writes the reference programs
+    by_id = {r["id"]: r for r in rows}
+    for record in ds:
+        row = by_id[record["example_id"]]
+        program = parse(row["program"])
+        assert record["num_actions"] == len(program.body)
+        assert record["action"] == program.actions()[record["step"] - 1]
+        prefix = Program(program.body[: record["step"]])
+        for i in range(5):
+            world = World.from_view_codes(row["inputs"][i])
+            assert record[f"direction_{i}"] == execute(prefix, world).world.direction
+            assert record[f"direction_{i}_initial"] == world.direction
+        end = execute(prefix, World.from_view_codes(row["inputs"][0])).world
+        assert (record["x"], record["y"]) == (end.x - 1, end.y - 1)
+
+
+def test_trace_cache_hit_skips_decoding(monkeypatch, tmp_path):
+    rows = make_rows(5, seed=4)
+    fake = _fake_decode(_programs(rows))
+    monkeypatch.setattr(decoding, "decode", fake)
+    kwargs = dict(cache_dir=tmp_path, model_fingerprint="model-a", semantics=("original",), progress=False)
+    tokenizer = type("Tok", (), {"get_vocab": lambda self: {"a": 0}})()
+    first = traces.build_trace_dataset(None, tokenizer, rows, **kwargs)
+    assert fake.calls == [5]
+    second = traces.build_trace_dataset(None, tokenizer, rows, **kwargs)
+    assert fake.calls == [5]  # no recomputation
+    assert second.to_dict() == first.to_dict()
+    cached = [p for p in tmp_path.iterdir() if p.name.startswith("traces-")]
+    assert len(cached) == 1 and (cached[0] / traces.CONFIG_FILE).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".traces-tmp")]
+    traces.build_trace_dataset(None, tokenizer, rows, **{**kwargs, "model_fingerprint": "model-b"})
+    traces.build_trace_dataset(None, tokenizer, rows[:4], **kwargs)
+    assert fake.calls == [5, 5, 4]
+
+
+def test_model_fingerprint_follows_weights(tiny_model, tmp_path):
+    a = traces.fingerprint_model(tiny_model)
+    assert a == traces.fingerprint_model(tiny_model)
+    tiny_model.save_pretrained(tmp_path)
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    b = traces.fingerprint_model(loaded)  # hashes tmp_path/model.safetensors
+    with torch.no_grad():
+        loaded.transformer.wte.weight[0, 0] += 1.0
+    loaded.name_or_path = ""
+    assert traces.fingerprint_model(loaded) not in (a, b)
+
+
+# ------------------------------------------------------------------------------------ probes
+def _separable(n, seed, dim=16, classes=4):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(100).normal(size=(classes, dim)) * 4
+    y = rng.integers(classes, size=n)
+    return centres[y] + rng.normal(size=(n, dim)), y
+
+
+@pytest.mark.parametrize("probe", ["linear", "mlp1"])
+def test_probe_separable_data_and_shuffled_control(probe):
+    x_train, y_train = _separable(400, 0)
+    x_test, y_test = _separable(200, 1)
+    score = probes.score_task(x_train, y_train, x_test, y_test, probe=probe, seed=0, max_iter=300)
+    assert score["accuracy"] > 0.97
+    assert score["shuffled"] < 0.45
+    assert score["uniform"] == 0.25 and 0.15 < score["majority"] < 0.4
+
+
+def test_probe_report_offsets_and_missing_labels():
+    x, y = _separable(300, 2)
+    future = np.where(np.arange(300) % 7 == 0, MISSING, (y + 1) % 4)
+    result = probes.probe_report(
+        x, np.stack([y, future], 1), np.arange(300) < 200, task_names=["d", "d_next1"], task_offsets=[0, 1],
+        steps=np.arange(300) % 3 + 1, shortcut=np.zeros((300, 2), dtype=int),
+    )
+    assert result["semantic_content"] > 0.97 and result["semantic_content_next1"] > 0.97
+    assert set(result) >= {"chance_uniform", "shuffled_control_next1", "initial_baseline", "accuracy_step_3", "accuracy_d_next1"}
+    assert all(isinstance(v, float) for v in result.values())
+    with pytest.raises(ValueError, match="train_mask"):
+        probes.probe_report(x, y, np.ones(300, dtype=bool))
+
+
+def test_semantic_content_on_traces(monkeypatch):
+    rows = make_rows(60, seed=5)
+    monkeypatch.setattr(decoding, "decode", _fake_decode(_programs(rows)))
+    ds = traces.build_trace_dataset(None, None, rows, semantics=("original", "swap"), progress=False)
+    train = ds.filter(lambda r: r["example_id"] < 40)
+    test = ds.filter(lambda r: r["example_id"] >= 40)
+    result = probes.semantic_content(train, test, offset=0, label_set="v1", return_predictions=True)
+    # the fake states encode input 0's direction only
+    assert result["per_input"][0] > 0.95 and result["semantic_content"] < 0.8
+    assert result["shuffled"] < 0.5 and 0 <= result["chance"]["majority"] <= 1 and result["chance"]["uniform"] == 0.25
+    assert 0 <= result["initial_direction"] <= 1 and set(result["per_step"]) <= set(range(1, 8))
+    assert len(result["predictions"]["direction_0"]) == len(test)
+    swap = probes.semantic_content(train, test, semantics="swap", label_set="v1", controls=False)
+    assert swap["per_task"]["direction_0"] < result["per_task"]["direction_0"]
+    v3 = probes.semantic_content(train, test, offset=1, label_set="v3", controls=False)
+    assert set(v3["per_task"]) == set(labels.V3_LABELS)
+    with pytest.raises(ValueError, match="lacks column"):
+        probes.semantic_content(train, test, semantics="cycle1")
+
+
+# ---------------------------------------------------------------------------------- analysis
+def test_regress_perfect_line():
+    result = analysis.regress([0.1, 0.3, 0.5, 0.7], [0.25, 0.35, 0.45, 0.55])
+    assert result["r2"] == pytest.approx(1.0) and result["slope"] == pytest.approx(2.0)
+    assert result["intercept"] == pytest.approx(-0.4) and result["n"] == 4 and result["p_value"] < 1e-6
+    with pytest.raises(ValueError):
+        analysis.regress([0.1], [0.2])
+
+
+def test_best_future_classifier_and_conditional_probe():
+    # current N -> future N, N, E (best: N, 2/3); current E -> future S, S (best: S, 2/2); one missing
+    current = np.array([0, 0, 0, 1, 1, 2])
+    future = np.array([0, 0, 1, 2, 2, MISSING])
+    assert analysis.best_future_classifier(current, future) == pytest.approx(4 / 5)
+    assert analysis.best_future_classifier({"a": current}, {"a": future}) == pytest.approx(4 / 5)
+    value = analysis.probe_future_given_current_correct(
+        {"a": [0, 1, 1, 1]}, {"a": [0, 0, 1, 1]}, {"a": [2, 2, 3, 0]}, {"a": [2, 2, 3, MISSING]}
+    )
+    assert value == pytest.approx(1.0)  # rows 0 and 2 qualify (row 3's future is missing)
+    assert doctest.testmod(analysis).failed == 0
+
+
+def test_length_test():
+    generated = np.array([3, 4, 2, 5, 6, 3, 4, 2, 5, 1, 3, 2])
+    reference = generated + np.array([1, 2, 1, 0, 3, 1, 2, 1, 1, 2, 1, 2])
+    result = analysis.length_test(generated, reference)
+    assert result["p_value"] < 0.01 and result["mean_generated"] < result["mean_reference"]
+    assert (result["num_shorter"], result["num_equal"], result["num_longer"]) == (11, 1, 0)
+    assert analysis.length_test(reference, generated)["p_value"] > 0.5
+    assert analysis.length_test([3, 3], [3, 3])["p_value"] == 1.0
+
+
+def test_program_perplexity(tiny_model, tokenizer):
+    rows = make_rows(3, seed=6)
+    texts = [format_prompt(r["inputs"][:5], r["outputs"][:5]) + r["program"] for r in rows]
+    result = analysis.program_perplexity(tiny_model, tokenizer, texts, batch_size=2)
+    expected_tokens = sum(len(parse(r["program"]).body) + 3 + 1 + 1 for r in rows)  # preamble 3, "}", eos
+    assert result["num_tokens"] == expected_tokens
+    # the same mean NLL as transformers' own loss over the program tokens of one text
+    one = analysis.program_perplexity(tiny_model, tokenizer, texts[:1], include_eos=False)
+    prompt_ids = tokenizer(format_prompt(rows[0]["inputs"][:5], rows[0]["outputs"][:5]))["input_ids"]
+    ids = torch.tensor([tokenizer(texts[0])["input_ids"]])
+    labels_ = ids.clone()
+    labels_[0, : len(prompt_ids)] = -100
+    with torch.no_grad():
+        loss = tiny_model(input_ids=ids, labels=labels_).loss
+    assert one["mean_nll"] == pytest.approx(float(loss), rel=1e-4)
+    assert result["perplexity"] > 1
