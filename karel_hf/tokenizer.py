@@ -105,3 +105,46 @@ def load_tokenizer(path):
             "`karel-hf tokenizer save DIR` or `karel-hf dataset export` (DIR/tokenizer)"
         )
     return AutoTokenizer.from_pretrained(str(path))
+
+
+class FastEncoder:
+    """Token ids straight from view-code arrays, bypassing text: one lookup per cell.
+
+    Gives exactly `tokenizer(format_prompt(inputs, outputs))["input_ids"]` (a test checks it) at
+    NumPy speed, for tokenising whole corpora. Built from a tokenizer, so ids always agree with it.
+    """
+
+    def __init__(self, tokenizer):
+        import numpy as np
+
+        vocab = tokenizer.get_vocab()
+        self.np = np
+        self.bos = tokenizer.bos_token_id
+        self.cell_space = np.array([vocab[w + " "] for w in CELL_WORDS], dtype=np.int32)
+        self.cell_newline = np.array([vocab[w + "\n"] for w in CELL_WORDS], dtype=np.int32)
+        self.vocab = vocab
+        self.unk = tokenizer.unk_token_id
+
+    def _word(self, piece: str) -> int:
+        return self.vocab.get(piece, self.unk)
+
+    def encode_prompts(self, inputs, outputs):
+        """(n, pairs, rows, cols) view codes -> (n, prompt_len) int32 ids, `<s>` first."""
+        np = self.np
+        inputs, outputs = np.asarray(inputs), np.asarray(outputs)
+        n, pairs, rows, cols = inputs.shape
+        table = np.tile(self.cell_space, (cols, 1))  # (cols, codes)
+        table[-1] = self.cell_newline
+
+        def grid_ids(codes):  # (n, rows, cols) -> (n, rows*cols)
+            return table[np.arange(cols)[None, None, :], codes.astype(np.intp)].reshape(n, rows * cols)
+
+        parts = [np.full((n, 1), self.bos), np.full((n, 1), self._word("Examples:\n")), np.full((n, 1), self._word("\n"))]
+        for p in range(pairs):
+            parts += [np.full((n, 1), self._word(f"Input{p}\n")), grid_ids(inputs[:, p])]
+            parts += [np.full((n, 1), self._word(f"Output{p}\n")), grid_ids(outputs[:, p])]
+        parts += [np.full((n, 1), self._word("\n")), np.full((n, 1), self._word("Code:\n"))]
+        return np.concatenate(parts, axis=1).astype(np.int32)
+
+    def encode_program(self, program_text: str) -> list[int]:
+        return [self._word(p) for p in pieces(program_text)]

@@ -17,8 +17,8 @@ def run() {
 ```
 
 Worlds are given either as `World`s or as view-code arrays (`World.view_codes`, what datasets
-store); `parse_sample(format_sample(...))` gives back the same codes and program, and
-`format_sample(*parse_sample(text))` gives back the same text.
+store); `parse_sample(format_sample(...))` gives back the same codes and program, and formatting
+the parsed sample again gives back the same text.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def parse_sample(text: str) -> Sample:
                 found = lines[pos] if pos < len(lines) else "the end of the examples"
                 raise SampleFormatError(f"expected {header!r} at example line {pos + 1}, found {found!r}")
             end = pos + 1
-            while end < len(lines) and not lines[end].startswith(("Input", "Output")):
+            while end < len(lines) and lines[end].startswith("__"):  # grid rows are cell words
                 end += 1
             try:
                 target.append(words_to_codes("\n".join(lines[pos + 1 : end])))
