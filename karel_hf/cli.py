@@ -86,6 +86,33 @@ def _cmd_tokenizer_save(args) -> int:
     return 0
 
 
+def _cmd_push(args) -> int:
+    from karel_hf import hub
+
+    planners = {
+        "dataset": lambda: hub.plan_dataset_push(args.src, args.repo_id, private=args.private),
+        "model": lambda: hub.plan_model_push(args.src, args.repo_id, private=args.private,
+                                             revision_prefix=args.revision_prefix),
+        "metric": lambda: hub.plan_metric_push(args.src, args.repo_id, private=args.private),
+        "traces": lambda: hub.plan_traces_push(args.src, args.repo_id, config_name=args.config_name,
+                                               private=args.private),
+    }
+    try:
+        plan = planners[args.kind]()
+        if args.dry_run:
+            out = hub.write_dry_run(plan, args.dry_run)
+            for rev in plan.revisions:
+                print(f"{plan.repo_type} {plan.repo_id}@{rev.revision}: {len(rev.files)} files -> {out / rev.revision}")
+            print(f"dry run: nothing was sent; the plan is in {out / 'plan.json'}")
+            return 0
+        for published in hub.execute_plan(plan):
+            print(f"published {plan.repo_type} {plan.repo_id}@{published.revision}: "
+                  f"{published.num_files} files, commit {published.commit}")
+    except (ValueError, hub.HubPushError) as err:
+        raise SystemExit(f"karel-hf push {args.kind}: {err}") from None
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karel-hf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +144,19 @@ def _build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("save", help="save the tokenizer (AutoTokenizer-loadable)")
     p.add_argument("output_dir")
     p.set_defaults(func=_cmd_tokenizer_save)
+
+    p = sub.add_parser("push", help="publish a dataset export, a training run (step-N revisions), a metric Space "
+                       "or trace datasets to the Hub (HF_ENDPOINT; token from HF_TOKEN or `hf auth login`)")
+    p.add_argument("kind", choices=["dataset", "model", "metric", "traces"], help="what SRC holds")
+    p.add_argument("src", help="export dir, training output dir, metric folder or save_to_disk dir")
+    p.add_argument("--repo_id", required=True, help="<namespace>/<name> (for a metric, the namespace alone will do)")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", metavar="DIR", default=None,
+                   help="write the exact repository trees (DIR/<revision>/...) and plan.json instead of pushing")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision-prefix", "--revision_prefix", dest="revision_prefix", default="step-",
+                   help="branch name of checkpoint-N is PREFIX + N (default: step-)")
+    p.add_argument("--config_name", default="default", help="traces: the dataset config to push as")
+    p.set_defaults(func=_cmd_push)
 
     return parser
 
