@@ -315,6 +315,10 @@ def decode(
     whatever the model wrote before `</s>`). `capture=True` fills `action_states` (layer mean) and,
     for each index in `layers` (0 = embedding output, n_layer = last; negatives count from the
     end), `layer_states`. The model is put in eval mode for the call and restored afterwards.
+
+    transformers may log once "We strongly recommend passing in an `attention_mask`": when no
+    prompt of a batch is padded, `generate` drops the all-ones mask and finished rows are then fed
+    `<pad>`; their outputs are discarded, so it is harmless.
     """
     from tqdm.auto import tqdm
 
