@@ -113,6 +113,12 @@ def _cmd_push(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from karel_hf.training import main as train_main
+
+    return train_main(args.train_args)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karel-hf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +163,12 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="branch name of checkpoint-N is PREFIX + N (default: step-)")
     p.add_argument("--config_name", default="default", help="traces: the dataset config to push as")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("train", add_help=False, prefix_chars="+",
+                       help="train a GPT-2 with transformers.Trainer: --preset tiny|cpu|small|paper plus flag "
+                       "overrides (karel-hf train --help lists them)")
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_train)
 
     return parser
 

@@ -1,0 +1,169 @@
+"""Benchmark: training tokens/s of `transformers.Trainer` vs a hand-written PyTorch loop, fp32 vs bf16.
+
+Both paths train the same freshly initialised GPT-2 (a karel_hf model preset, default `cpu`) on
+the same packed Karel blocks (default 16 x 512 tokens per step, the cpu preset's batch) with the
+same optimizer (AdamW, linear schedule, gradient clipping at 1.0), in the same process, one after
+the other. The Trainer path is karel_hf's (`KarelTrainingArguments`, `CausalLMCollator`); the loop
+is the minimal equivalent: DataLoader, autocast, backward, clip, step. Each measurement times
+--steps optimizer steps after --warmup steps; with --rounds > 1 the order alternates and the
+median is reported.
+
+Prints tokens/s per (path, precision) and the ratios Trainer/loop (goal: Trainer within 10%) and
+bf16/fp32. bf16 autocast pays off on CPUs with AMX (or AVX512-BF16); on AVX2-only CPUs it is
+slower than fp32 (the output says which the CPU has).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
+    python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+
+
+def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int):
+    from karel_hf.data.builder import load_karel
+    from karel_hf.training import prepare_lm_dataset
+
+    raw = load_karel(dataset_config, split="train")
+    samples = min(len(raw), blocks_needed * block_size // 300 + 64)  # ~390 tokens per sample
+    data = prepare_lm_dataset(raw, tokenizer, block_size=block_size, max_samples=samples)
+    if len(data) < blocks_needed:
+        raise SystemExit(f"{dataset_config} gives {len(data)} blocks, {blocks_needed} needed: use a bigger --dataset_config")
+    return data.select(range(blocks_needed))
+
+
+def _model(args, tokenizer):
+    from transformers import set_seed
+
+    from karel_hf.modeling import build_model
+
+    set_seed(args.seed)
+    return build_model(args.model_preset, tokenizer)
+
+
+def run_trainer(args, tokenizer, data, bf16: bool) -> float:
+    from transformers import PrinterCallback, Trainer, TrainerCallback
+
+    from karel_hf.training import CausalLMCollator, KarelTrainingArguments
+
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        targs = KarelTrainingArguments(
+            output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps,
+            learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
+            bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
+            logging_steps=10**9, disable_tqdm=True, dataloader_pin_memory=False, seed=args.seed,
+            save_initial_checkpoint=False,
+        )
+        trainer = Trainer(model=_model(args, tokenizer), args=targs, train_dataset=data,
+                          data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    return args.steps * args.batch_size * args.block_size / (times[-1] - times[args.warmup - 1])
+
+
+def run_loop(args, tokenizer, data, bf16: bool) -> float:
+    from torch.utils.data import DataLoader
+    from transformers import get_linear_schedule_with_warmup
+
+    from karel_hf.training import CausalLMCollator
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = _model(args, tokenizer).to(device).train()
+    loader = DataLoader(data.with_format(None), batch_size=args.batch_size, shuffle=True,
+                        collate_fn=CausalLMCollator(tokenizer.pad_token_id),
+                        generator=torch.Generator().manual_seed(args.seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    total = args.warmup + args.steps
+    schedule = get_linear_schedule_with_warmup(optimizer, 0, total)
+    times = []
+    for step, batch in enumerate(loader):
+        if step == total:
+            break
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter())
+    return args.steps * args.batch_size * args.block_size / (times[-1] - times[args.warmup - 1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_preset", default="cpu", help="karel_hf.modeling preset (default: cpu)")
+    parser.add_argument("--dataset_config", default="tiny", help="load_karel config the blocks come from")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--block_size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per (path, precision); median")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1 (the clock starts at the end of a step)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from transformers.utils import logging as hf_logging
+
+    from karel_hf.tokenizer import build_tokenizer
+
+    hf_logging.set_verbosity_error()
+    tokenizer = build_tokenizer()
+    data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size)
+    precisions = args.precisions.split(",")
+    runs = {(path, p): [] for p in precisions for path in ("trainer", "loop")}
+    for r in range(args.rounds):
+        for p in precisions:
+            order = ("trainer", "loop") if r % 2 == 0 else ("loop", "trainer")
+            for path in order:
+                fn = run_trainer if path == "trainer" else run_loop
+                runs[(path, p)].append(fn(args, tokenizer, data, p == "bf16"))
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    cpu = {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
+           "capability": torch.backends.cpu.get_cpu_capability()}
+    result = {
+        "model_preset": args.model_preset, "batch": f"{args.batch_size} x {args.block_size}", "steps": args.steps,
+        "rounds": args.rounds, "threads": torch.get_num_threads(), "cpu": cpu,
+        "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
+        "trainer_over_loop": {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions},
+    }
+    if "fp32" in precisions and "bf16" in precisions:
+        result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
+                                    for path in ("trainer", "loop")}
+    print(f"model {args.model_preset}, batch {result['batch']} tokens, {args.steps} timed steps, "
+          f"{result['threads']} thread(s), CPU {cpu}")
+    print(f"{'path':<10}" + "".join(f"{p + ' tok/s':>14}" for p in precisions))
+    for path in ("trainer", "loop"):
+        print(f"{path:<10}" + "".join(f"{median[(path, p)]:>14.0f}" for p in precisions))
+    print("Trainer / loop: " + ", ".join(f"{p} {v:.3f}" for p, v in result["trainer_over_loop"].items()))
+    if "bf16_over_fp32" in result:
+        print("bf16 / fp32:    " + ", ".join(f"{k} {v:.3f}" for k, v in result["bf16_over_fp32"].items()))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

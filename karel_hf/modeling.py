@@ -1,0 +1,143 @@
+"""GPT-2 model presets for karel_hf: a stock `GPT2LMHeadModel` sized to the karel_hf tokenizer.
+
+A preset fixes the shape (layers, width, heads, context); the vocabulary size and the special token
+ids come from the tokenizer, so a checkpoint loads with `AutoModelForCausalLM` and generates with
+`pipeline("text-generation")` without any extra arguments. Attention is "eager": on the CPUs this
+project runs on it beat "sdpa" by 12-19% at these sizes (shared/HF_NOTES.md).
+
+| preset | layers x width (heads) | context | parameters (300-word vocabulary) | use |
+|---|---|---|---|---|
+| tiny  | 2 x 64 (2)     | 512  | 0.15M | tests, seconds |
+| cpu   | 4 x 256 (4)    | 512  | 3.4M  | the CPU reproduction (2 cores, about an hour) |
+| small | 8 x 512 (8)    | 1024 | 25.9M | a bigger CPU run or one small GPU |
+| paper | 20 x 1024 (16) | 2048 | 254.3M | the paper's model (GPU) |
+
+`paper` has the transformer body of CodeGen-350M, the paper's model: 20 blocks of width 1024 with
+16 heads and a 4x MLP (251.8M parameters in the blocks). CodeGen's "350M" also counts a
+51,200-token embedding and an untied LM head (~105M); with a 300-word vocabulary (tied, as GPT-2
+does) those shrink to ~2.4M, the position table included.
+
+Dropout is 0 in every preset, as in CodeGen-350M's config: the runs see each sample about once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EAGER = "eager"
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_positions: int
+    description: str
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "tiny": ModelPreset(2, 64, 2, 512, "tests: a few dozen steps in seconds"),
+    "cpu": ModelPreset(4, 256, 4, 512, "the CPU reproduction (shared/PILOT.md: ~7k tokens/s in bf16 with AMX)"),
+    "small": ModelPreset(8, 512, 8, 1024, "a bigger CPU run or one small GPU"),
+    "paper": ModelPreset(20, 1024, 16, 2048, "the paper's size: CodeGen-350M's 20 x 1024 body (GPU)"),
+}
+
+
+def _special_ids(tokenizer) -> dict:
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    missing = [name for name, value in ids.items() if value is None]
+    if missing:
+        raise ValueError(f"the tokenizer has no {', '.join(missing)}: use karel_hf.tokenizer.build_tokenizer()")
+    return ids
+
+
+def model_config(preset: str, tokenizer, **overrides):
+    """The `GPT2Config` of a preset, with vocab size and bos/eos/pad ids from `tokenizer`.
+
+    `overrides` are GPT2Config fields (e.g. `n_layer=6`, `resid_pdrop=0.0`); unknown names raise.
+    """
+    from transformers import GPT2Config
+
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; expected one of {', '.join(MODEL_PRESETS)}")
+    shape = MODEL_PRESETS[preset]
+    known = set(GPT2Config().to_dict())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown GPT2Config field(s) {unknown} in the model overrides")
+    values = {
+        "n_layer": shape.n_layer,
+        "n_embd": shape.n_embd,
+        "n_head": shape.n_head,
+        "n_positions": shape.n_positions,
+        "vocab_size": len(tokenizer),
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        **_special_ids(tokenizer),
+        **overrides,
+    }
+    if values["n_embd"] % values["n_head"]:
+        raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
+    config = GPT2Config(**values)
+    config._attn_implementation = EAGER
+    return config
+
+
+def parse_config_overrides(text: str | None) -> dict:
+    """`"n_layer=6,resid_pdrop=0.0"` -> `{"n_layer": 6, "resid_pdrop": 0.0}` (as run_clm.py's flag)."""
+    if not text:
+        return {}
+    result = {}
+    for item in text.split(","):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config_overrides: expected key=value pairs separated by commas, got {item!r}")
+        raw = raw.strip()
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+        result[key.strip()] = value
+    return result
+
+
+def build_model(preset_or_config, tokenizer, **overrides):
+    """A freshly initialised `GPT2LMHeadModel` (call `transformers.set_seed` first for reproducibility).
+
+    The generation config carries the tokenizer's bos/eos/pad ids, so `generate` and
+    `pipeline("text-generation")` stop at `</s>` and pad with `<pad>` without extra arguments.
+    """
+    from transformers import GPT2LMHeadModel
+
+    if isinstance(preset_or_config, str):
+        config = model_config(preset_or_config, tokenizer, **overrides)
+    else:
+        config = preset_or_config
+        config._attn_implementation = EAGER
+    model = GPT2LMHeadModel(config)
+    set_generation_ids(model, tokenizer)
+    return model
+
+
+def set_generation_ids(model, tokenizer) -> None:
+    """Write the tokenizer's bos/eos/pad ids into the model config and its generation config."""
+    ids = _special_ids(tokenizer)
+    for target in (model.config, model.generation_config):
+        for name, value in ids.items():
+            setattr(target, name, value)
+
+
+def count_parameters(model, *, blocks_only: bool = False) -> int:
+    """Parameters of a model (tied weights counted once); `blocks_only`: the transformer blocks only."""
+    module = model.transformer.h if blocks_only else model
+    return sum(p.numel() for p in module.parameters())

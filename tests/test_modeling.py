@@ -1,0 +1,61 @@
+"""GPT-2 presets: shapes, sizes, special ids from the tokenizer, clear errors."""
+
+import pytest
+import torch
+
+from karel_hf.modeling import MODEL_PRESETS, build_model, count_parameters, model_config, parse_config_overrides
+from karel_hf.tokenizer import build_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.mark.parametrize("preset", list(MODEL_PRESETS))
+def test_preset_config_is_sized_to_the_tokenizer(preset, tokenizer):
+    config = model_config(preset, tokenizer)
+    shape = MODEL_PRESETS[preset]
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == (
+        shape.n_layer, shape.n_embd, shape.n_head, shape.n_positions)
+    assert config.vocab_size == len(tokenizer)
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (
+        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert config._attn_implementation == "eager"
+    assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.0
+
+
+def test_paper_preset_has_codegen_350m_body(tokenizer):
+    with torch.device("meta"):  # no memory for 254M parameters
+        model = build_model("paper", tokenizer)
+    d = 1024
+    # per block: qkv (3d^2 + 3d), out (d^2 + d), MLP (8d^2 + 5d), two layer norms (4d)
+    assert count_parameters(model, blocks_only=True) == 20 * (12 * d * d + 13 * d)
+    assert 250e6 < count_parameters(model) < 260e6
+
+
+def test_built_model_generates_with_tokenizer_ids(tokenizer):
+    torch.manual_seed(0)
+    model = build_model("tiny", tokenizer)
+    gen = model.generation_config
+    assert (gen.bos_token_id, gen.eos_token_id, gen.pad_token_id) == (
+        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    enc = tokenizer(["Examples:\n\n"], return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] <= enc["input_ids"].shape[1] + 3
+
+
+def test_overrides_and_errors(tokenizer):
+    assert parse_config_overrides("n_layer=3, resid_pdrop=0.1,scale_attn_weights=false") == {
+        "n_layer": 3, "resid_pdrop": 0.1, "scale_attn_weights": False}
+    assert model_config("tiny", tokenizer, n_layer=3).n_layer == 3
+    with pytest.raises(ValueError, match="unknown model preset 'huge'.*tiny, cpu, small, paper"):
+        model_config("huge", tokenizer)
+    with pytest.raises(ValueError, match="n_layers"):
+        model_config("tiny", tokenizer, n_layers=3)
+    with pytest.raises(ValueError, match="multiple of n_head"):
+        model_config("tiny", tokenizer, n_head=3)
+    with pytest.raises(ValueError, match="key=value"):
+        parse_config_overrides("n_layer")
