@@ -119,6 +119,12 @@ def _cmd_train(args) -> int:
     return train_main(args.train_args)
 
 
+def _cmd_reproduce(args) -> int:
+    from karel_hf.reproduce import main as reproduce_main
+
+    return reproduce_main(args.reproduce_args)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karel-hf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +175,12 @@ def _build_parser() -> argparse.ArgumentParser:
                        "overrides (karel-hf train --help lists them)")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("reproduce", add_help=False, prefix_chars="+",
+                       help="the whole paper: train, sweep checkpoints, analyse, plot, report "
+                       "(karel-hf reproduce --help lists the flags)")
+    p.add_argument("reproduce_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_reproduce)
 
     return parser
 
