@@ -22,6 +22,7 @@ from karel_hf.training import (
     parse_train_args,
     prepare_lm_dataset,
     render_model_card,
+    tokenize_from_arrays,
     tokenize_samples,
 )
 
@@ -68,6 +69,13 @@ def test_program_loss_masks_exactly_outside_program_and_eos(tokenizer, tiny):
         assert tokenizer.decode(ids[n_prompt:-1]) == program
         assert ids[-1] == tokenizer.eos_token_id
         assert tokenizer.convert_ids_to_tokens(ids[n_prompt - 1]) == "Code:\n"
+
+
+@pytest.mark.parametrize("loss_on", ["all", "program"])
+def test_array_tokenisation_equals_text_tokenisation(tokenizer, tiny, loss_on):
+    rows = tiny["train"][:12]
+    assert tokenize_from_arrays(rows, tokenizer, loss_on) == tokenize_samples(rows["text"], tokenizer, loss_on)
+    assert tokenize_from_arrays({"text": rows["text"]}, tokenizer, loss_on) is None  # not corpus rows
 
 
 def test_packing_shapes(tokenizer, tiny):
