@@ -602,8 +602,8 @@ def make_generation_eval_fn(tokenizer, rows: list[dict], *, batch_size: int = 32
 
 # ------------------------------------------------------------------------------------ model card
 def card_template_path() -> Path:
-    """The top-level model_card.md of a source checkout (or a packaged karel_hf/templates copy)."""
-    for path in (Path(__file__).resolve().parents[1] / "model_card.md", Path(__file__).parent / "templates" / "model_card.md"):
+    """The top-level model_card.md (karel_hf/templates/ links to it, so wheels carry a copy)."""
+    for path in (Path(__file__).parent / "templates" / "model_card.md",):
         if path.is_file():
             return path
     raise FileNotFoundError("model_card.md template not found next to the karel_hf package")

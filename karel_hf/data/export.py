@@ -24,7 +24,8 @@ import yaml
 from .builder import SPLITS, _CITATION, _LICENSE, get_config, load_karel
 
 ROWS_PER_SHARD = 100_000
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_card.md"
+# The top-level dataset_card.md; karel_hf/templates/ links to it so wheels carry a copy.
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "dataset_card.md"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
