@@ -8,6 +8,7 @@ project runs on it beat "sdpa" by 12-19% at these sizes (shared/HF_NOTES.md).
 | preset | layers x width (heads) | context | parameters (300-word vocabulary) | use |
 |---|---|---|---|---|
 | tiny  | 2 x 64 (2)     | 512  | 0.15M | tests, seconds |
+| demo  | 4 x 128 (4)    | 512  | 0.9M  | the README's demo reproduction (minutes) |
 | cpu   | 4 x 256 (4)    | 512  | 3.4M  | the CPU reproduction (2 cores, about an hour) |
 | small | 8 x 512 (8)    | 1024 | 25.9M | a bigger CPU run or one small GPU |
 | paper | 20 x 1024 (16) | 2048 | 254.3M | the paper's model (GPU) |
@@ -38,6 +39,7 @@ class ModelPreset:
 
 MODEL_PRESETS: dict[str, ModelPreset] = {
     "tiny": ModelPreset(2, 64, 2, 512, "tests: a few dozen steps in seconds"),
+    "demo": ModelPreset(4, 128, 4, 512, "the README's demo reproduction: minutes on 2 CPU cores"),
     "cpu": ModelPreset(4, 256, 4, 512, "the CPU reproduction (shared/PILOT.md: ~7k tokens/s in bf16 with AMX)"),
     "small": ModelPreset(8, 512, 8, 1024, "a bigger CPU run or one small GPU"),
     "paper": ModelPreset(20, 1024, 16, 2048, "the paper's size: CodeGen-350M's 20 x 1024 body (GPU)"),

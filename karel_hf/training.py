@@ -64,7 +64,7 @@ from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).parent / "presets"
-PRESET_NAMES = ("tiny", "cpu", "small", "paper")
+PRESET_NAMES = ("tiny", "demo", "cpu", "small", "paper")
 LOSS_ON = ("all", "program")
 RUN_CONFIG_NAME = "karel_run_config.json"
 GENERATION_LOG_NAME = "generation_eval.jsonl"
@@ -83,9 +83,9 @@ class TrainArgumentError(ValueError):
 class ModelArguments:
     """Which model to train."""
 
-    model_preset: Literal["tiny", "cpu", "small", "paper"] = field(
+    model_preset: Literal["tiny", "demo", "cpu", "small", "paper"] = field(
         default="tiny",
-        metadata={"help": "GPT-2 shape from karel_hf.modeling.MODEL_PRESETS: tiny, cpu, small or paper."},
+        metadata={"help": "GPT-2 shape from karel_hf.modeling.MODEL_PRESETS: tiny, demo, cpu, small or paper."},
     )
     config_overrides: str | None = field(
         default=None,
@@ -227,7 +227,7 @@ class _ArgumentParser(HfArgumentParser):
 
 
 def preset_path(preset: str) -> Path:
-    """A preset name (tiny, cpu, small, paper) or a path to a JSON/YAML file of argument values."""
+    """A preset name (tiny, demo, cpu, small, paper) or a path to a JSON/YAML file of argument values."""
     if preset in PRESET_NAMES:
         return PRESET_DIR / f"{preset}.json"
     path = Path(preset)

@@ -138,7 +138,7 @@ BUILDER_CONFIGS = [
     ),
     KarelConfig(
         name="demo",
-        train_size=40_000,
+        train_size=12_000,
         validation_size=256,
         test_size=256,
         description="The README's main job: minutes on a laptop CPU.",
