@@ -124,7 +124,7 @@ def test_preset_values_and_flag_overrides(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--preset", "huge"], r"unknown preset 'huge'; expected one of tiny, cpu, small, paper"),
+        (["--preset", "huge"], r"unknown preset 'huge'; expected one of tiny, demo, cpu, small, paper"),
         (["--preset", "tiny", "--lerning_rate", "1"], r"'--lerning_rate'; did you mean '--learning_rate'"),
         (["--preset", "tiny", "--learning_rate", "fast"], r"--learning_rate.*invalid float value: 'fast'"),
         (["--preset", "tiny", "--loss_on", "prompt"], r"--loss_on.*invalid choice: 'prompt'"),
