@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from karel_hf.data.formatting import format_prompt, format_program
@@ -55,12 +56,9 @@ def _statement_forms(depth: int):
 def vocabulary() -> tuple[str, ...]:
     """All pieces of formatted text, specials first; the order (and so every id) is deterministic."""
     found: dict[str, None] = {}
-    rows = [[code] * 6 for code in range(len(CELL_WORDS))]
-    grid = [row for row in rows]  # every cell word both inside a row and at its end
-    import numpy as np
-
-    grids = np.array(grid, dtype=np.int8)[None]
-    prompt = format_prompt([grids[0]] * MAX_PAIRS, [grids[0]] * MAX_PAIRS)
+    # one row per cell word, so each word appears both inside a row (then a space) and at its end
+    grid = np.array([[code] * 6 for code in range(len(CELL_WORDS))], dtype=np.int8)
+    prompt = format_prompt([grid] * MAX_PAIRS, [grid] * MAX_PAIRS)
     texts = [prompt] + [format_program(p, "lines") for d in range(MAX_DEPTH + 1) for p in _statement_forms(d)]
     texts.append("def run() {\n}")  # an empty program
     for text in texts:
@@ -115,10 +113,7 @@ class FastEncoder:
     """
 
     def __init__(self, tokenizer):
-        import numpy as np
-
         vocab = tokenizer.get_vocab()
-        self.np = np
         self.bos = tokenizer.bos_token_id
         self.cell_space = np.array([vocab[w + " "] for w in CELL_WORDS], dtype=np.int32)
         self.cell_newline = np.array([vocab[w + "\n"] for w in CELL_WORDS], dtype=np.int32)
@@ -130,7 +125,6 @@ class FastEncoder:
 
     def encode_prompts(self, inputs, outputs):
         """(n, pairs, rows, cols) view codes -> (n, prompt_len) int32 ids, `<s>` first."""
-        np = self.np
         inputs, outputs = np.asarray(inputs), np.asarray(outputs)
         n, pairs, rows, cols = inputs.shape
         table = np.tile(self.cell_space, (cols, 1))  # (cols, codes)

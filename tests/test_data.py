@@ -10,7 +10,7 @@ import pytest
 
 from karel_hf.data import SampleFormatError, format_prompt, format_sample, get_config, load_karel, parse_sample
 from karel_hf.karel import CELL_WORDS, World, execute, parse
-from karel_hf.tokenizer import FastEncoder, build_tokenizer, load_tokenizer, pieces
+from karel_hf.tokenizer import FastEncoder, build_tokenizer, load_tokenizer
 
 
 @pytest.fixture(scope="module")

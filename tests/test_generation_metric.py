@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import karel_hf.metrics.generation as generation
-from karel_hf.karel import ACTIONS, Action, Program, World, format_program, parse
+from karel_hf.karel import ACTIONS, Program, World, format_program, parse
 from karel_hf.metrics import (
     accuracy_by_length,
     compute_generation_accuracy,

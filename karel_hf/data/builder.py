@@ -20,9 +20,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 import datasets
-import numpy as np
 
-from karel_hf.karel.program import ACTIONS
+from karel_hf import CITATION
 from karel_hf.karel.sampling import CorpusConfig, iter_batches
 
 from .formatting import format_prompt
@@ -36,15 +35,7 @@ uniform over the configured range, actions weighted move 5, turn_left 3, turn_ri
 put_marker 2, pick_marker 2).
 """
 
-_CITATION = """\
-@inproceedings{jin2024emergent,
-  title     = {Emergent Representations of Program Semantics in Language Models Trained on Programs},
-  author    = {Jin, Charles and Rinard, Martin},
-  booktitle = {Proceedings of the 41st International Conference on Machine Learning},
-  year      = {2024},
-  note      = {arXiv:2305.11169 (first version: Evidence of Meaning in Language Models Trained on Programs)}
-}
-"""
+_CITATION = CITATION
 
 _LICENSE = "MIT"
 _HOMEPAGE = "https://arxiv.org/abs/2305.11169"

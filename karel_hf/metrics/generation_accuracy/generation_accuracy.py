@@ -7,17 +7,11 @@ without evaluate); this script only declares the inputs and documents them.
 import datasets
 import evaluate
 
+from karel_hf import CITATION
+
 from karel_hf.metrics.generation import compute_generation_accuracy
 
-_CITATION = """\
-@inproceedings{jin2024emergent,
-  title     = {Emergent Representations of Program Semantics in Language Models Trained on Programs},
-  author    = {Jin, Charles and Rinard, Martin},
-  booktitle = {Proceedings of the 41st International Conference on Machine Learning},
-  year      = {2024},
-  note      = {arXiv:2305.11169 (first version: Evidence of Meaning in Language Models Trained on Programs)}
-}
-"""
+_CITATION = CITATION
 
 _DESCRIPTION = """\
 Generation accuracy for Karel program synthesis (Jin & Rinard): a predicted program is correct when

@@ -9,6 +9,8 @@ score it. The computation is `karel_hf.probing.probes.probe_report`, usable with
 import datasets
 import evaluate
 
+from karel_hf import CITATION
+
 from karel_hf.probing.probes import PROBES, probe_report
 
 _DESCRIPTION = """\
@@ -88,15 +90,7 @@ Examples:
     (1.0, 1.0, 1.0)
 """
 
-_CITATION = """\
-@inproceedings{jin2024emergent,
-  title     = {Emergent Representations of Program Semantics in Language Models Trained on Programs},
-  author    = {Jin, Charles and Rinard, Martin},
-  booktitle = {Proceedings of the 41st International Conference on Machine Learning},
-  year      = {2024},
-  note      = {arXiv:2305.11169 (first version: Evidence of Meaning in Language Models Trained on Programs)}
-}
-"""
+_CITATION = CITATION
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
