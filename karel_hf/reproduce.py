@@ -67,11 +67,11 @@ PRESETS = {
     ),
     "demo": ReproducePreset(
         "demo", test_specs=200, probe_train_specs=300, perplexity_programs=64, batch_size=100,
-        description="the README's main job: under 15 minutes on 2 CPU cores",
+        description="the README's main job: about 10 minutes on 2 CPU cores",
     ),
     "cpu": ReproducePreset(
-        "cpu", test_specs=500, probe_train_specs=1000, perplexity_programs=256, batch_size=100,
-        description="the CPU reproduction: about 2 hours on 2 cores",
+        "cpu", test_specs=256, probe_train_specs=1000, perplexity_programs=256, batch_size=100,
+        description="the CPU reproduction: under an hour on 2 cores",
     ),
     "paper": ReproducePreset(
         "paper", test_specs=10_000, probe_train_specs=10_000, perplexity_programs=2_000, batch_size=256,
@@ -224,7 +224,9 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    common = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": step})
+    pairs = prompt_pairs(test_rows)
+    common = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": step},
+                  num_prompt_pairs=pairs)
     test_traces = build_trace_dataset(model, tokenizer, test_rows, **common)
     train_traces = build_trace_dataset(model, tokenizer, probe_rows, **common)
 
@@ -232,9 +234,9 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     ids = [int(i) for i in test_rows["id"]]
     generated = _programs_by_example(test_traces, ids)
     predictions = [generated[i][0] for i in ids]
-    generation = compute_generation_accuracy(predictions, test_rows)
+    generation = compute_generation_accuracy(predictions, test_rows, num_spec_pairs=pairs)
 
-    per_example = compute_correctness(predictions, test_rows)
+    per_example = compute_correctness(predictions, test_rows, pairs)
     correct_gen = [generated[i][1] for i, ok in zip(ids, per_example) if ok]
     correct_ref = [int(n) for n, ok in zip(test_rows["length"], per_example) if ok]
     lengths = {
@@ -251,7 +253,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     probes, future = {}, {}
     for offset, name in OFFSET_NAMES.items():
         result = semantic_content(train_traces, test_traces, offset=offset, probe=preset.probe,
-                                  controls=offset == 0, return_predictions=True)
+                                  controls=offset == 0, return_predictions=True, num_prompt_pairs=pairs)
         probes[name] = _summary(result)
         if offset == 0:
             current = result
@@ -265,7 +267,8 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
                                                      controls=False))
     alternatives = {
         semantics: {"current": _summary(semantic_content(train_traces, test_traces, probe=preset.probe,
-                                                         semantics=semantics, controls=False))}
+                                                         semantics=semantics, controls=False,
+                                                         num_prompt_pairs=pairs))}
         for semantics in ALTERNATIVE_SEMANTICS
     }
     perplexity = program_perplexity(model, tokenizer, texts, batch_size=min(32, preset.batch_size))
@@ -281,13 +284,20 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     }
 
 
-def compute_correctness(predictions, rows) -> list[bool]:
+def prompt_pairs(rows) -> int:
+    """How many spec pairs the corpus shows in a prompt (the paper: 5), read from its first text."""
+    from karel_hf.data.formatting import count_prompt_pairs
+
+    return count_prompt_pairs(rows[0]["text"]) if len(rows) else 5
+
+
+def compute_correctness(predictions, rows, num_spec_pairs: int = 5) -> list[bool]:
     from karel_hf.metrics.generation import load_reference, pairs_correct, parse_prediction
 
     flags = []
     for text, row in zip(predictions, rows):
         program = parse_prediction(text)
-        flags.append(program is not None and pairs_correct(program, load_reference(row), 5))
+        flags.append(program is not None and pairs_correct(program, load_reference(row), num_spec_pairs))
     return flags
 
 
@@ -317,7 +327,10 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
     regressions = {}
     for name in OFFSET_NAMES.values():
         content = [e["probes"][name]["semantic_content"] for e in evaluations]
-        regressions[name] = regress(accuracy, content) if len(evaluations) >= 3 else None
+        try:
+            regressions[name] = regress(accuracy, content) if np.isfinite(content).sum() >= 3 else None
+        except ValueError:  # every checkpoint had the same semantic content
+            regressions[name] = None
     test_rows, _, _ = _data_rows(out / "model", preset)
     final = evaluations[-1]
     results = {
@@ -335,7 +348,7 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
             "lengths": final["lengths"],
         },
         "baselines": {
-            "constant_program": constant_program_baseline(test_rows)["accuracy"],
+            "constant_program": constant_program_baseline(test_rows, prompt_pairs(test_rows))["accuracy"],
             "probe_chance": 0.25,
             "untrained_semantic_content": evaluations[0]["probes"]["current"]["semantic_content"]
             if evaluations[0]["step"] == 0 else None,
@@ -399,6 +412,8 @@ def plot_results(out: Path) -> list[Path]:
     ax.plot(steps, [100 * v for v in content("current")], "o-", color="tab:blue", label="semantic content (current)")
     ax.plot(steps, [100 * e["probes"]["current"].get("shuffled", float("nan")) for e in evals], ":", color="tab:blue",
             label="shuffled-label control")
+    ax.plot(steps, [100 * e["probes"]["current"].get("initial_direction", float("nan")) for e in evals], "--",
+            color="tab:cyan", lw=0.9, label="initial direction (prompt shortcut)")
     ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (25%)")
     ax.set_xlabel("training step")
     ax.set_ylabel("probe accuracy (%)")
@@ -508,11 +523,12 @@ def render_report(out: Path) -> Path:
     results = json.loads((out / "results.json").read_text())
     evals = results["checkpoints"]
     final = results["final"]
+    final_eval = evals[-1]  # the specs actually decoded (a split smaller than the preset's count is used whole)
     lines = [
         f"# karel_hf reproduction: preset `{results['preset']}`",
         "",
         f"{len(evals)} checkpoints (steps {', '.join(str(s) for s in results['steps'])}); "
-        f"test specs per checkpoint: {results['config']['test_specs']}, probe training specs: "
+        f"test specs per checkpoint: {int(final_eval['generation']['num_examples'])}, probe training specs: "
         f"{results['config']['probe_train_specs']}, probe: {results['config']['probe']}.",
         "",
         "## Headline numbers",

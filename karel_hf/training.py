@@ -9,9 +9,10 @@ built, `Trainer` with `resume_from_checkpoint`, then `save_model` / `save_metric
     accelerate launch scripts/train.py --preset cpu --output_dir runs/cpu --resume_from_checkpoint last
     accelerate launch --config_file scripts/accelerate/gpu_1.yaml scripts/train.py --preset paper --output_dir runs/paper
 
-Presets (karel_hf/presets/NAME.json, each with an "_about" note): `tiny` (2 x 64, tests), `cpu`
-(4 x 256, provisional), `small` (8 x 512), `paper` (20 x 1024, the paper's recipe). Any flag
-overrides the preset (`--learning_rate 3e-4`); a JSON/YAML file of the same keys is a preset too.
+Presets (karel_hf/presets/NAME.json, each with an "_about" note saying how it was chosen): `tiny`
+(2 x 64, tests), `demo` and `cpu` (4 x 128 on the scaled-down `demo`/`cpu` corpora, sinusoidal
+position start), `small` (8 x 512), `paper` (20 x 1024, the paper's recipe). Any flag overrides
+the preset (`--learning_rate 3e-4`); a JSON/YAML file of the same keys is a preset too.
 
 What it adds for the reproduction:
 
@@ -95,9 +96,18 @@ class ModelArguments:
         default=None,
         metadata={"help": "Start from this saved model instead of a freshly initialised preset."},
     )
+    position_init: Literal["normal", "sinusoidal"] = field(
+        default="normal",
+        metadata={"help": "Start of the learned position table: normal (GPT-2) or sinusoidal (karel_hf.modeling)."},
+    )
 
     def __post_init__(self):
-        from karel_hf.modeling import MODEL_PRESETS, parse_config_overrides
+        from karel_hf.modeling import MODEL_PRESETS, POSITION_INITS, parse_config_overrides
+
+        if self.position_init not in POSITION_INITS:
+            raise TrainArgumentError(
+                f"position_init: unknown value {self.position_init!r}; expected one of {', '.join(POSITION_INITS)}"
+            )
 
         if self.model_preset not in MODEL_PRESETS:
             raise TrainArgumentError(
@@ -369,7 +379,9 @@ def tokenize_from_arrays(batch: dict, tokenizer, loss_on: str = "all") -> dict |
 
     if not {"inputs", "outputs", "program", "text"} <= set(batch) or not batch["text"]:
         return None
-    num_pairs = sum(1 for line in batch["text"][0].split("\n") if line.startswith("Output"))
+    from karel_hf.data.formatting import count_prompt_pairs
+
+    num_pairs = count_prompt_pairs(batch["text"][0])
     encoder = FastEncoder(tokenizer)
     inputs, outputs = np.asarray(batch["inputs"]), np.asarray(batch["outputs"])  # (n, pairs, rows, cols)
     prompts = encoder.encode_prompts(inputs[:, :num_pairs], outputs[:, :num_pairs]).tolist()
@@ -593,8 +605,13 @@ def make_generation_eval_fn(tokenizer, rows: list[dict], *, batch_size: int = 32
             )
     else:
 
+        from karel_hf.data.formatting import count_prompt_pairs
+
+        num_prompt_pairs = count_prompt_pairs(rows[0]["text"]) if rows else 5
+
         def eval_fn(model):
-            numbers = evaluate_generation(model, tokenizer, rows, batch_size=batch_size, max_new_actions=max_new_actions)
+            numbers = evaluate_generation(model, tokenizer, rows, batch_size=batch_size, max_new_actions=max_new_actions,
+                                          num_prompt_pairs=num_prompt_pairs)
             return {k if k.startswith("generation_") else f"generation_{k}": v for k, v in numbers.items()}
 
     return eval_fn
@@ -735,6 +752,7 @@ class RunInfo:
             "n_embd": c["n_embd"],
             "n_head": c["n_head"],
             "n_positions": c["n_positions"],
+            "position_init": self.model_args.position_init,
             "vocab_size": c["vocab_size"],
             "num_parameters": f"{self.num_parameters:,}",
             "loss_on": d.loss_on,
@@ -878,7 +896,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation="eager")
         set_generation_ids(model, tokenizer)
     else:
-        model = build_model(model_args.model_preset, tokenizer, **parse_config_overrides(model_args.config_overrides))
+        model = build_model(model_args.model_preset, tokenizer, position_init=model_args.position_init,
+                            **parse_config_overrides(model_args.config_overrides))
     if data_args.block_size > model.config.n_positions:
         raise TrainArgumentError(
             f"block_size {data_args.block_size} exceeds the model's context n_positions {model.config.n_positions}"

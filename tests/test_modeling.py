@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from karel_hf.modeling import MODEL_PRESETS, build_model, count_parameters, model_config, parse_config_overrides
+from karel_hf.modeling import (
+    MODEL_PRESETS,
+    SINUSOIDAL_POSITION_SCALE,
+    build_model,
+    count_parameters,
+    model_config,
+    parse_config_overrides,
+    sinusoidal_table,
+)
 from karel_hf.tokenizer import build_tokenizer
 
 torch.set_num_threads(1)
@@ -59,3 +67,24 @@ def test_overrides_and_errors(tokenizer):
         model_config("tiny", tokenizer, n_head=3)
     with pytest.raises(ValueError, match="key=value"):
         parse_config_overrides("n_layer")
+
+
+def test_sinusoidal_position_init(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = build_model("tiny", tokenizer, position_init="sinusoidal")
+    table = model.transformer.wpe.weight.detach()
+    assert torch.equal(table, sinusoidal_table(*table.shape))
+    assert table[0, 1] == pytest.approx(SINUSOIDAL_POSITION_SCALE)  # cos(0) in every odd column of row 0
+    assert table[7, 0] == pytest.approx(SINUSOIDAL_POSITION_SCALE * float(torch.sin(torch.tensor(7.0))))
+    # only the position table differs from the default initialisation with the same seed
+    torch.manual_seed(0)
+    normal = build_model("tiny", tokenizer)
+    assert not torch.equal(normal.transformer.wpe.weight, table)
+    assert torch.equal(normal.transformer.wte.weight, model.transformer.wte.weight)
+    model.save_pretrained(tmp_path)  # still a stock GPT-2 checkpoint
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert torch.equal(loaded.transformer.wpe.weight, table)
+    with pytest.raises(ValueError, match="position_init: unknown value 'rotary'"):
+        build_model("tiny", tokenizer, position_init="rotary")

@@ -188,11 +188,11 @@ def _fake_decode(programs_by_prompt, noise=0.3, seed=0):
     return decode
 
 
-def _programs(rows, broken=()):
+def _programs(rows, broken=(), pairs=5):
     out = {}
     for row in rows:
         text = row["program"] if row["id"] not in broken else "def run() {\n  jump()\n}"
-        out[format_prompt(row["inputs"][:5], row["outputs"][:5])] = text
+        out[format_prompt(row["inputs"][:pairs], row["outputs"][:pairs])] = text
     return out
 
 
@@ -305,6 +305,39 @@ def test_semantic_content_on_traces(monkeypatch):
         probes.semantic_content(train, test, semantics="cycle1")
 
 
+def test_fewer_prompt_pairs_prompt_spec_and_v1_tasks(monkeypatch):
+    rows = make_rows(40, seed=6)
+    programs = _programs(rows, pairs=1)
+    # A do-nothing program on a spec whose pair 0 shows no visible change (row 3 with this seed):
+    # correct on the 1-pair spec, wrong on the held-out pairs.
+    noop = parse("def run() {\n  put_marker()\n  pick_marker()\n}")
+
+    def matches(row, pair):
+        return np.array_equal(execute(noop, World.from_view_codes(row["inputs"][pair])).world.view_codes(),
+                              row["outputs"][pair])
+
+    wrong = [r["id"] for r in rows if matches(r, 0) and not all(matches(r, j) for j in range(10))]
+    assert wrong
+    for row in rows:
+        if row["id"] in wrong:
+            programs[format_prompt(row["inputs"][:1], row["outputs"][:1])] = str(noop)
+    fake = _fake_decode(programs)
+    monkeypatch.setattr(decoding, "decode", fake)
+    ds = traces.build_trace_dataset(None, None, rows, num_prompt_pairs=1, progress=False)
+    assert len(set(ds["example_id"])) == len(rows)  # every prompt had one pair (the fake knows no other)
+    assert all(ds["correct"])
+    assert {i for i, ok in zip(ds["example_id"], ds["correct_all"]) if not ok} == set(wrong)
+    train = ds.filter(lambda r: r["example_id"] < 28)
+    test = ds.filter(lambda r: r["example_id"] >= 28)
+    one = probes.semantic_content(train, test, label_set="v1", num_prompt_pairs=1)
+    assert set(one["per_task"]) == {"direction_0"} and one["semantic_content"] > 0.95  # the fake encodes input 0
+    five = probes.semantic_content(train, test, label_set="v1")
+    assert len(five["per_task"]) == 5 and five["semantic_content"] < one["semantic_content"]
+    assert labels.v1_labels(3) == ("direction_0", "direction_1", "direction_2") and labels.v1_labels(9) == labels.V1_LABELS
+    with pytest.raises(ValueError, match="num_prompt_pairs"):
+        traces.build_trace_dataset(None, None, rows, num_prompt_pairs=0, progress=False)
+
+
 # ---------------------------------------------------------------------------------- analysis
 def test_regress_perfect_line():
     result = analysis.regress([0.1, 0.3, 0.5, 0.7], [0.25, 0.35, 0.45, 0.55])
@@ -353,3 +386,14 @@ def test_program_perplexity(tiny_model, tokenizer):
         loss = tiny_model(input_ids=ids, labels=labels_).loss
     assert one["mean_nll"] == pytest.approx(float(loss), rel=1e-4)
     assert result["perplexity"] > 1
+
+
+def test_short_traces_give_nan_not_an_error():
+    x, y = _separable(60, 2)
+    nothing = np.full(60, MISSING)  # +1 labels when every program has one action
+    result = probes.score_task(x[:40], nothing[:40], x[40:], nothing[40:], test_steps=np.ones(20, dtype=int),
+                               test_shortcut=y[40:], num_classes=4)
+    assert np.isnan(result["accuracy"]) and np.isnan(result["shuffled"]) and result["num_train"] == 0
+    assert result["uniform"] == 0.25 and (result["predictions"] == MISSING).all() and result["per_step"] == {}
+    fit = analysis.regress([0.1, 0.3, float("nan"), 0.5], [0.2, 0.4, 0.9, 0.6])
+    assert fit["n"] == 3 and fit["r2"] == pytest.approx(1.0)

@@ -14,6 +14,7 @@ import yaml
 
 from karel_hf import training
 from karel_hf.data.formatting import split_sample
+from karel_hf.modeling import sinusoidal_table
 from karel_hf.training import (
     CausalLMCollator,
     GenerationAccuracyCallback,
@@ -130,6 +131,7 @@ def test_preset_values_and_flag_overrides(tmp_path):
         (["--preset", "tiny", "--loss_on", "prompt"], r"--loss_on.*invalid choice: 'prompt'"),
         (["--preset", "tiny", "--model_preset", "huge"], r"--model_preset.*invalid choice"),
         (["--preset", "tiny", "--block_size", "4"], r"block_size: must be at least 8"),
+        (["--preset", "tiny", "--position_init", "rotary"], r"--position_init.*invalid choice: 'rotary'"),
     ],
 )
 def test_flag_errors_name_the_flag(argv, message, tmp_path):
@@ -251,7 +253,9 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     text = pipeline("text-generation", model=model, tokenizer=tok)(prompt, max_new_tokens=6, do_sample=False)
     generated = text[0]["generated_text"]
     assert generated.startswith(prompt) and len(generated) > len(prompt)
-    AutoModelForCausalLM.from_pretrained(str(out / "checkpoint-0"))  # the untrained model
+    untrained = AutoModelForCausalLM.from_pretrained(str(out / "checkpoint-0"))
+    table = untrained.transformer.wpe.weight.detach()  # the tiny preset starts positions sinusoidal
+    assert torch.equal(table, sinusoidal_table(*table.shape))
 
     card = (out / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
@@ -259,6 +263,7 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     numbers = {m["type"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert numbers & {"generation_accuracy", "internal_exact_program_match"}
     assert "karel-hf train --preset tiny" in card and "step 20" in card
+    assert "position table initialised sinusoidal" in card
     assert (out / "checkpoint-10" / "README.md").is_file()
 
 

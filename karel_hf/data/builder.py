@@ -122,17 +122,30 @@ BUILDER_CONFIGS = [
     ),
     KarelConfig(
         name="cpu",
-        train_size=200_000,
-        validation_size=1_000,
-        test_size=1_000,
-        description="The CPU reproduction: the paper's worlds and text format, fewer programs.",
+        train_size=300_000,
+        validation_size=256,
+        test_size=256,
+        min_length=1,
+        max_length=3,
+        height=6,
+        width=6,
+        num_prompt_pairs=1,
+        description=(
+            "The CPU reproduction: the paper's text format on 6x6 worlds (4x4 interior shown), one "
+            "input/output pair in the prompt (9 held out), programs of 1..3 actions; under 50 tokens a sample."
+        ),
     ),
     KarelConfig(
         name="demo",
-        train_size=12_000,
+        train_size=60_000,
         validation_size=256,
         test_size=256,
-        description="The README's main job: minutes on a laptop CPU.",
+        min_length=1,
+        max_length=3,
+        height=6,
+        width=6,
+        num_prompt_pairs=1,
+        description="The README's main job (minutes on a laptop CPU): the cpu corpus with fewer training programs.",
     ),
     KarelConfig(
         name="tiny",

@@ -137,6 +137,13 @@ def render_card(out: Path, config_name: str, config, dataset) -> str:
         "paper_tokens": 812 + 3 * example["length"],
         "token_ratio": f"{sample_tokens / (812 + 3 * example['length']):.3f}",
         "citation": _CITATION.strip(),
+        "prompt_pairs": config.num_prompt_pairs,
+        "last_prompt_pair": config.num_prompt_pairs - 1,
+        "num_pairs": config.num_pairs,
+        "height": config.height,
+        "width": config.width,
+        "rows": config.height - 2,
+        "cols": config.width - 2,
     }
     body = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(fields)
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body

@@ -69,6 +69,11 @@ def format_sample(inputs, outputs, program: Program | str) -> str:
     return format_prompt(inputs, outputs) + format_program(program, "lines")
 
 
+def count_prompt_pairs(text: str) -> int:
+    """How many Input/Output pairs a sample's (or prompt's) text shows before 'Code:'."""
+    return sum(1 for line in split_sample(text)[0].split("\n") if line.startswith("Output"))
+
+
 def split_sample(text: str) -> tuple[str, str]:
     """(prompt ending with 'Code:\\n', program text)."""
     at = text.find(CODE_HEADER)

@@ -20,6 +20,7 @@ from .labels import (
     label_column,
     step_labels,
     trajectory_labels,
+    v1_labels,
 )
 
 _LAZY = {
@@ -41,7 +42,7 @@ _LAZY = {
 
 __all__ = [
     "ALL_LABELS", "LABEL_SETS", "MISSING", "OFFSETS", "V1_LABELS", "V3_LABELS", "label_column",
-    "step_labels", "trajectory_labels", *_LAZY,
+    "step_labels", "trajectory_labels", "v1_labels", *_LAZY,
 ]
 
 

@@ -25,6 +25,8 @@ from .labels import MISSING
 def regress(generation_accuracy: Sequence[float], semantic_content: Sequence[float]) -> dict:
     """Least-squares line of generation accuracy (y) on semantic content (x) across checkpoints.
 
+    Checkpoints where either value is NaN are left out; `n` counts the ones used.
+
     >>> r = regress([0.1, 0.3, 0.5], [0.2, 0.4, 0.6])
     >>> round(r["r2"], 6), round(r["slope"], 6), round(r["intercept"], 6), r["n"]
     (1.0, 1.0, -0.1, 3)
@@ -35,6 +37,8 @@ def regress(generation_accuracy: Sequence[float], semantic_content: Sequence[flo
     x = np.asarray(semantic_content, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"need two 1-D sequences of the same length, got {x.shape} and {y.shape}")
+    finite = np.isfinite(x) & np.isfinite(y)  # a checkpoint with nothing to probe (NaN) is left out
+    x, y = x[finite], y[finite]
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError("need at least two checkpoints with different semantic content to fit a line")
     fit = stats.linregress(x, y)

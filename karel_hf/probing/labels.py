@@ -5,7 +5,8 @@ n actions is executed on each specification input; state s_k is the world after 
 (s_0 = the input). For every state these labels are read off:
 
 - v1 (`V1_LABELS`): `direction_<i>` = the robot's facing direction (0..3 = N, E, S, W) in spec
-  input i, for i = 0..4 (five 4-way tasks, chance 25%).
+  input i, for i = 0..4 (five 4-way tasks, chance 25%). A corpus whose prompts show k < 5 pairs
+  is probed on the k inputs the model sees (`v1_labels(k)`).
 - v3 (`V3_LABELS`), all on input 0:
   `direction_0`;
   `dx_start`, `dy_start` = position relative to the initial position, `dx_end`, `dy_end` =
@@ -51,6 +52,17 @@ ALL_LABELS = V1_LABELS + tuple(name for name in V3_LABELS if name not in V1_LABE
 LABEL_SETS = {"v1": V1_LABELS, "v3": V3_LABELS}
 DIRECTION_LABELS = V1_LABELS
 _NEIGHBOURS = ("wall_north", "wall_east", "wall_south", "wall_west")  # direction order N, E, S, W
+
+
+def v1_labels(num_prompt_pairs: int = NUM_SPEC_INPUTS) -> tuple[str, ...]:
+    """The v1 direction tasks of the spec inputs shown in the prompt (at most `NUM_SPEC_INPUTS`).
+
+    >>> v1_labels(1), len(v1_labels())
+    (('direction_0',), 5)
+    """
+    if num_prompt_pairs < 1:
+        raise ValueError(f"num_prompt_pairs must be >= 1, got {num_prompt_pairs}")
+    return V1_LABELS[: min(num_prompt_pairs, NUM_SPEC_INPUTS)]
 
 
 def label_column(label: str, offset: int | str = 0, semantics: str = "original") -> str:

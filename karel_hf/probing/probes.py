@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .labels import DIRECTION_LABELS, INITIAL, MISSING, label_column, num_classes
+from .labels import DIRECTION_LABELS, INITIAL, MISSING, NUM_SPEC_INPUTS, label_column, num_classes, v1_labels
 from .labels import label_set as _label_set
 
 PROBES = ("linear", "mlp1", "mlp2")
@@ -102,13 +102,28 @@ def score_task(
 ) -> dict:
     """Fit one probe and score it on the test rows whose label is not missing.
 
+    With no labelled training row (an offset beyond every trace) the accuracies are NaN and the
+    predictions all `MISSING`, so a sweep goes on past a checkpoint whose programs are all short.
+
     Returns `accuracy`, `predictions` (for every test row), the controls `uniform`, `majority`,
     `shuffled` (with `controls`), `initial` (when `test_shortcut`, the s_0 labels, is given),
     `per_step` ({k: accuracy} when `test_steps` is given) and the row counts.
     """
     train_y, test_y = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
-    predictions = fit_predict(train_x, train_y, test_x, probe=probe, seed=seed, **probe_kwargs)
     labelled = train_y[train_y != MISSING]
+    if len(labelled) == 0:  # e.g. +1 when every generated program has one action: nothing to fit
+        nan = float("nan")
+        out = {"accuracy": nan, "predictions": np.full(len(test_y), MISSING, dtype=np.int64),
+               "uniform": 1.0 / num_classes if num_classes else nan, "majority": nan,
+               "num_train": 0, "num_test": int((test_y != MISSING).sum())}
+        if controls:
+            out["shuffled"] = nan
+        if test_shortcut is not None:
+            out["initial"] = _accuracy(np.asarray(test_shortcut, dtype=np.int64), test_y)
+        if test_steps is not None:
+            out["per_step"] = {}
+        return out
+    predictions = fit_predict(train_x, train_y, test_x, probe=probe, seed=seed, **probe_kwargs)
     values, counts = np.unique(labelled, return_counts=True)
     seen = np.union1d(values, test_y[test_y != MISSING])
     out = {
@@ -167,9 +182,13 @@ def semantic_content(
     seed: int = 0,
     controls: bool = True,
     return_predictions: bool = False,
+    num_prompt_pairs: int = NUM_SPEC_INPUTS,
     **probe_kwargs,
 ) -> dict:
     """Fit one probe per task of `label_set` on `train` traces; score on `test` traces.
+
+    For "v1" the tasks are the directions in the spec inputs the prompt showed (`num_prompt_pairs`,
+    at most 5: `labels.v1_labels`).
 
     Returns `semantic_content` (mean test accuracy over the tasks; for v1 the paper's "semantic
     content"), `per_task` and `per_input` (the `direction_<i>` tasks) accuracies, `per_step` (mean
@@ -178,7 +197,7 @@ def semantic_content(
     tasks), each also per task, plus the setting and row counts. With `return_predictions`,
     `predictions` and `targets` hold {task: (test rows,) array} (-1 = missing target).
     """
-    tasks = _label_set(label_set)
+    tasks = v1_labels(num_prompt_pairs) if label_set == "v1" else _label_set(label_set)
     target_cols = {t: label_column(t, offset, semantics) for t in tasks}
     shortcut_cols = {t: label_column(t, INITIAL, semantics) for t in tasks}
     tr = trace_columns(train, [feature, *target_cols.values()])

@@ -167,7 +167,8 @@ def trace_features(hidden_size: int, *, layers=(), semantics=tuple(SEMANTICS), o
     return datasets.Features(columns)
 
 
-def _example_rows(example_id, text, states, layer_states, inputs, outputs, semantics, offsets) -> dict | None:
+def _example_rows(example_id, text, states, layer_states, inputs, outputs, semantics, offsets,
+                 num_prompt_pairs: int = NUM_SPEC_INPUTS) -> dict | None:
     """Columns (lists) for one spec's generated program; None when it yields no rows."""
     try:
         program = parse(text)
@@ -183,9 +184,9 @@ def _example_rows(example_id, text, states, layer_states, inputs, outputs, seman
             "example %s: the program has %d actions but %d captured states; skipped", example_id, n, states.shape[0]
         )
         return None
-    spec_in, spec_out = inputs[:NUM_SPEC_INPUTS], outputs[:NUM_SPEC_INPUTS]
+    spec_in, spec_out = inputs[:num_prompt_pairs], outputs[:num_prompt_pairs]
     correct = _is_correct(program, spec_in, spec_out)
-    correct_all = correct and _is_correct(program, inputs[NUM_SPEC_INPUTS:], outputs[NUM_SPEC_INPUTS:])
+    correct_all = correct and _is_correct(program, inputs[num_prompt_pairs:], outputs[num_prompt_pairs:])
     columns = {
         "example_id": [int(example_id)] * n,
         "step": list(range(1, n + 1)),
@@ -198,7 +199,7 @@ def _example_rows(example_id, text, states, layer_states, inputs, outputs, seman
     }
     for layer, per_example in layer_states.items():
         columns[f"layer_{layer}"] = np.asarray(per_example, dtype=np.float32)
-    for name, values in step_labels(program, spec_in, semantics=semantics, offsets=offsets).items():
+    for name, values in step_labels(program, inputs[:NUM_SPEC_INPUTS], semantics=semantics, offsets=offsets).items():
         columns[name] = values.astype(np.int8)
     return columns
 
@@ -220,11 +221,13 @@ def build_trace_dataset(
     fingerprint_extra: str | dict | None = None,
     chunk_size: int = 512,
     progress: bool = True,
+    num_prompt_pairs: int = NUM_SPEC_INPUTS,
 ) -> datasets.Dataset:
     """Decode a program for each spec in `rows` and return one row per generated action.
 
     `rows` is a Karel split (`load_karel(...)`) or dicts with `id`, `inputs` and `outputs`
-    ((pairs, rows, cols) view codes; the first 5 pairs form the prompt). `layers` adds
+    ((pairs, rows, cols) view codes; the first `num_prompt_pairs` pairs form the prompt and the
+    specification, the rest are held out; labels are read on the first 5 inputs, so rows need >= 5). `layers` adds
     `layer_<i>` columns (hidden-state index, 0 = embeddings, -1 = the last, named by its
     non-negative index). `fingerprint_extra` (any JSON-serialisable value) is folded into the
     cache key, e.g. the checkpoint step. Schema: see the module docstring.
@@ -241,6 +244,8 @@ def build_trace_dataset(
     offsets = tuple(int(o) for o in offsets)
     if any(o < 0 for o in offsets):
         raise ValueError(f"offsets must be non-negative, got {offsets}")
+    if num_prompt_pairs < 1:
+        raise ValueError(f"num_prompt_pairs must be >= 1, got {num_prompt_pairs}")
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
 
@@ -256,6 +261,7 @@ def build_trace_dataset(
             "layers": layers,
             "semantics": semantics,
             "offsets": offsets,
+            "num_prompt_pairs": num_prompt_pairs,
             "extra": fingerprint_extra,
         }
         key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -275,7 +281,7 @@ def build_trace_dataset(
         skipped = 0
         bar = tqdm(total=total, desc="traces", unit="spec", disable=not progress)
         for ids, inputs, outputs in _iter_rows(rows, chunk_size):
-            prompts = [format_prompt(i[:NUM_SPEC_INPUTS], o[:NUM_SPEC_INPUTS]) for i, o in zip(inputs, outputs)]
+            prompts = [format_prompt(i[:num_prompt_pairs], o[:num_prompt_pairs]) for i, o in zip(inputs, outputs)]
             out = decoding.decode(
                 model, tokenizer, prompts, batch_size=batch_size, constrained=constrained,
                 max_new_actions=max_new_actions, capture=True, layers=layers, progress=False,
@@ -285,7 +291,7 @@ def build_trace_dataset(
                 layer_states = {i: (out.layer_states or {})[i][j] for i in layers}
                 columns = _example_rows(
                     example_id, out.programs[j], out.action_states[j], layer_states,
-                    inputs[j], outputs[j], semantics, offsets,
+                    inputs[j], outputs[j], semantics, offsets, num_prompt_pairs,
                 )
                 if columns is None:
                     skipped += 1
