@@ -112,6 +112,10 @@ class KarelConfig(datasets.BuilderConfig):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# The scaled-down task of the `cpu` and `demo` configs (they differ only in training programs), chosen
+# so that a small model leaves the babbling phase on a CPU: see karel_hf/presets/cpu.json.
+_SMALL_TASK = dict(validation_size=256, test_size=256, min_length=1, max_length=3, height=6, width=6, num_prompt_pairs=1)
+
 BUILDER_CONFIGS = [
     KarelConfig(name="paper", description="The paper's corpus: 1M/10k/10k programs, lengths 1..10."),
     KarelConfig(
@@ -123,13 +127,7 @@ BUILDER_CONFIGS = [
     KarelConfig(
         name="cpu",
         train_size=300_000,
-        validation_size=256,
-        test_size=256,
-        min_length=1,
-        max_length=3,
-        height=6,
-        width=6,
-        num_prompt_pairs=1,
+        **_SMALL_TASK,
         description=(
             "The CPU reproduction: the paper's text format on 6x6 worlds (4x4 interior shown), one "
             "input/output pair in the prompt (9 held out), programs of 1..3 actions; under 50 tokens a sample."
@@ -138,13 +136,7 @@ BUILDER_CONFIGS = [
     KarelConfig(
         name="demo",
         train_size=60_000,
-        validation_size=256,
-        test_size=256,
-        min_length=1,
-        max_length=3,
-        height=6,
-        width=6,
-        num_prompt_pairs=1,
+        **_SMALL_TASK,
         description="The README's main job (minutes on a laptop CPU): the cpu corpus with fewer training programs.",
     ),
     KarelConfig(
