@@ -1,6 +1,6 @@
 """Grammar-constrained greedy decoding through `model.generate`, with hidden-state capture.
 
-Follows PROTOCOL.md sections 5-6 (the authors' decoder): after a prompt ending in "Code:\\n" the
+Follows docs/protocol.md §5-6 (the authors' decoder): after a prompt ending in "Code:\\n" the
 preamble `def run() {` is forced, then each step may emit any top-level action line or, once at
 least one action exists, the closing `}`; after `}` only `</s>`; at `max_new_actions` actions `}`
 is forced. `KarelGrammarProcessor` implements this as a `transformers.LogitsProcessor` that masks
@@ -413,7 +413,7 @@ def evaluate_generation(
     extended: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Generation accuracy (PROTOCOL.md section 5) of `model` on dataset rows, as flat floats.
+    """Generation accuracy (docs/protocol.md §5) of `model` on dataset rows, as flat floats.
 
     Decodes (constrained, greedy) the prompt of each row and scores the programs with
     `karel_hf.metrics.generation.compute_generation_accuracy` (keys: accuracy,

@@ -1,6 +1,6 @@
 """Publishing to a Hugging Face Hub: dataset exports, trained models with per-step revisions, metric Spaces.
 
-The only module of karel_hf that talks to a Hub (STYLE.md); only `cli` imports it. Importing it touches
+The only module of karel_hf that talks to a Hub; only `cli` imports it. Importing it touches
 neither the network nor huggingface_hub: every push is first a `PushPlan` (what goes where, computed
 from local files only), which `write_dry_run` materialises as the exact repository trees and
 `execute_plan` sends with `huggingface_hub.HfApi`.

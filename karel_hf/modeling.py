@@ -3,7 +3,7 @@
 A preset fixes the shape (layers, width, heads, context); the vocabulary size and the special token
 ids come from the tokenizer, so a checkpoint loads with `AutoModelForCausalLM` and generates with
 `pipeline("text-generation")` without any extra arguments. Attention is "eager": on the CPUs this
-project runs on it beat "sdpa" by 12-19% at these sizes (shared/HF_NOTES.md).
+project runs on it beat "sdpa" by 12-19% at these sizes (docs/cpu_notes.md).
 
 | preset | layers x width (heads) | context | parameters (300-word vocabulary) | use |
 |---|---|---|---|---|

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 STAGES = ("train", "evaluate", "analyze", "plot", "report")
 OFFSET_NAMES = {0: "current", 1: "next1", 2: "next2"}
 
-# The paper's numbers (PROTOCOL.md section 7), shown beside ours in report.md.
+# The paper's numbers (docs/protocol.md §7), shown beside ours in report.md.
 PAPER = {
     "r2": {"current": 0.968, "next1": 0.919, "next2": 0.900},
     "best_future_classifier": {"next1": 0.622, "next2": 0.407},
@@ -208,7 +208,7 @@ def _programs_by_example(traces, ids: list[int]) -> dict:
 
 
 def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: ReproducePreset) -> dict:
-    """Everything measured at one checkpoint (PROTOCOL.md sections 5-7)."""
+    """Everything measured at one checkpoint (docs/protocol.md §5-7)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

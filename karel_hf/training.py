@@ -1,4 +1,4 @@
-"""Training a GPT-2 on the Karel corpus with `transformers.Trainer` (PROTOCOL.md section 4).
+"""Training a GPT-2 on the Karel corpus with `transformers.Trainer` (docs/protocol.md §4).
 
 Follows transformers' `examples/pytorch/language-modeling/run_clm.py`: argument dataclasses parsed
 by `HfArgumentParser` (here from a preset file plus flag overrides), `set_seed` before the model is

@@ -12,7 +12,7 @@ from karel_hf.karel import World, format_program, parse
 from karel_hf.karel.corpus import CorpusFormatError, codes_to_ascii, export_jsonl, read_jsonl, verify_jsonl
 from karel_hf.karel.sampling import CorpusConfig, generate, iter_batches
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 
 def write_lines(path: Path, records) -> Path:

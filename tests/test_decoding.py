@@ -15,7 +15,7 @@ from karel_hf.decoding import KarelGrammarProcessor, decode, default_max_new_tok
 from karel_hf.karel import World, format_program, parse
 
 torch.set_num_threads(1)
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "straight_line_200.jsonl"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "straight_line_200.jsonl"
 
 
 @pytest.fixture(scope="module")

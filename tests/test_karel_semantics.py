@@ -18,7 +18,7 @@ from karel_hf.karel import (
 )
 from karel_hf.karel.corpus import read_jsonl, verify_jsonl
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 REFERENCE_FILES = ("straight_line_200.jsonl", "conditionals_40.jsonl")
 
 

@@ -1,4 +1,4 @@
-"""The Karel corpus as a `datasets.GeneratorBasedBuilder` (PROTOCOL.md section 2).
+"""The Karel corpus as a `datasets.GeneratorBasedBuilder` (docs/protocol.md §2).
 
 datasets 4+ no longer runs loading scripts, so the builder lives in the package and is used
 directly; `load_karel(config)` wraps instantiate / `download_and_prepare` / `as_dataset`:

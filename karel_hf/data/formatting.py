@@ -1,4 +1,4 @@
-"""The paper's text format for one sample (PROTOCOL.md section 3), both ways.
+"""The paper's text format for one sample (docs/protocol.md §3), both ways.
 
 ```
 Examples:

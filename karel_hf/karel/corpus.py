@@ -1,4 +1,4 @@
-"""Interop with the authors' JSON-lines corpus format (shared/reference/*.jsonl).
+"""Interop with the authors' JSON-lines corpus format (tests/data/reference/*.jsonl).
 
 One JSON object per line: `input0..inputK` and `output0..outputK` (the whole world, border
 included, as `World.to_ascii` writes it) and `code` (the program in the authors' layout,

@@ -1,6 +1,6 @@
 """Execute a parsed Karel program (AST) on a world, optionally recording the trace.
 
-Semantics (PROTOCOL.md section 1, checked against shared/reference/ on every example):
+Semantics (docs/protocol.md §1, checked against tests/data/reference/ on every example):
 `move` into a wall (the border included) does nothing; `turn_left` maps (dx, dy) to (dy, -dx);
 `turn_right` is three left turns; `put_marker` always adds one marker; `pick_marker` on an empty
 cell does nothing. Markers never block.

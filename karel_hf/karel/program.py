@@ -1,6 +1,6 @@
 """Karel programs: the AST, a parser for the curly syntax, and printers.
 
-The straight-line language of the paper (PROTOCOL.md section 1) is a `Program` whose body holds
+The straight-line language of the paper (docs/protocol.md §1) is a `Program` whose body holds
 only `Action`s. The extended language adds `If` (the reference corpora's `if`/`ifelse`),
 `Repeat` (`repeat(n) { ... }`) and `While` over the five conditions, optionally negated with `not`.
 
@@ -10,7 +10,7 @@ reference generator's layout all parse. Three printers write them back:
 
 - "lines": the paper's text format, one statement per line, two-space indentation;
 - "compact": one line;
-- "reference": byte-identical to the authors' generator (shared/reference/*.jsonl).
+- "reference": byte-identical to the authors' generator (tests/data/reference/*.jsonl).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Seeded, vectorised, streaming corpus generator (PROTOCOL.md sections 1-2).
+"""Seeded, vectorised, streaming corpus generator (docs/protocol.md §1-2).
 
 What one example is:
 

@@ -1,6 +1,6 @@
 """Alternative semantics: named remappings of what each action means, applied to the AST.
 
-Used by the intervention experiment (PROTOCOL.md section 7): the hidden states of the original
+Used by the intervention experiment (docs/protocol.md §7): the hidden states of the original
 program are kept, the program is reinterpreted under another meaning, re-executed, and a fresh
 probe is trained on the new labels.
 """

@@ -1,6 +1,6 @@
 """Karel worlds: the grid, the robot, and the three renderings karel_hf uses.
 
-Follows PROTOCOL.md section 1 and the reference corpora in shared/reference/:
+Follows docs/protocol.md §1 and the reference corpora in tests/data/reference/:
 
 - x is the column, y is the row, y grows downward; the outer ring of the grid is wall.
 - `World.to_ascii` / `World.from_ascii` speak the authors' JSON-lines format

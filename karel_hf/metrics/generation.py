@@ -1,4 +1,4 @@
-"""Generation accuracy (PROTOCOL.md section 5) as a plain function, importable without `evaluate`.
+"""Generation accuracy (docs/protocol.md §5) as a plain function, importable without `evaluate`.
 
 A predicted program is correct when executing it on each of the specification inputs gives the
 specification outputs, compared as rendered interiors (view codes: markers under the robot are
@@ -178,6 +178,6 @@ def accuracy_by_length(results: dict) -> dict[int, float]:
 
 def constant_program_baseline(references, num_spec_pairs: int = 5) -> dict:
     """Scores of the constant program `put_marker()` (its visible effect is often nil: the robot
-    hides the marker), the floor any accuracy should be read against (PILOT.md: ~7.4% on test)."""
+    hides the marker), the floor any accuracy should be read against (docs/cpu_notes.md: 7.4% on a paper-format test set)."""
     references = list(references)
     return compute_generation_accuracy([CONSTANT_PROGRAM] * len(references), references, num_spec_pairs)

@@ -1,4 +1,4 @@
-"""Probing the model's states for program semantics (PROTOCOL.md sections 6-7).
+"""Probing the model's states for program semantics (docs/protocol.md §6-7).
 
 - `labels`: semantic-state labels from replaying a program (NumPy only);
 - `traces`: trace datasets, one row per generated action (decoding + labels, cached on disk);

@@ -1,4 +1,4 @@
-"""Analyses over checkpoints and traces (PROTOCOL.md section 7): regressions, future-state
+"""Analyses over checkpoints and traces (docs/protocol.md §7): regressions, future-state
 baselines, output-distribution tests, perplexity.
 
 - `regress`: generation accuracy on semantic content across checkpoints (paper v1: R^2 = 0.968).

@@ -1,4 +1,4 @@
-"""Semantic-state labels for probing: what the program state is after each action (PROTOCOL.md s. 6).
+"""Semantic-state labels for probing: what the program state is after each action (docs/protocol.md §6).
 
 Pure NumPy over `karel_hf.karel` (no torch, transformers or datasets). A straight-line program of
 n actions is executed on each specification input; state s_k is the world after actions 1..k

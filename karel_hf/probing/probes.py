@@ -1,4 +1,4 @@
-"""Probes: classifiers from model states to semantic labels, with their controls (PROTOCOL.md s. 6-7).
+"""Probes: classifiers from model states to semantic labels, with their controls (docs/protocol.md §6-7).
 
 A probe is fitted on traces of training specs and scored on traces of test specs, one probe per
 (task, checkpoint). Probes (`PROBES`): `linear` (the paper's v1; standardised features then
@@ -11,7 +11,7 @@ Each score comes with its controls:
 - `shuffled`: the same probe trained on permuted training labels (it can only learn the labels'
   marginal distribution);
 - the shortcut baseline `initial`: predict the state before any action (for directions: the
-  robot's initial direction, which is visible in the prompt); PILOT.md asks to report it.
+  robot's initial direction, which is visible in the prompt); docs/cpu_notes.md explains why it is reported.
 
 `semantic_content` works on trace datasets (`karel_hf.probing.traces`); `probe_report` is the same
 computation on plain arrays, which the `semantic_probe` evaluate module wraps.

@@ -1,6 +1,6 @@
 """Trace datasets: the model's hidden state at every generated action, with the program state.
 
-Follows PROTOCOL.md section 6 (and Othello-GPT's activation caches): for every specification the
+Follows docs/protocol.md §6 (and Othello-GPT's activation caches): for every specification the
 model writes a program (greedy, grammar-constrained, `karel_hf.decoding.decode` with capture on);
 the *generated* program is parsed and executed on the 5 spec inputs, and each generated action
 becomes one row pairing the model state m_k (taken where action k is emitted) with the semantic

@@ -1,6 +1,6 @@
 """Semantic probe: how well a probe reads program semantics out of a model's hidden states.
 
-An `evaluate` metric (PROTOCOL.md sections 6-7; Jin & Rinard's "semantic content"). Each row is
+An `evaluate` metric (docs/protocol.md §6-7; Jin & Rinard's "semantic content"). Each row is
 one model state (the hidden state where the model emitted an action of its program) with the
 label(s) of the program state at that point; rows marked for training fit the probe, the others
 score it. The computation is `karel_hf.probing.probes.probe_report`, usable without `evaluate`.
