@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from karel_hf.utils import parse_overrides
+
 
 def _cmd_verify_corpus(args) -> int:
     from karel_hf.karel.corpus import verify_jsonl
@@ -50,28 +52,13 @@ def _add_corpus_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=type(f.default), default=f.default, help=f"default: {f.default}")
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
-    """`--set field=value` pairs; values are read as JSON when they parse, else as strings."""
-    import json
-
-    overrides = {}
-    for pair in pairs or []:
-        field, sep, value = pair.partition("=")
-        if not sep or not field:
-            raise SystemExit(f"karel-hf: --set expects FIELD=VALUE, got {pair!r}")
-        try:
-            overrides[field] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[field] = value
-    return overrides
-
-
 def _cmd_dataset_export(args) -> int:
     from karel_hf.data.export import export_dataset
 
     try:
+        overrides = parse_overrides(args.set, what="--set")
         out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir,
-                             **_parse_overrides(args.set))
+                             **overrides)
     except ValueError as err:
         raise SystemExit(f"karel-hf dataset export: {err}") from None
     print(f"wrote {out}")

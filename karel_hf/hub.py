@@ -34,13 +34,13 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from karel_hf.utils import checkpoint_folders, weight_files
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "revisions.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 # What `from_pretrained` (model + tokenizer + generation config) reads; nothing of the training state.
-_WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")
 _CONFIG_FILES = ("config.json", "generation_config.json")
 _TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -178,19 +178,17 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     _check_repo_id(repo_id)
     if not re.fullmatch(r"[\w.-]*", revision_prefix):
         raise ValueError(f"--revision-prefix {revision_prefix!r}: use letters, digits, '.', '_' or '-' only")
-    if not _weight_files(train_dir):
+    if not weight_files(train_dir):
         raise ValueError(f"{train_dir} has no *.safetensors weights at top level: save the final model there "
                          "with `trainer.save_model()` (safe_serialization, the default)")
     top_tokenizer = [train_dir / n for n in _TOKENIZER_FILES if (train_dir / n).is_file()]
-    checkpoints = sorted(
-        ((int(m.group(1)), p) for p in train_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))),
-    )
+    checkpoints = checkpoint_folders(train_dir)
     max_step = _trainer_state(train_dir).get("global_step") or (checkpoints[-1][0] if checkpoints else None)
     main_card_text = _main_card(train_dir, repo_id, card_template)
     card_meta = _front_matter(main_card_text) or {}
     revisions: list[RevisionPlan] = []
     for step, ckpt in checkpoints:
-        weights = _weight_files(ckpt)
+        weights = weight_files(ckpt)
         if not weights:
             raise ValueError(f"{ckpt} has no *.safetensors weights: checkpoints must be saved with safetensors "
                              "(TrainingArguments(save_safetensors=True), the default)")
@@ -210,7 +208,7 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     published = [{"revision": r.revision, "step": r.step} for r in revisions]
     if published:
         main_card_text = _with_revision_section(main_card_text, repo_id, published)
-    files = [PlannedFile(p.name, source=p) for p in _weight_files(train_dir)]
+    files = [PlannedFile(p.name, source=p) for p in weight_files(train_dir)]
     names = (*_CONFIG_FILES, _RUN_CONFIG, *_TOKENIZER_FILES, *_RESULT_FILES)
     files += [PlannedFile(n, source=train_dir / n) for n in names if (train_dir / n).is_file()]
     files.append(PlannedFile("README.md", content=main_card_text.encode()))
@@ -482,7 +480,7 @@ def _card_context(train_dir: Path, repo_id: str) -> dict:
     context = {k: config.get(k, "?") for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions")}
     context.update({k: _fmt(v) for k, v in results.items() if isinstance(v, (int, float))})
     context.update(repo_id=repo_id, model_name=repo_id.split("/")[-1], results_table=table,
-                   num_parameters=f"{_count_parameters(_weight_files(train_dir)):,}",
+                   num_parameters=f"{_count_parameters(weight_files(train_dir)):,}",
                    global_step=state.get("global_step", "?"))
     return context
 
@@ -551,10 +549,6 @@ def _walk(root: Path) -> list[Path]:
     return sorted(out)
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    return sorted({p for pattern in _WEIGHT_GLOBS for p in folder.glob(pattern) if p.is_file()})
-
-
 def _front_matter(text: str) -> dict | None:
     import yaml
 
@@ -585,10 +579,10 @@ def _trainer_state(folder: Path) -> dict:
     return _read_json(folder / "trainer_state.json")
 
 
-def _count_parameters(weight_files: list[Path]) -> int:
+def _count_parameters(files: list[Path]) -> int:
     """Sum of tensor sizes from the safetensors headers (no tensor is read)."""
     total = 0
-    for path in weight_files:
+    for path in files:
         if path.suffix != ".safetensors":
             continue
         with open(path, "rb") as f:

@@ -32,6 +32,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from karel_hf.utils import apply_config_overrides
+
 EAGER = "eager"
 POSITION_INITS = ("normal", "sinusoidal")
 # Amplitude of the sinusoidal table: per-dimension spread ~0.02, like GPT-2's token embeddings.
@@ -68,13 +73,13 @@ def _special_ids(tokenizer) -> dict:
     return ids
 
 
-def model_config(preset: str, tokenizer, **overrides):
+def model_config(preset: str, tokenizer, *, config_overrides: str | None = None, **overrides):
     """The `GPT2Config` of a preset, with vocab size and bos/eos/pad ids from `tokenizer`.
 
     `overrides` are GPT2Config fields (e.g. `n_layer=6`, `resid_pdrop=0.0`); unknown names raise.
+    `config_overrides` is the same as a string (`"n_layer=6,resid_pdrop=0.0"`), applied last with
+    transformers' own `PretrainedConfig.update_from_string` (karel_hf.utils.apply_config_overrides).
     """
-    from transformers import GPT2Config
-
     if preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; expected one of {', '.join(MODEL_PRESETS)}")
     shape = MODEL_PRESETS[preset]
@@ -94,39 +99,15 @@ def model_config(preset: str, tokenizer, **overrides):
         **_special_ids(tokenizer),
         **overrides,
     }
-    if values["n_embd"] % values["n_head"]:
-        raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
-    config = GPT2Config(**values)
+    config = apply_config_overrides(GPT2Config(**values), config_overrides)
+    if config.n_embd % config.n_head:
+        raise ValueError(f"n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})")
     config._attn_implementation = EAGER
     return config
 
 
-def parse_config_overrides(text: str | None) -> dict:
-    """`"n_layer=6,resid_pdrop=0.0"` -> `{"n_layer": 6, "resid_pdrop": 0.0}` (as run_clm.py's flag)."""
-    if not text:
-        return {}
-    result = {}
-    for item in text.split(","):
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"config_overrides: expected key=value pairs separated by commas, got {item!r}")
-        raw = raw.strip()
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
-        result[key.strip()] = value
-    return result
-
-
 def sinusoidal_table(num_positions: int, dim: int, scale: float = SINUSOIDAL_POSITION_SCALE):
     """(num_positions, dim) float32 tensor: sin/cos of position / 10000^(2i/dim), times `scale`."""
-    import torch
-
     position = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
     frequency = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (ceil(D/2),)
     angle = position * frequency  # (P, ceil(D/2))
@@ -136,7 +117,8 @@ def sinusoidal_table(num_positions: int, dim: int, scale: float = SINUSOIDAL_POS
     return table * scale
 
 
-def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", **overrides):
+def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", config_overrides: str | None = None,
+                **overrides):
     """A freshly initialised `GPT2LMHeadModel` (call `transformers.set_seed` first for reproducibility).
 
     `position_init`: "normal" (GPT-2's N(0, 0.02)) or "sinusoidal" (see the module docstring).
@@ -144,10 +126,8 @@ def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", *
     The generation config carries the tokenizer's bos/eos/pad ids, so `generate` and
     `pipeline("text-generation")` stop at `</s>` and pad with `<pad>` without extra arguments.
     """
-    from transformers import GPT2LMHeadModel
-
     if isinstance(preset_or_config, str):
-        config = model_config(preset_or_config, tokenizer, **overrides)
+        config = model_config(preset_or_config, tokenizer, config_overrides=config_overrides, **overrides)
     else:
         config = preset_or_config
         config._attn_implementation = EAGER
@@ -155,8 +135,6 @@ def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", *
         raise ValueError(f"position_init: unknown value {position_init!r}; expected one of {', '.join(POSITION_INITS)}")
     model = GPT2LMHeadModel(config)
     if position_init == "sinusoidal":
-        import torch
-
         with torch.no_grad():
             model.transformer.wpe.weight.copy_(sinusoidal_table(*model.transformer.wpe.weight.shape))
     set_generation_ids(model, tokenizer)

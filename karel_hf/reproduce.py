@@ -23,12 +23,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from karel_hf.utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    latest_checkpoint,
+    library_versions,
+    model_checkpoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +126,6 @@ class ReproduceArguments:
         return ReproducePreset(**{**asdict(base), **changes})
 
 
-def _atomic_write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _json_default(value):
     if isinstance(value, (np.integer,)):
         return int(value)
@@ -148,12 +149,12 @@ class _Timer:
             return fn(*args)
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
-            _atomic_write_json(self.path, self.times)
+            atomic_write_json(self.path, self.times, default=_json_default)
 
 
 # ----------------------------------------------------------------------------------------- train
 def train_stage(out: Path, preset: ReproducePreset) -> Path:
-    from karel_hf.training import latest_checkpoint, parse_train_args, run_training
+    from karel_hf.training import parse_train_args, run_training
 
     model_dir = out / "model"
     if (model_dir / "train_results.json").is_file():
@@ -165,15 +166,6 @@ def train_stage(out: Path, preset: ReproducePreset) -> Path:
     model_args, data_args, training_args, name = parse_train_args(argv)
     run_training(model_args, data_args, training_args, preset=name, argv=argv)
     return model_dir
-
-
-def checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in model_dir.glob("checkpoint-*"):
-        suffix = path.name.split("-", 1)[1]
-        if suffix.isdigit() and (path / "config.json").is_file():
-            found.append((int(suffix), path))
-    return sorted(found)
 
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -304,13 +296,14 @@ def compute_correctness(predictions, rows, num_spec_pairs: int = 5) -> list[bool
 def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[Path]:
     from tqdm.auto import tqdm
 
-    found = checkpoints(model_dir)
+    found = model_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
     todo = [(s, p) for s, p in found if not (out / "evaluations" / f"step-{s}.json").is_file()]
     data = _data_rows(model_dir, preset) if todo else None
     for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-        _atomic_write_json(out / "evaluations" / f"step-{step}.json", evaluate_checkpoint(step, path, data, out, preset))
+        atomic_write_json(out / "evaluations" / f"step-{step}.json", evaluate_checkpoint(step, path, data, out, preset),
+                          default=_json_default)
     return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
 
 
@@ -355,23 +348,10 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
         },
         "paper": PAPER,
         "timings_seconds": timings,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
-    _atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results, default=_json_default)
     return results
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    names = ("karel_hf", "torch", "transformers", "datasets", "accelerate", "evaluate", "scikit-learn", "scipy")
-    out = {}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ------------------------------------------------------------------------------------------ plot
@@ -394,11 +374,10 @@ def plot_results(out: Path) -> list[Path]:
 
     def save(fig, name):
         path = figures / name
-        tmp = path.with_name(f".{path.stem}.tmp.png")
         fig.tight_layout()
-        fig.savefig(tmp, dpi=120)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
 
     def content(name, semantics=None):
@@ -579,11 +558,7 @@ def render_report(out: Path) -> Path:
     lines += [f"- {stage}: {seconds:.0f} s" for stage, seconds in results["timings_seconds"].items()]
     lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in sorted((out / "figures").glob("*.png"))]
-    path = out / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -593,8 +568,9 @@ def reproduce(args: ReproduceArguments) -> Path:
     preset = args.resolved()
     stages = args.stage_list()
     timer = _Timer(out / "timings.json")
-    _atomic_write_json(out / "reproduce_config.json", {"preset": args.preset, "resolved": asdict(preset),
-                                                       "stages": stages, "versions": _versions()})
+    atomic_write_json(out / "reproduce_config.json", {"preset": args.preset, "resolved": asdict(preset),
+                                                      "stages": stages, "versions": library_versions()},
+                      default=_json_default)
     model_dir = out / "model"
     if "train" in stages:
         timer.run("train", train_stage, out, preset)

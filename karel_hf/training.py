@@ -52,15 +52,23 @@ import difflib
 import json
 import logging
 import os
-import re
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal
 
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
+
+from karel_hf.utils import (
+    apply_config_overrides,
+    atomic_write_json,
+    atomic_write_text,
+    is_resumable,
+    latest_checkpoint,
+    library_versions,
+    parse_overrides,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +110,9 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        from karel_hf.modeling import MODEL_PRESETS, POSITION_INITS, parse_config_overrides
+        from transformers import GPT2Config
+
+        from karel_hf.modeling import MODEL_PRESETS, POSITION_INITS
 
         if self.position_init not in POSITION_INITS:
             raise TrainArgumentError(
@@ -113,7 +123,10 @@ class ModelArguments:
             raise TrainArgumentError(
                 f"model_preset: unknown value {self.model_preset!r}; expected one of {', '.join(MODEL_PRESETS)}"
             )
-        parse_config_overrides(self.config_overrides)  # raises on a malformed string
+        try:  # a malformed string or an unknown field raises now, not after the corpus is tokenised
+            apply_config_overrides(GPT2Config(), self.config_overrides)
+        except ValueError as err:
+            raise TrainArgumentError(str(err)) from None
 
 
 @dataclass
@@ -172,9 +185,7 @@ class DataArguments:
                 raise TrainArgumentError(f"{name}: must be a positive number of samples, got {value}")
 
     def load_karel_overrides(self) -> dict:
-        from karel_hf.modeling import parse_config_overrides
-
-        return parse_config_overrides(self.dataset_overrides)
+        return parse_overrides(self.dataset_overrides, what="dataset_overrides")
 
 
 @dataclass
@@ -637,22 +648,10 @@ def render_model_card(values: dict, template: str | None = None) -> str:
         raise KeyError(f"model card placeholder ${{{err.args[0]}}} has no value") from None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_model_card(directory, values: dict) -> Path:
     """Render the card and write it to directory/README.md atomically (temp file + os.replace)."""
     path = Path(directory) / CARD_NAME
-    _atomic_write(path, render_model_card(values))
+    atomic_write_text(path, render_model_card(values))
     return path
 
 
@@ -690,19 +689,6 @@ def model_index_yaml(name: str, dataset_id: str, dataset_config: str, metrics: d
         ],
     }]
     return yaml.safe_dump({"model-index": [{"name": name, "results": results}]}, sort_keys=False)
-
-
-def library_versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("karel_hf", "torch", "transformers", "datasets", "accelerate", "tokenizers", "safetensors"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 @dataclass
@@ -775,7 +761,7 @@ class RunInfo:
 
 
 def _write_run_files(directory: Path, info: RunInfo, state) -> None:
-    _atomic_write(directory / RUN_CONFIG_NAME, json.dumps(info.run_config(), indent=2, default=str) + "\n")
+    atomic_write_json(directory / RUN_CONFIG_NAME, info.run_config(), default=str)
     name = Path(info.training_args.output_dir).resolve().name
     write_model_card(directory, info.card_values(name, state.global_step, state.log_history))
 
@@ -793,22 +779,9 @@ def resolve_resume(training_args) -> str | None:
                 f"resume_from_checkpoint={value}: no complete checkpoint-* folder in {training_args.output_dir}"
             )
         return str(found)
-    if not (Path(value) / "trainer_state.json").is_file():
+    if not is_resumable(value):
         raise TrainArgumentError(f"resume_from_checkpoint: {value} is not a checkpoint folder (no trainer_state.json)")
     return str(value)
-
-
-def latest_checkpoint(output_dir) -> Path | None:
-    """The checkpoint-N folder with the largest N that holds a trainer_state.json (complete saves only)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.glob("checkpoint-*"):
-        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if match and (path / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
 
 
 def load_raw_datasets(data_args: DataArguments):
@@ -859,7 +832,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """
     from transformers import AutoModelForCausalLM, Trainer, set_seed
 
-    from karel_hf.modeling import build_model, count_parameters, parse_config_overrides, set_generation_ids
+    from karel_hf.modeling import build_model, count_parameters, set_generation_ids
     from karel_hf.tokenizer import build_tokenizer, load_tokenizer
 
     _setup_logging(training_args)
@@ -897,7 +870,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         set_generation_ids(model, tokenizer)
     else:
         model = build_model(model_args.model_preset, tokenizer, position_init=model_args.position_init,
-                            **parse_config_overrides(model_args.config_overrides))
+                            config_overrides=model_args.config_overrides)
     if data_args.block_size > model.config.n_positions:
         raise TrainArgumentError(
             f"block_size {data_args.block_size} exceeds the model's context n_positions {model.config.n_positions}"
@@ -930,7 +903,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         trainer.add_callback(cb)
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(output_dir / RUN_CONFIG_NAME, json.dumps(info.run_config(), indent=2, default=str) + "\n")
+        atomic_write_json(output_dir / RUN_CONFIG_NAME, info.run_config(), default=str)
 
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
