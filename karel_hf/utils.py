@@ -117,6 +117,11 @@ def _checkpoint_prefix() -> str:
     return PREFIX_CHECKPOINT_DIR
 
 
+def checkpoint_dir(output_dir, step: int) -> Path:
+    """Where the Trainer saves step `step` of a run: `output_dir/checkpoint-<step>`."""
+    return Path(output_dir) / f"{_checkpoint_prefix()}-{step}"
+
+
 def checkpoint_folders(output_dir) -> list[tuple[int, Path]]:
     """(N, folder) of every `checkpoint-<N>` folder in `output_dir`, by N; complete or not."""
     folder = Path(output_dir)
