@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from karel_hf.presets import corpora, preset_names
 from karel_hf.utils import parse_overrides
 
 
@@ -130,7 +131,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dataset", help="the Karel corpus as a Hugging Face dataset")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
     p = dsub.add_parser("export", help="write Parquet per split, the tokenizer and a dataset card")
-    p.add_argument("--config", default="cpu", help="paper, paper_6to10, cpu, demo or tiny")
+    p.add_argument("--config", default="cpu",
+                   help=f"paper (the paper's v1 corpus) or the corpus a preset defines: {', '.join(corpora())}")
     p.add_argument("--output_dir", required=True, help="folder to write (several configs may share it)")
     p.add_argument("--num_proc", type=int, default=None, help="worker processes for generation")
     p.add_argument("--cache_dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
@@ -158,8 +160,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("train", add_help=False, prefix_chars="+",
-                       help="train a GPT-2 with transformers.Trainer: --preset tiny|cpu|small|paper plus flag "
-                       "overrides (karel-hf train --help lists them)")
+                       help=f"train a GPT-2 with transformers.Trainer: --preset {'|'.join(preset_names())} (or a "
+                       "preset file) plus flag overrides (karel-hf train --help lists them)")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_train)
 

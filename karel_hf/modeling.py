@@ -1,22 +1,11 @@
-"""GPT-2 model presets for karel_hf: a stock `GPT2LMHeadModel` sized to the karel_hf tokenizer.
+"""The GPT-2 of karel_hf: a stock `GPT2LMHeadModel` shaped by a preset and sized to the tokenizer.
 
-A preset fixes the shape (layers, width, heads, context); the vocabulary size and the special token
-ids come from the tokenizer, so a checkpoint loads with `AutoModelForCausalLM` and generates with
-`pipeline("text-generation")` without any extra arguments. Attention is "eager": on the CPUs this
-project runs on it beat "sdpa" by 12-19% at these sizes (docs/cpu_notes.md).
-
-| preset | layers x width (heads) | context | parameters (300-word vocabulary) | use |
-|---|---|---|---|---|
-| tiny  | 2 x 64 (2)     | 512  | 0.15M | tests, seconds |
-| demo  | 4 x 128 (4)    | 512  | 0.9M  | the README's demo reproduction (minutes) |
-| cpu   | 4 x 128 (4)    | 512  | 0.9M  | the CPU reproduction (2 cores, about an hour) |
-| small | 8 x 512 (8)    | 1024 | 25.9M | a bigger CPU run or one small GPU |
-| paper | 20 x 1024 (16) | 2048 | 254.3M | the paper's model (GPU) |
-
-`paper` has the transformer body of CodeGen-350M, the paper's model: 20 blocks of width 1024 with
-16 heads and a 4x MLP (251.8M parameters in the blocks). CodeGen's "350M" also counts a
-51,200-token embedding and an untied LM head (~105M); with a 300-word vocabulary (tied, as GPT-2
-does) those shrink to ~2.4M, the position table included.
+A preset's `model` section (karel_hf/presets/<name>.yaml, one file per preset, read into
+`MODEL_PRESETS`) fixes the shape: layers, width, heads, context. The vocabulary size and the special
+token ids come from the tokenizer, so a checkpoint loads with `AutoModelForCausalLM` and generates
+with `pipeline("text-generation")` without any extra arguments. Attention is "eager": on the CPUs
+this project runs on it beat "sdpa" by 12-19% at these sizes (docs/cpu_notes.md). The `paper`
+preset has the transformer body of CodeGen-350M, the paper's model (251.8M parameters in the blocks).
 
 Dropout is 0 in every preset, as in CodeGen-350M's config: the runs see each sample about once.
 
@@ -25,16 +14,18 @@ sine/cosine table scaled to `SINUSOIDAL_POSITION_SCALE` instead of N(0, 0.02). T
 checkpoint stay a stock GPT-2 (the table is still learned); only its starting point changes, and
 with it attention by relative offset ("the same cell one grid earlier") is available from step 0.
 On this project's CPU runs it is what lets a small model leave the babbling phase within minutes
-(see karel_hf/presets/cpu.json for the measurements).
+(see karel_hf/presets/cpu.yaml for the measurements).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from karel_hf.presets import MODEL_SHAPE, PresetError, load_preset, preset_names
 from karel_hf.utils import apply_config_overrides
 
 EAGER = "eager"
@@ -45,19 +36,33 @@ SINUSOIDAL_POSITION_SCALE = 0.03
 
 @dataclass(frozen=True)
 class ModelPreset:
+    """The GPT-2 shape of a preset (its `model` section)."""
+
     n_layer: int
     n_embd: int
     n_head: int
     n_positions: int
-    description: str
+
+    @classmethod
+    def of(cls, preset: str) -> ModelPreset:
+        """The shape of a preset of karel_hf/presets, or of a preset file with a model section."""
+        if preset in MODEL_PRESETS:
+            return MODEL_PRESETS[preset]
+        expected = f"expected one of {', '.join(MODEL_PRESETS)} or a preset file with a model section"
+        if not Path(preset).is_file():
+            raise ValueError(f"unknown model preset {preset!r}; {expected}")
+        try:
+            model = load_preset(preset).model
+        except PresetError as err:
+            raise ValueError(f"model preset {preset!r}: {err}") from None
+        if not model:
+            raise ValueError(f"model preset {preset!r} has no model section; {expected}")
+        return cls(**{k: model[k] for k in MODEL_SHAPE})
 
 
+# Every preset's shape, smallest run first (karel_hf.presets.preset_names).
 MODEL_PRESETS: dict[str, ModelPreset] = {
-    "tiny": ModelPreset(2, 64, 2, 512, "tests: a few dozen steps in seconds"),
-    "demo": ModelPreset(4, 128, 4, 512, "the README's demo reproduction: minutes on 2 CPU cores"),
-    "cpu": ModelPreset(4, 128, 4, 512, "the CPU reproduction: the demo's shape, trained longer (presets/cpu.json)"),
-    "small": ModelPreset(8, 512, 8, 1024, "a bigger CPU run or one small GPU"),
-    "paper": ModelPreset(20, 1024, 16, 2048, "the paper's size: CodeGen-350M's 20 x 1024 body (GPU)"),
+    name: ModelPreset(**{k: load_preset(name).model[k] for k in MODEL_SHAPE}) for name in preset_names()
 }
 
 
@@ -74,15 +79,14 @@ def _special_ids(tokenizer) -> dict:
 
 
 def model_config(preset: str, tokenizer, *, config_overrides: str | None = None, **overrides):
-    """The `GPT2Config` of a preset, with vocab size and bos/eos/pad ids from `tokenizer`.
+    """The `GPT2Config` of a preset (a name or a preset file), with vocab size and bos/eos/pad ids from
+    `tokenizer`.
 
     `overrides` are GPT2Config fields (e.g. `n_layer=6`, `resid_pdrop=0.0`); unknown names raise.
     `config_overrides` is the same as a string (`"n_layer=6,resid_pdrop=0.0"`), applied last with
     transformers' own `PretrainedConfig.update_from_string` (karel_hf.utils.apply_config_overrides).
     """
-    if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; expected one of {', '.join(MODEL_PRESETS)}")
-    shape = MODEL_PRESETS[preset]
+    shape = ModelPreset.of(preset)
     known = set(GPT2Config().to_dict())
     unknown = sorted(set(overrides) - known)
     if unknown:

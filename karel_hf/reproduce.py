@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.utils import (
     atomic_path,
     atomic_write_json,
@@ -54,7 +55,8 @@ PAPER = {
 
 @dataclass(frozen=True)
 class ReproducePreset:
-    """What one reproduction runs: a training preset plus the sweep's sizes."""
+    """What one reproduction runs: a training preset plus the sweep's sizes (a preset's `reproduce`
+    section, karel_hf/presets/<name>.yaml, gives the values)."""
 
     train_preset: str
     train_overrides: tuple = ()  # extra `karel-hf train` flags, e.g. ("--max_steps", "600")
@@ -66,26 +68,26 @@ class ReproducePreset:
     description: str = ""
 
 
-PRESETS = {
-    "tiny": ReproducePreset(
-        "tiny", ("--max_steps", "20", "--save_steps", "10", "--generation_eval_steps", "0",
-                 "--eval_strategy", "no", "--logging_steps", "10"),
-        test_specs=24, probe_train_specs=40, perplexity_programs=16, batch_size=32,
-        description="tests: the whole pipeline in about a minute (numbers mean nothing)",
-    ),
-    "demo": ReproducePreset(
-        "demo", test_specs=200, probe_train_specs=300, perplexity_programs=64, batch_size=100,
-        description="the README's main job: about 10 minutes on 2 CPU cores",
-    ),
-    "cpu": ReproducePreset(
-        "cpu", test_specs=256, probe_train_specs=1000, perplexity_programs=256, batch_size=100,
-        description="the CPU reproduction: under an hour on 2 cores",
-    ),
-    "paper": ReproducePreset(
-        "paper", test_specs=10_000, probe_train_specs=10_000, perplexity_programs=2_000, batch_size=256,
-        description="the paper's scale (GPUs); launch training with accelerate, see the README",
-    ),
-}
+def reproduce_preset_names() -> tuple[str, ...]:
+    """The presets of karel_hf/presets that have a `reproduce` section, smallest run first."""
+    return tuple(name for name in preset_names() if load_preset(name).reproduce is not None)
+
+
+def reproduce_preset(preset: str) -> ReproducePreset:
+    """The `reproduce` section of a preset (a name or a preset file) as a `ReproducePreset`."""
+    try:
+        loaded = load_preset(preset)
+    except PresetError as err:
+        raise ValueError(f"preset: {err}") from None
+    if loaded.reproduce is None:
+        raise ValueError(f"preset: {preset!r} has no reproduce section; expected one of "
+                         f"{', '.join(reproduce_preset_names())} or a preset file with a reproduce section")
+    values = dict(loaded.reproduce)
+    values["train_overrides"] = tuple(str(v) for v in values.get("train_overrides", ()))
+    try:
+        return ReproducePreset(train_preset=loaded.name, **values)
+    except TypeError as err:  # a key ReproducePreset does not have
+        raise ValueError(f"preset {loaded.path}: reproduce section: {err}") from None
 
 
 @dataclass
@@ -93,7 +95,9 @@ class ReproduceArguments:
     """`karel-hf reproduce` arguments (parsed with HfArgumentParser)."""
 
     output_dir: str = field(metadata={"help": "Folder for every output; a rerun skips finished stages."})
-    preset: str = field(default="demo", metadata={"help": f"One of {', '.join(PRESETS)}."})
+    preset: str = field(default="demo", metadata={
+        "help": f"One of {', '.join(reproduce_preset_names())} (karel_hf/presets/NAME.yaml) or a preset file "
+        "with a reproduce section."})
     stages: str = field(default=",".join(STAGES), metadata={"help": f"Comma-separated subset of {', '.join(STAGES)}."})
     test_specs: int | None = field(default=None, metadata={"help": "Override the preset's test specs per checkpoint."})
     probe_train_specs: int | None = field(default=None, metadata={"help": "Override the preset's probe training specs."})
@@ -102,8 +106,7 @@ class ReproduceArguments:
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset: unknown value {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        reproduce_preset(self.preset)  # raises, naming the presets there are, for an unknown one
         unknown = [s for s in self.stage_list() if s not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
@@ -118,7 +121,7 @@ class ReproduceArguments:
         return [s.strip() for s in self.stages.split(",") if s.strip()]
 
     def resolved(self) -> ReproducePreset:
-        base = PRESETS[self.preset]
+        base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size")
                    if getattr(self, k) is not None}
         if self.train_args.strip():

@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 from transformers import GPT2Config, HfArgumentParser, TrainingArguments
 
-from karel_hf.modeling import MODEL_PRESETS, POSITION_INITS
+from karel_hf.modeling import POSITION_INITS, ModelPreset
+from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.utils import apply_config_overrides, parse_overrides
 
 from .lm_dataset import LOSS_ON
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
-PRESET_NAMES = ("tiny", "demo", "cpu", "small", "paper")
+PRESET_NAMES = preset_names()  # the files of karel_hf/presets, smallest run first
 
 
 class TrainArgumentError(ValueError):
@@ -44,9 +41,10 @@ class TrainArgumentError(ValueError):
 class ModelArguments:
     """Which model to train."""
 
-    model_preset: Literal["tiny", "demo", "cpu", "small", "paper"] = field(
+    model_preset: str = field(
         default="tiny",
-        metadata={"help": "GPT-2 shape from karel_hf.modeling.MODEL_PRESETS: tiny, demo, cpu, small or paper."},
+        metadata={"help": f"The preset whose model section gives the GPT-2 shape: {', '.join(PRESET_NAMES)} "
+                  "or a preset file."},
     )
     config_overrides: str | None = field(
         default=None,
@@ -67,10 +65,13 @@ class ModelArguments:
                 f"position_init: unknown value {self.position_init!r}; expected one of {', '.join(POSITION_INITS)}"
             )
 
-        if self.model_preset not in MODEL_PRESETS:
+        try:
+            ModelPreset.of(self.model_preset)
+        except ValueError:
             raise TrainArgumentError(
-                f"model_preset: unknown value {self.model_preset!r}; expected one of {', '.join(MODEL_PRESETS)}"
-            )
+                f"--model_preset: invalid choice: {self.model_preset!r}; expected one of {', '.join(PRESET_NAMES)} "
+                "or the path to a preset file with a model section"
+            ) from None
         try:  # a malformed string or an unknown field raises now, not after the corpus is tokenised
             apply_config_overrides(GPT2Config(), self.config_overrides)
         except ValueError as err:
@@ -83,7 +84,7 @@ class DataArguments:
 
     dataset_config: str = field(
         default="tiny",
-        metadata={"help": "karel_hf.data.load_karel config: paper, paper_6to10, cpu, demo or tiny."},
+        metadata={"help": "karel_hf.data.load_karel config: paper or the corpus a preset defines (karel_hf/presets)."},
     )
     dataset_overrides: str | None = field(
         default=None,
@@ -190,32 +191,6 @@ class _ArgumentParser(HfArgumentParser):
         raise TrainArgumentError(message)
 
 
-def preset_path(preset: str) -> Path:
-    """A preset name (tiny, demo, cpu, small, paper) or a path to a JSON/YAML file of argument values."""
-    if preset in PRESET_NAMES:
-        return PRESET_DIR / f"{preset}.json"
-    path = Path(preset)
-    if path.suffix in (".json", ".yaml", ".yml") and path.is_file():
-        return path
-    raise TrainArgumentError(
-        f"unknown preset {preset!r}; expected one of {', '.join(PRESET_NAMES)} or the path to an existing "
-        ".json/.yaml file of argument values"
-    )
-
-
-def load_preset(preset: str) -> dict:
-    """The argument values of a preset; keys starting with '_' are comments and are dropped."""
-    path = preset_path(preset)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        values = json.loads(text)
-    else:
-        values = yaml.safe_load(text)
-    if not isinstance(values, dict):
-        raise TrainArgumentError(f"preset {path}: expected a mapping of argument names to values")
-    return {k: v for k, v in values.items() if not k.startswith("_")}
-
-
 def _suggest(name: str, candidates) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -242,7 +217,9 @@ def _check_preset_values(values: dict, parser, source: str) -> None:
 def parse_train_args(argv: list[str] | None = None):
     """(ModelArguments, DataArguments, KarelTrainingArguments, preset) from `--preset NAME_OR_PATH` + flags.
 
-    The preset's values replace the dataclass defaults, then every flag replaces the preset's value.
+    The preset's values (`karel_hf.presets.Preset.train_arguments`: its training section, the preset
+    itself as `model_preset`, its `position_init` and its corpus as `dataset_config`) replace the
+    dataclass defaults, then every flag replaces the preset's value.
     Unknown flags, misspelled preset fields and bad values raise `TrainArgumentError` naming them.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -258,11 +235,15 @@ def parse_train_args(argv: list[str] | None = None):
     parser.add_argument(
         "--preset",
         default=None,
-        help=f"{', '.join(PRESET_NAMES)} (karel_hf/presets/NAME.json) or a path to a JSON/YAML file of these flags",
+        help=f"{', '.join(PRESET_NAMES)} (karel_hf/presets/NAME.yaml) or the path to a preset file: the same "
+        "sections, or a flat JSON/YAML mapping of these flags",
     )
     values = {}
     if known.preset is not None:
-        values = load_preset(known.preset)
+        try:
+            values = load_preset(known.preset).train_arguments()
+        except PresetError as err:
+            raise TrainArgumentError(str(err)) from None
         _check_preset_values(values, parser, known.preset)
         parser.set_defaults(**values)
     namespace, unknown = parser.parse_known_args(rest)
