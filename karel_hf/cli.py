@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import MISSING, fields
 
+from karel_hf.karel.corpus_config import CorpusConfig
 from karel_hf.presets import corpora, preset_names
 from karel_hf.utils import parse_overrides
 
@@ -20,10 +22,7 @@ def _cmd_verify_corpus(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from dataclasses import fields
-
     from karel_hf.karel.corpus import export_jsonl
-    from karel_hf.karel.sampling import CorpusConfig
 
     try:
         config = CorpusConfig(**{f.name: getattr(args, f.name) for f in fields(CorpusConfig)})
@@ -36,10 +35,6 @@ def _cmd_generate(args) -> int:
 
 def _add_corpus_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per CorpusConfig field (same name, same default)."""
-    from dataclasses import MISSING, fields
-
-    from karel_hf.karel.sampling import CorpusConfig
-
     for f in fields(CorpusConfig):
         flag = f"--{f.name}"
         if f.default is MISSING:

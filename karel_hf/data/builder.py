@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, fields
 import datasets
 
 from karel_hf import CITATION
-from karel_hf.karel.sampling import CorpusConfig, iter_batches
+from karel_hf.karel.corpus_config import CorpusConfig
+from karel_hf.karel.sampling import iter_batches
 from karel_hf.presets import corpora
 
 from .formatting import format_prompt

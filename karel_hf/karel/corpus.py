@@ -25,7 +25,8 @@ from karel_hf.utils import atomic_path
 
 from .interpreter import execute
 from .program import ACTIONS, KarelSyntaxError, Program, format_program, parse
-from .sampling import CorpusConfig, ProgramBatch, iter_batches
+from .corpus_config import CorpusConfig
+from .sampling import ProgramBatch, iter_batches
 from .world import (
     EMPTY_CODE,
     MARKER_CODE_OFFSET,
