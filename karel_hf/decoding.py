@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from karel_hf.data.formatting import format_prompt
+from karel_hf.data.formatting import INDENT, PROGRAM_FOOTER, PROGRAM_HEADER, format_prompt
 from karel_hf.karel.program import ACTIONS, CONDITIONS
+from karel_hf.tokenizer import pieces
 
-PREAMBLE = ("def ", "run() ", "{\n")
-CLOSE_PROGRAM = "}"
+PREAMBLE = tuple(pieces(PROGRAM_HEADER))  # ("def ", "run() ", "{\n"), forced after "Code:\n"
+CLOSE_PROGRAM = PROGRAM_FOOTER
 OPEN_BLOCK = "{\n"
-INDENT = "  "
 
 
 @dataclass

@@ -28,7 +28,7 @@ from karel_hf.karel.corpus_config import CorpusConfig
 from karel_hf.karel.sampling import iter_batches
 from karel_hf.presets import corpora
 
-from .formatting import format_prompt
+from .formatting import format_sample
 
 _DESCRIPTION = """\
 Random Karel programs, each with 10 random input worlds and the outputs of running the program on
@@ -194,7 +194,7 @@ def example_from_batch(batch, j: int, num_prompt_pairs: int) -> dict:
     ends = batch.trace_len[j].astype(int) + 1
     return {
         "id": int(batch.index[j]),
-        "text": format_prompt(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs]) + batch.programs[j],
+        "text": format_sample(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs], batch.programs[j]),
         "program": batch.programs[j],
         "length": int(batch.lengths[j]),
         "inputs": inputs,
