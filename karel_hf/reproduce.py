@@ -23,13 +23,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from transformers import HfArgumentParser
 
 from karel_hf.presets import PresetError, load_preset, preset_names
+from karel_hf.training import load_raw_datasets, parse_train_args, run_training
 from karel_hf.utils import (
     atomic_path,
     atomic_write_json,
@@ -157,8 +160,6 @@ class _Timer:
 
 # ----------------------------------------------------------------------------------------- train
 def train_stage(out: Path, preset: ReproducePreset) -> Path:
-    from karel_hf.training import parse_train_args, run_training
-
     model_dir = out / "model"
     if (model_dir / "train_results.json").is_file():
         logger.info("train: %s is finished, skipping", model_dir)
@@ -174,8 +175,6 @@ def train_stage(out: Path, preset: ReproducePreset) -> Path:
 # -------------------------------------------------------------------------------------- evaluate
 def _data_rows(model_dir: Path, preset: ReproducePreset):
     """(test rows, probe-training rows, training texts for perplexity), as the run's config says."""
-    from karel_hf.training import load_raw_datasets, parse_train_args
-
     argv = ["--preset", preset.train_preset, "--output_dir", str(model_dir), *preset.train_overrides]
     _, data_args, _, _ = parse_train_args(argv)
     raw = load_raw_datasets(data_args)
@@ -589,10 +588,6 @@ def reproduce(args: ReproduceArguments) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from transformers import HfArgumentParser
-
     parser = HfArgumentParser(ReproduceArguments, prog="karel-hf reproduce")
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)

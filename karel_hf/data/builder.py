@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 import datasets
 
-from karel_hf import CITATION
+from karel_hf import CITATION, __version__
 from karel_hf.karel.corpus_config import CorpusConfig
 from karel_hf.karel.sampling import iter_batches
 from karel_hf.presets import corpora
@@ -224,8 +224,6 @@ def load_karel(config: str = "cpu", split: str | None = None, *, cache_dir: str 
     The cache is keyed by the package version and the config's fingerprint, so a change of any
     field (or of karel_hf) regenerates instead of returning stale data.
     """
-    from karel_hf import __version__
-
     resolved = get_config(config, **overrides)
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
