@@ -9,11 +9,12 @@ discovery and key=value overrides.
 - Checkpoints are Trainer folders `checkpoint-<N>` (transformers' `PREFIX_CHECKPOINT_DIR`). What
   counts as one depends on the use, and both uses are named here: a *model* checkpoint holds weights
   and a config (what the reproduction sweeps and the Hub gets); a *resumable* one holds
-  `trainer_state.json`, which the Trainer writes last when it saves (what `--resume_from_checkpoint`
-  needs).
+  `trainer_state.json`, which the Trainer writes after the weights, optimizer and scheduler, so a
+  save cut short lacks it (what `--resume_from_checkpoint` needs).
 - Overrides: `parse_overrides` reads `key=value` pairs for corpus configs (`--dataset_overrides`,
   `karel-hf dataset export --set`); GPT-2 config overrides go through transformers' own
-  `PretrainedConfig.update_from_string` (`apply_config_overrides`), as run_clm.py's `--config_overrides`.
+  `PretrainedConfig.update_from_string` (`apply_config_overrides`), as transformers' causal
+  language-modeling example does with its `--config_overrides`.
 
 Standard library only, so that the pure Python + NumPy `karel_hf.karel` package can use it too.
 """
@@ -143,7 +144,7 @@ def holds_model(folder) -> bool:
 
 
 def is_resumable(folder) -> bool:
-    """A resumable checkpoint: the Trainer wrote `trainer_state.json`, the last file of a save."""
+    """A resumable checkpoint: the Trainer got as far as writing `trainer_state.json`."""
     return (Path(folder) / TRAINER_STATE_FILE).is_file()
 
 

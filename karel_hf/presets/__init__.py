@@ -1,5 +1,4 @@
-"""The presets: one commented YAML file per preset in this folder (as nanoGPT's config/*.py), and
-their loader.
+"""The presets: one commented YAML file per preset in this folder, and their loader.
 
 A preset file holds everything a run sets, in four sections:
 

@@ -1,6 +1,6 @@
 """Training a GPT-2 on the Karel corpus with `transformers.Trainer` (docs/protocol.md §4).
 
-Follows transformers' `examples/pytorch/language-modeling/run_clm.py`: argument dataclasses parsed
+Follows transformers' causal language-modeling example (`run_clm`): argument dataclasses parsed
 by `HfArgumentParser` (here from a preset file plus flag overrides), `set_seed` before the model is
 built, `Trainer` with `resume_from_checkpoint`, then `save_model` / `save_metrics` / `save_state`.
 

@@ -1,5 +1,5 @@
 """The arguments of a training run: three dataclasses parsed by `HfArgumentParser` from a preset
-file plus flag overrides, as in transformers' run_clm.py.
+file plus flag overrides, as in transformers' causal language-modeling example.
 
 - `ModelArguments`: which GPT-2 (a preset's shape, GPT2Config overrides, or a saved model) and how
   its position table starts;
