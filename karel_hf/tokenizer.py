@@ -7,7 +7,13 @@ space or newline that follows it, e.g. `"__wall__ "`, `"__up__\\n"`, `"Input0\\n
 (`decoders.Fuse`) and `decode(encode(text)) == text` for every text the formatter writes.
 
 The vocabulary is not a hand-written list: it is every piece that occurs when the formatter renders
-the grid cells, the headers, and every statement form of the printer at each indentation depth.
+the grid cells, the headers, and every statement form of the printer at each indentation depth, up
+to the limits of the text format that `karel_hf.data.formatting` enforces (`MAX_PROMPT_PAIRS` pairs,
+blocks nested `MAX_SAMPLE_NESTING` deep, repeat counts up to `MAX_SAMPLE_REPEAT`): `format_sample`
+and `format_prompt` refuse anything beyond them, so their output never encodes to `<unk>`. Other
+text (a hand-made corpus, a program deeper than the format allows) can hold pieces outside the
+vocabulary; `check_encodable` names the first one, and the training pipeline's encoders
+(`FastEncoder`, `karel_hf.training.lm_dataset`) refuse such text instead of training on `<unk>`.
 
 Special tokens: `<s>` (bos, prepended by the post-processor, so a prompt is encoded as the model saw
 samples start in training), `</s>` (eos, appended by the training pipeline after each sample;
@@ -27,6 +33,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from karel_hf.data.formatting import (
     CODE_HEADER,
     EXAMPLES_HEADER,
+    MAX_PROMPT_PAIRS,
+    MAX_SAMPLE_NESTING,
+    MAX_SAMPLE_REPEAT,
     PROGRAM_FOOTER,
     PROGRAM_HEADER,
     format_program,
@@ -35,42 +44,66 @@ from karel_hf.data.formatting import (
     output_header,
 )
 from karel_hf.karel.program import ACTIONS, CONDITIONS, Action, Condition, If, Program, Repeat, While
-from karel_hf.karel.world import CELL_WORDS
+from karel_hf.karel.world import CELL_WORDS, MARKER_CODE_OFFSET, ROBOT_CODE_OFFSET
 
 PIECE_PATTERN = r" *[^ \n]+[ \n]?|\n| +"
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
-MAX_PAIRS = 10  # Input0..Input9
-MAX_DEPTH = 4  # nesting depth of extended-language blocks covered by the vocabulary
-MAX_REPEAT = 20
 
 
 def pieces(text: str) -> list[str]:
     return re.findall(PIECE_PATTERN, text)
 
 
+def check_encodable(text: str, vocab, what: str = "text") -> None:
+    """Raise a ValueError naming the first piece of `text` that is not in `vocab` (a tokenizer's
+    `get_vocab()`), i.e. that would encode to `<unk>`; `what` names the text in the message."""
+    for piece in pieces(text):
+        if piece not in vocab or piece in SPECIAL_TOKENS:  # "<unk>" in a text is not the formatter's either
+            raise ValueError(
+                f"{what}: the piece {piece[:60]!r} is not in the tokenizer's vocabulary (it would encode to {UNK}); "
+                "the vocabulary covers what karel_hf.data.formatting.format_sample writes (at most "
+                f"{MAX_PROMPT_PAIRS} prompt pairs, blocks nested {MAX_SAMPLE_NESTING} deep, repeat counts up to "
+                f"{MAX_SAMPLE_REPEAT})"
+            )
+
+
 def _statement_forms(depth: int):
-    """One program per statement form, nested `depth` blocks deep."""
+    """One program per statement form, inside `depth` enclosing blocks (so its own blocks, if any,
+    are nested depth + 1 deep)."""
     conditions = [Condition(c, neg) for c in CONDITIONS for neg in (False, True)]
     leaves = tuple(Action(a) for a in ACTIONS)
     forms = [leaves]
     for cond in conditions:
         forms += [(If(cond, leaves),), (If(cond, leaves, leaves),), (While(cond, leaves),)]
-    forms += [(Repeat(n, leaves),) for n in range(MAX_REPEAT + 1)]
+    forms += [(Repeat(n, leaves),) for n in range(MAX_SAMPLE_REPEAT + 1)]
     for body in forms:
         for _ in range(depth):
             body = (Repeat(2, body),)
         yield Program(body)
 
 
+def _cell_grids() -> list[np.ndarray]:
+    """2x2 grids, each with the one robot a prompt grid needs, that show every cell word both inside
+    a row (then a space) and at the end of a row (then a newline)."""
+    grids = []
+    for code in range(len(CELL_WORDS)):
+        if ROBOT_CODE_OFFSET <= code < MARKER_CODE_OFFSET:
+            grids += [np.array([[code, 0], [0, 0]]), np.array([[0, code], [0, 0]])]
+        else:
+            grids.append(np.array([[code, code], [ROBOT_CODE_OFFSET, 0]]))
+    return grids
+
+
 @lru_cache(maxsize=1)
 def vocabulary() -> tuple[str, ...]:
     """All pieces of formatted text, specials first; the order (and so every id) is deterministic."""
     found: dict[str, None] = {}
-    # one row per cell word, so each word appears both inside a row (then a space) and at its end
-    grid = np.array([[code] * 6 for code in range(len(CELL_WORDS))], dtype=np.int8)
-    prompt = format_prompt([grid] * MAX_PAIRS, [grid] * MAX_PAIRS)
-    texts = [prompt] + [format_program(p, "lines") for d in range(MAX_DEPTH + 1) for p in _statement_forms(d)]
+    grids = _cell_grids()
+    texts = [format_prompt(grids[i : i + MAX_PROMPT_PAIRS], grids[i : i + MAX_PROMPT_PAIRS])
+             for i in range(0, len(grids), MAX_PROMPT_PAIRS)]
+    texts += [format_prompt([grids[0]] * MAX_PROMPT_PAIRS, [grids[0]] * MAX_PROMPT_PAIRS)]  # every header
+    texts += [format_program(p, "lines") for d in range(MAX_SAMPLE_NESTING) for p in _statement_forms(d)]
     texts.append(PROGRAM_HEADER + PROGRAM_FOOTER)  # an empty program
     for text in texts:
         for piece in pieces(text):
@@ -127,7 +160,10 @@ class FastEncoder:
         self.unk = tokenizer.unk_token_id
 
     def _word(self, piece: str) -> int:
-        return self.vocab.get(piece, self.unk)
+        found = self.vocab.get(piece)
+        if found is None:
+            check_encodable(piece, self.vocab, "FastEncoder")  # raises, naming the piece
+        return found
 
     def _column(self, n: int, text: str):
         """(n, pieces) int ids of a fixed text (a header of karel_hf.data.formatting), one row per sample."""
@@ -151,4 +187,5 @@ class FastEncoder:
         return np.concatenate(parts, axis=1).astype(np.int32)
 
     def encode_program(self, program_text: str) -> list[int]:
+        """The ids of a program text; a ValueError names a piece outside the vocabulary."""
         return [self._word(p) for p in pieces(program_text)]

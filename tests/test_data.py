@@ -82,7 +82,9 @@ def test_formatter_round_trip(tiny_dataset):
 def test_formatter_errors_say_where():
     with pytest.raises(SampleFormatError, match="Code:"):
         parse_sample("Examples:\n\nInput0\n")
-    good = format_prompt(np.zeros((1, 6, 6), np.int8) + np.eye(6, dtype=np.int8)[None] * 2, np.full((1, 6, 6), 2, np.int8))
+    grid = np.zeros((1, 6, 6), np.int8)
+    grid[0, 2, 3] = 2  # the robot, facing north
+    good = format_prompt(grid, grid)
     with pytest.raises(SampleFormatError, match="Output0"):
         parse_sample(good.replace("Output0", "Outptu0"))
     with pytest.raises(SampleFormatError, match="cell word"):

@@ -28,6 +28,13 @@ the decoding grammar take their headers from here too.
 Worlds are given either as `World`s or as view-code arrays (`World.view_codes`, what datasets
 store); `parse_sample(format_sample(...))` gives back the same codes and program, and formatting
 the parsed sample again gives back the same text.
+
+What the format holds, checked both ways with errors that say where (`SampleFormatError`, a
+ValueError): 1..`MAX_PROMPT_PAIRS` input/output pairs; every grid a non-empty rectangle of codes from
+the cell table with exactly one robot, all grids of a sample the same shape; a program in the lines
+layout whose blocks nest at most `MAX_SAMPLE_NESTING` deep with repeat counts at most
+`MAX_SAMPLE_REPEAT` (narrower than the parser's limits). The tokenizer's vocabulary is built from
+these limits, so everything `format_sample` writes encodes without `<unk>`.
 """
 
 from __future__ import annotations
@@ -36,16 +43,47 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from karel_hf.karel.program import INDENT, PROGRAM_FOOTER, PROGRAM_HEADER, Program, format_program, parse
-from karel_hf.karel.world import World, WorldFormatError, codes_to_words, words_to_codes
+import re
+
+from karel_hf.karel.program import (
+    ACTIONS,
+    INDENT,
+    PROGRAM_FOOTER,
+    PROGRAM_HEADER,
+    KarelSyntaxError,
+    Program,
+    Repeat,
+    format_program,
+    nesting_depth,
+    parse,
+    walk,
+)
+from karel_hf.karel.world import (
+    MARKER_CODE_OFFSET,
+    ROBOT_CODE_OFFSET,
+    World,
+    WorldFormatError,
+    check_view_codes,
+    codes_to_words,
+    words_to_codes,
+)
 
 EXAMPLES_HEADER = "Examples:\n\n"
 INPUT_WORD, OUTPUT_WORD = "Input", "Output"  # the grid headers: "Input0\n", "Output0\n", ...
 CODE_HEADER = "\nCode:\n"
+# What the text format (and so the tokenizer's vocabulary) covers; see the module docstring.
+MAX_PROMPT_PAIRS = 10  # Input0..Input9
+MAX_SAMPLE_NESTING = 5  # control blocks nested in a sample's program
+MAX_SAMPLE_REPEAT = 20  # repeat(0)..repeat(20)
+# A straight-line program in the lines layout (what the corpus generator writes), checked without parsing.
+_STRAIGHT_LINE_TEXT = re.compile(
+    re.escape(PROGRAM_HEADER) + f"(?:{INDENT}(?:{'|'.join(ACTIONS)})\\(\\)\\n)*" + re.escape(PROGRAM_FOOTER)
+)
 __all__ = [
-    "CODE_HEADER", "EXAMPLES_HEADER", "INDENT", "INPUT_WORD", "OUTPUT_WORD", "PROGRAM_FOOTER", "PROGRAM_HEADER", "Sample", "SampleFormatError",
-    "count_prompt_pairs", "format_prompt", "format_sample", "input_header", "output_header", "parse_sample",
-    "split_sample",
+    "CODE_HEADER", "EXAMPLES_HEADER", "INDENT", "INPUT_WORD", "MAX_PROMPT_PAIRS", "MAX_SAMPLE_NESTING",
+    "MAX_SAMPLE_REPEAT", "OUTPUT_WORD", "PROGRAM_FOOTER", "PROGRAM_HEADER", "Sample", "SampleFormatError",
+    "check_sample_program", "count_prompt_pairs", "format_prompt", "format_sample", "input_header", "output_header",
+    "parse_sample", "split_sample",
 ]
 
 
@@ -71,33 +109,115 @@ class Sample:
     program: Program | None  # None when the program text does not parse
 
 
-def _codes(world) -> np.ndarray:
-    return world.view_codes() if isinstance(world, World) else np.asarray(world)
+def _grid(world, name: str) -> np.ndarray:
+    """The view codes of one prompt grid, checked: a non-empty rectangle of table codes, one robot."""
+    if isinstance(world, World):
+        try:
+            return world.view_codes()
+        except WorldFormatError as err:
+            raise SampleFormatError(f"{name}: {err}") from None
+    try:
+        codes = check_view_codes(world, name)
+    except WorldFormatError as err:
+        raise SampleFormatError(str(err)) from None
+    _check_one_robot(codes, name)
+    return codes
+
+
+def _check_one_robot(codes: np.ndarray, name: str) -> None:
+    robots = int(np.count_nonzero((codes >= ROBOT_CODE_OFFSET) & (codes < MARKER_CODE_OFFSET)))
+    if robots != 1:
+        raise SampleFormatError(f"{name}: a grid must show exactly one robot, found {robots}")
+
+
+def _prompt_grids(inputs, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Checked (input, output) view codes per pair: 1..MAX_PROMPT_PAIRS pairs, every grid the same shape."""
+    try:
+        num_inputs, num_outputs = len(inputs), len(outputs)
+    except TypeError:
+        raise TypeError(
+            f"inputs and outputs must be sequences of grids, got {type(inputs).__name__} and {type(outputs).__name__}"
+        ) from None
+    if num_inputs != num_outputs or num_inputs == 0:
+        raise SampleFormatError(
+            f"need the same positive number of inputs and outputs, got {num_inputs} and {num_outputs}"
+        )
+    if num_inputs > MAX_PROMPT_PAIRS:
+        raise SampleFormatError(
+            f"{num_inputs} input/output pairs; the text format shows at most {MAX_PROMPT_PAIRS} (MAX_PROMPT_PAIRS)"
+        )
+    grids = [(_grid(i, input_header(k)[:-1]), _grid(o, output_header(k)[:-1])) for k, (i, o) in enumerate(zip(inputs, outputs))]
+    shape = grids[0][0].shape
+    for k, pair in enumerate(grids):
+        for grid, header in zip(pair, (input_header(k)[:-1], output_header(k)[:-1])):
+            if grid.shape != shape:
+                raise SampleFormatError(
+                    f"{header} is {_size(grid.shape)} cells but Input0 is {_size(shape)}: every grid of a sample has one shape"
+                )
+    return grids
+
+
+def _size(shape) -> str:
+    return "x".join(str(n) for n in shape)
 
 
 def format_prompt(inputs, outputs) -> str:
     """Everything the model is shown before it writes a program, ending with 'Code:\\n'."""
-    if len(inputs) != len(outputs) or len(inputs) == 0:
-        raise ValueError(f"need the same positive number of inputs and outputs, got {len(inputs)} and {len(outputs)}")
     parts = [EXAMPLES_HEADER]
-    for i, (inp, out) in enumerate(zip(inputs, outputs)):
-        parts.append(f"{input_header(i)}{codes_to_words(_codes(inp))}\n{output_header(i)}{codes_to_words(_codes(out))}\n")
+    for i, (inp, out) in enumerate(_prompt_grids(inputs, outputs)):
+        parts.append(f"{input_header(i)}{codes_to_words(inp)}\n{output_header(i)}{codes_to_words(out)}\n")
     parts.append(CODE_HEADER)
     return "".join(parts)
+
+
+def check_sample_program(program: Program) -> Program:
+    """`program` if the text format covers it (blocks nested at most MAX_SAMPLE_NESTING deep, repeat
+    counts at most MAX_SAMPLE_REPEAT), else a SampleFormatError naming the limit."""
+    depth = nesting_depth(program.body)
+    if depth > MAX_SAMPLE_NESTING:
+        raise SampleFormatError(
+            f"program: blocks nested {depth} deep; the text format covers at most {MAX_SAMPLE_NESTING} (MAX_SAMPLE_NESTING)"
+        )
+    repeats = [stmt.times for stmt in walk(program.body) if isinstance(stmt, Repeat)]
+    bad = next((n for n in repeats if not 0 <= n <= MAX_SAMPLE_REPEAT), None)
+    if bad is not None:
+        raise SampleFormatError(
+            f"program: repeat({bad}); the text format covers repeat counts 0..{MAX_SAMPLE_REPEAT} (MAX_SAMPLE_REPEAT)"
+        )
+    return program
+
+
+def _program_text(program) -> str:
+    """The lines-layout text of a Program, or of a text already in that layout (checked)."""
+    if isinstance(program, Program):
+        return format_program(check_sample_program(program), "lines")
+    if not isinstance(program, str):
+        raise TypeError(f"program: expected a Program or its text in the lines layout, got {type(program).__name__}")
+    if _STRAIGHT_LINE_TEXT.fullmatch(program):  # the generator's straight-line texts: no parse needed
+        return program
+    shown = repr(program) if len(program) <= 80 else repr(program[:80]) + "..."
+    try:
+        parsed = parse(program)
+    except KarelSyntaxError as err:
+        raise SampleFormatError(f"program: {err}; got {shown}") from None
+    if format_program(parsed, "lines") != program:
+        raise SampleFormatError(
+            f"program: expected the lines layout ({PROGRAM_HEADER!r}, one statement per line indented by "
+            f"{INDENT!r} per block, {PROGRAM_FOOTER!r}), got {shown}; pass the parsed Program instead"
+        )
+    check_sample_program(parsed)
+    return program
 
 
 def format_sample(inputs, outputs, program: Program | str) -> str:
     """A whole training sample: the prompt, then the program in the one-action-per-line layout.
 
     `program` is a `Program`, or its text already in that layout (`format_program(p, "lines")`, as
-    the corpus generator writes it), which is used as is.
+    the corpus generator writes it), which is checked and used as is. Raises SampleFormatError
+    (a ValueError) for anything outside the format (see the module docstring).
     """
-    if isinstance(program, Program):
-        program = format_program(program, "lines")
-    elif not (isinstance(program, str) and program.startswith(PROGRAM_HEADER) and program.endswith(PROGRAM_FOOTER)):
-        raise ValueError(f"program: expected a Program or a text in the lines layout ({PROGRAM_HEADER!r} ... "
-                         f"{PROGRAM_FOOTER!r}), got {program!r}; parse other layouts with karel_hf.karel.parse")
-    return format_prompt(inputs, outputs) + program
+    text = _program_text(program)
+    return format_prompt(inputs, outputs) + text
 
 
 def count_prompt_pairs(text: str) -> int:
@@ -107,6 +227,8 @@ def count_prompt_pairs(text: str) -> int:
 
 def split_sample(text: str) -> tuple[str, str]:
     """(prompt ending with 'Code:\\n', program text)."""
+    if not isinstance(text, str):
+        raise TypeError(f"a sample is a str, got {type(text).__name__}")
     at = text.find(CODE_HEADER)
     if at < 0:
         raise SampleFormatError("no 'Code:' line: a sample is the examples, a blank line, 'Code:', then the program")
@@ -115,28 +237,50 @@ def split_sample(text: str) -> tuple[str, str]:
 
 
 def parse_sample(text: str) -> Sample:
-    """Parse a formatted sample (or a bare prompt) back into view codes and the program."""
+    """Parse a formatted sample (or a bare prompt) back into view codes and the program.
+
+    The examples must follow the format exactly (see the module docstring); the program is None
+    when its text is empty or does not parse.
+    """
     prompt, program_text = split_sample(text)
     if not prompt.startswith(EXAMPLES_HEADER):
         raise SampleFormatError("a sample must start with 'Examples:' and a blank line")
-    lines = prompt[len(EXAMPLES_HEADER) : -len(CODE_HEADER)].split("\n")[:-1]
+    body = prompt[len(EXAMPLES_HEADER) : -len(CODE_HEADER)]
+    if not body.endswith("\n"):
+        raise SampleFormatError("expected a blank line between the last grid and 'Code:'")
+    lines = body[:-1].split("\n")
     inputs, outputs, pos, pair = [], [], 0, 0
     while pos < len(lines):
+        if pair == MAX_PROMPT_PAIRS:
+            raise SampleFormatError(
+                f"more than {MAX_PROMPT_PAIRS} input/output pairs (MAX_PROMPT_PAIRS) at example line {pos + 1}"
+            )
         for header, target in ((input_header(pair)[:-1], inputs), (output_header(pair)[:-1], outputs)):
             if pos >= len(lines) or lines[pos] != header:
-                found = lines[pos] if pos < len(lines) else "the end of the examples"
-                raise SampleFormatError(f"expected {header!r} at example line {pos + 1}, found {found!r}")
+                found = repr(lines[pos][:40]) if pos < len(lines) else "the end of the examples"
+                raise SampleFormatError(f"expected {header!r} at example line {pos + 1}, found {found}")
             end = pos + 1
             while end < len(lines) and lines[end].startswith("__"):  # grid rows are cell words
                 end += 1
+            if end == pos + 1:
+                raise SampleFormatError(f"{header} at example line {pos + 1}: the grid is empty (no row of cell words)")
             try:
-                target.append(words_to_codes("\n".join(lines[pos + 1 : end])))
+                codes = words_to_codes("\n".join(lines[pos + 1 : end]))
             except WorldFormatError as err:
-                raise SampleFormatError(f"in {header}: {err}") from None
+                raise SampleFormatError(f"{header} at example line {pos + 1}: {err}") from None
+            _check_one_robot(codes, f"{header} at example line {pos + 1}")
+            if inputs and codes.shape != inputs[0].shape:
+                raise SampleFormatError(
+                    f"{header} at example line {pos + 1} is {_size(codes.shape)} cells but Input0 is "
+                    f"{_size(inputs[0].shape)}: every grid of a sample has one shape"
+                )
+            target.append(codes)
             pos = end
         pair += 1
+    if not inputs:
+        raise SampleFormatError("no Input0/Output0 pair between 'Examples:' and 'Code:'")
     try:
         program = parse(program_text) if program_text else None
-    except ValueError:
+    except KarelSyntaxError:
         program = None
     return Sample(np.stack(inputs), np.stack(outputs), program_text, program)

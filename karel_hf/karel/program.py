@@ -6,7 +6,12 @@ only `Action`s. The extended language adds `If` (the reference corpora's `if`/`i
 
 Accepted layouts: statements separated by `;` and/or newlines, any indentation and blank lines, so
 the compact form (`def run() { move(); turn_left() }`), the paper's one-action-per-line form and the
-reference generator's layout all parse. Three printers write them back:
+reference generator's layout all parse. Program text is ASCII: names, ASCII digits (`repeat(३)` is
+an error), ASCII whitespace. Two limits keep every recursive walk of the AST (parser, printers,
+interpreter) far inside Python's stack: blocks nest at most `MAX_NESTING_DEPTH` deep and a repeat
+count is at most `MAX_REPEAT_COUNT`; text beyond either is a `KarelSyntaxError` naming the limit. The
+paper's text format (karel_hf.data.formatting) covers a smaller range, which its formatter checks.
+Three printers write programs back:
 
 - "lines": the paper's text format, one statement per line, two-space indentation, between
   `PROGRAM_HEADER` and `PROGRAM_FOOTER`; `format_lines_batch` is its batched twin for
@@ -33,6 +38,9 @@ ACTION_CODES = {name: code for code, name in enumerate(ACTIONS)}
 PROGRAM_HEADER = "def run() {\n"
 PROGRAM_FOOTER = "}"
 INDENT = "  "
+# Parser limits (see the module docstring): blocks nested deeper, or larger repeat counts, are syntax errors.
+MAX_NESTING_DEPTH = 50
+MAX_REPEAT_COUNT = 1_000_000
 
 
 class KarelSyntaxError(ValueError):
@@ -107,6 +115,20 @@ class Program:
         return format_program(self)
 
 
+def nesting_depth(body) -> int:
+    """How deep control blocks nest in `body` (a Program's body): 0 for straight-line code, 1 when
+    blocks hold only actions, ... Iterative, so any AST is measured without recursion."""
+    deepest, todo = 0, [(stmt, 1) for stmt in body]
+    while todo:
+        stmt, depth = todo.pop()
+        if isinstance(stmt, Action):
+            continue
+        deepest = max(deepest, depth)
+        blocks = (stmt.body, stmt.orelse or ()) if isinstance(stmt, If) else (stmt.body,)
+        todo.extend((inner, depth + 1) for block in blocks for inner in block)
+    return deepest
+
+
 def walk(body) -> Iterator[Statement]:
     for stmt in body:
         yield stmt
@@ -119,16 +141,18 @@ def walk(body) -> Iterator[Statement]:
 
 
 # ---------------------------------------------------------------------------------------- parser
-_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z_0-9]*)|(\d+)|([(){};]))")
+# ASCII only: `\d` and `\s` would also match other scripts' digits and spaces.
+_SPACE = " \t\n\r\f\v"
+_TOKEN = re.compile(r"[ \t\n\r\f\v]*(?:([A-Za-z_][A-Za-z_0-9]*)|([0-9]+)|([(){};]))")
 
 
 def _tokenize(text: str) -> list[tuple[str, int]]:
     tokens, pos = [], 0
-    text = text.rstrip()
+    text = text.rstrip(_SPACE)
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
-            bad = text[pos:].lstrip()
+            bad = text[pos:].lstrip(_SPACE)
             raise KarelSyntaxError(f"unexpected character {bad[0]!r} at {_where(text, len(text) - len(bad))}")
         tokens.append((match.group(match.lastindex), match.start(match.lastindex)))
         pos = match.end()
@@ -154,8 +178,13 @@ class _Parser:
     def error(self, expected: str):
         if self.pos < len(self.tokens):
             token, offset = self.tokens[self.pos]
-            raise KarelSyntaxError(f"expected {expected} at {_where(self.text, offset)}, found {token!r}")
+            shown = repr(token) if len(token) <= 40 else repr(token[:40]) + "..."
+            raise KarelSyntaxError(f"expected {expected} at {_where(self.text, offset)}, found {shown}")
         raise KarelSyntaxError(f"expected {expected}, found the end of the program")
+
+    def here(self) -> str:
+        offset = self.tokens[self.pos][1] if self.pos < len(self.tokens) else len(self.text)
+        return _where(self.text, offset)
 
     def expect(self, token: str):
         if self.peek() != token:
@@ -165,22 +194,27 @@ class _Parser:
     def program(self) -> Program:
         for token in ("def", "run", "(", ")"):
             self.expect(token)
-        body = self.block()
+        body = self.block(0)
         if self.pos != len(self.tokens):
             self.error("the end of the program after the closing '}'")
         return Program(body)
 
-    def block(self) -> tuple:
+    def block(self, depth: int) -> tuple:
+        """A `{ ... }` block; `depth` counts the blocks around it (0 for the program's body)."""
+        if depth > MAX_NESTING_DEPTH:
+            raise KarelSyntaxError(
+                f"blocks nested more than {MAX_NESTING_DEPTH} deep (MAX_NESTING_DEPTH) at {self.here()}"
+            )
         self.expect("{")
         body = []
         while self.peek() not in ("}", None):
-            body.append(self.statement())
+            body.append(self.statement(depth))
             while self.peek() == ";":
                 self.pos += 1
         self.expect("}")
         return tuple(body)
 
-    def statement(self) -> Statement:
+    def statement(self, depth: int) -> Statement:
         token = self.peek()
         if token in ACTION_CODES:
             self.pos += 1
@@ -194,18 +228,23 @@ class _Parser:
             if token == "repeat":
                 self.expect("(")
                 times = self.peek()
-                if times is None or not times.isdigit():
-                    self.error("a repeat count")
+                if times is None or not times.isdigit():  # tokens are ASCII: [0-9]+
+                    self.error("a repeat count (ASCII digits)")
+                if len(times.lstrip("0")) > len(str(MAX_REPEAT_COUNT)) or int(times) > MAX_REPEAT_COUNT:
+                    raise KarelSyntaxError(
+                        f"repeat count {times[:20]}{'...' if len(times) > 20 else ''} at {self.here()} is larger "
+                        f"than {MAX_REPEAT_COUNT} (MAX_REPEAT_COUNT)"
+                    )
                 self.pos += 1
                 self.expect(")")
-                return Repeat(int(times), self.block())
+                return Repeat(int(times), self.block(depth + 1))
             condition = self.condition()
-            body = self.block()
+            body = self.block(depth + 1)
             if token == "while":
                 return While(condition, body)
             if token == "ifelse":
                 self.expect("else")
-                return If(condition, body, self.block())
+                return If(condition, body, self.block(depth + 1))
             return If(condition, body)
         self.error(f"an action ({', '.join(ACTIONS)})" + (" or a control statement" if self.extended else ""))
 

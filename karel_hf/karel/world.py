@@ -37,6 +37,7 @@ CELL_WORDS = (
     *(f"__{k}_Marker__" for k in range(1, MAX_VISIBLE_MARKERS + 1)),
 )
 _WORD_TO_CODE = {word: code for code, word in enumerate(CELL_WORDS)}
+_MARKER_DIGITS = "123456789"  # the ASCII format's marker counts
 
 
 class WorldFormatError(ValueError):
@@ -82,11 +83,18 @@ class World:
     @classmethod
     def from_ascii(cls, text: str) -> World:
         """Parse the authors' format; markers under the robot are unknown and read as 0."""
+        if not isinstance(text, str):
+            raise TypeError(f"World.from_ascii takes the world's text (a str), got {type(text).__name__}")
         rows = text.strip("\n").split("\n")
-        if len(rows) < 3 or any(len(row) != len(rows[0]) for row in rows) or len(rows[0]) < 3:
+        if len(rows) < 3 or len(rows[0]) < 3:
             raise WorldFormatError(
-                f"world must be a rectangle of at least 3x3 characters, got row lengths "
-                f"{[len(row) for row in rows]}"
+                f"world must be a rectangle of at least 3x3 characters, got {len(rows)} row(s), the first "
+                f"{len(rows[0])} character(s) long"
+            )
+        ragged = next((y for y, row in enumerate(rows) if len(row) != len(rows[0])), None)
+        if ragged is not None:
+            raise WorldFormatError(
+                f"world must be a rectangle: row {ragged} has {len(rows[ragged])} characters, row 0 has {len(rows[0])}"
             )
         height, width = len(rows), len(rows[0])
         walls = np.zeros((height, width), dtype=bool)
@@ -98,8 +106,8 @@ class World:
                     walls[y, x] = True
                 elif char in ROBOT_CHARS:
                     robots.append((x, y, ROBOT_CHARS.index(char)))
-                elif char.isdigit() and char != "0":
-                    markers[y, x] = int(char)
+                elif char in _MARKER_DIGITS:  # ASCII only: str.isdigit() also accepts other scripts' digits
+                    markers[y, x] = _MARKER_DIGITS.index(char) + 1
                 elif char != ".":
                     raise WorldFormatError(
                         f"unexpected character {char!r} at row {y}, column {x}; "
@@ -143,12 +151,7 @@ class World:
     @classmethod
     def from_view_codes(cls, codes: np.ndarray) -> World:
         """Inverse of `view_codes` (markers under the robot read as 0)."""
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.min(initial=0) < 0 or codes.max(initial=0) >= len(CELL_WORDS):
-            raise WorldFormatError(
-                f"view codes must be a 2-D array of ints in [0, {len(CELL_WORDS)}), got shape "
-                f"{codes.shape} with range [{codes.min(initial=0)}, {codes.max(initial=0)}]"
-            )
+        codes = check_view_codes(codes)
         height, width = codes.shape[0] + 2, codes.shape[1] + 2
         walls = np.ones((height, width), dtype=bool)
         walls[1:-1, 1:-1] = codes == WALL_CODE
@@ -175,15 +178,43 @@ class World:
         )
 
 
+def check_view_codes(codes, what: str = "view codes") -> np.ndarray:
+    """`codes` as a non-empty 2-D integer array of codes into CELL_WORDS, else a WorldFormatError
+    naming `what` (a code outside 0..14 never wraps around or indexes past the table)."""
+    try:
+        array = np.asarray(codes)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise WorldFormatError(f"{what}: not a rectangular array of integers ({err})") from None
+    if array.ndim != 2 or array.size == 0:
+        raise WorldFormatError(f"{what}: expected a non-empty 2-D array (rows, cols), got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise WorldFormatError(f"{what}: expected integer codes, got dtype {array.dtype}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= len(CELL_WORDS):
+        bad = low if low < 0 else high
+        raise WorldFormatError(f"{what}: code {bad} is outside the cell table 0..{len(CELL_WORDS) - 1} (CELL_WORDS)")
+    return array
+
+
 def codes_to_words(codes: np.ndarray) -> str:
-    return "\n".join(" ".join(CELL_WORDS[c] for c in row) for row in np.asarray(codes).tolist())
+    """View codes -> rows of cell words (one line per row, cells separated by a space)."""
+    codes = check_view_codes(codes)
+    return "\n".join(" ".join(CELL_WORDS[c] for c in row) for row in codes.tolist())
 
 
 def words_to_codes(text: str) -> np.ndarray:
-    rows = [row.split() for row in text.strip("\n").split("\n")]
-    if not rows or any(len(row) != len(rows[0]) for row in rows):
-        raise WorldFormatError("a grid must have the same number of cells in every row")
+    """Rows of cell words -> (rows, cols) int8 view codes; the grid must be a non-empty rectangle."""
+    rows = [row.split(" ") for row in text.strip("\n").split("\n")]
+    if rows == [[""]]:
+        raise WorldFormatError("the grid is empty: expected rows of cell words")
+    for y, row in enumerate(rows):
+        if len(row) != len(rows[0]):
+            raise WorldFormatError(f"row {y} of the grid has {len(row)} cells, row 0 has {len(rows[0])}")
     try:
         return np.array([[_WORD_TO_CODE[w] for w in row] for row in rows], dtype=np.int8)
     except KeyError as err:
-        raise WorldFormatError(f"unknown cell word {err.args[0]!r}; expected one of {CELL_WORDS}") from None
+        word = err.args[0]
+        y = next(y for y, row in enumerate(rows) if word in row)
+        shown = repr(word) if len(word) <= 40 else repr(word[:40]) + "..."
+        raise WorldFormatError(f"unknown cell word {shown} in row {y} of the grid; expected one of "
+                               f"{', '.join(CELL_WORDS)}") from None

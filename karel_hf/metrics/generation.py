@@ -10,7 +10,10 @@ than 9 markers (not renderable) is incorrect; nothing about a prediction ever ra
 References are either karel_hf dataset rows (dicts with "inputs"/"outputs" view codes of shape
 (pairs, rows, cols), arrays or nested lists, and optionally "length"), records in the authors'
 JSON-lines format (`input0..9` / `output0..9` ASCII worlds with the border, `code` optional, used
-for the length), or either of them as a JSON string (what the `evaluate` module takes).
+for the length), or either of them as a JSON string (what the `evaluate` module takes). A reference
+is checked whole (every grid a valid world with one robot, outputs the shape of their inputs,
+`length` an integer in 1..2**31-1, `code` a program that parses); a bad one is a ValueError naming
+its index and what to pass, never a wrong score.
 
 Results are one flat dict of plain Python numbers (loggable, JSON-safe): `accuracy`,
 `accuracy_all_pairs`, `parse_rate`, `mean_generated_length` (actions in the parseable predictions),
@@ -34,16 +37,22 @@ Results are one flat dict of plain Python numbers (loggable, JSON-safe): `accura
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from karel_hf.karel.interpreter import execute
-from karel_hf.karel.program import Program, format_program, parse
-from karel_hf.karel.world import World, WorldFormatError
+from karel_hf.karel.program import KarelSyntaxError, Program, format_program, parse
+from karel_hf.karel.world import MARKER_CODE_OFFSET, ROBOT_CODE_OFFSET, World, WorldFormatError, check_view_codes
 
 CONSTANT_PROGRAM = format_program(Program.from_actions(["put_marker"]), "lines")
 LENGTH_KEY_PREFIX = "accuracy_length_"
+MAX_LENGTH = 2**31 - 1  # a reference's `length` is an int32 (the evaluate module's feature)
+REFERENCE_FORMS = (
+    "pass a karel_hf dataset row ({'inputs', 'outputs': view codes (pairs, rows, cols), 'length'}), a record in "
+    "the authors' JSON-lines format ({'input0', 'output0', ..., 'code'}), or either as a JSON string"
+)
 
 
 @dataclass
@@ -56,23 +65,22 @@ class Spec:
 
 
 def load_reference(reference) -> Spec:
-    """A dataset row, a JSON-lines record, or either as a JSON string -> `Spec`."""
+    """A dataset row, a JSON-lines record, or either as a JSON string -> `Spec` (checked; a
+    ValueError says what is wrong and what to pass)."""
     if isinstance(reference, (str, bytes)):
         try:
             reference = json.loads(reference)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"a string reference must be JSON (a dataset row or a JSON-lines record): {err}") from None
-    if not isinstance(reference, dict):
-        raise ValueError(f"a reference must be a dict or a JSON string, got {type(reference).__name__}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"a string reference must be JSON ({err}); {REFERENCE_FORMS}") from None
+    if not isinstance(reference, Mapping):
+        raise ValueError(f"a reference must be a dict or a JSON string, got {type(reference).__name__}; {REFERENCE_FORMS}")
     length = reference.get("length")
     if "inputs" in reference and "outputs" in reference:
-        in_codes = np.asarray(reference["inputs"], dtype=np.int64)
-        out_codes = np.asarray(reference["outputs"], dtype=np.int64)
-        if in_codes.ndim != 3 or in_codes.shape != out_codes.shape:
-            raise ValueError(
-                "reference 'inputs'/'outputs' must be view codes of the same shape (pairs, rows, cols), "
-                f"got {in_codes.shape} and {out_codes.shape}"
-            )
+        in_codes = _view_code_stack(reference["inputs"], "inputs")
+        out_codes = _view_code_stack(reference["outputs"], "outputs")
+        if in_codes.shape != out_codes.shape:
+            raise ValueError(f"reference 'inputs' and 'outputs' must have the same shape (pairs, rows, cols), got "
+                             f"{in_codes.shape} and {out_codes.shape}")
         inputs = [World.from_view_codes(c) for c in in_codes]
         outputs = list(out_codes)
     elif "input0" in reference:
@@ -80,23 +88,77 @@ def load_reference(reference) -> Spec:
         while f"input{len(inputs)}" in reference:
             i = len(inputs)
             if f"output{i}" not in reference:
-                raise ValueError(f"reference has 'input{i}' but no 'output{i}'")
-            inputs.append(World.from_ascii(reference[f"input{i}"]))
-            outputs.append(World.from_ascii(reference[f"output{i}"]).view_codes().astype(np.int64))
-        if length is None and reference.get("code"):
-            length = parse(reference["code"]).num_actions()
+                raise ValueError(f"reference has 'input{i}' but no 'output{i}'; {REFERENCE_FORMS}")
+            world = _ascii_world(reference, f"input{i}")
+            expected = _ascii_world(reference, f"output{i}")
+            if expected.walls.shape != world.walls.shape:
+                raise ValueError(f"reference 'output{i}' is {expected.height}x{expected.width} but 'input{i}' is "
+                                 f"{world.height}x{world.width}")
+            inputs.append(world)
+            try:
+                outputs.append(expected.view_codes().astype(np.int64))
+            except WorldFormatError as err:
+                raise ValueError(f"reference 'output{i}': {err}") from None
+        code = reference.get("code")
+        if length is None and code is not None and code != "":
+            if not isinstance(code, str):
+                raise ValueError(f"reference 'code' must be the program's text, got {type(code).__name__}")
+            try:
+                length = parse(code).num_actions()
+            except KarelSyntaxError as err:
+                raise ValueError(f"reference 'code' does not parse: {err}") from None
     else:
-        raise ValueError(
-            "a reference needs 'inputs' and 'outputs' (a karel_hf dataset row) or 'input0', 'output0', ... "
-            f"(the authors' JSON-lines format); got keys {sorted(reference)}"
-        )
-    return Spec(inputs, outputs, None if length is None else int(length))
+        keys = sorted(map(str, reference))
+        raise ValueError(f"a reference needs 'inputs' and 'outputs' or 'input0', 'output0', ...; got keys {keys}; "
+                         f"{REFERENCE_FORMS}")
+    return Spec(inputs, outputs, None if length is None else _check_length(length))
+
+
+def _view_code_stack(value, key: str) -> np.ndarray:
+    """(pairs, rows, cols) int64 view codes of a dataset row's `inputs`/`outputs`, each grid checked."""
+    try:
+        codes = np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"reference {key!r}: not a rectangular array of view codes ({err})") from None
+    if codes.ndim != 3 or codes.shape[0] == 0:
+        raise ValueError(f"reference {key!r} must be view codes of shape (pairs, rows, cols) with at least one pair, "
+                         f"got shape {codes.shape}")
+    for k, grid in enumerate(codes):
+        try:
+            check_view_codes(grid, f"reference {key!r}, pair {k}")
+        except WorldFormatError as err:
+            raise ValueError(str(err)) from None
+        robots = int(np.count_nonzero((grid >= ROBOT_CODE_OFFSET) & (grid < MARKER_CODE_OFFSET)))
+        if robots != 1:
+            raise ValueError(f"reference {key!r}, pair {k}: a grid must show exactly one robot, found {robots}")
+    return codes.astype(np.int64)
+
+
+def _ascii_world(reference, key: str) -> World:
+    text = reference[key]
+    if not isinstance(text, str):
+        raise ValueError(f"reference {key!r} must be a world in the authors' ASCII format (a str), got {type(text).__name__}")
+    try:
+        return World.from_ascii(text)
+    except WorldFormatError as err:
+        raise ValueError(f"reference {key!r}: {err}") from None
+
+
+def _check_length(length) -> int:
+    """A reference program's length: an integer number of actions in 1..MAX_LENGTH."""
+    if isinstance(length, (bool, np.bool_)) or not isinstance(length, (int, np.integer)) or not 1 <= length <= MAX_LENGTH:
+        raise ValueError(f"reference 'length' must be the reference program's number of actions, an integer in "
+                         f"1..{MAX_LENGTH}, got {length!r}")
+    return int(length)
 
 
 def reference_to_json(reference) -> str:
     """A compact JSON string of a reference (for the `evaluate` module's string references)."""
     if isinstance(reference, str):
         return reference
+    if not isinstance(reference, Mapping):
+        raise ValueError(f"a reference must be a dict or a JSON string, got {type(reference).__name__}; {REFERENCE_FORMS}")
+    load_reference(reference)  # a bad reference fails here, not later inside evaluate
     if "inputs" in reference:
         out = {"inputs": np.asarray(reference["inputs"]).tolist(), "outputs": np.asarray(reference["outputs"]).tolist()}
         if reference.get("length") is not None:
@@ -134,19 +196,32 @@ def pairs_correct(program: Program, spec: Spec, stop: int, start: int = 0) -> bo
     return True
 
 
+def _as_list(values, name: str) -> list:
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a list (one entry per example), got {type(values).__name__}")
+    return list(values)
+
+
 def compute_generation_accuracy(predictions, references, num_spec_pairs: int = 5) -> dict:
-    """Score predicted program texts against references (see the module docstring)."""
-    predictions, references = list(predictions), list(references)
+    """Score predicted program texts against references (see the module docstring).
+
+    A prediction that is not a str, or does not parse, counts as wrong; a bad reference or
+    argument is a ValueError saying what to pass.
+    """
+    predictions, references = _as_list(predictions, "predictions"), _as_list(references, "references")
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one reference per prediction")
-    if num_spec_pairs < 1:
-        raise ValueError(f"num_spec_pairs must be >= 1, got {num_spec_pairs}")
+    if isinstance(num_spec_pairs, (bool, np.bool_)) or not isinstance(num_spec_pairs, (int, np.integer)) or num_spec_pairs < 1:
+        raise ValueError(f"num_spec_pairs must be a positive integer (the spec pairs shown in the prompt), got {num_spec_pairs!r}")
     correct, correct_all, parsed, generated_lengths = 0, 0, 0, []
     by_length: dict[int, list[int]] = {}
-    for text, reference in zip(predictions, references):
-        spec = load_reference(reference)
+    for index, (text, reference) in enumerate(zip(predictions, references)):
+        try:
+            spec = load_reference(reference)
+        except ValueError as err:
+            raise ValueError(f"reference {index}: {err}") from None
         if len(spec.inputs) < num_spec_pairs:
-            raise ValueError(f"a reference has {len(spec.inputs)} pairs, fewer than num_spec_pairs={num_spec_pairs}")
+            raise ValueError(f"reference {index} has {len(spec.inputs)} pairs, fewer than num_spec_pairs={num_spec_pairs}")
         program = parse_prediction(text)
         ok = ok_all = False
         if program is not None:
@@ -173,7 +248,12 @@ def compute_generation_accuracy(predictions, references, num_spec_pairs: int = 5
 
 def accuracy_by_length(results: dict) -> dict[int, float]:
     """`{length: accuracy}` from the flat `accuracy_length_<n>` keys of a results dict."""
-    return {int(k[len(LENGTH_KEY_PREFIX) :]): v for k, v in results.items() if k.startswith(LENGTH_KEY_PREFIX)}
+    found = {}
+    for key, value in results.items():
+        suffix = key[len(LENGTH_KEY_PREFIX) :] if isinstance(key, str) and key.startswith(LENGTH_KEY_PREFIX) else ""
+        if suffix.isascii() and suffix.isdigit():  # ASCII only: int() also reads other scripts' digits
+            found[int(suffix)] = value
+    return found
 
 
 def constant_program_baseline(references, num_spec_pairs: int = 5) -> dict:

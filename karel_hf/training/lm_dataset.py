@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from karel_hf.data.formatting import count_prompt_pairs, split_sample
-from karel_hf.tokenizer import FastEncoder
+from karel_hf.tokenizer import FastEncoder, check_encodable
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,19 @@ def tokenize_samples(texts: list[str], tokenizer, loss_on: str = "all") -> dict[
 
     The prompt (up to and including "Code:\\n") and the program are tokenised separately and
     joined; with the word-level tokenizer this equals `tokenizer(text).input_ids` (a test checks).
+    A text with a piece outside the vocabulary is refused (a ValueError naming it), never trained on
+    as `<unk>`.
     """
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     prompts, programs = zip(*(split_sample(t) for t in texts)) if texts else ((), ())
     prompt_ids = tokenizer(list(prompts)).input_ids
     program_ids = tokenizer(list(programs), add_special_tokens=False).input_ids
-    eos = tokenizer.eos_token_id
+    eos, unk = tokenizer.eos_token_id, tokenizer.unk_token_id
     input_ids, labels = [], []
-    for p, g in zip(prompt_ids, program_ids):
+    for i, (p, g) in enumerate(zip(prompt_ids, program_ids)):
+        if unk is not None and (unk in p or unk in g):  # never train on <unk>: name the piece
+            check_encodable(texts[i], tokenizer.get_vocab(), f"sample {i} of the batch")
         ids = p + g + [eos]
         input_ids.append(ids)
         labels.append(list(ids) if loss_on == "all" else [IGNORE_INDEX] * len(p) + g + [eos])
