@@ -1,7 +1,9 @@
 """The `karel-hf` console script: thin subcommands over the package's public functions.
 
 Each subcommand lives in one `_cmd_*` function registered in `_build_parser`; heavy imports happen
-inside the function so `karel-hf --help` stays fast.
+inside the function so `karel-hf --help` stays fast. Subcommands raise; `main` runs them through
+`karel_hf.errors.run_main`, the one place where an error becomes one line on stderr and an exit
+status (2: the command line is wrong, 1: the work failed). `KAREL_HF_DEBUG=1` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -10,9 +12,17 @@ import argparse
 import sys
 from dataclasses import MISSING, fields
 
+from karel_hf.errors import ArgumentParser, UsageError, run_main
 from karel_hf.karel.corpus_config import CorpusConfig
 from karel_hf.presets import corpora, preset_names
-from karel_hf.utils import parse_overrides
+from karel_hf.utils import parse_overrides, writable_dir, writable_file
+
+
+def _positive(args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name}: must be a positive integer, got {value}")
 
 
 def _cmd_verify_corpus(args) -> int:
@@ -24,10 +34,12 @@ def _cmd_verify_corpus(args) -> int:
 def _cmd_generate(args) -> int:
     from karel_hf.karel.corpus import export_jsonl
 
+    _positive(args, "batch_size")
     try:
         config = CorpusConfig(**{f.name: getattr(args, f.name) for f in fields(CorpusConfig)})
     except ValueError as err:
-        raise SystemExit(f"karel-hf generate: {err}") from None
+        raise UsageError(str(err)) from None
+    writable_file(args.output, "--output file")
     written = export_jsonl(config, args.output, batch_size=args.batch_size)
     print(f"wrote {written} programs x {config.num_pairs} pairs to {args.output}")
     return 0
@@ -49,14 +61,17 @@ def _add_corpus_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_dataset_export(args) -> int:
+    from karel_hf.data.builder import get_config
     from karel_hf.data.export import export_dataset
 
+    _positive(args, "num_proc")
     try:
         overrides = parse_overrides(args.set, what="--set")
-        out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir,
-                             **overrides)
+        get_config(args.config, **overrides)
     except ValueError as err:
-        raise SystemExit(f"karel-hf dataset export: {err}") from None
+        raise UsageError(str(err)) from None
+    writable_dir(args.output_dir, "--output_dir")
+    out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir, **overrides)
     print(f"wrote {out}")
     return 0
 
@@ -64,6 +79,7 @@ def _cmd_dataset_export(args) -> int:
 def _cmd_tokenizer_save(args) -> int:
     from karel_hf.tokenizer import build_tokenizer
 
+    writable_dir(args.output_dir, "tokenizer folder")
     build_tokenizer().save_pretrained(args.output_dir)
     print(f"wrote {args.output_dir}")
     return 0
@@ -80,36 +96,38 @@ def _cmd_push(args) -> int:
         "traces": lambda: hub.plan_traces_push(args.src, args.repo_id, config_name=args.config_name,
                                                private=args.private),
     }
+    if args.dry_run:
+        writable_dir(args.dry_run, "--dry-run folder")
+    plan = planners[args.kind]()
+    if args.dry_run:
+        out = hub.write_dry_run(plan, args.dry_run)
+        for rev in plan.revisions:
+            print(f"{plan.repo_type} {plan.repo_id}@{rev.revision}: {len(rev.files)} files -> {out / rev.revision}")
+        print(f"dry run: nothing was sent; the plan is in {out / 'plan.json'}")
+        return 0
     try:
-        plan = planners[args.kind]()
-        if args.dry_run:
-            out = hub.write_dry_run(plan, args.dry_run)
-            for rev in plan.revisions:
-                print(f"{plan.repo_type} {plan.repo_id}@{rev.revision}: {len(rev.files)} files -> {out / rev.revision}")
-            print(f"dry run: nothing was sent; the plan is in {out / 'plan.json'}")
-            return 0
         for published in hub.execute_plan(plan):
             print(f"published {plan.repo_type} {plan.repo_id}@{published.revision}: "
                   f"{published.num_files} files, commit {published.commit}")
-    except (ValueError, hub.HubPushError) as err:
-        raise SystemExit(f"karel-hf push {args.kind}: {err}") from None
+    except hub.HubPushError as err:  # names the failed revision and the published ones
+        raise ValueError(str(err)) from None
     return 0
 
 
 def _cmd_train(args) -> int:
-    from karel_hf.training import main as train_main
+    from karel_hf.training import train_command
 
-    return train_main(args.train_args)
+    return train_command(args.train_args)
 
 
 def _cmd_reproduce(args) -> int:
-    from karel_hf.reproduce import main as reproduce_main
+    from karel_hf.reproduce import reproduce_command
 
-    return reproduce_main(args.reproduce_args)
+    return reproduce_command(args.reproduce_args)
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="karel-hf", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="karel-hf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("verify-corpus", help="re-execute every program of a JSON-lines corpus on every input")
@@ -169,9 +187,26 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     args = _build_parser().parse_args(argv)
     return args.func(args) or 0
+
+
+def _prog(argv: list[str]) -> str:
+    """'karel-hf' plus the subcommand words of argv (for the error line)."""
+    words = ["karel-hf"]
+    commands = {"verify-corpus", "generate", "dataset", "tokenizer", "push", "train", "reproduce"}
+    if argv and argv[0] in commands:
+        words.append(argv[0])
+        if argv[0] in ("dataset", "tokenizer", "push") and len(argv) > 1 and not argv[1].startswith("-"):
+            words.append(argv[1])
+    return " ".join(words)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one `karel-hf` command; returns the exit status (an error: one line on stderr)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_main(_prog(argv), _run, argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from transformers import HfArgumentParser
 
+from karel_hf.errors import StrictParsing, UsageError, run_main
 from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.training import load_raw_datasets, parse_train_args, run_training
 from karel_hf.utils import (
@@ -40,6 +41,7 @@ from karel_hf.utils import (
     latest_checkpoint,
     library_versions,
     model_checkpoints,
+    writable_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -501,6 +503,8 @@ def _caveats(results: dict) -> list[str]:
 
 
 def render_report(out: Path) -> Path:
+    if not (out / "results.json").is_file():
+        raise ValueError(f"no results.json in {out}: run the analyze stage first")
     results = json.loads((out / "results.json").read_text())
     evals = results["checkpoints"]
     final = results["final"]
@@ -565,8 +569,7 @@ def render_report(out: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------- run
 def reproduce(args: ReproduceArguments) -> Path:
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(args.output_dir, "--output_dir")
     preset = args.resolved()
     stages = args.stage_list()
     timer = _Timer(out / "timings.json")
@@ -587,14 +590,31 @@ def reproduce(args: ReproduceArguments) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser(ReproduceArguments, prog="karel-hf reproduce")
+class _ArgumentParser(StrictParsing, HfArgumentParser):
+    """`HfArgumentParser` whose errors raise `UsageError` (see `karel_hf.errors`)."""
+
+
+def reproduce_command(argv: list[str] | None) -> int:
+    """Parse the flags, check the training flags the stages will use, run the stages; errors are raised."""
+    parser = _ArgumentParser(ReproduceArguments, prog="karel-hf reproduce")
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
-    except ValueError as err:
-        print(f"karel-hf reproduce: error: {err}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    except UsageError:
+        raise
+    except ValueError as err:  # ReproduceArguments' checks, or flags the parser does not know
+        raise UsageError(str(err)) from None
+    preset = args.resolved()
+    # the training flags (the preset's and --train_args) fail now, not after the first stages ran
+    parse_train_args(["--preset", preset.train_preset, "--output_dir", str(Path(args.output_dir) / "model"),
+                      *preset.train_overrides])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
     out = reproduce(args)
     print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'figures'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`karel-hf reproduce`: an error is one line on stderr and exit status 2 (usage) or 1 (failure),
+    as `karel_hf.errors.run_main` says."""
+    return run_main("karel-hf reproduce", reproduce_command, argv)

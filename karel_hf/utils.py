@@ -4,13 +4,18 @@ discovery and key=value overrides.
 - Atomic writes: a file (or folder) is written under a temporary name beside its target and renamed
   onto it, so an interrupted run never leaves a half-written file; `atomic_path` is the pattern for
   writers that take a path (`to_parquet`, `savefig`, `save_pretrained`), the other three write text,
-  bytes or JSON.
+  bytes or JSON. `writable_dir` / `writable_file` check an output path before any work is done (a
+  file where a folder should be, or the reverse, or a folder that cannot be written is an OSError
+  naming the path).
 - `library_versions`: the versions every output folder records (run config, reproduction, traces).
 - Checkpoints are Trainer folders `checkpoint-<N>` (transformers' `PREFIX_CHECKPOINT_DIR`). What
   counts as one depends on the use, and both uses are named here: a *model* checkpoint holds weights
-  and a config (what the reproduction sweeps and the Hub gets); a *resumable* one holds
-  `trainer_state.json`, which the Trainer writes after the weights, optimizer and scheduler, so a
-  save cut short lacks it (what `--resume_from_checkpoint` needs).
+  and a config (what the reproduction sweeps and the Hub gets); a *resumable* one holds a
+  `trainer_state.json` that parses, which the Trainer writes after the weights, optimizer and
+  scheduler, so a save cut short lacks it or holds a torn copy, plus the model (and, past step 0,
+  the optimizer and scheduler state) that resuming loads. `checkpoint_problem` says what is missing;
+  `latest_checkpoint` skips such a checkpoint and names it in a warning, so a resume falls back to
+  the previous intact one.
 - Overrides: `parse_overrides` reads `key=value` pairs for corpus configs (`--dataset_overrides`,
   `karel-hf dataset export --set`); GPT-2 config overrides go through transformers' own
   `PretrainedConfig.update_from_string` (`apply_config_overrides`), as transformers' causal
@@ -22,7 +27,9 @@ Standard library only, so that the pure Python + NumPy `karel_hf.karel` package 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import platform
 import re
@@ -31,6 +38,8 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------- atomic writes
 
@@ -67,6 +76,36 @@ def atomic_path(path, *, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def writable_dir(path, what: str = "output folder") -> Path:
+    """Create folder `path` (and its parents) if needed and check that files can be written in it;
+    an OSError names `what` and the path when a file is in the way or the folder is read-only."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"the {what} {path} cannot be made: {parent} is a file, not a "
+                                     "folder; choose another path")
+        if parent.exists():
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write the {what} ({err.strerror})", str(path)) from None
+    return path
+
+
+def writable_file(path, what: str = "output file") -> Path:
+    """Check that file `path` can be written (its folder is made if needed); an OSError names `what`
+    and the path when it is a folder or its folder cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"the {what} {path} is a folder; pass a file path")
+    writable_dir(path.parent, f"folder of the {what}")
+    return path
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -143,9 +182,34 @@ def holds_model(folder) -> bool:
     return (Path(folder) / MODEL_CONFIG_FILE).is_file() and bool(weight_files(folder))
 
 
+OPTIMIZER_FILE, SCHEDULER_FILE = "optimizer.pt", "scheduler.pt"  # transformers.trainer's names
+
+
+def checkpoint_problem(folder) -> str | None:
+    """Why `folder` cannot be resumed from (a missing or torn file), or None when it can: a
+    `trainer_state.json` that parses, the model, and past step 0 the optimizer and scheduler."""
+    folder = Path(folder)
+    state_file = folder / TRAINER_STATE_FILE
+    if not state_file.is_file():
+        return f"no {TRAINER_STATE_FILE} (the save was cut short)"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{TRAINER_STATE_FILE} is torn or unreadable ({' '.join(str(err).split())})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return f"{TRAINER_STATE_FILE} has no global_step"
+    if not holds_model(folder):
+        return f"no model ({MODEL_CONFIG_FILE} and weights)"
+    if state["global_step"] > 0:
+        missing = [name for name in (OPTIMIZER_FILE, SCHEDULER_FILE) if not (folder / name).is_file()]
+        if missing:
+            return f"no {' or '.join(missing)}"
+    return None
+
+
 def is_resumable(folder) -> bool:
-    """A resumable checkpoint: the Trainer got as far as writing `trainer_state.json`."""
-    return (Path(folder) / TRAINER_STATE_FILE).is_file()
+    """A resumable checkpoint: nothing is missing or torn (see `checkpoint_problem`)."""
+    return checkpoint_problem(folder) is None
 
 
 def model_checkpoints(output_dir) -> list[tuple[int, Path]]:
@@ -154,9 +218,14 @@ def model_checkpoints(output_dir) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(output_dir) -> Path | None:
-    """The resumable `checkpoint-<N>` folder with the largest N (complete saves only), or None."""
-    found = [path for _, path in checkpoint_folders(output_dir) if is_resumable(path)]
-    return found[-1] if found else None
+    """The resumable `checkpoint-<N>` folder with the largest N, or None; each newer checkpoint
+    that is skipped (missing or torn files) is named in a warning."""
+    for _, path in reversed(checkpoint_folders(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("skipping checkpoint %s: %s", path, problem)
+    return None
 
 
 # ----------------------------------------------------------------------------------- overrides

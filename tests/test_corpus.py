@@ -128,6 +128,8 @@ def test_cli_generate_then_verify(tmp_path, capsys):
     assert 6 <= parse(record["code"]).num_actions() <= 10
 
 
-def test_cli_generate_rejects_bad_config(tmp_path):
-    with pytest.raises(SystemExit, match="CorpusConfig.wall_ratio"):
-        main(["generate", "--num_programs", "5", "--output", str(tmp_path / "x.jsonl"), "--wall_ratio", "2"])
+def test_cli_generate_rejects_bad_config(tmp_path, capsys):
+    assert main(["generate", "--num_programs", "5", "--output", str(tmp_path / "x.jsonl"), "--wall_ratio", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "karel-hf generate: error: CorpusConfig.wall_ratio must be a probability in [0, 1], got 2.0\n")
+    assert list(tmp_path.iterdir()) == []

@@ -304,12 +304,15 @@ def test_kill_then_resume_continues_from_the_saved_step(reference_run, tmp_path)
 
 def test_latest_checkpoint_skips_incomplete_saves(tmp_path):
     for step, complete in ((0, True), (10, True), (15, False), (9, True)):
-        (tmp_path / f"checkpoint-{step}").mkdir()
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in ("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt"):
+            (folder / name).write_text("{}")
         if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     assert training.latest_checkpoint(tmp_path).name == "checkpoint-10"
     args = training.KarelTrainingArguments(output_dir=str(tmp_path), report_to="none", resume_from_checkpoint="last")
     assert training.resolve_resume(args) == str(tmp_path / "checkpoint-10")
     args.resume_from_checkpoint = str(tmp_path / "checkpoint-15")
-    with pytest.raises(TrainArgumentError, match="not a checkpoint folder"):
+    with pytest.raises(TrainArgumentError, match="not a checkpoint to resume from: no trainer_state.json"):
         training.resolve_resume(args)

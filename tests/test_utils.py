@@ -11,6 +11,7 @@ from karel_hf.utils import (
     atomic_write_json,
     atomic_write_text,
     checkpoint_folders,
+    checkpoint_problem,
     format_overrides,
     is_resumable,
     latest_checkpoint,
@@ -47,19 +48,37 @@ def test_library_versions():
     assert versions["transformers"] and versions["torch"] and versions["python"]
 
 
-def test_model_and_resumable_checkpoints_are_named_in_one_place(tmp_path):
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+def _checkpoint(folder, step: int, files=("config.json", "model.safetensors", "optimizer.pt", "scheduler.pt"),
+                state: str | None = None):
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_text("{}")
+    if state is not None:
+        (folder / "trainer_state.json").write_text(state)
 
-    for step, files in ((0, ("config.json", "model.safetensors", "trainer_state.json")), (5, ("config.json",)),
-                        (10, ("config.json", "model.safetensors")), (20, ("trainer_state.json",))):
-        (tmp_path / f"{PREFIX_CHECKPOINT_DIR}-{step}").mkdir()
-        for name in files:
-            (tmp_path / f"{PREFIX_CHECKPOINT_DIR}-{step}" / name).write_text("{}")
+
+def test_model_and_resumable_checkpoints_are_named_in_one_place(tmp_path, caplog):
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = tmp_path.joinpath
+    _checkpoint(folder(f"{PREFIX_CHECKPOINT_DIR}-0"), 0, ("config.json", "model.safetensors"), '{"global_step": 0}')
+    _checkpoint(folder("checkpoint-5"), 5, ("config.json",))
+    _checkpoint(folder("checkpoint-10"), 10, ("config.json", "model.safetensors"))  # cut short: no state
+    _checkpoint(folder("checkpoint-20"), 20, state='{"global_step": 20}')
+    _checkpoint(folder("checkpoint-25"), 25, ("config.json", "model.safetensors"), '{"global_step": 25}')
+    _checkpoint(folder("checkpoint-30"), 30, state='{"global_step": 30, "log_hi')  # torn mid-write
     (tmp_path / "checkpoint-x").mkdir()
-    assert [s for s, _ in checkpoint_folders(tmp_path)] == [0, 5, 10, 20]
-    assert [s for s, _ in model_checkpoints(tmp_path)] == [0, 10]  # weights + config
-    assert latest_checkpoint(tmp_path).name == "checkpoint-20" == (tmp_path / get_last_checkpoint(tmp_path)).name
-    assert is_resumable(tmp_path / "checkpoint-0") and not is_resumable(tmp_path / "checkpoint-10")
+    assert [s for s, _ in checkpoint_folders(tmp_path)] == [0, 5, 10, 20, 25, 30]
+    assert [s for s, _ in model_checkpoints(tmp_path)] == [0, 10, 20, 25, 30]  # weights + config
+    assert is_resumable(folder("checkpoint-0")) and is_resumable(folder("checkpoint-20"))
+    assert checkpoint_problem(folder("checkpoint-10")) == "no trainer_state.json (the save was cut short)"
+    assert checkpoint_problem(folder("checkpoint-25")) == "no optimizer.pt or scheduler.pt"
+    assert checkpoint_problem(folder("checkpoint-30")).startswith("trainer_state.json is torn or unreadable")
+    with caplog.at_level("WARNING", logger="karel_hf.utils"):
+        assert latest_checkpoint(tmp_path).name == "checkpoint-20"
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 2 and "checkpoint-30: trainer_state.json is torn" in skipped[0]
+    assert "checkpoint-25: no optimizer.pt" in skipped[1]
     assert latest_checkpoint(tmp_path / "missing") is None and checkpoint_folders(tmp_path / "missing") == []
 
 

@@ -34,7 +34,10 @@ Caching: with `cache_dir`, the dataset is saved under `cache_dir/traces-<fingerp
 fingerprint hashes the model weights (the checkpoint's weight files, else the in-memory tensors, or
 a `model_fingerprint` you pass), the tokenizer's vocabulary, the rows (ids and worlds) and every
 option; it is written to a temporary folder and renamed, so an interrupted run leaves no partial
-cache, and a second call with the same inputs loads it without decoding.
+cache, and a second call with the same inputs loads it without decoding. The temporary folder
+(`.traces-tmp-<pid>-*`) of a build that was killed is removed by the next build in the same cache
+folder once its process is gone. A cached dataset that no longer loads (a truncated or corrupted
+file) is named in a warning, removed and built again.
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
@@ -67,6 +73,9 @@ logger = logging.getLogger(__name__)
 TRACE_FORMAT_VERSION = 1  # bump when the rows or columns change meaning
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 CONFIG_FILE = "trace_config.json"
+WORK_PREFIX = ".traces-tmp-"  # + "<pid>-<random>": a build's temporary folder inside the cache folder
+_WORK_PID = re.compile(rf"^{re.escape(WORK_PREFIX)}(\d+)-")
+_STARTED = time.time()  # about when this process started: older pid-less work folders are stale
 
 
 # ------------------------------------------------------------------------------ fingerprints
@@ -145,6 +154,55 @@ def _is_correct(program, inputs, outputs) -> bool:
         if not np.array_equal(got, out):
             return False
     return True
+
+
+# ------------------------------------------------------------------------------------ cache
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":  # no cheap liveness test: keep the folder
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_work_dirs(cache_dir) -> list[Path]:
+    """Remove the temporary folders that killed builds left in `cache_dir` (their process is gone);
+    returns them."""
+    removed = []
+    for path in sorted(Path(cache_dir).glob(f"{WORK_PREFIX}*")):
+        match = _WORK_PID.match(path.name)
+        if match:
+            pid = int(match.group(1))
+            if pid == os.getpid() or _process_alive(pid):
+                continue
+        elif path.stat().st_mtime >= _STARTED:
+            continue
+        logger.info("removing %s, the temporary folder of an interrupted trace build", path)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _load_cached(final: Path) -> datasets.Dataset | None:
+    """The cached trace dataset, or None when there is none or it no longer loads (then it is
+    named in a warning and removed, so that it is built again)."""
+    if not final.is_dir():
+        return None
+    try:
+        dataset = datasets.load_from_disk(str(final))
+        json.loads((final / CONFIG_FILE).read_text())
+    except (OSError, ValueError, KeyError, pa.ArrowException) as err:  # torn files, bad JSON, bad Arrow
+        reason = " ".join(str(err).split())[:200]
+        logger.warning("trace cache %s is unreadable (%s: %s); removing it and building it again",
+                       final, type(err).__name__, reason)
+        shutil.rmtree(final, ignore_errors=True)
+        return None
+    logger.info("trace dataset found in cache: %s", final)
+    return dataset
 
 
 # ----------------------------------------------------------------------------------- schema
@@ -267,14 +325,15 @@ def build_trace_dataset(
         }
         key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:20]
         final = Path(cache_dir) / f"traces-{key}"
-        if final.is_dir():
-            logger.info("trace dataset found in cache: %s", final)
-            return datasets.load_from_disk(str(final))
+        cached = _load_cached(final)
+        if cached is not None:
+            return cached
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        remove_stale_work_dirs(cache_dir)
 
     from karel_hf import decoding  # torch-side; imported here so `import karel_hf.probing` stays light
 
-    work = Path(tempfile.mkdtemp(prefix=".traces-tmp-", dir=cache_dir))
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=cache_dir))
     try:
         arrow_path = work / "data.arrow"
         writer = None

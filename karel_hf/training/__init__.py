@@ -52,7 +52,16 @@ from .lm_dataset import (
     tokenize_from_arrays,
     tokenize_samples,
 )
-from .run import GENERATION_LOG_NAME, RUN_CONFIG_NAME, RunInfo, load_raw_datasets, main, resolve_resume, run_training
+from .run import (
+    GENERATION_LOG_NAME,
+    RUN_CONFIG_NAME,
+    RunInfo,
+    load_raw_datasets,
+    main,
+    resolve_resume,
+    run_training,
+    train_command,
+)
 
 __all__ = [
     "GENERATION_LOG_NAME", "IGNORE_INDEX", "LOSS_ON", "PRESET_NAMES", "RUN_CONFIG_NAME", "CausalLMCollator",
@@ -60,5 +69,5 @@ __all__ = [
     "ModelArguments", "RunInfo", "TrainArgumentError", "bf16_is_fast", "generation_rows", "latest_checkpoint",
     "load_raw_datasets", "main", "make_generation_eval_fn", "model_index_yaml", "pack_blocks", "parse_train_args",
     "prepare_lm_dataset", "render_model_card", "resolve_resume", "run_training", "tokenize_from_arrays",
-    "tokenize_samples", "write_model_card",
+    "tokenize_samples", "train_command", "write_model_card",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,8 @@ from typing import Literal
 import torch
 from transformers import GPT2Config, HfArgumentParser, TrainingArguments
 
+from karel_hf.data.builder import CONFIG_NAMES, get_config
+from karel_hf.errors import StrictParsing, UsageError
 from karel_hf.modeling import POSITION_INITS, ModelPreset
 from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.utils import apply_config_overrides, parse_overrides
@@ -33,8 +36,8 @@ from .lm_dataset import LOSS_ON
 PRESET_NAMES = preset_names()  # the files of karel_hf/presets, smallest run first
 
 
-class TrainArgumentError(ValueError):
-    """A bad preset, flag or value; the message names it and says how to fix it."""
+class TrainArgumentError(UsageError):
+    """A bad preset, flag or value; the message names it and says how to fix it (exit status 2)."""
 
 
 @dataclass
@@ -128,10 +131,27 @@ class DataArguments:
             raise TrainArgumentError(f"loss_on: unknown value {self.loss_on!r}; expected one of {', '.join(LOSS_ON)}")
         if self.block_size < 8:
             raise TrainArgumentError(f"block_size: must be at least 8 tokens, got {self.block_size}")
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise TrainArgumentError(f"{name}: must be a positive number of samples, got {value}")
+                raise TrainArgumentError(f"{name}: must be a positive number, got {value}")
+        # A malformed string, an unknown corpus or field, a bad value: an error now, not after minutes of work.
+        try:
+            overrides = self.load_karel_overrides()
+        except ValueError as err:
+            raise TrainArgumentError(str(err)) from None
+        if self.dataset_path is not None:
+            if overrides:
+                raise TrainArgumentError("dataset_overrides: they change a generated corpus, but dataset_path reads "
+                                         "one as it is; drop one of the two")
+            return
+        if self.dataset_config not in CONFIG_NAMES:
+            raise TrainArgumentError(f"dataset_config: unknown corpus {self.dataset_config!r}; expected one of "
+                                     f"{', '.join(CONFIG_NAMES)}")
+        try:
+            get_config(self.dataset_config, **overrides)
+        except ValueError as err:
+            raise TrainArgumentError(f"dataset_overrides: {err}") from None
 
     def load_karel_overrides(self) -> dict:
         return parse_overrides(self.dataset_overrides, what="dataset_overrides")
@@ -174,6 +194,17 @@ class KarelTrainingArguments(TrainingArguments):
         for name in ("generation_eval_steps", "generation_eval_samples", "generation_eval_batch_size"):
             if getattr(self, name) < 0 or (name != "generation_eval_steps" and getattr(self, name) == 0):
                 raise TrainArgumentError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "generation_max_new_actions"):
+            if getattr(self, name) < 1:
+                raise TrainArgumentError(f"{name}: must be a positive integer, got {getattr(self, name)}")
+        for name in ("learning_rate", "weight_decay", "warmup_steps", "max_grad_norm", "num_train_epochs"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise TrainArgumentError(f"{name}: must be a finite number >= 0, got {value}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise TrainArgumentError(f"max_steps: must be a positive number of steps (or -1: num_train_epochs decides), "
+                                     f"got {self.max_steps}")
         super().__post_init__()
 
 
@@ -184,11 +215,11 @@ def bf16_is_fast(use_cpu: bool = False) -> bool:
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
-class _ArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` whose errors raise `TrainArgumentError` instead of printing usage and exiting."""
+class _ArgumentParser(StrictParsing, HfArgumentParser):
+    """`HfArgumentParser` whose errors raise `TrainArgumentError` instead of printing usage and exiting
+    (and whose number flags are ASCII only, `karel_hf.errors.StrictParsing`)."""
 
-    def error(self, message):
-        raise TrainArgumentError(message)
+    usage_error = TrainArgumentError
 
 
 def _suggest(name: str, candidates) -> str:

@@ -10,7 +10,8 @@
   ~390k tokens). No padding is ever computed and samples cross block boundaries as in the paper's
   2048-token blocks, so every forward pass is a full (batch, block_size) tensor: the most training
   tokens per second for a given batch. `packing=False` keeps one sample per row, and
-  `CausalLMCollator` pads each batch.
+  `CausalLMCollator` pads each batch; a sample longer than `block_size` is refused (a `UsageError`
+  naming both lengths), never cut: the cut would drop the program the model is trained to write.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from karel_hf.data.formatting import count_prompt_pairs, split_sample
+from karel_hf.errors import UsageError
 from karel_hf.tokenizer import FastEncoder, check_encodable
 
 logger = logging.getLogger(__name__)
@@ -94,10 +96,6 @@ def _tokenize_batch(batch: dict, tokenizer, loss_on: str) -> dict:
     return fast if fast is not None else tokenize_samples(batch["text"], tokenizer, loss_on)
 
 
-def _truncate(batch: dict, block_size: int) -> dict:
-    return {key: [row[:block_size] for row in rows] for key, rows in batch.items()}
-
-
 def prepare_lm_dataset(dataset, tokenizer, *, block_size: int, loss_on: str = "all", packing: bool = True,
                        max_samples: int | None = None, num_proc: int | None = None):
     """A `datasets.Dataset` with a `text` column -> one with `input_ids` and `labels` rows for the Trainer."""
@@ -118,8 +116,10 @@ def prepare_lm_dataset(dataset, tokenizer, *, block_size: int, loss_on: str = "a
         )
     longest = max((len(r) for r in tokenized["input_ids"]), default=0)
     if longest > block_size:
-        logger.warning("samples up to %d tokens are truncated to block_size %d", longest, block_size)
-        tokenized = tokenized.map(_truncate, batched=True, fn_kwargs={"block_size": block_size}, desc="truncating")
+        raise UsageError(
+            f"packing is off and the longest sample has {longest} tokens, more than block_size {block_size}: "
+            f"pass --block_size {longest} (or more) so that no sample is cut, or --packing true"
+        )
     return tokenized
 
 

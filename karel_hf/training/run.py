@@ -29,7 +29,8 @@ from karel_hf.data.builder import load_karel
 from karel_hf.model_card import latest_metrics, model_index_yaml, write_model_card
 from karel_hf.modeling import build_model, count_parameters, set_generation_ids
 from karel_hf.tokenizer import build_tokenizer, load_tokenizer
-from karel_hf.utils import atomic_write_json, is_resumable, latest_checkpoint, library_versions
+from karel_hf.errors import run_main
+from karel_hf.utils import atomic_write_json, checkpoint_problem, latest_checkpoint, library_versions, writable_dir
 
 from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
 from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
@@ -118,7 +119,8 @@ def _write_run_files(directory: Path, info: RunInfo, state) -> None:
 
 # -------------------------------------------------------------------------------------- the run
 def resolve_resume(training_args) -> str | None:
-    """`--resume_from_checkpoint last` -> the newest complete checkpoint in output_dir; a path -> itself."""
+    """`--resume_from_checkpoint last` -> the newest intact checkpoint in output_dir (a newer torn
+    one is named in a warning and skipped); a path -> itself, if it is intact."""
     value = training_args.resume_from_checkpoint
     if value in (None, "", "false", "False"):
         return None
@@ -129,8 +131,9 @@ def resolve_resume(training_args) -> str | None:
                 f"resume_from_checkpoint={value}: no complete checkpoint-* folder in {training_args.output_dir}"
             )
         return str(found)
-    if not is_resumable(value):
-        raise TrainArgumentError(f"resume_from_checkpoint: {value} is not a checkpoint folder (no trainer_state.json)")
+    problem = checkpoint_problem(value)
+    if problem is not None:
+        raise TrainArgumentError(f"resume_from_checkpoint: {value} is not a checkpoint to resume from: {problem}")
     return str(value)
 
 
@@ -168,11 +171,12 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     `eval_fn(model) -> dict` replaces the default generation check (see `make_generation_eval_fn`).
     """
     _setup_logging(training_args)
-    output_dir = Path(training_args.output_dir)
+    output_dir = writable_dir(training_args.output_dir, "--output_dir")
     resume = resolve_resume(training_args)
-    if resume is None and latest_checkpoint(output_dir) is not None:
+    existing = latest_checkpoint(output_dir) if resume is None else None
+    if existing is not None:
         raise TrainArgumentError(
-            f"{output_dir} already holds checkpoints ({latest_checkpoint(output_dir).name}); pass "
+            f"{output_dir} already holds checkpoints ({existing.name}); pass "
             "--resume_from_checkpoint last to continue that run, or choose another --output_dir"
         )
     set_seed(training_args.seed)
@@ -256,13 +260,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`karel-hf train` / `scripts/train.py`: parse `--preset` + flags, train; 2 on a usage error."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        model_args, data_args, training_args, preset = parse_train_args(argv)
-        run_training(model_args, data_args, training_args, preset=preset, argv=argv)
-    except TrainArgumentError as err:
-        print(f"karel-hf train: error: {err}", file=sys.stderr)
-        return 2
+def train_command(argv: list[str]) -> int:
+    """Parse `--preset` + flags and train; errors are raised (see `main`)."""
+    model_args, data_args, training_args, preset = parse_train_args(argv)
+    run_training(model_args, data_args, training_args, preset=preset, argv=argv)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`karel-hf train` / `scripts/train.py`: train; an error is one line on stderr and exit status 2
+    (usage) or 1 (failure), as `karel_hf.errors.run_main` says."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_main("karel-hf train", train_command, argv)
