@@ -51,8 +51,10 @@ def run_main(prog: str, fn: Callable[[list[str] | None], int | None], argv: list
     debug = bool(os.environ.get(DEBUG_ENV))
     try:
         return fn(argv) or 0
-    except SystemExit as err:  # argparse's --help, or code that exits with a message
-        if debug or err.code is None or isinstance(err.code, int):
+    except SystemExit as err:  # argparse's --help (status 0), or code that exits with a message
+        if err.code is None or isinstance(err.code, int):
+            return err.code or 0
+        if debug:
             raise
         print(f"{prog}: error: {' '.join(str(err.code).split())}", file=sys.stderr)
         return FAILURE_STATUS

@@ -35,6 +35,7 @@ from karel_hf.errors import StrictParsing, UsageError, run_main
 from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.training import load_raw_datasets, parse_train_args, run_training
 from karel_hf.utils import (
+    StdoutHandler,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
@@ -608,7 +609,7 @@ def reproduce_command(argv: list[str] | None) -> int:
     parse_train_args(["--preset", preset.train_preset, "--output_dir", str(Path(args.output_dir) / "model"),
                       *preset.train_overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
+                        handlers=[StdoutHandler()])
     out = reproduce(args)
     print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'figures'}")
     return 0

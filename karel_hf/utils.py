@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -123,6 +124,23 @@ def atomic_write_text(path, text: str) -> Path:
 def atomic_write_json(path, value, *, default=None) -> Path:
     """Write `value` as indented JSON plus a newline; `default` as in `json.dumps`."""
     return atomic_write_text(path, json.dumps(value, indent=2, default=default) + "\n")
+
+
+# ------------------------------------------------------------------------------------- logging
+class StdoutHandler(logging.StreamHandler):
+    """A logging handler that writes to whatever `sys.stdout` is when a record is emitted (the
+    console, or a notebook's or a test's capture), never to a stream that has since been closed."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property always reads sys.stdout
+        pass
 
 
 # ---------------------------------------------------------------------------- library versions

@@ -3,6 +3,7 @@ callback, the model card, a tiny end-to-end run, and kill-then-resume."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -300,6 +301,38 @@ def test_kill_then_resume_continues_from_the_saved_step(reference_run, tmp_path)
     with pytest.raises(TrainArgumentError, match="already holds checkpoints"):
         model_args, data_args, args, preset = parse_train_args(RUN_FLAGS + ["--output_dir", str(out)])
         training.run_training(model_args, data_args, args, preset=preset)
+
+
+def test_resume_falls_back_past_a_torn_checkpoint_and_names_it(reference_run, tmp_path, caplog):
+    """A kill while trainer_state.json was being written leaves it torn: `--resume_from_checkpoint
+    last` names that checkpoint, resumes from the one before, and ends where an uninterrupted run
+    ends."""
+    from karel_hf.cli import main as cli_main
+
+    ref_out, _ = reference_run
+    out = tmp_path / "torn"
+    for step in (0, 10, 20):
+        shutil.copytree(ref_out / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    state = out / "checkpoint-20" / "trainer_state.json"
+    state.write_bytes(state.read_bytes()[:200])
+    with caplog.at_level("WARNING", logger="karel_hf.utils"):
+        assert cli_main(["train", *RUN_FLAGS, "--max_steps", "20", "--output_dir", str(out),
+                         "--resume_from_checkpoint", "last"]) == 0
+    assert f"skipping checkpoint {out / 'checkpoint-20'}: trainer_state.json is torn" in caplog.text
+    resumed, reference = _losses(out / "trainer_state.json"), _losses(ref_out / "trainer_state.json")
+    assert sorted(resumed) == list(range(1, 21))
+    assert [resumed[s] for s in range(11, 21)] == [reference[s] for s in range(11, 21)]  # bit-identical
+    assert json.loads(state.read_text())["global_step"] == 20  # the torn checkpoint was saved again
+
+    (out / "checkpoint-20" / "optimizer.pt").unlink()  # a checkpoint missing a file is skipped too
+    args = training.KarelTrainingArguments(output_dir=str(out), report_to="none", resume_from_checkpoint="last")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="karel_hf.utils"):
+        assert training.resolve_resume(args) == str(out / "checkpoint-10")
+    assert "checkpoint-20: no optimizer.pt" in caplog.text
+    args.resume_from_checkpoint = str(out / "checkpoint-20")
+    with pytest.raises(TrainArgumentError, match="checkpoint-20 is not a checkpoint to resume from: no optimizer.pt"):
+        training.resolve_resume(args)
 
 
 def test_latest_checkpoint_skips_incomplete_saves(tmp_path):

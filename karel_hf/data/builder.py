@@ -25,10 +25,11 @@ import datasets
 
 from karel_hf import CITATION, __version__
 from karel_hf.karel.corpus_config import CorpusConfig
+from karel_hf.karel.program import ACTIONS
 from karel_hf.karel.sampling import iter_batches
 from karel_hf.presets import corpora
 
-from .formatting import format_sample
+from .formatting import MAX_PROMPT_PAIRS, format_sample
 
 _DESCRIPTION = """\
 Random Karel programs, each with 10 random input worlds and the outputs of running the program on
@@ -71,16 +72,26 @@ class KarelConfig(datasets.BuilderConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.action_weights = tuple(self.action_weights)
+        integers = ("train_size", "validation_size", "test_size", "min_length", "max_length", "num_pairs",
+                    "num_prompt_pairs", "height", "width", "seed")
+        for name in integers + ("train_min_length", "train_max_length"):
+            value = getattr(self, name)
+            if (value is not None or name in integers) and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         for name in ("train_size", "validation_size", "test_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+            if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not 0 < self.num_prompt_pairs <= self.num_pairs:
-            raise ValueError(
-                f"num_prompt_pairs must be in 1..num_pairs ({self.num_pairs}), got {self.num_prompt_pairs}"
-            )
+        if not isinstance(self.action_weights, (list, tuple)):
+            raise ValueError(f"action_weights must be a list of {len(ACTIONS)} weights, one per action {ACTIONS}, "
+                             f"got {self.action_weights!r}")
+        self.action_weights = tuple(self.action_weights)
         for split in SPLITS:  # CorpusConfig validates lengths, sizes, ratios and weights
             self.corpus_config(split, num_programs=max(getattr(self, f"{split}_size"), 1))
+        if not 0 < self.num_prompt_pairs <= min(self.num_pairs, MAX_PROMPT_PAIRS):
+            raise ValueError(
+                f"num_prompt_pairs must be in 1..{min(self.num_pairs, MAX_PROMPT_PAIRS)} (at most num_pairs "
+                f"{self.num_pairs} and the text format's MAX_PROMPT_PAIRS {MAX_PROMPT_PAIRS}), got {self.num_prompt_pairs}"
+            )
 
     def lengths(self, split: str) -> tuple[int, int]:
         if split == "train":

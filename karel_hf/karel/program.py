@@ -230,14 +230,15 @@ class _Parser:
                 times = self.peek()
                 if times is None or not times.isdigit():  # tokens are ASCII: [0-9]+
                     self.error("a repeat count (ASCII digits)")
-                if len(times.lstrip("0")) > len(str(MAX_REPEAT_COUNT)) or int(times) > MAX_REPEAT_COUNT:
+                digits = times.lstrip("0") or "0"  # int() refuses strings over 4300 digits, leading zeros too
+                if len(digits) > len(str(MAX_REPEAT_COUNT)) or int(digits) > MAX_REPEAT_COUNT:
                     raise KarelSyntaxError(
                         f"repeat count {times[:20]}{'...' if len(times) > 20 else ''} at {self.here()} is larger "
                         f"than {MAX_REPEAT_COUNT} (MAX_REPEAT_COUNT)"
                     )
                 self.pos += 1
                 self.expect(")")
-                return Repeat(int(times), self.block(depth + 1))
+                return Repeat(int(digits), self.block(depth + 1))
             condition = self.condition()
             body = self.block(depth + 1)
             if token == "while":

@@ -30,7 +30,14 @@ from karel_hf.model_card import latest_metrics, model_index_yaml, write_model_ca
 from karel_hf.modeling import build_model, count_parameters, set_generation_ids
 from karel_hf.tokenizer import build_tokenizer, load_tokenizer
 from karel_hf.errors import run_main
-from karel_hf.utils import atomic_write_json, checkpoint_problem, latest_checkpoint, library_versions, writable_dir
+from karel_hf.utils import (
+    StdoutHandler,
+    atomic_write_json,
+    checkpoint_problem,
+    latest_checkpoint,
+    library_versions,
+    writable_dir,
+)
 
 from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
 from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
@@ -154,7 +161,7 @@ def load_raw_datasets(data_args: DataArguments):
 
 def _setup_logging(training_args) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+                        handlers=[StdoutHandler()])
     level = training_args.get_process_log_level()
     if training_args.should_log and level == logging.WARNING:  # "passive": main process says what it does
         level = logging.INFO
