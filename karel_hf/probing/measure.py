@@ -1,0 +1,271 @@
+"""Measurement on trace datasets: probe families with their controls, v3, the intervention, the
+future-state analysis (docs/protocol.md §6-7, the rules of §6b).
+
+A probe family is (trace family, offset): the probe is trained on traces of training specs and
+scored on traces of test specs (two trace datasets, `karel_hf.probing.traces`, or their columns
+as a {name: array} mapping from `load_traces`). For each family this module builds the arrays
+that `probes.score_family` scores:
+
+- rows: those passing the row rule at the offset (`labels.scored_rows`; `drop_last=True` by
+  default: the label state is neither the input grid's s_0 nor the final state s_n);
+- labels: v1, the direction in each spec input the prompt shows (`labels.v1_labels`); v3, the
+  authors' 6 tasks (`labels.V3_TASKS`, a joint task right only when every part is);
+- prompt facts: what the prompt prints, plus position: one-hot initial direction and one-hot
+  output direction of every prompt input, one-hot step k and one-hot program length n (width:
+  the longest program in train + test);
+- the code-position states (`code_state`), the initial and output labels (`_initial`, `_output`)
+  and the spec id of each row (`example_id`, the bootstrap unit).
+
+`semantic_content` returns the family's score with its controls; `intervention` refits a fresh
+probe on the labels of each alternative semantics (same states, same rows); `future_analysis`
+compares the +1/+2 probes with the best function of the true current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
+
+from .analysis import best_future_classifier, probe_future_given_current_correct
+from .labels import (
+    INITIAL, NUM_SPEC_INPUTS, OFFSET_NAMES, OUTPUT, V3_TASKS, label_column, scored_rows, v1_labels,
+)
+from .probes import NUM_BOOTSTRAP, score_family
+
+KEY_COLUMNS = ("example_id", "step", "num_actions")
+UNINFORMATIVE_BEST = 0.95  # best current -> future classifier at or above this: the comparison says nothing
+UNINFORMATIVE_ROWS = 100  # fewer rows than this: the comparison says nothing
+
+
+# ------------------------------------------------------------------------------------ tables
+def load_traces(dataset, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """A trace dataset's columns as NumPy arrays (vectors as (rows, hidden) float32): load once,
+    then score many families without re-reading the Arrow files. A mapping passes through."""
+    if isinstance(dataset, Mapping):
+        return dict(dataset) if columns is None else {c: dataset[c] for c in _check(dataset, columns)}
+    columns = list(dataset.column_names) if columns is None else _check(dataset, columns)
+    if len(dataset) == 0:
+        raise ValueError("the trace dataset is empty: no program produced trace rows")
+    batch = dataset.with_format("numpy", columns=columns)[:]
+    return {c: np.asarray(batch[c]) for c in columns}
+
+
+def _check(table, columns) -> list[str]:
+    names = set(table.column_names) if hasattr(table, "column_names") else set(table)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(
+            f"trace dataset lacks column(s) {missing}; rebuild it with the needed layers/semantics/offsets "
+            "(build_trace_dataset(..., layers=..., semantics=..., offsets=...))"
+        )
+    return list(dict.fromkeys(columns))
+
+
+def prompt_facts(table: Mapping[str, np.ndarray], num_prompt_pairs: int, max_actions: int) -> np.ndarray:
+    """(rows, 8 * pairs + 2 * max_actions) float32: one-hot initial and output direction of each
+    prompt input, one-hot step k (1..max_actions) and one-hot length n (1..max_actions)."""
+    parts = []
+    for i in range(min(num_prompt_pairs, NUM_SPEC_INPUTS)):
+        for which in (INITIAL, OUTPUT):
+            parts.append(np.eye(4, dtype=np.float32)[np.asarray(table[label_column(f"direction_{i}", which)], dtype=np.int64)])
+    eye = np.eye(max_actions, dtype=np.float32)
+    parts.append(eye[np.asarray(table["step"], dtype=np.int64) - 1])
+    parts.append(eye[np.asarray(table["num_actions"], dtype=np.int64) - 1])
+    return np.hstack(parts)
+
+
+def _tasks(label_set: str, num_prompt_pairs: int) -> dict[str, tuple[str, ...]]:
+    if label_set == "v1":
+        return {t: (t,) for t in v1_labels(num_prompt_pairs)}
+    if label_set == "v3":
+        return dict(V3_TASKS)
+    raise ValueError(f"unknown label set {label_set!r}; expected 'v1' or 'v3'")
+
+
+# -------------------------------------------------------------------------- semantic content
+def semantic_content(
+    train,
+    test,
+    offset: int = 0,
+    label_set: str = "v1",
+    probe: str = "linear",
+    semantics: str = "original",
+    *,
+    feature: str = "state",
+    controls: bool | Sequence[str] = True,
+    drop_last: bool = True,
+    max_train_rows: int | None = None,
+    max_test_rows: int | None = None,
+    seed: int = 0,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    num_prompt_pairs: int = NUM_SPEC_INPUTS,
+    return_predictions: bool = False,
+    **probe_kwargs,
+) -> dict:
+    """Probe `feature` (default: the layer-mean `state`) for the labels at `offset` under
+    `semantics`, trained on `train` traces and scored on `test` traces (datasets or `load_traces`
+    mappings), on the rows the row rule keeps (`drop_last`).
+
+    `label_set` "v1": one task per direction of the spec inputs the prompt shows
+    (`num_prompt_pairs`, at most 5); "v3": the authors' 6 tasks (original semantics only).
+    `controls` adds the initial/output glyphs, the prompt-only, code-position and shuffled
+    probes, `margin` and the conditional gains (`probes.score_family`); False fits the probe
+    alone (the intervention); a list of names picks some (`probes.CONTROLS`, `probes.GAINS`). `max_train_rows` / `max_test_rows`: the fixed budget.
+
+    Returns `probes.score_family`'s dict plus `label_set`, `offset`, `family` (the offset's name),
+    `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs`; with
+    `return_predictions` also `test_rows` (positions in `test` of the scored test rows, the order
+    of `predictions` and `targets`, which are keyed by label name).
+    """
+    tasks = _tasks(label_set, num_prompt_pairs)
+    labels = list(dict.fromkeys(l for parts in tasks.values() for l in parts))
+    if semantics != "original" and label_set != "v1":
+        raise ValueError("alternative semantics carry the direction labels only: use label_set='v1'")
+    target_cols = [label_column(l, offset, semantics) for l in labels]
+    needed = [feature, *KEY_COLUMNS, *target_cols]
+    pairs = min(num_prompt_pairs, NUM_SPEC_INPUTS)
+    if controls:
+        needed += ["code_state"]
+        needed += [label_column(l, which) for l in labels for which in (INITIAL, OUTPUT)]
+        needed += [label_column(f"direction_{i}", which) for i in range(pairs) for which in (INITIAL, OUTPUT)]
+    tr, te = load_traces(train, needed), load_traces(test, needed)
+    keep_tr = np.flatnonzero(scored_rows(tr["step"], tr["num_actions"], offset, drop_last))
+    keep_te = np.flatnonzero(scored_rows(te["step"], te["num_actions"], offset, drop_last))
+
+    def stack(get):
+        return np.concatenate([get(tr)[keep_tr], get(te)[keep_te]])
+
+    train_mask = np.r_[np.ones(len(keep_tr), dtype=bool), np.zeros(len(keep_te), dtype=bool)]
+    states = stack(lambda t: np.asarray(t[feature], dtype=np.float32))
+    targets = stack(lambda t: np.stack([t[c] for c in target_cols], axis=1).astype(np.int64))
+    kwargs = {}
+    if controls:
+        max_actions = int(max(tr["num_actions"].max(), te["num_actions"].max()))
+        kwargs = dict(
+            prompt_facts=stack(lambda t: prompt_facts(t, pairs, max_actions)),
+            code_states=stack(lambda t: np.asarray(t["code_state"], dtype=np.float32)),
+            initial_labels=stack(lambda t: np.stack([t[label_column(l, INITIAL)] for l in labels], 1).astype(np.int64)),
+            output_labels=stack(lambda t: np.stack([t[label_column(l, OUTPUT)] for l in labels], 1).astype(np.int64)),
+        )
+    index = {l: c for c, l in enumerate(labels)}
+    if not train_mask.any() or train_mask.all():  # no scored row on one side: nothing to fit or score
+        result = _empty(tasks, len(keep_tr), len(keep_te), max_train_rows, max_test_rows)
+    else:
+        result = score_family(
+            states, targets, train_mask,
+            groups=stack(lambda t: np.asarray(t["example_id"])),
+            tasks={name: [index[l] for l in parts] for name, parts in tasks.items()},
+            steps=stack(lambda t: np.asarray(t["step"])),
+            probe=probe, seed=seed, controls=controls, max_train_rows=max_train_rows, max_test_rows=max_test_rows,
+            num_bootstrap=num_bootstrap, return_predictions=return_predictions, **kwargs, **probe_kwargs,
+        )
+    ids = stack(lambda t: np.asarray(t["example_id"]))
+    result.update(
+        label_set=label_set, offset=int(offset), family=OFFSET_NAMES.get(int(offset), str(offset)), semantics=semantics,
+        probe=probe, feature=feature, drop_last=drop_last,
+        num_train_specs=int(len(np.unique(ids[train_mask]))), num_test_specs=int(len(np.unique(ids[~train_mask]))),
+    )
+    if return_predictions:
+        used = result.pop("test_index", np.zeros(0, dtype=np.int64)) - len(keep_tr)  # positions among the test rows
+        result["test_rows"] = keep_te[used]
+        result["predictions"] = {labels[c]: p for c, p in result.get("predictions", {}).items()}
+        result["targets"] = {labels[c]: t for c, t in result.get("targets", {}).items()}
+    else:
+        for key in ("test_index", "predictions", "targets"):
+            result.pop(key, None)
+    return result
+
+
+def _empty(tasks, num_train, num_test, max_train_rows, max_test_rows) -> dict:
+    """The result when one side has no scored row (e.g. +2 when no program has 4 actions)."""
+    nan = float("nan")
+    gain = {"value": nan, "low": nan, "high": nan}
+    return {
+        "semantic_content": nan, "per_task": dict.fromkeys(tasks, nan), "per_step": {},
+        "num_train": num_train, "num_test": num_test,
+        "budget": {"max_train_rows": max_train_rows, "max_test_rows": max_test_rows, "met": False},
+        "chance": {"uniform": nan, "majority": nan}, "unobserved": nan, "num_unobserved": 0,
+        "conditional_gain": dict(gain), "conditional_gain_code": dict(gain),
+        "controls": dict.fromkeys(("initial_glyph", "output_glyph", "prompt_only", "code_position", "shuffled"), nan),
+        "margin": nan, "strongest_control": None,
+        "test_index": np.zeros(0, dtype=np.int64), "predictions": {}, "targets": {},
+    }
+
+
+# ------------------------------------------------------------------------------ intervention
+def intervention(
+    train,
+    test,
+    offset: int = 0,
+    *,
+    semantics: Sequence[str] = ALTERNATIVE_SEMANTICS,
+    original: float | None = None,
+    **kwargs,
+) -> dict:
+    """The intervention (docs/protocol.md §7): the same states and rows, the labels of each
+    alternative semantics (the program re-executed under it), a fresh v1 probe each.
+
+    `original` is the original semantics' score when already known (else it is fitted here).
+    Returns {"accuracy": {"original": ..., <semantics>: ...}, "best_alternative",
+    "original_minus_best_alternative"}; `kwargs` go to `semantic_content` (budgets, seed, ...).
+    """
+    kwargs = {**kwargs, "controls": False, "return_predictions": False}
+    if original is None:
+        original = semantic_content(train, test, offset, **kwargs)["semantic_content"]
+    accuracy = {"original": float(original)}
+    done = {}  # one fit per distinct map (swap and authors0 are the same map)
+    for name in semantics:
+        key = tuple(sorted(get_semantics(name).mapping.items()))
+        if key not in done:
+            done[key] = semantic_content(train, test, offset, semantics=name, **kwargs)["semantic_content"]
+        accuracy[name] = done[key]
+    alternatives = {k: v for k, v in accuracy.items() if k != "original" and not np.isnan(v)}
+    best = max(alternatives, key=alternatives.get) if alternatives else None
+    return {
+        "accuracy": accuracy,
+        "best_alternative": best,
+        "original_minus_best_alternative": float(original - alternatives[best]) if best else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------------------------- future
+def future_analysis(current: dict, future: dict, test) -> dict:
+    """Is the future (+1/+2) encoded, or derived by the probe from the current state?
+
+    `current` and `future` are `semantic_content(..., return_predictions=True)` results on the same
+    `test` traces (offset 0 and +1 or +2). `best_future_classifier`: the best any function of the
+    true current label does at predicting the future label, on the future probe's test rows;
+    `probe_future_given_current_correct`: the future probe's accuracy on the rows (of both) where
+    the current probe is right. `uninformative` is True when the best classifier is >= 95% or
+    fewer than 100 rows are compared: the comparison then carries no information.
+    """
+    labels = list(future["targets"])
+    rows = future["test_rows"]
+    table = load_traces(test, [label_column(l, 0, future["semantics"]) for l in labels]) if labels else {}
+    current_true = {l: np.asarray(table[label_column(l, 0, future["semantics"])])[rows] for l in labels}
+    best = best_future_classifier(current_true, future["targets"]) if len(rows) else float("nan")
+    common, at_current, at_future = np.intersect1d(current["test_rows"], rows, return_indices=True)
+    given = float("nan")
+    if len(common) and labels:
+        given = probe_future_given_current_correct(
+            {l: current["predictions"][l][at_current] for l in labels},
+            {l: current["targets"][l][at_current] for l in labels},
+            {l: future["predictions"][l][at_future] for l in labels},
+            {l: future["targets"][l][at_future] for l in labels},
+        )
+    return {
+        "best_future_classifier": best,
+        "probe_future_given_current_correct": given,
+        "num_rows": int(len(rows)),
+        "num_rows_given_current": int(len(common)),
+        "uninformative": bool(np.isnan(best) or best >= UNINFORMATIVE_BEST or len(rows) < UNINFORMATIVE_ROWS),
+    }
+
+
+def summary(result: dict) -> dict:
+    """The JSON part of a `semantic_content` result (no arrays): what `results.json` keeps."""
+    skip = {"test_rows", "predictions", "targets", "test_index"}
+    return {k: v for k, v in result.items() if k not in skip}
