@@ -659,7 +659,9 @@ def _gain(gain: dict) -> str:
 
 
 def _r2(fit) -> str:
-    return "-" if not fit else f"R^2={fit['r2']:.3f} (slope {fit['slope']:.2f}, p={fit['p_value']:.2g})"
+    if not fit or not np.isfinite(fit["r2"]):  # no fit, or a constant accuracy
+        return "-"
+    return f"R^2={fit['r2']:.3f} (slope {fit['slope']:.2f}, p={fit['p_value']:.2g})"
 
 
 def _caveats(results: dict) -> list[str]:
