@@ -99,7 +99,7 @@ PRESETS = {
         description="tests: the whole pipeline in about a minute (numbers mean nothing)",
     ),
     "demo": ReproducePreset(
-        "demo", test_specs=256, probe_train_specs=1000, max_train_rows=600, max_test_rows=150,
+        "demo", test_specs=512, probe_train_specs=1000, max_train_rows=600, max_test_rows=300,
         perplexity_programs=64, batch_size=100,
         description="the README's main job: about 15 minutes on 2 CPU cores",
     ),
@@ -243,10 +243,11 @@ def _data_rows(model_dir: Path, preset: ReproducePreset):
 
 
 def teacher_forced_min_length(preset: ReproducePreset, test_rows) -> int:
-    """The preset's value, else 4 when the test specs have programs that long (docs/protocol.md §6b), else 1."""
+    """The preset's value, else 4 when the test specs have programs that long (docs/protocol.md §6b),
+    else 2 (with drop_last a 1-action program has no scored row: its one state is the final one)."""
     if preset.teacher_forced_min_length is not None:
         return preset.teacher_forced_min_length
-    return 4 if len(test_rows) and max(test_rows["length"]) >= 4 else 1
+    return 4 if len(test_rows) and max(test_rows["length"]) >= 4 else 2
 
 
 def _programs_by_example(traces, ids: list[int]) -> dict:
@@ -280,8 +281,10 @@ def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[d
     return probes, interventions, future
 
 
-def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: ReproducePreset) -> dict:
-    """Everything measured at one checkpoint (docs/protocol.md §5-7)."""
+def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: ReproducePreset,
+                        label_cache: dict | None = None) -> dict:
+    """Everything measured at one checkpoint (docs/protocol.md §5-7). `label_cache` (a dict kept
+    across checkpoints) computes the teacher-forced labels once (the same programs at every checkpoint)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -306,7 +309,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     train_traces = build_trace_dataset(model, tokenizer, probe_rows, **common)
     timings["traces_generated"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    forced = dict(common, mode="teacher_forced", min_length=min_length)
+    forced = dict(common, mode="teacher_forced", min_length=min_length, label_cache=label_cache)
     tf_test = build_trace_dataset(model, tokenizer, test_rows, **forced)
     tf_train = build_trace_dataset(model, tokenizer, probe_rows, **forced)
     timings["traces_teacher_forced"] = time.perf_counter() - tick
@@ -378,8 +381,10 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
     todo = [(s, p) for s, p in found if not (out / "evaluations" / f"step-{s}.json").is_file()]
     data = _data_rows(model_dir, preset) if todo else None
+    label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
     for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-        _atomic_write_json(out / "evaluations" / f"step-{step}.json", evaluate_checkpoint(step, path, data, out, preset))
+        _atomic_write_json(out / "evaluations" / f"step-{step}.json",
+                           evaluate_checkpoint(step, path, data, out, preset, label_cache))
     return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
 
 
@@ -436,6 +441,8 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
     flags = {
         "length_test_at_floor": lengths["at_floor"],
         "future_uninformative": {f: {n: v["uninformative"] for n, v in final["future"][f].items()} for f in FAMILIES},
+        "intervention_uninformative": {f: {n: v["uninformative"] for n, v in final["intervention"][f].items()}
+                                       for f in FAMILIES},
         "conditional_gain_includes_zero": {
             f: {n: _includes_zero(final["probes"][f][n]["conditional_gain"]) for n in names} for f in FAMILIES
         },
@@ -661,7 +668,7 @@ def _gain(gain: dict) -> str:
 def _r2(fit) -> str:
     if not fit or not np.isfinite(fit["r2"]):  # no fit, or a constant accuracy
         return "-"
-    return f"R^2={fit['r2']:.3f} (slope {fit['slope']:.2f}, p={fit['p_value']:.2g})"
+    return f"R^2={fit['r2']:.3f} (slope {fit['slope']:.2f}, p={fit['p_value']:.2g}, {fit['n']} checkpoints)"
 
 
 def _caveats(results: dict) -> list[str]:
@@ -694,6 +701,13 @@ def _caveats(results: dict) -> list[str]:
             if future["uninformative"]:
                 notes.append(f"- Future analysis ({family}, {name}) is uninformative: best current -> future classifier "
                              f"{_pct(future['best_future_classifier'])} on {future['num_rows']} rows (>= 95% or < 100 rows).")
+    for family in FAMILIES:
+        for name, inter in results["final"]["intervention"][family].items():
+            if inter["uninformative"]:
+                best = inter["best_alternative"]
+                notes.append(f"- Intervention ({family}, {name}) is uninformative: the best alternative ({best or '-'}) has labels "
+                             f"{_pct(inter['determined_by_original'].get(best) if best else None)} determined by the original "
+                             f"ones on {inter['num_rows']} rows (>= 95% or < 100 rows).")
     if flags["budget_not_met"]:
         notes.append("- The row budget was not met (fewer scored rows than the budget) at some checkpoint for: "
                      + ", ".join(flags["budget_not_met"]) + "; their counts differ across checkpoints (see num_train/num_test).")
@@ -783,7 +797,8 @@ def render_report(out: Path) -> Path:
             f"| {e['step']} | {_pct(e['generation']['accuracy'])} | {_pct(e['generation']['accuracy_all_pairs'])} | "
             f"{_pct(e['probes']['generated']['v3_current']['semantic_content'])} | "
             f"{_pct(e['probes']['teacher_forced']['v3_current']['semantic_content'])} | "
-            f"{_points(inter['original_minus_best_alternative'])} ({inter['best_alternative'] or '-'}) | {alts} | "
+            f"{_points(inter['original_minus_best_alternative'])} ({inter['best_alternative'] or '-'})"
+            f"{' (uninformative)' if inter['uninformative'] else ''} | {alts} | "
             f"{e['lengths']['mean_generated']:.2f} | {e['perplexity']['perplexity']:.3g} | "
             f"{e.get('timings_seconds', {}).get('total', float('nan')):.0f} |"
         )

@@ -129,7 +129,27 @@ def test_alternative_semantics_labels():
         assert rows["cycle1__direction_0"].tolist() == [s.direction for s in expected.states]
         assert rows["cycle1__direction_0_final"].tolist() == [expected.states[-1].direction] * 6
         assert "cycle1__x" not in rows and "cycle1__direction_0_initial" not in rows  # directions only
+        every = Program.from_actions(rng.choice(ACTIONS, size=8))  # markers and walls included
+        for name in ("original", "swap", "cycle1", "cycle2", "authors3", "authors8"):  # the shortcut = running the worlds
+            fast = labels.direction_trajectories(every, inputs, name)
+            slow = trajectory_labels(every, inputs, name)
+            assert all(np.array_equal(fast[f"direction_{i}"], slow[f"direction_{i}"]) for i in range(5))
     assert label_column("x", 1, "cycle2") == "cycle2__x_next1"
+
+
+def test_step_labels_gather_equals_shifted_trajectories():
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 5):
+        program = Program.from_actions(rng.choice(ACTIONS, size=n))
+        inputs = [random_world(rng) for _ in range(5)]
+        outputs = [execute(program, w).world for w in inputs]
+        rows = step_labels(program, inputs, outputs, semantics=["original", "authors3"])
+        assert sorted(rows) == sorted(labels.label_columns(["original", "authors3"]))
+        for name in ("original", "authors3"):
+            table = trajectory_labels(program, inputs, name)
+            for label in (labels.ALL_LABELS if name == "original" else labels.ALTERNATIVE_LABELS):
+                for offset in (*labels.OFFSETS, "final", *(("initial",) if name == "original" else ())):
+                    assert rows[label_column(label, offset, name)].tolist() == shift(table[label], offset).tolist()
 
 
 def test_labels_module_is_numpy_only():
@@ -463,8 +483,10 @@ def test_teacher_forced_rows_identical_across_checkpoints(tiny_model, tokenizer)
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    cache = {}  # the labels of a (program, spec) pair are computed once, then reused
     a, b = (traces.build_trace_dataset(m, tokenizer, rows, mode="teacher_forced", min_length=3, semantics=("original", "authors3"),
-                                       progress=False) for m in (tiny_model, other))
+                                       progress=False, label_cache=c) for m, c in ((tiny_model, None), (other, cache)))
+    assert len(cache) == len(set(a["example_id"]))
     assert len(a) == len(b) == sum(len(parse(r["program"]).body) for r in rows if len(parse(r["program"]).body) >= 3)
     vectors = {"state", "code_state"}
     assert a.select_columns([c for c in a.column_names if c not in vectors]).to_dict() == \

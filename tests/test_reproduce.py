@@ -46,6 +46,7 @@ def test_pipeline_writes_every_artifact(run_dir):
         assert set(e["intervention"]["generated"]) == {"current", "next1", "next2"}
         assert set(e["intervention"]["teacher_forced"]) == set(names)
         assert set(e["intervention"]["generated"]["current"]["accuracy"]) == {"original", *ALTERNATIVE_SEMANTICS}
+        assert isinstance(e["intervention"]["teacher_forced"]["prev1"]["uninformative"], bool)
         assert e["perplexity"]["perplexity"] > 1.0
         assert e["num_trace_rows"]["test"] > 0 and e["timings_seconds"]["total"] > 0
     # teacher forcing: the same rows at every checkpoint

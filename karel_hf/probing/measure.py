@@ -210,24 +210,41 @@ def intervention(
 
     `original` is the original semantics' score when already known (else it is fitted here).
     Returns {"accuracy": {"original": ..., <semantics>: ...}, "best_alternative",
-    "original_minus_best_alternative"}; `kwargs` go to `semantic_content` (budgets, seed, ...).
+    "original_minus_best_alternative", "determined_by_original" ({semantics: the best any function
+    of the original label does at predicting the alternative label on the scored rows}),
+    "num_rows", "uninformative"}. The comparison is `uninformative` when the best alternative's
+    labels are >= 95% a function of the original ones (e.g. programs that never turn under either
+    meaning: any probe that reads one reads the other) or fewer than 100 rows are scored.
+    `kwargs` go to `semantic_content` (budgets, seed, ...).
     """
-    kwargs = {**kwargs, "controls": False, "return_predictions": False}
+    kwargs = {**kwargs, "controls": False, "return_predictions": True}
     if original is None:
         original = semantic_content(train, test, offset, **kwargs)["semantic_content"]
     accuracy = {"original": float(original)}
+    determined = {}
     done = {}  # one fit per distinct map (swap and authors0 are the same map)
+    rows = np.zeros(0, dtype=np.int64)
     for name in semantics:
         key = tuple(sorted(get_semantics(name).mapping.items()))
         if key not in done:
-            done[key] = semantic_content(train, test, offset, semantics=name, **kwargs)["semantic_content"]
-        accuracy[name] = done[key]
+            result = semantic_content(train, test, offset, semantics=name, **kwargs)
+            rows = result["test_rows"]
+            labels = list(result["targets"])
+            table = load_traces(test, [label_column(l, offset) for l in labels])
+            original_labels = {l: np.asarray(table[label_column(l, offset)])[rows] for l in labels}
+            done[key] = (result["semantic_content"],
+                         best_future_classifier(original_labels, result["targets"]) if len(rows) else float("nan"))
+        accuracy[name], determined[name] = done[key]
     alternatives = {k: v for k, v in accuracy.items() if k != "original" and not np.isnan(v)}
     best = max(alternatives, key=alternatives.get) if alternatives else None
     return {
         "accuracy": accuracy,
         "best_alternative": best,
         "original_minus_best_alternative": float(original - alternatives[best]) if best else float("nan"),
+        "determined_by_original": determined,
+        "num_rows": int(len(rows)),
+        "uninformative": bool(best is None or len(rows) < UNINFORMATIVE_ROWS
+                              or determined[best] >= UNINFORMATIVE_BEST),
     }
 
 

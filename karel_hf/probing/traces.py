@@ -185,42 +185,56 @@ def trace_features(hidden_size: int, *, layers=(), semantics=tuple(SEMANTICS), o
     return datasets.Features(columns)
 
 
-def _example_rows(example_id, text, states, code_state, layer_states, inputs, outputs, semantics, offsets,
-                 num_prompt_pairs: int = NUM_SPEC_INPUTS) -> dict | None:
-    """Columns (lists) for one spec's program; None when it yields no rows."""
+def _program_columns(text, inputs, outputs, semantics, offsets, num_prompt_pairs) -> dict | None:
+    """The columns that depend on the program and the spec only (not on the model): n, actions,
+    correctness and every label column (int8); None when the program yields no rows."""
     try:
         program = parse(text)
     except ValueError:
         return None
-    if not program.is_straight_line:
+    if not program.is_straight_line or len(program.body) == 0:
         return None
-    n = len(program.body)
-    if n == 0:
+    spec_in, spec_out = inputs[:num_prompt_pairs], outputs[:num_prompt_pairs]
+    correct = _is_correct(program, spec_in, spec_out)
+    correct_all = correct and _is_correct(program, inputs[num_prompt_pairs:], outputs[num_prompt_pairs:])
+    labels = step_labels(program, inputs[:NUM_SPEC_INPUTS], outputs[:NUM_SPEC_INPUTS], semantics=semantics, offsets=offsets)
+    return {"n": len(program.body), "actions": program.actions(), "correct": correct, "correct_all": correct_all,
+            "label_names": tuple(labels), "labels": np.stack(list(labels.values())).astype(np.int8)}  # (columns, n)
+
+
+def _example_rows(example_id, text, states, code_state, layer_states, inputs, outputs, semantics, offsets,
+                 num_prompt_pairs: int = NUM_SPEC_INPUTS, cache: dict | None = None) -> dict | None:
+    """Columns (lists) for one spec's program; None when it yields no rows. `cache` maps
+    (program, spec, options) to `_program_columns`, so a sweep computes each one once."""
+    key = (text, np.asarray(inputs).tobytes(), np.asarray(outputs).tobytes(), semantics, offsets, num_prompt_pairs)
+    if cache is not None and key in cache:
+        fixed = cache[key]
+    else:
+        fixed = _program_columns(text, inputs, outputs, semantics, offsets, num_prompt_pairs)
+        if cache is not None:
+            cache[key] = fixed
+    if fixed is None:
         return None
+    n = fixed["n"]
     if states.shape[0] != n:
         logger.warning(
             "example %s: the program has %d actions but %d captured states; skipped", example_id, n, states.shape[0]
         )
         return None
-    spec_in, spec_out = inputs[:num_prompt_pairs], outputs[:num_prompt_pairs]
-    correct = _is_correct(program, spec_in, spec_out)
-    correct_all = correct and _is_correct(program, inputs[num_prompt_pairs:], outputs[num_prompt_pairs:])
     columns = {
         "example_id": [int(example_id)] * n,
         "step": list(range(1, n + 1)),
         "num_actions": [n] * n,
-        "action": program.actions(),
+        "action": fixed["actions"],
         "program": [text] * n,
-        "correct": [correct] * n,
-        "correct_all": [correct_all] * n,
+        "correct": [fixed["correct"]] * n,
+        "correct_all": [fixed["correct_all"]] * n,
         "state": np.asarray(states, dtype=np.float32),
         "code_state": np.repeat(np.asarray(code_state, dtype=np.float32)[None], n, axis=0),
     }
     for layer, per_example in layer_states.items():
         columns[f"layer_{layer}"] = np.asarray(per_example, dtype=np.float32)
-    labels = step_labels(program, inputs[:NUM_SPEC_INPUTS], outputs[:NUM_SPEC_INPUTS], semantics=semantics, offsets=offsets)
-    for name, values in labels.items():
-        columns[name] = values.astype(np.int8)
+    columns.update(zip(fixed["label_names"], fixed["labels"]))
     return columns
 
 
@@ -251,6 +265,7 @@ def build_trace_dataset(
     chunk_size: int = 512,
     progress: bool = True,
     num_prompt_pairs: int = NUM_SPEC_INPUTS,
+    label_cache: dict | None = None,
 ) -> datasets.Dataset:
     """One row per action of a program for each spec in `rows` (schema: the module docstring).
 
@@ -264,7 +279,9 @@ def build_trace_dataset(
     specification, the rest are held out; labels are read on the first 5 inputs, so rows need >= 5)
     and, teacher-forced, `program`. `layers` adds `layer_<i>` columns (hidden-state index,
     0 = embeddings, -1 = the last, named by its non-negative index). `fingerprint_extra` (any
-    JSON-serialisable value) is folded into the cache key, e.g. the checkpoint step.
+    JSON-serialisable value) is folded into the cache key, e.g. the checkpoint step. `label_cache`: a
+    dict kept across calls (the checkpoints of a sweep) so that the labels of a (program, spec) pair,
+    which do not depend on the model, are computed once (teacher-forced rows: once per sweep).
 
     Labels are stored raw at every offset; the row rule (`drop_last`) is applied when scoring
     (`karel_hf.probing.measure.semantic_content(..., drop_last=True)`, the default there).
@@ -346,7 +363,7 @@ def build_trace_dataset(
                 layer_states = {i: (out.layer_states or {})[i][j] for i in layers}
                 columns = _example_rows(
                     example_id, out.programs[j], out.action_states[j], out.code_states[j], layer_states,
-                    inputs[j], outputs[j], semantics, offsets, num_prompt_pairs,
+                    inputs[j], outputs[j], semantics, offsets, num_prompt_pairs, label_cache,
                 )
                 if columns is None:
                     skipped += 1
