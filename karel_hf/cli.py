@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import MISSING, fields
+
+from karel_hf.karel.corpus_config import CorpusConfig
+from karel_hf.presets import corpora, preset_names
+from karel_hf.utils import parse_overrides
 
 
 def _cmd_verify_corpus(args) -> int:
@@ -17,10 +22,7 @@ def _cmd_verify_corpus(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from dataclasses import fields
-
     from karel_hf.karel.corpus import export_jsonl
-    from karel_hf.karel.sampling import CorpusConfig
 
     try:
         config = CorpusConfig(**{f.name: getattr(args, f.name) for f in fields(CorpusConfig)})
@@ -33,10 +35,6 @@ def _cmd_generate(args) -> int:
 
 def _add_corpus_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per CorpusConfig field (same name, same default)."""
-    from dataclasses import MISSING, fields
-
-    from karel_hf.karel.sampling import CorpusConfig
-
     for f in fields(CorpusConfig):
         flag = f"--{f.name}"
         if f.default is MISSING:
@@ -50,28 +48,13 @@ def _add_corpus_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=type(f.default), default=f.default, help=f"default: {f.default}")
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
-    """`--set field=value` pairs; values are read as JSON when they parse, else as strings."""
-    import json
-
-    overrides = {}
-    for pair in pairs or []:
-        field, sep, value = pair.partition("=")
-        if not sep or not field:
-            raise SystemExit(f"karel-hf: --set expects FIELD=VALUE, got {pair!r}")
-        try:
-            overrides[field] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[field] = value
-    return overrides
-
-
 def _cmd_dataset_export(args) -> int:
     from karel_hf.data.export import export_dataset
 
     try:
+        overrides = parse_overrides(args.set, what="--set")
         out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir,
-                             **_parse_overrides(args.set))
+                             **overrides)
     except ValueError as err:
         raise SystemExit(f"karel-hf dataset export: {err}") from None
     print(f"wrote {out}")
@@ -143,7 +126,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dataset", help="the Karel corpus as a Hugging Face dataset")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
     p = dsub.add_parser("export", help="write Parquet per split, the tokenizer and a dataset card")
-    p.add_argument("--config", default="cpu", help="paper, paper_6to10, cpu, demo or tiny")
+    p.add_argument("--config", default="cpu",
+                   help=f"paper (the paper's v1 corpus) or the corpus a preset defines: {', '.join(corpora())}")
     p.add_argument("--output_dir", required=True, help="folder to write (several configs may share it)")
     p.add_argument("--num_proc", type=int, default=None, help="worker processes for generation")
     p.add_argument("--cache_dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
@@ -171,8 +155,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("train", add_help=False, prefix_chars="+",
-                       help="train a GPT-2 with transformers.Trainer: --preset tiny|cpu|small|paper plus flag "
-                       "overrides (karel-hf train --help lists them)")
+                       help=f"train a GPT-2 with transformers.Trainer: --preset {'|'.join(preset_names())} (or a "
+                       "preset file) plus flag overrides (karel-hf train --help lists them)")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_train)
 

@@ -40,15 +40,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from karel_hf.data.formatting import format_prompt
+from karel_hf.data.formatting import INDENT, PROGRAM_FOOTER, PROGRAM_HEADER, format_prompt
 from karel_hf.karel.program import ACTIONS, CONDITIONS
+from karel_hf.metrics.generation import compute_generation_accuracy
+from karel_hf.tokenizer import pieces
 
-PREAMBLE = ("def ", "run() ", "{\n")
-CLOSE_PROGRAM = "}"
+PREAMBLE = tuple(pieces(PROGRAM_HEADER))  # ("def ", "run() ", "{\n"), forced after "Code:\n"
+CLOSE_PROGRAM = PROGRAM_FOOTER
 OPEN_BLOCK = "{\n"
-INDENT = "  "
 
 
 @dataclass
@@ -330,8 +332,6 @@ def decode(
     prompt of a batch is padded, `generate` drops the all-ones mask and finished rows are then fed
     `<pad>`; their outputs are discarded, so it is harmless.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(prompts, str):
@@ -513,8 +513,6 @@ def evaluate_generation(
     `karel_hf.metrics.generation.compute_generation_accuracy` (keys: accuracy,
     accuracy_all_pairs, parse_rate, mean_generated_length, num_examples, accuracy_length_<n>).
     """
-    from karel_hf.metrics.generation import compute_generation_accuracy
-
     rows = list(rows)
     prompts = prompts_from_rows(rows, num_prompt_pairs)
     decoded = decode(model, tokenizer, prompts, batch_size=batch_size, max_new_actions=max_new_actions, extended=extended, progress=progress)

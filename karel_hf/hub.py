@@ -34,13 +34,16 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from karel_hf import model_card
+from karel_hf.utils import checkpoint_folders, weight_files
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "revisions.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 # What `from_pretrained` (model + tokenizer + generation config) reads; nothing of the training state.
-_WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")
 _CONFIG_FILES = ("config.json", "generation_config.json")
 _TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -178,19 +181,17 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     _check_repo_id(repo_id)
     if not re.fullmatch(r"[\w.-]*", revision_prefix):
         raise ValueError(f"--revision-prefix {revision_prefix!r}: use letters, digits, '.', '_' or '-' only")
-    if not _weight_files(train_dir):
+    if not weight_files(train_dir):
         raise ValueError(f"{train_dir} has no *.safetensors weights at top level: save the final model there "
                          "with `trainer.save_model()` (safe_serialization, the default)")
     top_tokenizer = [train_dir / n for n in _TOKENIZER_FILES if (train_dir / n).is_file()]
-    checkpoints = sorted(
-        ((int(m.group(1)), p) for p in train_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))),
-    )
+    checkpoints = checkpoint_folders(train_dir)
     max_step = _trainer_state(train_dir).get("global_step") or (checkpoints[-1][0] if checkpoints else None)
     main_card_text = _main_card(train_dir, repo_id, card_template)
     card_meta = _front_matter(main_card_text) or {}
     revisions: list[RevisionPlan] = []
     for step, ckpt in checkpoints:
-        weights = _weight_files(ckpt)
+        weights = weight_files(ckpt)
         if not weights:
             raise ValueError(f"{ckpt} has no *.safetensors weights: checkpoints must be saved with safetensors "
                              "(TrainingArguments(save_safetensors=True), the default)")
@@ -202,7 +203,8 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
         if (ckpt / "README.md").is_file():
             files.append(PlannedFile("README.md", source=ckpt / "README.md"))
         else:
-            card = _step_card(repo_id, branch, step, max_step, ckpt, card_meta)
+            card = model_card.render_step_card(repo_id, branch, step, max_step, card_meta,
+                                               _trainer_state(ckpt).get("log_history", []))
             files.append(PlannedFile("README.md", content=card.encode()))
         revisions.append(RevisionPlan(branch, sorted(files, key=lambda f: f.path_in_repo),
                                       f"Checkpoint at step {step}", step=step))
@@ -210,7 +212,7 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     published = [{"revision": r.revision, "step": r.step} for r in revisions]
     if published:
         main_card_text = _with_revision_section(main_card_text, repo_id, published)
-    files = [PlannedFile(p.name, source=p) for p in _weight_files(train_dir)]
+    files = [PlannedFile(p.name, source=p) for p in weight_files(train_dir)]
     names = (*_CONFIG_FILES, _RUN_CONFIG, *_TOKENIZER_FILES, *_RESULT_FILES)
     files += [PlannedFile(n, source=train_dir / n) for n in names if (train_dir / n).is_file()]
     files.append(PlannedFile("README.md", content=main_card_text.encode()))
@@ -323,7 +325,7 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
     this call created is deleted again when its commit fails; main (and so `revisions.json`) is committed
     only after every step branch, so a failed push never advertises a partial revision.
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi, get_token  # here, not at the top: importing hub loads no Hub client
 
     if plan.kind == "traces" and endpoint is not None:
         raise ValueError("traces are pushed by datasets' push_to_hub, which reads HF_ENDPOINT: set it instead")
@@ -380,7 +382,7 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
 
 def _commit_revision(api, plan: PushPlan, rev: RevisionPlan) -> str:
     """One commit that makes the branch hold exactly `rev.files`."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete  # as in execute_plan
 
     wanted = {f.path_in_repo for f in rev.files}
     present = api.list_repo_files(plan.repo_id, repo_type=plan.repo_type, revision=rev.revision)
@@ -393,7 +395,7 @@ def _commit_revision(api, plan: PushPlan, rev: RevisionPlan) -> str:
 
 
 def _push_traces(plan: PushPlan, token: str) -> str:
-    import datasets
+    import datasets  # here, not at the top: importing hub loads neither datasets nor huggingface_hub
 
     loaded = datasets.load_from_disk(str(plan.traces_source))
     kwargs = dict(config_name=plan.config_name, private=plan.private, token=token,
@@ -407,7 +409,7 @@ def _push_traces(plan: PushPlan, token: str) -> str:
 
 
 def _write_trace_shards(plan: PushPlan, root: Path) -> None:
-    import datasets
+    import datasets  # here, not at the top: importing hub loads neither datasets nor huggingface_hub
 
     loaded = datasets.load_from_disk(str(plan.traces_source))
     parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(str(loaded.split or "train"), loaded)]
@@ -426,48 +428,20 @@ def _write_trace_shards(plan: PushPlan, root: Path) -> None:
 def _main_card(train_dir: Path, repo_id: str, card_template: str | Path | None) -> str:
     """The trainer's README.md; else the model_card.md template when every `${name}` in it can be filled from
     the run's files; else a minimal card. Never a card with unfilled placeholders."""
-    from string import Template
-
     if (train_dir / "README.md").is_file():
         return (train_dir / "README.md").read_text(encoding="utf-8")
     context = _card_context(train_dir, repo_id)
-    template = Path(card_template) if card_template else _default_card_template()
+    template = Path(card_template) if card_template else model_card.default_template()
     if template is not None and template.is_file():
         try:
-            return Template(template.read_text(encoding="utf-8")).substitute(context)
-        except (KeyError, ValueError) as err:
+            return model_card.render_model_card(context, template.read_text(encoding="utf-8"))
+        except model_card.PlaceholderError as err:
             logger.warning("%s has no README.md and %s needs ${%s}, which the run's files do not record: "
-                           "publishing a minimal card", train_dir, template, err.args[0] if err.args else err)
-    return Template(_MINIMAL_CARD).substitute(context)
-
-
-_MINIMAL_CARD = """---
-library_name: transformers
-pipeline_tag: text-generation
-tags:
-- karel
-- program-synthesis
-- gpt2
----
-
-# ${model_name}
-
-A GPT-2 language model trained on Karel programs with `karel_hf` (${num_parameters} parameters;
-${n_layer} layers, hidden size ${n_embd}, ${n_head} heads, vocabulary ${vocab_size}, context ${n_positions}).
-Trained for ${global_step} steps.
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("${repo_id}")
-tokenizer = AutoTokenizer.from_pretrained("${repo_id}")
-```
-
-## Results
-
-| metric | value |
-|---|---|
-${results_table}
-"""
+                           "publishing a minimal card", train_dir, template, err.name)
+        except ValueError as err:  # a malformed placeholder
+            logger.warning("%s has no README.md and %s is not a valid template (%s): publishing a minimal card",
+                           train_dir, template, err)
+    return model_card.render_minimal_card(context)
 
 
 def _card_context(train_dir: Path, repo_id: str) -> dict:
@@ -477,36 +451,14 @@ def _card_context(train_dir: Path, repo_id: str) -> dict:
         for key, value in _read_json(train_dir / name).items():
             results.setdefault(key, value)
     state = _trainer_state(train_dir)
-    rows = [f"| {k} | {_fmt(v)} |" for k, v in sorted(results.items()) if isinstance(v, (int, float))]
+    rows = [f"| {k} | {model_card.format_value(v)} |" for k, v in sorted(results.items()) if isinstance(v, (int, float))]
     table = "\n".join(rows) or "| (no results recorded) | |"
     context = {k: config.get(k, "?") for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions")}
-    context.update({k: _fmt(v) for k, v in results.items() if isinstance(v, (int, float))})
+    context.update({k: model_card.format_value(v) for k, v in results.items() if isinstance(v, (int, float))})
     context.update(repo_id=repo_id, model_name=repo_id.split("/")[-1], results_table=table,
-                   num_parameters=f"{_count_parameters(_weight_files(train_dir)):,}",
+                   num_parameters=f"{_count_parameters(weight_files(train_dir)):,}",
                    global_step=state.get("global_step", "?"))
     return context
-
-
-def _step_card(repo_id: str, branch: str, step: int, max_step, ckpt: Path, meta: dict) -> str:
-    import yaml
-
-    meta = {k: v for k, v in meta.items() if k != "model-index"}  # the main card's results are the final model's
-    header = f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n" if meta else ""
-    logged = [e for e in _trainer_state(ckpt).get("log_history", []) if e.get("step", -1) <= step]
-    at = max((e["step"] for e in logged), default=None)
-    rows = {k: v for e in logged if e["step"] == at for k, v in e.items() if k != "step" and isinstance(v, (int, float))}
-    if rows:
-        table = (f"Logged at step {at} (trainer_state.json):\n\n| key | value |\n|---|---|\n"
-                 + "\n".join(f"| {k} | {_fmt(v)} |" for k, v in sorted(rows.items())))
-    else:
-        table = "Nothing was logged up to this step."
-    return (f"{header}# {repo_id.split('/')[-1]} at training step {step}\n\n"
-            f"Branch `{branch}` of [`{repo_id}`](../../tree/main) holds the model saved at step {step}"
-            f"{f' of {max_step}' if max_step is not None else ''}: weights, config, generation config and "
-            "tokenizer; no optimizer, scheduler or RNG state. The main branch's card reports the final model.\n\n"
-            f"```python\nfrom transformers import AutoModelForCausalLM\n"
-            f"model = AutoModelForCausalLM.from_pretrained(\"{repo_id}\", revision=\"{branch}\")\n```\n\n"
-            f"{table}\n")
 
 
 def _with_revision_section(card: str, repo_id: str, published: list[dict]) -> str:
@@ -517,14 +469,6 @@ def _with_revision_section(card: str, repo_id: str, published: list[dict]) -> st
             f"{len(published)} checkpoints are published as branches: {names} (listed in `{MANIFEST_NAME}`). "
             f"Load one with `AutoModelForCausalLM.from_pretrained(\"{repo_id}\", "
             f"revision=\"{published[-1]['revision']}\")`.\n")
-
-
-def _default_card_template() -> Path | None:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "model_card.md", here / "templates" / "model_card.md"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -551,13 +495,7 @@ def _walk(root: Path) -> list[Path]:
     return sorted(out)
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    return sorted({p for pattern in _WEIGHT_GLOBS for p in folder.glob(pattern) if p.is_file()})
-
-
 def _front_matter(text: str) -> dict | None:
-    import yaml
-
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, flags=re.S)
     if not match:
         return None
@@ -585,10 +523,10 @@ def _trainer_state(folder: Path) -> dict:
     return _read_json(folder / "trainer_state.json")
 
 
-def _count_parameters(weight_files: list[Path]) -> int:
+def _count_parameters(files: list[Path]) -> int:
     """Sum of tensor sizes from the safetensors headers (no tensor is read)."""
     total = 0
-    for path in weight_files:
+    for path in files:
         if path.suffix != ".safetensors":
             continue
         with open(path, "rb") as f:
@@ -613,10 +551,6 @@ def _saved_splits(saved_dir: Path) -> dict[str, int]:
 
 def _trace_num_shards(nbytes: int) -> int:
     return max(1, math.ceil(nbytes / _TRACE_SHARD_BYTES))
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _redact(text: str, token: str | None) -> str:

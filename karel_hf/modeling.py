@@ -1,22 +1,11 @@
-"""GPT-2 model presets for karel_hf: a stock `GPT2LMHeadModel` sized to the karel_hf tokenizer.
+"""The GPT-2 of karel_hf: a stock `GPT2LMHeadModel` shaped by a preset and sized to the tokenizer.
 
-A preset fixes the shape (layers, width, heads, context); the vocabulary size and the special token
-ids come from the tokenizer, so a checkpoint loads with `AutoModelForCausalLM` and generates with
-`pipeline("text-generation")` without any extra arguments. Attention is "eager": on the CPUs this
-project runs on it beat "sdpa" by 12-19% at these sizes (docs/cpu_notes.md).
-
-| preset | layers x width (heads) | context | parameters (300-word vocabulary) | use |
-|---|---|---|---|---|
-| tiny  | 2 x 64 (2)     | 512  | 0.15M | tests, seconds |
-| demo  | 4 x 128 (4)    | 512  | 0.9M  | the README's demo reproduction (minutes) |
-| cpu   | 4 x 128 (4)    | 512  | 0.9M  | the CPU reproduction (2 cores, about an hour) |
-| small | 8 x 512 (8)    | 1024 | 25.9M | a bigger CPU run or one small GPU |
-| paper | 20 x 1024 (16) | 2048 | 254.3M | the paper's model (GPU) |
-
-`paper` has the transformer body of CodeGen-350M, the paper's model: 20 blocks of width 1024 with
-16 heads and a 4x MLP (251.8M parameters in the blocks). CodeGen's "350M" also counts a
-51,200-token embedding and an untied LM head (~105M); with a 300-word vocabulary (tied, as GPT-2
-does) those shrink to ~2.4M, the position table included.
+A preset's `model` section (karel_hf/presets/<name>.yaml, one file per preset, read into
+`MODEL_PRESETS`) fixes the shape: layers, width, heads, context. The vocabulary size and the special
+token ids come from the tokenizer, so a checkpoint loads with `AutoModelForCausalLM` and generates
+with `pipeline("text-generation")` without any extra arguments. Attention is "eager": on the CPUs
+this project runs on it beat "sdpa" by 12-19% at these sizes (docs/cpu_notes.md). The `paper`
+preset has the transformer body of CodeGen-350M, the paper's model (251.8M parameters in the blocks).
 
 Dropout is 0 in every preset, as in CodeGen-350M's config: the runs see each sample about once.
 
@@ -25,12 +14,19 @@ sine/cosine table scaled to `SINUSOIDAL_POSITION_SCALE` instead of N(0, 0.02). T
 checkpoint stay a stock GPT-2 (the table is still learned); only its starting point changes, and
 with it attention by relative offset ("the same cell one grid earlier") is available from step 0.
 On this project's CPU runs it is what lets a small model leave the babbling phase within minutes
-(see karel_hf/presets/cpu.json for the measurements).
+(see karel_hf/presets/cpu.yaml for the measurements).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from karel_hf.presets import MODEL_SHAPE, PresetError, load_preset, preset_names
+from karel_hf.utils import apply_config_overrides
 
 EAGER = "eager"
 POSITION_INITS = ("normal", "sinusoidal")
@@ -40,19 +36,33 @@ SINUSOIDAL_POSITION_SCALE = 0.03
 
 @dataclass(frozen=True)
 class ModelPreset:
+    """The GPT-2 shape of a preset (its `model` section)."""
+
     n_layer: int
     n_embd: int
     n_head: int
     n_positions: int
-    description: str
+
+    @classmethod
+    def of(cls, preset: str) -> ModelPreset:
+        """The shape of a preset of karel_hf/presets, or of a preset file with a model section."""
+        if preset in MODEL_PRESETS:
+            return MODEL_PRESETS[preset]
+        expected = f"expected one of {', '.join(MODEL_PRESETS)} or a preset file with a model section"
+        if not Path(preset).is_file():
+            raise ValueError(f"unknown model preset {preset!r}; {expected}")
+        try:
+            model = load_preset(preset).model
+        except PresetError as err:
+            raise ValueError(f"model preset {preset!r}: {err}") from None
+        if not model:
+            raise ValueError(f"model preset {preset!r} has no model section; {expected}")
+        return cls(**{k: model[k] for k in MODEL_SHAPE})
 
 
+# Every preset's shape, smallest run first (karel_hf.presets.preset_names).
 MODEL_PRESETS: dict[str, ModelPreset] = {
-    "tiny": ModelPreset(2, 64, 2, 512, "tests: a few dozen steps in seconds"),
-    "demo": ModelPreset(4, 128, 4, 512, "the README's demo reproduction: minutes on 2 CPU cores"),
-    "cpu": ModelPreset(4, 128, 4, 512, "the CPU reproduction: the demo's shape, trained longer (presets/cpu.json)"),
-    "small": ModelPreset(8, 512, 8, 1024, "a bigger CPU run or one small GPU"),
-    "paper": ModelPreset(20, 1024, 16, 2048, "the paper's size: CodeGen-350M's 20 x 1024 body (GPU)"),
+    name: ModelPreset(**{k: load_preset(name).model[k] for k in MODEL_SHAPE}) for name in preset_names()
 }
 
 
@@ -68,16 +78,15 @@ def _special_ids(tokenizer) -> dict:
     return ids
 
 
-def model_config(preset: str, tokenizer, **overrides):
-    """The `GPT2Config` of a preset, with vocab size and bos/eos/pad ids from `tokenizer`.
+def model_config(preset: str, tokenizer, *, config_overrides: str | None = None, **overrides):
+    """The `GPT2Config` of a preset (a name or a preset file), with vocab size and bos/eos/pad ids from
+    `tokenizer`.
 
     `overrides` are GPT2Config fields (e.g. `n_layer=6`, `resid_pdrop=0.0`); unknown names raise.
+    `config_overrides` is the same as a string (`"n_layer=6,resid_pdrop=0.0"`), applied last with
+    transformers' own `PretrainedConfig.update_from_string` (karel_hf.utils.apply_config_overrides).
     """
-    from transformers import GPT2Config
-
-    if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; expected one of {', '.join(MODEL_PRESETS)}")
-    shape = MODEL_PRESETS[preset]
+    shape = ModelPreset.of(preset)
     known = set(GPT2Config().to_dict())
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -94,39 +103,15 @@ def model_config(preset: str, tokenizer, **overrides):
         **_special_ids(tokenizer),
         **overrides,
     }
-    if values["n_embd"] % values["n_head"]:
-        raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
-    config = GPT2Config(**values)
+    config = apply_config_overrides(GPT2Config(**values), config_overrides)
+    if config.n_embd % config.n_head:
+        raise ValueError(f"n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})")
     config._attn_implementation = EAGER
     return config
 
 
-def parse_config_overrides(text: str | None) -> dict:
-    """`"n_layer=6,resid_pdrop=0.0"` -> `{"n_layer": 6, "resid_pdrop": 0.0}` (as run_clm.py's flag)."""
-    if not text:
-        return {}
-    result = {}
-    for item in text.split(","):
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"config_overrides: expected key=value pairs separated by commas, got {item!r}")
-        raw = raw.strip()
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
-        result[key.strip()] = value
-    return result
-
-
 def sinusoidal_table(num_positions: int, dim: int, scale: float = SINUSOIDAL_POSITION_SCALE):
     """(num_positions, dim) float32 tensor: sin/cos of position / 10000^(2i/dim), times `scale`."""
-    import torch
-
     position = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
     frequency = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (ceil(D/2),)
     angle = position * frequency  # (P, ceil(D/2))
@@ -136,7 +121,8 @@ def sinusoidal_table(num_positions: int, dim: int, scale: float = SINUSOIDAL_POS
     return table * scale
 
 
-def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", **overrides):
+def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", config_overrides: str | None = None,
+                **overrides):
     """A freshly initialised `GPT2LMHeadModel` (call `transformers.set_seed` first for reproducibility).
 
     `position_init`: "normal" (GPT-2's N(0, 0.02)) or "sinusoidal" (see the module docstring).
@@ -144,10 +130,8 @@ def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", *
     The generation config carries the tokenizer's bos/eos/pad ids, so `generate` and
     `pipeline("text-generation")` stop at `</s>` and pad with `<pad>` without extra arguments.
     """
-    from transformers import GPT2LMHeadModel
-
     if isinstance(preset_or_config, str):
-        config = model_config(preset_or_config, tokenizer, **overrides)
+        config = model_config(preset_or_config, tokenizer, config_overrides=config_overrides, **overrides)
     else:
         config = preset_or_config
         config._attn_implementation = EAGER
@@ -155,8 +139,6 @@ def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", *
         raise ValueError(f"position_init: unknown value {position_init!r}; expected one of {', '.join(POSITION_INITS)}")
     model = GPT2LMHeadModel(config)
     if position_init == "sinusoidal":
-        import torch
-
         with torch.no_grad():
             model.transformer.wpe.weight.copy_(sinusoidal_table(*model.transformer.wpe.weight.shape))
     set_generation_ids(model, tokenizer)

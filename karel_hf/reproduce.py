@@ -39,14 +39,26 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
+from transformers import HfArgumentParser
 
+from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.probing.labels import OFFSET_NAMES  # -2..+2: prev2, prev1, current, next1, next2
+from karel_hf.training import load_raw_datasets, parse_train_args, run_training
+from karel_hf.utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    latest_checkpoint,
+    library_versions,
+    model_checkpoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +82,8 @@ PAPER = {
 
 @dataclass(frozen=True)
 class ReproducePreset:
-    """What one reproduction runs: a training preset plus the sweep's sizes.
+    """What one reproduction runs: a training preset plus the sweep's sizes (a preset's `reproduce`
+    section, karel_hf/presets/<name>.yaml, gives the values).
 
     Test specs come from the test split, then from the validation split when the preset asks for
     more than the test split holds (their ids shifted by `VALIDATION_ID_OFFSET`).
@@ -90,30 +103,26 @@ class ReproducePreset:
     description: str = ""
 
 
-PRESETS = {
-    "tiny": ReproducePreset(
-        "tiny", ("--max_steps", "20", "--save_steps", "10", "--generation_eval_steps", "0",
-                 "--eval_strategy", "no", "--logging_steps", "10"),
-        test_specs=24, probe_train_specs=40, max_train_rows=150, max_test_rows=60, num_bootstrap=200,
-        perplexity_programs=16, batch_size=32,
-        description="tests: the whole pipeline in about a minute (numbers mean nothing)",
-    ),
-    "demo": ReproducePreset(
-        "demo", test_specs=512, probe_train_specs=1000, max_train_rows=600, max_test_rows=300,
-        perplexity_programs=64, batch_size=100,
-        description="the README's main job: about 15 minutes on 2 CPU cores",
-    ),
-    "cpu": ReproducePreset(
-        "cpu", test_specs=1000, probe_train_specs=3000, max_train_rows=2000, max_test_rows=500,
-        perplexity_programs=256, batch_size=100,
-        description="the CPU reproduction: about an hour on 2 cores (the cpu corpus holds 512 test + validation specs)",
-    ),
-    "paper": ReproducePreset(
-        "paper", test_specs=10_000, probe_train_specs=10_000, max_train_rows=50_000, max_test_rows=20_000,
-        perplexity_programs=2_000, batch_size=256,
-        description="the paper's scale (GPUs); launch training with accelerate, see the README",
-    ),
-}
+def reproduce_preset_names() -> tuple[str, ...]:
+    """The presets of karel_hf/presets that have a `reproduce` section, smallest run first."""
+    return tuple(name for name in preset_names() if load_preset(name).reproduce is not None)
+
+
+def reproduce_preset(preset: str) -> ReproducePreset:
+    """The `reproduce` section of a preset (a name or a preset file) as a `ReproducePreset`."""
+    try:
+        loaded = load_preset(preset)
+    except PresetError as err:
+        raise ValueError(f"preset: {err}") from None
+    if loaded.reproduce is None:
+        raise ValueError(f"preset: {preset!r} has no reproduce section; expected one of "
+                         f"{', '.join(reproduce_preset_names())} or a preset file with a reproduce section")
+    values = dict(loaded.reproduce)
+    values["train_overrides"] = tuple(str(v) for v in values.get("train_overrides", ()))
+    try:
+        return ReproducePreset(train_preset=loaded.name, **values)
+    except TypeError as err:  # a key ReproducePreset does not have
+        raise ValueError(f"preset {loaded.path}: reproduce section: {err}") from None
 
 
 @dataclass
@@ -121,7 +130,9 @@ class ReproduceArguments:
     """`karel-hf reproduce` arguments (parsed with HfArgumentParser)."""
 
     output_dir: str = field(metadata={"help": "Folder for every output; a rerun skips finished stages."})
-    preset: str = field(default="demo", metadata={"help": f"One of {', '.join(PRESETS)}."})
+    preset: str = field(default="demo", metadata={
+        "help": f"One of {', '.join(reproduce_preset_names())} (karel_hf/presets/NAME.yaml) or a preset file "
+        "with a reproduce section."})
     stages: str = field(default=",".join(STAGES), metadata={"help": f"Comma-separated subset of {', '.join(STAGES)}."})
     test_specs: int | None = field(default=None, metadata={"help": "Override the preset's test specs per checkpoint."})
     probe_train_specs: int | None = field(default=None, metadata={"help": "Override the preset's probe training specs."})
@@ -132,8 +143,7 @@ class ReproduceArguments:
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset: unknown value {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        reproduce_preset(self.preset)  # raises, naming the presets there are, for an unknown one
         unknown = [s for s in self.stage_list() if s not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
@@ -148,19 +158,12 @@ class ReproduceArguments:
         return [s.strip() for s in self.stages.split(",") if s.strip()]
 
     def resolved(self) -> ReproducePreset:
-        base = PRESETS[self.preset]
+        base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size",
                                                  "max_train_rows", "max_test_rows") if getattr(self, k) is not None}
         if self.train_args.strip():
             changes["train_overrides"] = base.train_overrides + tuple(self.train_args.split())
         return ReproducePreset(**{**asdict(base), **changes})
-
-
-def _atomic_write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _json_default(value):
@@ -186,13 +189,11 @@ class _Timer:
             return fn(*args)
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
-            _atomic_write_json(self.path, self.times)
+            atomic_write_json(self.path, self.times, default=_json_default)
 
 
 # ----------------------------------------------------------------------------------------- train
 def train_stage(out: Path, preset: ReproducePreset) -> Path:
-    from karel_hf.training import latest_checkpoint, parse_train_args, run_training
-
     model_dir = out / "model"
     if (model_dir / "train_results.json").is_file():
         logger.info("train: %s is finished, skipping", model_dir)
@@ -205,25 +206,12 @@ def train_stage(out: Path, preset: ReproducePreset) -> Path:
     return model_dir
 
 
-def checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in model_dir.glob("checkpoint-*"):
-        suffix = path.name.split("-", 1)[1]
-        if suffix.isdigit() and (path / "config.json").is_file():
-            found.append((int(suffix), path))
-    return sorted(found)
-
-
 # -------------------------------------------------------------------------------------- evaluate
 def _data_rows(model_dir: Path, preset: ReproducePreset):
     """(test rows, probe-training rows, training texts for perplexity), as the run's config says.
 
     Test rows: the first `test_specs` of the test split, then of the validation split (ids shifted
     by `VALIDATION_ID_OFFSET`) when the test split is smaller."""
-    import datasets
-
-    from karel_hf.training import load_raw_datasets, parse_train_args
-
     argv = ["--preset", preset.train_preset, "--output_dir", str(model_dir), *preset.train_overrides]
     _, data_args, _, _ = parse_train_args(argv)
     raw = load_raw_datasets(data_args)
@@ -376,15 +364,15 @@ def compute_correctness(predictions, rows, num_spec_pairs: int = 5) -> list[bool
 def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[Path]:
     from tqdm.auto import tqdm
 
-    found = checkpoints(model_dir)
+    found = model_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
     todo = [(s, p) for s, p in found if not (out / "evaluations" / f"step-{s}.json").is_file()]
     data = _data_rows(model_dir, preset) if todo else None
     label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
     for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-        _atomic_write_json(out / "evaluations" / f"step-{step}.json",
-                           evaluate_checkpoint(step, path, data, out, preset, label_cache))
+        atomic_write_json(out / "evaluations" / f"step-{step}.json",
+                          evaluate_checkpoint(step, path, data, out, preset, label_cache), default=_json_default)
     return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
 
 
@@ -474,23 +462,10 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
         },
         "paper": PAPER,
         "timings_seconds": timings,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
-    _atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results, default=_json_default)
     return results
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    names = ("karel_hf", "torch", "transformers", "datasets", "accelerate", "evaluate", "scikit-learn", "scipy")
-    out = {}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ------------------------------------------------------------------------------------------ plot
@@ -532,11 +507,10 @@ def plot_results(out: Path) -> list[Path]:
 
     def save(fig, name):
         path = figures / name
-        tmp = path.with_name(f".{path.stem}.tmp.png")
         fig.tight_layout()
-        fig.savefig(tmp, dpi=120)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
 
     def gain_curve(ax, family, name, color, label):
@@ -806,11 +780,7 @@ def render_report(out: Path) -> Path:
     lines += [f"- {stage}: {seconds:.0f} s" for stage, seconds in results["timings_seconds"].items()]
     lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in sorted((out / "figures").glob("*.png"))]
-    path = out / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -820,8 +790,9 @@ def reproduce(args: ReproduceArguments) -> Path:
     preset = args.resolved()
     stages = args.stage_list()
     timer = _Timer(out / "timings.json")
-    _atomic_write_json(out / "reproduce_config.json", {"preset": args.preset, "resolved": asdict(preset),
-                                                       "stages": stages, "versions": _versions()})
+    atomic_write_json(out / "reproduce_config.json", {"preset": args.preset, "resolved": asdict(preset),
+                                                      "stages": stages, "versions": library_versions()},
+                      default=_json_default)
     model_dir = out / "model"
     if "train" in stages:
         timer.run("train", train_stage, out, preset)
@@ -837,10 +808,6 @@ def reproduce(args: ReproduceArguments) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from transformers import HfArgumentParser
-
     parser = HfArgumentParser(ReproduceArguments, prog="karel-hf reproduce")
     try:
         (args,) = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)

@@ -18,11 +18,22 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from karel_hf.data.formatting import format_prompt, format_program
+from karel_hf.data.formatting import (
+    CODE_HEADER,
+    EXAMPLES_HEADER,
+    PROGRAM_FOOTER,
+    PROGRAM_HEADER,
+    format_program,
+    format_prompt,
+    input_header,
+    output_header,
+)
 from karel_hf.karel.program import ACTIONS, CONDITIONS, Action, Condition, If, Program, Repeat, While
 from karel_hf.karel.world import CELL_WORDS
 
@@ -60,7 +71,7 @@ def vocabulary() -> tuple[str, ...]:
     grid = np.array([[code] * 6 for code in range(len(CELL_WORDS))], dtype=np.int8)
     prompt = format_prompt([grid] * MAX_PAIRS, [grid] * MAX_PAIRS)
     texts = [prompt] + [format_program(p, "lines") for d in range(MAX_DEPTH + 1) for p in _statement_forms(d)]
-    texts.append("def run() {\n}")  # an empty program
+    texts.append(PROGRAM_HEADER + PROGRAM_FOOTER)  # an empty program
     for text in texts:
         for piece in pieces(text):
             found.setdefault(piece, None)
@@ -69,8 +80,6 @@ def vocabulary() -> tuple[str, ...]:
 
 def build_tokenizer():
     """The karel_hf tokenizer as a `PreTrainedTokenizerFast` (save it with `save_pretrained`)."""
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {token: i for i, token in enumerate(vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
@@ -92,10 +101,6 @@ def build_tokenizer():
 
 def load_tokenizer(path):
     """Load a saved karel_hf tokenizer with `AutoTokenizer`, with a clear error for a bad path."""
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
     path = Path(path)
     if not (path / "tokenizer.json").is_file():
         raise ValueError(
@@ -109,7 +114,8 @@ class FastEncoder:
     """Token ids straight from view-code arrays, bypassing text: one lookup per cell.
 
     Gives exactly `tokenizer(format_prompt(inputs, outputs))["input_ids"]` (a test checks it) at
-    NumPy speed, for tokenising whole corpora. Built from a tokenizer, so ids always agree with it.
+    NumPy speed, for tokenising whole corpora. Built from a tokenizer, so ids always agree with it;
+    the headers come from karel_hf.data.formatting, each grid row ends with a newline.
     """
 
     def __init__(self, tokenizer):
@@ -123,6 +129,10 @@ class FastEncoder:
     def _word(self, piece: str) -> int:
         return self.vocab.get(piece, self.unk)
 
+    def _column(self, n: int, text: str):
+        """(n, pieces) int ids of a fixed text (a header of karel_hf.data.formatting), one row per sample."""
+        return np.tile(np.array([self._word(p) for p in pieces(text)], dtype=np.int64), (n, 1))
+
     def encode_prompts(self, inputs, outputs):
         """(n, pairs, rows, cols) view codes -> (n, prompt_len) int32 ids, `<s>` first."""
         inputs, outputs = np.asarray(inputs), np.asarray(outputs)
@@ -133,11 +143,11 @@ class FastEncoder:
         def grid_ids(codes):  # (n, rows, cols) -> (n, rows*cols)
             return table[np.arange(cols)[None, None, :], codes.astype(np.intp)].reshape(n, rows * cols)
 
-        parts = [np.full((n, 1), self.bos), np.full((n, 1), self._word("Examples:\n")), np.full((n, 1), self._word("\n"))]
+        parts = [np.full((n, 1), self.bos), self._column(n, EXAMPLES_HEADER)]
         for p in range(pairs):
-            parts += [np.full((n, 1), self._word(f"Input{p}\n")), grid_ids(inputs[:, p])]
-            parts += [np.full((n, 1), self._word(f"Output{p}\n")), grid_ids(outputs[:, p])]
-        parts += [np.full((n, 1), self._word("\n")), np.full((n, 1), self._word("Code:\n"))]
+            parts += [self._column(n, input_header(p)), grid_ids(inputs[:, p])]
+            parts += [self._column(n, output_header(p)), grid_ids(outputs[:, p])]
+        parts.append(self._column(n, CODE_HEADER))
         return np.concatenate(parts, axis=1).astype(np.int32)
 
     def encode_program(self, program_text: str) -> list[int]:

@@ -171,3 +171,10 @@ def test_dataset_cli_reports_bad_override(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode != 0 and "test_size" in out.stderr
+
+
+def test_format_sample_writes_the_builder_text_from_the_generator_program(tiny_dataset):
+    for row in tiny_dataset["test"].select(range(10)):
+        assert format_sample(np.array(row["inputs"][:5]), np.array(row["outputs"][:5]), row["program"]) == row["text"]
+    with pytest.raises(ValueError, match="lines layout"):
+        format_sample(np.array(row["inputs"][:5]), np.array(row["outputs"][:5]), "def run() { move() }")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hub_emulator import HubEmulator
-from karel_hf import hub
+from karel_hf import hub, model_card
 
 FAKE_TOKEN = "hf_emulatorFAKEtoken0123456789abcdefXYZ"
 NS = "karel-test"
@@ -247,7 +247,7 @@ def test_importing_hub_touches_no_hub_client():
 
 
 def test_model_dry_run_tree(train_dir, workdir, monkeypatch):
-    monkeypatch.setattr(hub, "_default_card_template", lambda: None)  # the minimal card, whatever templates exist
+    monkeypatch.setattr(model_card, "default_template", lambda: None)  # the minimal card, whatever templates exist
     plan = hub.plan_model_push(train_dir, f"{NS}/karel-gpt2")
     out = hub.write_dry_run(plan, workdir / "dry-model")
 

@@ -9,10 +9,10 @@ from karel_hf.modeling import (
     build_model,
     count_parameters,
     model_config,
-    parse_config_overrides,
     sinusoidal_table,
 )
 from karel_hf.tokenizer import build_tokenizer
+from karel_hf.utils import parse_overrides as parse_config_overrides
 
 torch.set_num_threads(1)
 

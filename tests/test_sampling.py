@@ -11,18 +11,20 @@ import pytest
 from scipy.stats import chisquare
 
 from karel_hf.karel import ACTIONS, Program, World, execute, format_program, parse
+from karel_hf.karel.batched import WorldBatch, run_straight_line, view_codes
+from karel_hf.karel.program import format_lines_batch
 from karel_hf.karel.sampling import (
     EXTENDED_STEP_BUDGET,
     CorpusConfig,
     ProgramBatch,
     _sample_actions,
-    _sample_worlds,
     generate,
     iter_batches,
     program_lengths,
     to_worlds,
 )
 from karel_hf.karel.world import MARKER_CODE_OFFSET, MAX_VISIBLE_MARKERS, ROBOT_CODE_OFFSET, WALL_CODE
+from karel_hf.karel.world_sampling import sample_worlds as _sample_worlds
 
 ARRAYS = ("index", "lengths", "actions", "inputs", "outputs", "trace_x", "trace_y", "trace_dir", "trace_len")
 
@@ -241,6 +243,56 @@ def test_extended_programs_match_interpreter():
     assert any(not parse(p).is_straight_line for p in batch.programs)
     assert batch.outputs.max() <= MARKER_CODE_OFFSET + MAX_VISIBLE_MARKERS - 1
     check_against_interpreter(batch, config, range(120))
+
+
+# --------------------------------------------------------- the batched twins, checked directly
+def test_batched_engine_equals_the_interpreter_on_random_programs_and_worlds():
+    """run_straight_line against execute, on worlds the generator never makes: dense walls, marker
+    piles, programs of every length with -1 padding, robots against the border."""
+    rng = np.random.default_rng(0)
+    for height, width, P, n, T in ((5, 5, 3, 200, 12), (8, 6, 2, 150, 25), (4, 9, 4, 100, 8)):
+        c = (height - 2) * (width - 2)
+        walls = rng.random((n * P, c)) < 0.35
+        robot = rng.integers(0, c, n * P)
+        walls[np.arange(n * P), robot] = False
+        markers = np.where(walls, 0, rng.integers(0, 4, (n * P, c)))
+        worlds = WorldBatch(walls, markers, robot, rng.integers(0, 4, n * P).astype(np.int8))
+        lengths = rng.integers(0, T + 1, n)
+        actions = rng.integers(0, len(ACTIONS), (n, T)).astype(np.int8)
+        actions[np.arange(T)[None, :] >= lengths[:, None]] = -1
+        final_markers, final_robot, final_direction, trace_pos, trace_dir = run_straight_line(
+            worlds, actions, num_pairs=P, height=height, width=width)
+        for i in range(n):
+            program = Program.from_actions(ACTIONS[a] for a in actions[i, : lengths[i]])
+            for pair in range(P):
+                j = i * P + pair
+                start = worlds.world(j, height, width)
+                result = execute(program, start, trace=True)
+                end = WorldBatch(walls[j : j + 1], final_markers[j : j + 1], final_robot[j : j + 1],
+                                 final_direction[j : j + 1]).world(0, height, width)
+                assert end == result.world, (height, width, i, pair)
+                states = [start, *result.states]
+                cells = [(s.y - 1) * (width - 2) + s.x - 1 for s in states]
+                assert trace_pos[i, pair, : len(states)].tolist() == cells
+                assert trace_dir[i, pair, : len(states)].tolist() == [s.direction for s in states]
+                assert (trace_pos[i, pair, len(states):] == cells[-1]).all()  # ended programs stay put
+        codes = view_codes(walls, np.minimum(final_markers, MAX_VISIBLE_MARKERS), final_robot, final_direction)
+        some = rng.integers(0, n * P, 20)
+        for j in some:
+            world = WorldBatch(walls, np.minimum(final_markers, MAX_VISIBLE_MARKERS), final_robot,
+                               final_direction).world(int(j), height, width)
+            assert np.array_equal(codes[j].reshape(height - 2, width - 2), world.view_codes())
+
+
+def test_batched_printer_equals_the_lines_printer():
+    rng = np.random.default_rng(1)
+    actions = rng.integers(0, len(ACTIONS), (500, 15)).astype(np.int8)
+    lengths = rng.integers(0, 16, 500)
+    actions[np.arange(15)[None, :] >= lengths[:, None]] = -1
+    texts = format_lines_batch(actions)
+    assert len(texts) == 500 and format_lines_batch(np.zeros((0, 3), np.int8)) == []
+    for text, row, length in zip(texts, actions, lengths):
+        assert text == format_program(Program.from_actions(ACTIONS[a] for a in row[:length]), "lines")
 
 
 def test_to_worlds():

@@ -8,8 +8,10 @@ directly; `load_karel(config)` wraps instantiate / `download_and_prepare` / `as_
     >>> ds[0]["text"].splitlines()[0]                # doctest: +SKIP
     'Examples:'
 
-Every example depends only on (config, split, example index): the generator is seeded per
-example, so the data is the same whatever `num_proc` or batch size. Generation streams in batches
+The configs (`BUILDER_CONFIGS`) are the paper's v1 corpus `paper` (the `KarelConfig` defaults) and
+the corpus each preset defines in its `dataset` section (karel_hf/presets/<name>.yaml). Every
+example depends only on (config, split, example index): the generator is seeded per example, so the
+data is the same whatever `num_proc` or batch size. Generation streams in batches
 through Arrow, so even the 1M `paper` config is never held in memory.
 """
 
@@ -21,10 +23,12 @@ from dataclasses import asdict, dataclass, fields
 
 import datasets
 
-from karel_hf import CITATION
-from karel_hf.karel.sampling import CorpusConfig, iter_batches
+from karel_hf import CITATION, __version__
+from karel_hf.karel.corpus_config import CorpusConfig
+from karel_hf.karel.sampling import iter_batches
+from karel_hf.presets import corpora
 
-from .formatting import format_prompt
+from .formatting import format_sample
 
 _DESCRIPTION = """\
 Random Karel programs, each with 10 random input worlds and the outputs of running the program on
@@ -112,40 +116,17 @@ class KarelConfig(datasets.BuilderConfig):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# The scaled-down task of the `cpu` and `demo` configs (they differ only in training programs), chosen
-# so that a small model leaves the babbling phase on a CPU: see karel_hf/presets/cpu.json.
-_SMALL_TASK = dict(validation_size=256, test_size=256, min_length=1, max_length=3, height=6, width=6, num_prompt_pairs=1)
+def _preset_corpus(name: str, fields: dict) -> KarelConfig:
+    try:
+        return KarelConfig(name=name, **fields)
+    except TypeError as err:  # a field KarelConfig does not have
+        raise ValueError(f"karel_hf/presets: the dataset section of corpus {name!r}: {err}") from None
 
+
+# The paper's v1 corpus (the KarelConfig defaults), then each corpus a preset defines (karel_hf/presets).
 BUILDER_CONFIGS = [
     KarelConfig(name="paper", description="The paper's corpus: 1M/10k/10k programs, lengths 1..10."),
-    KarelConfig(
-        name="paper_6to10",
-        train_size=500_000,
-        train_min_length=6,
-        description="The ICML run: training programs of lengths 6..10 only (500k); validation/test keep 1..10.",
-    ),
-    KarelConfig(
-        name="cpu",
-        train_size=300_000,
-        **_SMALL_TASK,
-        description=(
-            "The CPU reproduction: the paper's text format on 6x6 worlds (4x4 interior shown), one "
-            "input/output pair in the prompt (9 held out), programs of 1..3 actions; under 50 tokens a sample."
-        ),
-    ),
-    KarelConfig(
-        name="demo",
-        train_size=60_000,
-        **_SMALL_TASK,
-        description="The README's main job (minutes on a laptop CPU): the cpu corpus with fewer training programs.",
-    ),
-    KarelConfig(
-        name="tiny",
-        train_size=512,
-        validation_size=64,
-        test_size=64,
-        description="Tests: the paper's worlds and text format, a few hundred programs.",
-    ),
+    *(_preset_corpus(name, fields) for name, fields in corpora().items()),
 ]
 CONFIG_NAMES = tuple(c.name for c in BUILDER_CONFIGS)
 
@@ -213,7 +194,7 @@ def example_from_batch(batch, j: int, num_prompt_pairs: int) -> dict:
     ends = batch.trace_len[j].astype(int) + 1
     return {
         "id": int(batch.index[j]),
-        "text": format_prompt(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs]) + batch.programs[j],
+        "text": format_sample(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs], batch.programs[j]),
         "program": batch.programs[j],
         "length": int(batch.lengths[j]),
         "inputs": inputs,
@@ -243,8 +224,6 @@ def load_karel(config: str = "cpu", split: str | None = None, *, cache_dir: str 
     The cache is keyed by the package version and the config's fingerprint, so a change of any
     field (or of karel_hf) regenerates instead of returning stale data.
     """
-    from karel_hf import __version__
-
     resolved = get_config(config, **overrides)
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

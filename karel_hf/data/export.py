@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import string
 from pathlib import Path
 
 import yaml
+
+from karel_hf import __version__
+from karel_hf.tokenizer import build_tokenizer, load_tokenizer
+from karel_hf.utils import atomic_path, atomic_write_text
 
 from .builder import SPLITS, _CITATION, _LICENSE, get_config, load_karel
 
 ROWS_PER_SHARD = 100_000
 # The top-level dataset_card.md; karel_hf/templates/ links to it so wheels carry a copy.
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "dataset_card.md"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _size_category(n: int) -> str:
@@ -55,8 +52,6 @@ def _read_front_matter(readme: Path) -> dict:
 def export_dataset(config: str, output_dir, *, num_proc: int | None = None, cache_dir: str | None = None,
                    rows_per_shard: int = ROWS_PER_SHARD, **overrides) -> Path:
     """Generate `config` (with field overrides) and write it to `output_dir` in the Hub layout."""
-    from karel_hf.tokenizer import build_tokenizer
-
     resolved = get_config(config, **overrides)
     out = Path(output_dir)
     (out / config).mkdir(parents=True, exist_ok=True)
@@ -71,28 +66,17 @@ def export_dataset(config: str, output_dir, *, num_proc: int | None = None, cach
         num_shards = max(1, math.ceil(len(ds) / rows_per_shard))
         for index in range(num_shards):
             path = out / config / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
-            tmp = path.with_name(f".{path.name}.tmp")
-            ds.shard(num_shards, index, contiguous=True).to_parquet(str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                ds.shard(num_shards, index, contiguous=True).to_parquet(str(tmp))
 
-    tokenizer_dir = out / "tokenizer"
-    tmp_dir = out / ".tokenizer.tmp"
-    build_tokenizer().save_pretrained(str(tmp_dir))
-    if tokenizer_dir.exists():
-        for f in tokenizer_dir.iterdir():
-            f.unlink()
-        tokenizer_dir.rmdir()
-    os.replace(tmp_dir, tokenizer_dir)
-
-    _atomic_write_text(out / "README.md", render_card(out, config, resolved, dataset))
+    with atomic_path(out / "tokenizer", directory=True) as tmp:
+        build_tokenizer().save_pretrained(str(tmp))
+    atomic_write_text(out / "README.md", render_card(out, config, resolved, dataset))
     return out
 
 
 def render_card(out: Path, config_name: str, config, dataset) -> str:
     """The dataset card: front matter merged with configs exported earlier into the same folder."""
-    from karel_hf import __version__
-    from karel_hf.tokenizer import load_tokenizer
-
     meta = _read_front_matter(out / "README.md")
     configs = [c for c in meta.get("configs", []) if c.get("config_name") != config_name]
     configs.append({

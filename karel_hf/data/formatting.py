@@ -1,4 +1,5 @@
-"""The paper's text format for one sample (docs/protocol.md §3), both ways.
+"""The paper's text format for one sample (docs/protocol.md §3), both ways: the one place that
+says how a sample's text is laid out.
 
 ```
 Examples:
@@ -16,6 +17,14 @@ def run() {
 }
 ```
 
+The pieces: `EXAMPLES_HEADER`, `input_header(i)` / `output_header(i)` before each grid (rows of
+cell words, `karel_hf.karel.world.codes_to_words`), `CODE_HEADER`, then the program in the "lines"
+layout of `karel_hf.karel.program` (`PROGRAM_HEADER`, one indented statement per line,
+`PROGRAM_FOOTER`; the Karel package owns its printer and the printer's batched twin, which the
+corpus generator uses). `format_prompt` writes everything before the program, `format_sample` the
+whole sample (the dataset builder writes every `text` with it). The tokenizer's `FastEncoder` and
+the decoding grammar take their headers from here too.
+
 Worlds are given either as `World`s or as view-code arrays (`World.view_codes`, what datasets
 store); `parse_sample(format_sample(...))` gives back the same codes and program, and formatting
 the parsed sample again gives back the same text.
@@ -27,12 +36,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from karel_hf.karel.program import Program, format_program, parse
+from karel_hf.karel.program import INDENT, PROGRAM_FOOTER, PROGRAM_HEADER, Program, format_program, parse
 from karel_hf.karel.world import World, WorldFormatError, codes_to_words, words_to_codes
 
 EXAMPLES_HEADER = "Examples:\n\n"
+INPUT_WORD, OUTPUT_WORD = "Input", "Output"  # the grid headers: "Input0\n", "Output0\n", ...
 CODE_HEADER = "\nCode:\n"
-PROGRAM_PREAMBLE = "def run() {\n"
+__all__ = [
+    "CODE_HEADER", "EXAMPLES_HEADER", "INDENT", "INPUT_WORD", "OUTPUT_WORD", "PROGRAM_FOOTER", "PROGRAM_HEADER", "Sample", "SampleFormatError",
+    "count_prompt_pairs", "format_prompt", "format_sample", "input_header", "output_header", "parse_sample",
+    "split_sample",
+]
+
+
+def input_header(pair: int) -> str:
+    """The line before input grid `pair` of the prompt."""
+    return f"{INPUT_WORD}{pair}\n"
+
+
+def output_header(pair: int) -> str:
+    """The line before output grid `pair` of the prompt."""
+    return f"{OUTPUT_WORD}{pair}\n"
 
 
 class SampleFormatError(ValueError):
@@ -57,21 +81,28 @@ def format_prompt(inputs, outputs) -> str:
         raise ValueError(f"need the same positive number of inputs and outputs, got {len(inputs)} and {len(outputs)}")
     parts = [EXAMPLES_HEADER]
     for i, (inp, out) in enumerate(zip(inputs, outputs)):
-        parts.append(f"Input{i}\n{codes_to_words(_codes(inp))}\nOutput{i}\n{codes_to_words(_codes(out))}\n")
+        parts.append(f"{input_header(i)}{codes_to_words(_codes(inp))}\n{output_header(i)}{codes_to_words(_codes(out))}\n")
     parts.append(CODE_HEADER)
     return "".join(parts)
 
 
 def format_sample(inputs, outputs, program: Program | str) -> str:
-    """A whole training sample: the prompt, then the program in the one-action-per-line layout."""
-    if isinstance(program, str):
-        program = parse(program)
-    return format_prompt(inputs, outputs) + format_program(program, "lines")
+    """A whole training sample: the prompt, then the program in the one-action-per-line layout.
+
+    `program` is a `Program`, or its text already in that layout (`format_program(p, "lines")`, as
+    the corpus generator writes it), which is used as is.
+    """
+    if isinstance(program, Program):
+        program = format_program(program, "lines")
+    elif not (isinstance(program, str) and program.startswith(PROGRAM_HEADER) and program.endswith(PROGRAM_FOOTER)):
+        raise ValueError(f"program: expected a Program or a text in the lines layout ({PROGRAM_HEADER!r} ... "
+                         f"{PROGRAM_FOOTER!r}), got {program!r}; parse other layouts with karel_hf.karel.parse")
+    return format_prompt(inputs, outputs) + program
 
 
 def count_prompt_pairs(text: str) -> int:
     """How many Input/Output pairs a sample's (or prompt's) text shows before 'Code:'."""
-    return sum(1 for line in split_sample(text)[0].split("\n") if line.startswith("Output"))
+    return sum(1 for line in split_sample(text)[0].split("\n") if line.startswith(OUTPUT_WORD))
 
 
 def split_sample(text: str) -> tuple[str, str]:
@@ -91,7 +122,7 @@ def parse_sample(text: str) -> Sample:
     lines = prompt[len(EXAMPLES_HEADER) : -len(CODE_HEADER)].split("\n")[:-1]
     inputs, outputs, pos, pair = [], [], 0, 0
     while pos < len(lines):
-        for header, target in ((f"Input{pair}", inputs), (f"Output{pair}", outputs)):
+        for header, target in ((input_header(pair)[:-1], inputs), (output_header(pair)[:-1], outputs)):
             if pos >= len(lines) or lines[pos] != header:
                 found = lines[pos] if pos < len(lines) else "the end of the examples"
                 raise SampleFormatError(f"expected {header!r} at example line {pos + 1}, found {found!r}")

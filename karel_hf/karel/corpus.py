@@ -14,18 +14,19 @@ Pure Python + NumPy (+ tqdm for progress bars).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from karel_hf.utils import atomic_path
+
 from .interpreter import execute
 from .program import ACTIONS, KarelSyntaxError, Program, format_program, parse
-from .sampling import CorpusConfig, ProgramBatch, iter_batches
+from .corpus_config import CorpusConfig
+from .sampling import ProgramBatch, iter_batches
 from .world import (
     EMPTY_CODE,
     MARKER_CODE_OFFSET,
@@ -104,7 +105,7 @@ def verify_jsonl(path, extended: bool = True, *, file=None) -> int:
     mismatch the first one is printed: line, pair, program, expected and actual output.
     """
     file = sys.stdout if file is None else file
-    size = os.path.getsize(path)
+    size = Path(path).stat().st_size
     matched = total = 0
     first_failure = None
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"verify {Path(path).name}",
@@ -217,21 +218,14 @@ def export_jsonl(config_or_batches: CorpusConfig | ProgramBatch | Iterable[Progr
     else:
         batches, total = config_or_batches, None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False, encoding="ascii", newline="\n")
     written = 0
-    try:
-        with handle, tqdm(total=total, unit="programs", desc=f"write {path.name}", file=sys.stderr,
-                          disable=total is None or total < 10_000) as bar:
-            for batch in batches:
-                if not isinstance(batch, ProgramBatch):
-                    raise TypeError(f"export_jsonl() takes a CorpusConfig or ProgramBatches, got {type(batch).__name__}")
-                handle.writelines(json.dumps(record) + "\n" for record in batch_records(batch))
-                written += len(batch)
-                bar.update(len(batch))
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="ascii", newline="\n") as handle, \
+            tqdm(total=total, unit="programs", desc=f"write {path.name}", file=sys.stderr,
+                 disable=total is None or total < 10_000) as bar:
+        for batch in batches:
+            if not isinstance(batch, ProgramBatch):
+                raise TypeError(f"export_jsonl() takes a CorpusConfig or ProgramBatches, got {type(batch).__name__}")
+            handle.writelines(json.dumps(record) + "\n" for record in batch_records(batch))
+            written += len(batch)
+            bar.update(len(batch))
     return written

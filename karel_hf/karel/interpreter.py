@@ -7,6 +7,10 @@ cell does nothing. Markers never block.
 
 The step budget counts executed actions and evaluated conditions, so every program terminates;
 a run that exhausts it returns with `completed=False`.
+
+This is the reference implementation. Its batched twin, `karel_hf.karel.batched.run_straight_line`,
+applies the same rules to straight-line programs on many worlds at once (for the corpus generator);
+tests/test_sampling.py checks the two agree.
 """
 
 from __future__ import annotations

@@ -8,9 +8,13 @@ Accepted layouts: statements separated by `;` and/or newlines, any indentation a
 the compact form (`def run() { move(); turn_left() }`), the paper's one-action-per-line form and the
 reference generator's layout all parse. Three printers write them back:
 
-- "lines": the paper's text format, one statement per line, two-space indentation;
+- "lines": the paper's text format, one statement per line, two-space indentation, between
+  `PROGRAM_HEADER` and `PROGRAM_FOOTER`; `format_lines_batch` is its batched twin for
+  straight-line programs given as action codes (the corpus generator's), tested equal to it;
 - "compact": one line;
 - "reference": byte-identical to the authors' generator (tests/data/reference/*.jsonl).
+
+Pure Python + NumPy.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Union
 
+import numpy as np
+
 ACTIONS = ("move", "turn_left", "turn_right", "put_marker", "pick_marker")
 CONDITIONS = ("front_is_clear", "left_is_clear", "right_is_clear", "markers_present", "no_markers_present")
 ACTION_CODES = {name: code for code, name in enumerate(ACTIONS)}
+# The "lines" layout: a program's first line and its closing brace; statements are indented by INDENT
+# per nesting level.
+PROGRAM_HEADER = "def run() {\n"
+PROGRAM_FOOTER = "}"
+INDENT = "  "
 
 
 class KarelSyntaxError(ValueError):
@@ -227,7 +238,7 @@ def parse(text: str, *, extended: bool = True) -> Program:
 def format_program(program: Program, style: str = "lines") -> str:
     """Print a program; `style` is "lines" (paper text format), "compact" or "reference"."""
     if style == "lines":
-        return "def run() {\n" + "".join(_lines(program.body, 1)) + "}"
+        return PROGRAM_HEADER + "".join(_lines(program.body, 1)) + PROGRAM_FOOTER
     if style == "compact":
         return "def run() { " + _compact(program.body) + " }" if program.body else "def run() { }"
     if style == "reference":
@@ -244,7 +255,7 @@ def _header(stmt) -> str:
 
 
 def _lines(body, depth: int) -> Iterator[str]:
-    pad = "  " * depth
+    pad = INDENT * depth
     for stmt in body:
         if isinstance(stmt, Action):
             yield f"{pad}{stmt.name}()\n"
@@ -256,6 +267,37 @@ def _lines(body, depth: int) -> Iterator[str]:
             yield f"{pad}else {{\n"
             yield from _lines(stmt.orelse, depth + 1)
             yield f"{pad}}}\n"
+
+
+# Pieces of "lines" texts of straight-line programs: the five action lines, the header, and the footer + a
+# separator.
+_PIECES = [f"{INDENT}{name}()\n" for name in ACTIONS] + [PROGRAM_HEADER, PROGRAM_FOOTER + "\0"]
+_HEADER, _FOOTER = len(ACTIONS), len(ACTIONS) + 1
+_PIECE_BYTES = np.frombuffer("".join(_PIECES).encode("ascii"), dtype=np.uint8)
+_PIECE_LEN = np.array([len(p) for p in _PIECES], dtype=np.int64)
+_PIECE_START = np.concatenate([[0], np.cumsum(_PIECE_LEN)[:-1]])
+
+
+def format_lines_batch(actions) -> list[str]:
+    """`format_program(Program.from_actions(...), "lines")` of every row of (n, T) action codes
+    (indices into ACTIONS, -1 after a program's last action), at NumPy speed: the batched twin of
+    the "lines" printer above, for straight-line programs.
+
+    All texts of the batch are gathered into one byte string (pieces looked up by index), then split.
+    """
+    actions = np.asarray(actions)
+    n = len(actions)
+    if n == 0:
+        return []
+    pieces = np.empty((n, actions.shape[1] + 2), dtype=np.int64)  # (n, T + 2) piece ids, -1 = none
+    pieces[:, 0], pieces[:, 1:-1], pieces[:, -1] = _HEADER, actions, _FOOTER
+    ids = pieces[pieces >= 0]  # row-major: the batch's pieces in order
+    lengths = _PIECE_LEN[ids]
+    ends = np.cumsum(lengths)
+    # Byte j of the output = piece byte (start of its piece) + (j - start of its slot).
+    shift = np.repeat(_PIECE_START[ids] - (ends - lengths), lengths)
+    text = _PIECE_BYTES[shift + np.arange(ends[-1])].tobytes().decode("ascii")
+    return text.split("\0")[:-1]
 
 
 def _compact(body) -> str:

@@ -1,132 +1,43 @@
-"""Seeded, vectorised, streaming corpus generator (docs/protocol.md §1-2).
+"""The seeded, vectorised, streaming corpus generator (docs/protocol.md §1-2): `generate` and
+`iter_batches` turn a `CorpusConfig` into `ProgramBatch`es.
 
 What one example is:
 
 - a program whose length (number of action nodes) is uniform over `min_length..max_length`, with
   exactly `num_programs / L` programs per length (the remainder going to the first lengths), the
-  lengths shuffled by one seeded global permutation;
-- `num_pairs` random input worlds: each interior cell a wall with p = `wall_ratio`; the robot on a
-  uniformly drawn interior cell (cleared of wall) facing N/E/S/W uniformly; each free interior cell
-  except the robot's holding one marker with p = `marker_ratio`;
+  lengths shuffled by one seeded global permutation (`program_lengths`);
+- `num_pairs` random input worlds (karel_hf.karel.world_sampling);
 - the outputs of running the program on them, and the robot's trace on every input.
 
-Randomness is counter-based: value number `slot` of example `i` is SplitMix64(key + counter * GAMMA)
-with `counter = i * stride + slot` and `key` derived from the seed and the stream (worlds, actions).
-Example `i` therefore depends only on (config, i), never on the batch boundaries or the number of
-workers, and every array is computed for a whole batch at once with NumPy. One 64-bit hash per
-interior cell gives the wall bit (low 32 bits) and the marker bit (high 32 bits); one more per world
-places the robot (multiply-shift of the low half by the number of cells) and turns it (the two top
-bits of the high half); one per program position draws the action (low half against cumulative
-32-bit thresholds of `action_weights`).
-
-Straight-line programs run vectorised: step k applies action k of every program to all of its
-worlds at once, on flat (batch * pairs * height * width) wall and marker arrays. Extended programs
-(`extended=True`: if / ifelse / repeat / while) are sampled per example from
-`np.random.default_rng([seed, index])` and run with the AST interpreter.
+Randomness is counter-based (karel_hf.karel.randomness): example `i` depends only on (config, i),
+never on the batch boundaries or the number of workers, and every array is computed for a whole
+batch at once with NumPy. Straight-line programs draw one action per program position and run on
+all of their worlds at once with the interpreter's batched twin (karel_hf.karel.batched); their
+texts come from the "lines" printer's batched twin (`format_lines_batch`). Extended programs
+(`extended=True`: if / ifelse / repeat / while) are sampled per example and run with the AST
+interpreter (karel_hf.karel.extended_sampling).
 
 Pure Python + NumPy (no torch, transformers or datasets).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
 
-from .interpreter import execute
-from .program import ACTIONS, CONDITIONS, Action, Condition, If, Program, Repeat, While, format_program, walk
-from .world import (
-    DX,
-    DY,
-    MARKER_CODE_OFFSET,
-    MAX_VISIBLE_MARKERS,
-    ROBOT_CODE_OFFSET,
-    WALL_CODE,
-    World,
-    WorldFormatError,
-)
+from .batched import WorldBatch, run_straight_line, view_codes
+from .corpus_config import EXTENDED_STEP_BUDGET, MAX_ATTEMPTS, CorpusConfig
+from .extended_sampling import extended_examples
+from .program import format_lines_batch
+from .randomness import STREAM_ACTIONS, action_thresholds, draw_actions, halves, hash_range, stream_key
+from .world import MARKER_CODE_OFFSET, MAX_VISIBLE_MARKERS, World
+from .world_sampling import sample_worlds
 
-MOVE, TURN_LEFT, TURN_RIGHT, PUT_MARKER, PICK_MARKER = range(len(ACTIONS))
-# Largest values the int8 arrays can hold safely (markers grow by at most one per action).
-MAX_PROGRAM_LENGTH = 100
-MAX_GRID_SIDE = 64
-# Extended programs: step budget (executed actions + evaluated conditions) of one run; programs
-# that exhaust it on any input are resampled. The trace arrays of extended batches have
-# EXTENDED_STEP_BUDGET + 1 columns.
-EXTENDED_STEP_BUDGET = 100
-EXTENDED_MAX_DEPTH = 2
-MAX_ATTEMPTS = 1000
-
-# ------------------------------------------------------------------------------ configuration
-@dataclass(frozen=True)
-class CorpusConfig:
-    """One corpus: how many programs, their lengths, the worlds, the seed."""
-
-    num_programs: int
-    min_length: int = 1
-    max_length: int = 10
-    num_pairs: int = 10
-    height: int = 8
-    width: int = 8
-    wall_ratio: float = 0.1
-    marker_ratio: float = 0.1
-    action_weights: tuple = (5, 3, 3, 2, 2)  # order = karel.program.ACTIONS
-    extended: bool = False  # programs with if/ifelse/repeat/while
-    seed: int = 0
-
-    def __post_init__(self):
-        _check_int("num_programs", self.num_programs, 1, None, "use a positive number of programs")
-        _check_int("min_length", self.min_length, 1, MAX_PROGRAM_LENGTH, "programs need at least one action")
-        _check_int("max_length", self.max_length, self.min_length, MAX_PROGRAM_LENGTH,
-                   f"use min_length <= max_length <= {MAX_PROGRAM_LENGTH}")
-        _check_int("num_pairs", self.num_pairs, 1, 1000, "use 1..1000 input/output pairs")
-        for name in ("height", "width"):
-            _check_int(name, getattr(self, name), 3, MAX_GRID_SIDE,
-                       f"the grid (border included) must be 3..{MAX_GRID_SIDE} cells")
-        for name in ("wall_ratio", "marker_ratio"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"CorpusConfig.{name} must be a probability in [0, 1], got {value!r}")
-        weights = tuple(self.action_weights) if isinstance(self.action_weights, (list, tuple, np.ndarray)) else None
-        if (
-            weights is None
-            or len(weights) != len(ACTIONS)
-            or any(isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) for w in weights)
-            or any(not np.isfinite(w) or w < 0 for w in weights)
-            or sum(weights) <= 0
-        ):
-            raise ValueError(
-                f"CorpusConfig.action_weights must be {len(ACTIONS)} non-negative numbers with a positive sum, "
-                f"one per action in the order {ACTIONS}; got {self.action_weights!r}"
-            )
-        object.__setattr__(self, "action_weights", tuple(weights))
-        if not isinstance(self.extended, bool):
-            raise ValueError(f"CorpusConfig.extended must be True or False, got {self.extended!r}")
-        _check_int("seed", self.seed, 0, 2**63 - 1, "use a non-negative integer seed")
-
-    @property
-    def num_lengths(self) -> int:
-        return self.max_length - self.min_length + 1
-
-    @property
-    def trace_steps(self) -> int:
-        """T: the trace arrays hold T + 1 columns."""
-        return EXTENDED_STEP_BUDGET if self.extended else self.max_length
-
-    @classmethod
-    def field_names(cls) -> tuple:
-        return tuple(f.name for f in fields(cls))
-
-
-def _check_int(name, value, low, high, fix):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"CorpusConfig.{name} must be an integer, got {value!r}; {fix}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"CorpusConfig.{name} must be {bounds}, got {value}; {fix}")
+__all__ = ["EXTENDED_STEP_BUDGET", "CorpusConfig", "ProgramBatch", "generate", "iter_batches", "program_lengths",
+           "to_worlds"]
 
 
 # ------------------------------------------------------------------------------------- batch
@@ -153,12 +64,6 @@ class ProgramBatch:
     def __len__(self) -> int:
         return len(self.index)
 
-    def input_world(self, i: int, pair: int) -> World:
-        return World.from_view_codes(self.inputs[i, pair])
-
-    def output_world(self, i: int, pair: int) -> World:
-        return World.from_view_codes(self.outputs[i, pair])
-
     @classmethod
     def concatenate(cls, batches) -> ProgramBatch:
         """One batch from consecutive batches (for small corpora and tests)."""
@@ -183,78 +88,6 @@ def to_worlds(codes) -> World | list:
     return [to_worlds(c) for c in codes]
 
 
-# -------------------------------------------------------------------------- counter-based hash
-_MASK64 = (1 << 64) - 1
-_GAMMA = 0x9E3779B97F4A7C15
-_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-_LO, _HI = (0, 1) if sys.byteorder == "little" else (1, 0)  # halves of a uint64 viewed as 2 x uint32
-_CHUNK = 1 << 16  # hash this many values at a time so the temporaries stay in cache
-_ARANGE_GAMMA = np.arange(_CHUNK, dtype=np.uint64) * np.uint64(_GAMMA)  # (CHUNK,) j * GAMMA mod 2^64
-_STREAM_WORLDS, _STREAM_ACTIONS = 1, 2
-
-
-def _splitmix(x: int) -> int:
-    """SplitMix64 on a Python int (exact; used for keys)."""
-    z = (x + _GAMMA) & _MASK64
-    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
-    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _stream_key(seed: int, stream: int, attempt: int = 0) -> int:
-    return _splitmix(_splitmix(_splitmix(seed) ^ stream) ^ attempt)
-
-
-def hash_range(key: int, first: int, count: int) -> np.ndarray:
-    """(count,) uint64 SplitMix64 finalizer of key + c * GAMMA for c in [first, first + count)."""
-    out = np.empty(count, dtype=np.uint64)
-    tmp = np.empty(_CHUNK, dtype=np.uint64)
-    s30, s27, s31 = np.uint64(30), np.uint64(27), np.uint64(31)
-    m1, m2 = np.uint64(_MIX1), np.uint64(_MIX2)
-    for lo in range(0, count, _CHUNK):
-        m = min(_CHUNK, count - lo)
-        z, t = out[lo : lo + m], tmp[:m]
-        np.add(_ARANGE_GAMMA[:m], np.uint64((key + (first + lo) * _GAMMA) & _MASK64), out=z)
-        np.right_shift(z, s30, out=t)
-        z ^= t
-        z *= m1
-        np.right_shift(z, s27, out=t)
-        z ^= t
-        z *= m2
-        np.right_shift(z, s31, out=t)
-        z ^= t
-    return out
-
-
-def _halves(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) uint32 views of (..., ) uint64 hashes, each shaped like `hashes`."""
-    pairs = hashes.view(np.uint32).reshape(*hashes.shape, 2)
-    return pairs[..., _LO], pairs[..., _HI]
-
-
-def _bernoulli(u32: np.ndarray, p: float) -> np.ndarray:
-    """Bool array, True with probability p (to 2^-32) for uniform uint32 input."""
-    threshold = int(round(p * 2**32))
-    if threshold >= 2**32:
-        return np.ones(u32.shape, dtype=bool)
-    return u32 < np.uint32(threshold)
-
-
-def _action_thresholds(weights) -> np.ndarray:
-    """(4,) uint64 cumulative thresholds: action = number of thresholds <= a uniform uint32."""
-    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))[:-1] / float(np.sum(weights))
-    return np.minimum(np.round(cumulative * 2**32), 2**32).astype(np.uint64)
-
-
-def _draw_actions(u32: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """int8 action codes from uniform uint32 values (same shape)."""
-    u = u32.astype(np.uint64)
-    codes = np.zeros(u.shape, dtype=np.int8)
-    for t in thresholds:
-        codes += u >= t
-    return codes
-
-
 # ----------------------------------------------------------------------------- program lengths
 @lru_cache(maxsize=8)
 def _length_table(num_programs: int, min_length: int, max_length: int, seed: int) -> np.ndarray:
@@ -276,118 +109,19 @@ def program_lengths(config: CorpusConfig, start: int = 0, stop: int | None = Non
     return table[start:stop].copy()
 
 
-# ------------------------------------------------------------------------------ random worlds
-@dataclass
-class _Worlds:
-    """Input worlds of a batch; N = n * P worlds, c = h * w interior cells."""
-
-    walls: np.ndarray  # (N, c) bool interior walls
-    markers: np.ndarray  # (N, c) bool interior markers (0 or 1)
-    robot: np.ndarray  # (N,) int64 robot cell, index into the c interior cells
-    direction: np.ndarray  # (N,) int8
-
-
-def _sample_worlds(config: CorpusConfig, start: int, stop: int) -> _Worlds:
-    cells = (config.height - 2) * (config.width - 2)
-    per_world = cells + 1  # one hash per interior cell + one for the robot
-    num_worlds = (stop - start) * config.num_pairs
-    key = _stream_key(config.seed, _STREAM_WORLDS)
-    hashes = hash_range(key, start * config.num_pairs * per_world, num_worlds * per_world)
-    low, high = _halves(hashes.reshape(num_worlds, per_world))  # (N, c + 1) uint32 each
-    robot = (low[:, cells].astype(np.uint64) * np.uint64(cells)) >> np.uint64(32)  # (N,) in [0, c)
-    robot = robot.astype(np.int64)
-    direction = (high[:, cells] >> np.uint32(30)).astype(np.int8)  # (N,) in [0, 4)
-    rows = np.arange(num_worlds)
-    walls = _bernoulli(low[:, :cells], config.wall_ratio)  # (N, c)
-    walls[rows, robot] = False
-    markers = _bernoulli(high[:, :cells], config.marker_ratio) & ~walls  # (N, c)
-    markers[rows, robot] = False
-    return _Worlds(walls, markers, robot, direction)
-
-
-def _view_codes(walls: np.ndarray, markers: np.ndarray, robot_cell: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """(N, c) int8 view codes from (N, c) walls / marker counts and the robot's cell and direction."""
-    codes = markers.astype(np.int8)  # (N, c) marker counts; walls never hold markers
-    has = codes != 0
-    codes += MARKER_CODE_OFFSET - 1
-    codes *= has  # k markers -> MARKER_CODE_OFFSET - 1 + k, none -> 0 (= EMPTY_CODE)
-    codes += walls.view(np.int8) * np.int8(WALL_CODE)
-    codes[np.arange(len(codes)), robot_cell] = ROBOT_CODE_OFFSET + direction
-    return codes
-
-
 # ----------------------------------------------------------------- straight-line, vectorised
 def _sample_actions(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, attempt: int) -> np.ndarray:
     """(n, max_length) int8 actions of the examples `index` (any subset), -1 past each length."""
-    key = _stream_key(config.seed, _STREAM_ACTIONS, attempt)
+    key = stream_key(config.seed, STREAM_ACTIONS, attempt)
     T = config.max_length
     if len(index) == 0 or np.all(np.diff(index) == 1):  # a contiguous range: one hash call
         first = int(index[0]) if len(index) else 0
         hashes = hash_range(key, first * T, len(index) * T).reshape(len(index), T)
     else:
         hashes = np.stack([hash_range(key, int(i) * T, T) for i in index]).reshape(len(index), T)
-    actions = _draw_actions(_halves(hashes)[0], _action_thresholds(config.action_weights))
+    actions = draw_actions(halves(hashes)[0], action_thresholds(config.action_weights))
     actions[np.arange(T)[None, :] >= lengths[:, None]] = -1
     return actions
-
-
-def _move_table(height: int, width: int) -> np.ndarray:
-    """(c, 4) int32: interior cell index change of a move from each cell in each direction.
-
-    0 where the move would enter the border (the robot stays); interior walls are checked separately.
-    """
-    h, w = height - 2, width - 2
-    y, x = np.divmod(np.arange(h * w), w)
-    table = np.zeros((h * w, 4), dtype=np.int32)
-    for d in range(4):
-        inside = (0 <= x + DX[d]) & (x + DX[d] < w) & (0 <= y + DY[d]) & (y + DY[d] < h)
-        table[:, d] = np.where(inside, DY[d] * w + DX[d], 0)
-    return table
-
-
-def _run_straight_line(config: CorpusConfig, worlds: _Worlds, actions: np.ndarray):
-    """Run (n, T) actions on the n * P worlds at once.
-
-    Returns final interior marker counts (N, c) int8, final robot cell (N,) and direction (N,),
-    and the robot's interior cell / direction before the first and after every step, (n, P, T + 1).
-    """
-    n, T = actions.shape
-    P = config.num_pairs
-    c = (config.height - 2) * (config.width - 2)
-    # Interior arrays of all worlds, flattened: world j occupies [j * c, (j + 1) * c).
-    walls = worlds.walls.reshape(-1)  # (N * c,) bool
-    markers = worlds.markers.astype(np.int8).reshape(-1)  # (N * c,) int8 counts
-    base = (np.arange(n * P, dtype=np.int32) * c).reshape(n, P)  # (n, P) first cell of each world
-    pos = base + worlds.robot.reshape(n, P).astype(np.int32)  # (n, P) absolute robot cell
-    direction = worlds.direction.reshape(n, P).copy()  # (n, P)
-    step = _move_table(config.height, config.width)  # (c, 4)
-    turn = np.zeros(len(ACTIONS), dtype=np.int8)
-    turn[TURN_LEFT], turn[TURN_RIGHT] = 3, 1
-    trace_pos = np.empty((n, P, T + 1), dtype=np.int32)
-    trace_dir = np.empty((n, P, T + 1), dtype=np.int8)
-    trace_pos[:, :, 0], trace_dir[:, :, 0] = pos, direction
-    for k in range(T):
-        a = actions[:, k]  # (n,) action k of every program (-1 once it has ended)
-        rows = np.flatnonzero(a == MOVE)
-        if len(rows):
-            p = pos[rows]  # (r, P)
-            target = p + step[p - base[rows], direction[rows]]
-            pos[rows] = np.where(walls[target], p, target)
-        rows = np.flatnonzero((a == TURN_LEFT) | (a == TURN_RIGHT))
-        if len(rows):
-            direction[rows] = (direction[rows] + turn[a[rows]][:, None]) & 3
-        rows = np.flatnonzero(a == PUT_MARKER)
-        if len(rows):
-            markers[pos[rows]] += 1
-        rows = np.flatnonzero(a == PICK_MARKER)
-        if len(rows):
-            cell = pos[rows]
-            count = markers[cell]
-            markers[cell] = count - (count > 0)
-        trace_pos[:, :, k + 1], trace_dir[:, :, k + 1] = pos, direction
-    trace_pos -= base[:, :, None]  # (n, P, T + 1) interior cell
-    robot = trace_pos[:, :, -1].reshape(-1)  # padded steps leave the robot in place
-    return markers.reshape(n * P, c), robot, direction.reshape(-1), trace_pos, trace_dir
 
 
 _MAX_VISIBLE_CODE = MARKER_CODE_OFFSET + MAX_VISIBLE_MARKERS - 1
@@ -398,29 +132,23 @@ def _overfull(codes: np.ndarray, n: int) -> np.ndarray:
     return (codes.reshape(n, -1) > _MAX_VISIBLE_CODE).any(axis=1) if n else np.zeros(0, dtype=bool)
 
 
-def _subset(worlds: _Worlds, rows: np.ndarray, num_pairs: int) -> _Worlds:
-    """The worlds of the examples `rows` (each example owns num_pairs consecutive worlds)."""
-    worlds_of_rows = (rows[:, None] * num_pairs + np.arange(num_pairs)).reshape(-1)
-    return _Worlds(worlds.walls[worlds_of_rows], worlds.markers[worlds_of_rows],
-                   worlds.robot[worlds_of_rows], worlds.direction[worlds_of_rows])
-
-
-def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, worlds: _Worlds):
+def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, worlds: WorldBatch) -> dict:
     n, P = len(index), config.num_pairs
-    inputs = _view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (N, c)
+    shape = dict(num_pairs=P, height=config.height, width=config.width)
+    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (N, c)
     actions = _sample_actions(config, index, lengths, attempt=0)
-    markers, robot, direction, trace_pos, trace_dir = _run_straight_line(config, worlds, actions)
-    outputs = _view_codes(worlds.walls, markers, robot, direction)  # (N, c)
+    markers, robot, direction, trace_pos, trace_dir = run_straight_line(worlds, actions, **shape)
+    outputs = view_codes(worlds.walls, markers, robot, direction)  # (N, c)
     # A visible cell with more than 9 markers cannot be rendered: resample those programs (same
     # length, same worlds, next attempt). Impossible for max_length <= 10.
     bad = np.flatnonzero(_overfull(outputs, n))
     for attempt in range(1, MAX_ATTEMPTS + 1):
         if not len(bad):
             break
-        sub_worlds = _subset(worlds, bad, P)
+        sub_worlds = worlds.examples(bad, P)
         sub_actions = _sample_actions(config, index[bad], lengths[bad], attempt)
-        sub_markers, sub_robot, sub_direction, sub_pos, sub_dir = _run_straight_line(config, sub_worlds, sub_actions)
-        sub_outputs = _view_codes(sub_worlds.walls, sub_markers, sub_robot, sub_direction)  # (len(bad) * P, c)
+        sub_markers, sub_robot, sub_direction, sub_pos, sub_dir = run_straight_line(sub_worlds, sub_actions, **shape)
+        sub_outputs = view_codes(sub_worlds.walls, sub_markers, sub_robot, sub_direction)  # (len(bad) * P, c)
         actions[bad], trace_pos[bad], trace_dir[bad] = sub_actions, sub_pos, sub_dir
         outputs.reshape(n, P, -1)[bad] = sub_outputs.reshape(len(bad), P, -1)
         bad = bad[_overfull(sub_outputs, len(bad))]
@@ -438,7 +166,7 @@ def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray,
     row = np.append(np.arange(cells) // w + 1, -1).astype(np.int8)
     return dict(
         actions=actions,
-        programs=_lines_layout(actions),
+        programs=format_lines_batch(actions),
         inputs=inputs,
         outputs=outputs,
         trace_x=column.take(trace_pos),
@@ -446,130 +174,6 @@ def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray,
         trace_dir=np.where(done, np.int8(-1), trace_dir),
         trace_len=np.repeat(lengths[:, None], P, axis=1).astype(np.int16),
     )
-
-
-# Program text pieces: the five action lines, the header, and the closing brace + a separator.
-_PIECES = [f"  {name}()\n" for name in ACTIONS] + ["def run() {\n", "}\0"]
-_HEADER, _FOOTER = len(ACTIONS), len(ACTIONS) + 1
-_PIECE_BYTES = np.frombuffer("".join(_PIECES).encode("ascii"), dtype=np.uint8)
-_PIECE_LEN = np.array([len(p) for p in _PIECES], dtype=np.int64)
-_PIECE_START = np.concatenate([[0], np.cumsum(_PIECE_LEN)[:-1]])
-
-
-def _lines_layout(actions: np.ndarray) -> list:
-    """Program texts in format_program(p, "lines") layout, assembled from (n, T) action codes.
-
-    All texts of the batch are gathered into one byte string (pieces looked up by index), then split.
-    """
-    n = len(actions)
-    if n == 0:
-        return []
-    pieces = np.empty((n, actions.shape[1] + 2), dtype=np.int64)  # (n, T + 2) piece ids, -1 = none
-    pieces[:, 0], pieces[:, 1:-1], pieces[:, -1] = _HEADER, actions, _FOOTER
-    ids = pieces[pieces >= 0]  # row-major: the batch's pieces in order
-    lengths = _PIECE_LEN[ids]
-    ends = np.cumsum(lengths)
-    # Byte j of the output = piece byte (start of its piece) + (j - start of its slot).
-    shift = np.repeat(_PIECE_START[ids] - (ends - lengths), lengths)
-    text = _PIECE_BYTES[shift + np.arange(ends[-1])].tobytes().decode("ascii")
-    return text.split("\0")[:-1]
-
-
-# ---------------------------------------------------------------------- extended, per example
-def sample_extended_program(rng: np.random.Generator, num_actions: int, weights,
-                            max_depth: int = EXTENDED_MAX_DEPTH) -> Program:
-    """A random program with exactly `num_actions` action nodes, control flow nested <= max_depth."""
-    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64)) / float(np.sum(weights))
-    return Program(_sample_block(rng, num_actions, 0, max_depth, cumulative))
-
-
-def _sample_block(rng, num_actions: int, depth: int, max_depth: int, cumulative) -> tuple:
-    body = []
-    while num_actions > 0:
-        if depth < max_depth and rng.random() < 0.3:
-            kinds = ["if", "repeat", "while"] + (["ifelse"] if num_actions >= 2 else [])
-            kind = kinds[rng.integers(len(kinds))]
-            inner = int(rng.integers(2 if kind == "ifelse" else 1, num_actions + 1))
-            num_actions -= inner
-            body.append(_sample_control(rng, kind, inner, depth + 1, max_depth, cumulative))
-        else:
-            # Number of cumulative weights <= u: zero-weight actions are never drawn.
-            body.append(Action(ACTIONS[int(np.searchsorted(cumulative[:-1], rng.random(), side="right"))]))
-            num_actions -= 1
-    return tuple(body)
-
-
-def _sample_control(rng, kind: str, inner: int, depth: int, max_depth: int, cumulative):
-    if kind == "repeat":
-        return Repeat(int(rng.integers(2, 5)), _sample_block(rng, inner, depth, max_depth, cumulative))
-    condition = Condition(CONDITIONS[rng.integers(len(CONDITIONS))], bool(rng.random() < 0.5))
-    if kind == "while":
-        return While(condition, _sample_block(rng, inner, depth, max_depth, cumulative))
-    if kind == "if":
-        return If(condition, _sample_block(rng, inner, depth, max_depth, cumulative))
-    split = int(rng.integers(1, inner))
-    return If(condition, _sample_block(rng, split, depth, max_depth, cumulative),
-              _sample_block(rng, inner - split, depth, max_depth, cumulative))
-
-
-def _extended(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, worlds: _Worlds):
-    n, P, T = len(index), config.num_pairs, config.trace_steps
-    h, w = config.height - 2, config.width - 2
-    inputs = _view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction).reshape(n, P, h, w)
-    outputs = np.empty_like(inputs)
-    actions = np.full((n, config.max_length), -1, dtype=np.int8)
-    traces = np.full((3, n, P, T + 1), -1, dtype=np.int8)  # x, y, direction
-    trace_len = np.zeros((n, P), dtype=np.int16)
-    programs = []
-    for row, (i, length) in enumerate(zip(index.tolist(), lengths.tolist())):
-        rng = np.random.default_rng([config.seed, i])
-        starts = [_start_world(config, worlds, row * P + pair) for pair in range(P)]
-        for _ in range(MAX_ATTEMPTS):
-            program = sample_extended_program(rng, length, config.action_weights)
-            runs = _run_all(program, starts)
-            if runs is not None:
-                break
-        else:
-            raise RuntimeError(
-                f"example {i}: no valid extended program of length {length} in {MAX_ATTEMPTS} tries; "
-                "lower max_length"
-            )
-        for pair, (result, codes) in enumerate(runs):
-            outputs[row, pair] = codes
-            states = [starts[pair], *result.states]
-            trace_len[row, pair] = len(result.states)
-            traces[:, row, pair, : len(states)] = [[s.x for s in states], [s.y for s in states],
-                                                   [s.direction for s in states]]
-        nodes = [ACTIONS.index(s.name) for s in walk(program.body) if isinstance(s, Action)]  # text order
-        actions[row, : len(nodes)] = nodes
-        programs.append(format_program(program, "lines"))
-    return dict(actions=actions, programs=programs, inputs=inputs, outputs=outputs,
-                trace_x=traces[0], trace_y=traces[1], trace_dir=traces[2], trace_len=trace_len)
-
-
-def _start_world(config: CorpusConfig, worlds: _Worlds, j: int) -> World:
-    """World object of input world j (border added)."""
-    h, w = config.height - 2, config.width - 2
-    walls = np.ones((config.height, config.width), dtype=bool)
-    walls[1:-1, 1:-1] = worlds.walls[j].reshape(h, w)
-    markers = np.zeros((config.height, config.width), dtype=np.int16)
-    markers[1:-1, 1:-1] = worlds.markers[j].reshape(h, w)
-    y, x = divmod(int(worlds.robot[j]), w)
-    return World(walls, markers, x + 1, y + 1, int(worlds.direction[j]))
-
-
-def _run_all(program: Program, starts: list):
-    """[(ExecutionResult, output view codes)] per input, or None if a run fails the corpus rules."""
-    runs = []
-    for world in starts:
-        result = execute(program, world, trace=True, max_steps=EXTENDED_STEP_BUDGET)
-        if not result.completed:
-            return None
-        try:
-            runs.append((result, result.world.view_codes()))
-        except WorldFormatError:  # a visible cell with more than 9 markers
-            return None
-    return runs
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -581,8 +185,8 @@ def generate(config: CorpusConfig, start: int, stop: int) -> ProgramBatch:
     start, stop = int(start), int(stop)
     index = np.arange(start, stop, dtype=np.int64)
     lengths = program_lengths(config, start, stop)
-    worlds = _sample_worlds(config, start, stop)
-    build = _extended if config.extended else _straight_line
+    worlds = sample_worlds(config, start, stop)
+    build = extended_examples if config.extended else _straight_line
     parts = build(config, index, lengths, worlds)
     shape = (len(index), config.num_pairs, config.height - 2, config.width - 2)
     parts["inputs"] = parts["inputs"].reshape(shape)

@@ -69,9 +69,6 @@ class World:
     def copy(self) -> World:
         return World(self.walls, self.markers.copy(), self.x, self.y, self.direction)
 
-    def is_clear(self, x: int, y: int) -> bool:
-        return not self.walls[y, x]
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, World):
             return NotImplemented

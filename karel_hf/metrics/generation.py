@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from karel_hf.karel.interpreter import execute
-from karel_hf.karel.program import Program, parse
+from karel_hf.karel.program import Program, format_program, parse
 from karel_hf.karel.world import World, WorldFormatError
 
-CONSTANT_PROGRAM = "def run() {\n  put_marker()\n}"
+CONSTANT_PROGRAM = format_program(Program.from_actions(["put_marker"]), "lines")
 LENGTH_KEY_PREFIX = "accuracy_length_"
 
 

@@ -69,6 +69,7 @@ from karel_hf.karel.interpreter import execute
 from karel_hf.karel.program import format_program, parse
 from karel_hf.karel.semantics import SEMANTICS, get_semantics
 from karel_hf.karel.world import World, WorldFormatError
+from karel_hf.utils import library_versions
 
 from .labels import NUM_SPEC_INPUTS, OFFSETS, label_columns, step_labels
 
@@ -399,7 +400,7 @@ def build_trace_dataset(
         finally:
             if quiet:
                 datasets.utils.enable_progress_bars()
-        (staged / CONFIG_FILE).write_text(json.dumps({**options, "versions": _versions()}, indent=2, default=str))
+        (staged / CONFIG_FILE).write_text(json.dumps({**options, "versions": library_versions()}, indent=2, default=str))
         del dataset
         try:
             os.rename(staged, final)
@@ -415,15 +416,3 @@ def _concat(parts: list):
     if isinstance(parts[0], np.ndarray):
         return list(np.concatenate(parts)) if parts[0].ndim == 2 else np.concatenate(parts)
     return [value for part in parts for value in part]
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("karel_hf", "torch", "transformers", "datasets", "numpy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out

@@ -1,0 +1,268 @@
+"""A training run: `run_training` (the Trainer wiring, resuming, saving) and `main` (the console
+script), plus `RunInfo`, what every output folder records about the run.
+
+    karel-hf train --preset tiny --output_dir runs/tiny                    # seconds, tests
+    accelerate launch scripts/train.py --preset cpu --output_dir runs/cpu   # the CPU reproduction
+    accelerate launch scripts/train.py --preset cpu --output_dir runs/cpu --resume_from_checkpoint last
+
+Checkpoints every `save_steps` are standard Trainer directories (model.safetensors, config.json,
+generation_config.json with bos/eos/pad, tokenizer files, trainer_state.json, optimizer, scheduler,
+RNG state) plus the model card (README.md) and the resolved run config with library versions
+(karel_run_config.json). `--resume_from_checkpoint last|PATH` continues with the saved weights,
+optimizer, schedule, RNG and data position; without it an output_dir that already holds
+checkpoints is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import datasets
+import transformers
+from transformers import AutoModelForCausalLM, Trainer, set_seed
+
+from karel_hf.data.builder import load_karel
+from karel_hf.model_card import latest_metrics, model_index_yaml, write_model_card
+from karel_hf.modeling import build_model, count_parameters, set_generation_ids
+from karel_hf.tokenizer import build_tokenizer, load_tokenizer
+from karel_hf.utils import atomic_write_json, is_resumable, latest_checkpoint, library_versions
+
+from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
+from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
+from .lm_dataset import CausalLMCollator, prepare_lm_dataset
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG_NAME = "karel_run_config.json"
+GENERATION_LOG_NAME = "generation_eval.jsonl"
+
+
+@dataclass
+class RunInfo:
+    """What the card and the run config need to know about a run."""
+
+    preset: str | None
+    model_args: ModelArguments
+    data_args: DataArguments
+    training_args: KarelTrainingArguments
+    model_config: dict
+    num_parameters: int
+    world_size: int = 1
+    argv: list[str] | None = None
+
+    def run_config(self) -> dict:
+        return {
+            "preset": self.preset,
+            "argv": self.argv,
+            "model_args": asdict(self.model_args),
+            "data_args": asdict(self.data_args),
+            "training_args": self.training_args.to_dict(),
+            "model_config": self.model_config,
+            "num_parameters": self.num_parameters,
+            "world_size": self.world_size,
+            "versions": library_versions(),
+        }
+
+    def tokens_per_step(self) -> int:
+        t = self.training_args
+        return t.per_device_train_batch_size * t.gradient_accumulation_steps * self.world_size * self.data_args.block_size
+
+    def card_values(self, name: str, global_step: int, log_history: list[dict]) -> dict:
+        t, d, c = self.training_args, self.data_args, self.model_config
+        metrics, metrics_step = latest_metrics(log_history)
+        rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())) or "| (no evaluation yet) | |"
+        versions = library_versions()
+        return {
+            "model_name": name,
+            "dataset_id": d.dataset_id,
+            "dataset_config": d.dataset_config,
+            "dataset_overrides": d.dataset_overrides or "none",
+            "model_index": model_index_yaml(name, d.dataset_id, d.dataset_config, metrics, t.generation_eval_samples),
+            "preset": self.preset or "none (flags only)",
+            "model_preset": self.model_args.model_preset,
+            "n_layer": c["n_layer"],
+            "n_embd": c["n_embd"],
+            "n_head": c["n_head"],
+            "n_positions": c["n_positions"],
+            "position_init": self.model_args.position_init,
+            "vocab_size": c["vocab_size"],
+            "num_parameters": f"{self.num_parameters:,}",
+            "loss_on": d.loss_on,
+            "block_size": d.block_size,
+            "packing": "packed" if d.packing else "one padded sample per row",
+            "learning_rate": t.learning_rate,
+            "lr_scheduler_type": getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type),
+            "warmup_steps": t.warmup_steps,
+            "max_steps": t.max_steps,
+            "tokens_per_step": f"{self.tokens_per_step():,}",
+            "global_step": global_step,
+            "tokens_seen": f"{global_step * self.tokens_per_step():,}",
+            "precision": "bf16 autocast" if t.bf16 else ("fp16" if t.fp16 else "fp32"),
+            "seed": t.seed,
+            "results_step": metrics_step if metrics_step is not None else "-",
+            "results_table": rows,
+            "generation_eval_samples": t.generation_eval_samples,
+            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        }
+
+
+def _write_run_files(directory: Path, info: RunInfo, state) -> None:
+    atomic_write_json(directory / RUN_CONFIG_NAME, info.run_config(), default=str)
+    name = Path(info.training_args.output_dir).resolve().name
+    write_model_card(directory, info.card_values(name, state.global_step, state.log_history))
+
+
+# -------------------------------------------------------------------------------------- the run
+def resolve_resume(training_args) -> str | None:
+    """`--resume_from_checkpoint last` -> the newest complete checkpoint in output_dir; a path -> itself."""
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("last", "latest", "true", "True"):
+        found = latest_checkpoint(training_args.output_dir)
+        if found is None:
+            raise TrainArgumentError(
+                f"resume_from_checkpoint={value}: no complete checkpoint-* folder in {training_args.output_dir}"
+            )
+        return str(found)
+    if not is_resumable(value):
+        raise TrainArgumentError(f"resume_from_checkpoint: {value} is not a checkpoint folder (no trainer_state.json)")
+    return str(value)
+
+
+def load_raw_datasets(data_args: DataArguments):
+    """The corpus as a DatasetDict: generated by `load_karel`, or read from `dataset_path`."""
+    if data_args.dataset_path:
+        path = Path(data_args.dataset_path)
+        if (path / "dataset_dict.json").is_file():
+            return datasets.load_from_disk(str(path))
+        return datasets.load_dataset(str(path), data_args.dataset_config, cache_dir=data_args.dataset_cache_dir)
+    return load_karel(
+        data_args.dataset_config,
+        cache_dir=data_args.dataset_cache_dir,
+        num_proc=data_args.preprocessing_num_workers,
+        **data_args.load_karel_overrides(),
+    )
+
+
+def _setup_logging(training_args) -> None:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    level = training_args.get_process_log_level()
+    if training_args.should_log and level == logging.WARNING:  # "passive": main process says what it does
+        level = logging.INFO
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(max(level, logging.WARNING))
+    transformers.utils.logging.set_verbosity(level)
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: KarelTrainingArguments, *,
+                 preset: str | None = None, argv: list[str] | None = None, eval_fn: Callable | None = None,
+                 callbacks: tuple = ()) -> dict:
+    """Train (or resume), save the final model, tokenizer, metrics and card in output_dir; return the metrics.
+
+    `eval_fn(model) -> dict` replaces the default generation check (see `make_generation_eval_fn`).
+    """
+    _setup_logging(training_args)
+    output_dir = Path(training_args.output_dir)
+    resume = resolve_resume(training_args)
+    if resume is None and latest_checkpoint(output_dir) is not None:
+        raise TrainArgumentError(
+            f"{output_dir} already holds checkpoints ({latest_checkpoint(output_dir).name}); pass "
+            "--resume_from_checkpoint last to continue that run, or choose another --output_dir"
+        )
+    set_seed(training_args.seed)
+
+    tokenizer = load_tokenizer(data_args.tokenizer_path) if data_args.tokenizer_path else build_tokenizer()
+    with training_args.main_process_first(desc="loading the Karel corpus"):
+        raw = load_raw_datasets(data_args)
+    if "train" not in raw:
+        raise TrainArgumentError(f"the corpus has no train split (splits: {', '.join(raw)})")
+    common = dict(block_size=data_args.block_size, loss_on=data_args.loss_on, packing=data_args.packing,
+                  num_proc=data_args.preprocessing_num_workers)
+    with training_args.main_process_first(desc="tokenising and packing"):
+        train_dataset = prepare_lm_dataset(raw["train"], tokenizer, max_samples=data_args.max_train_samples, **common)
+        eval_dataset = None
+        if training_args.eval_strategy != "no":
+            if "validation" not in raw:
+                raise TrainArgumentError("eval_strategy needs a validation split; pass --eval_strategy no")
+            eval_dataset = prepare_lm_dataset(raw["validation"], tokenizer, max_samples=data_args.max_eval_samples,
+                                              **common)
+    if len(train_dataset) == 0:
+        raise TrainArgumentError(
+            f"no training block: the training text is shorter than block_size {data_args.block_size}"
+        )
+
+    if model_args.model_name_or_path:
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation="eager")
+        set_generation_ids(model, tokenizer)
+    else:
+        model = build_model(model_args.model_preset, tokenizer, position_init=model_args.position_init,
+                            config_overrides=model_args.config_overrides)
+    if data_args.block_size > model.config.n_positions:
+        raise TrainArgumentError(
+            f"block_size {data_args.block_size} exceeds the model's context n_positions {model.config.n_positions}"
+        )
+    info = RunInfo(preset, model_args, data_args, training_args, model.config.to_dict(), count_parameters(model),
+                   training_args.world_size, argv)
+    logger.info("model: %s preset, %s parameters; loss on %s; %d training blocks of %d tokens",
+                model_args.model_preset, f"{info.num_parameters:,}", data_args.loss_on, len(train_dataset),
+                data_args.block_size)
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+    )
+    generation = None
+    if training_args.generation_eval_steps and "validation" in raw:
+        rows = generation_rows(raw["validation"], training_args.generation_eval_samples)
+        fn = eval_fn or make_generation_eval_fn(tokenizer, rows, batch_size=training_args.generation_eval_batch_size,
+                                                max_new_actions=training_args.generation_max_new_actions)
+        generation = GenerationAccuracyCallback(fn, training_args.generation_eval_steps,
+                                                jsonl_path=output_dir / GENERATION_LOG_NAME).bind(trainer)
+        trainer.add_callback(generation)
+    trainer.add_callback(CheckpointExtrasCallback(lambda d, s: _write_run_files(Path(d), info, s),
+                                                  save_initial=training_args.save_initial_checkpoint))
+    for cb in callbacks:
+        trainer.add_callback(cb)
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(output_dir / RUN_CONFIG_NAME, info.run_config(), default=str)
+
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    if eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        _write_run_files(output_dir, info, trainer.state)
+    if generation is not None and generation.history:
+        metrics.update({f"generation_{k}" if k in ("step", "seconds") else k: v
+                        for k, v in generation.history[-1].items()})
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`karel-hf train` / `scripts/train.py`: parse `--preset` + flags, train; 2 on a usage error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        model_args, data_args, training_args, preset = parse_train_args(argv)
+        run_training(model_args, data_args, training_args, preset=preset, argv=argv)
+    except TrainArgumentError as err:
+        print(f"karel-hf train: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,223 @@
+"""Small helpers every part of karel_hf shares: atomic writes, library versions, checkpoint
+discovery and key=value overrides.
+
+- Atomic writes: a file (or folder) is written under a temporary name beside its target and renamed
+  onto it, so an interrupted run never leaves a half-written file; `atomic_path` is the pattern for
+  writers that take a path (`to_parquet`, `savefig`, `save_pretrained`), the other three write text,
+  bytes or JSON.
+- `library_versions`: the versions every output folder records (run config, reproduction, traces).
+- Checkpoints are Trainer folders `checkpoint-<N>` (transformers' `PREFIX_CHECKPOINT_DIR`). What
+  counts as one depends on the use, and both uses are named here: a *model* checkpoint holds weights
+  and a config (what the reproduction sweeps and the Hub gets); a *resumable* one holds
+  `trainer_state.json`, which the Trainer writes after the weights, optimizer and scheduler, so a
+  save cut short lacks it (what `--resume_from_checkpoint` needs).
+- Overrides: `parse_overrides` reads `key=value` pairs for corpus configs (`--dataset_overrides`,
+  `karel-hf dataset export --set`); GPT-2 config overrides go through transformers' own
+  `PretrainedConfig.update_from_string` (`apply_config_overrides`), as transformers' causal
+  language-modeling example does with its `--config_overrides`.
+
+Standard library only, so that the pure Python + NumPy `karel_hf.karel` package can use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Iterator
+
+# ------------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (an empty file, or an empty folder with `directory=True`);
+    when the block ends without an error it is renamed onto `path`, else removed.
+
+    The temporary name keeps the suffix (`savefig` reads the format from it). An existing folder at
+    `path` is moved aside, replaced, then deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=suffix))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and path.is_dir():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=".old"))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` through a temporary file and a rename."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, value, *, default=None) -> Path:
+    """Write `value` as indented JSON plus a newline; `default` as in `json.dumps`."""
+    return atomic_write_text(path, json.dumps(value, indent=2, default=default) + "\n")
+
+
+# ---------------------------------------------------------------------------- library versions
+VERSIONED_LIBRARIES = (
+    "karel_hf", "numpy", "torch", "transformers", "datasets", "accelerate", "tokenizers", "safetensors",
+    "evaluate", "scikit-learn", "scipy",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Python's version and the installed version of each of `VERSIONED_LIBRARIES` ("not installed")."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# --------------------------------------------------------------------------------- checkpoints
+MODEL_CONFIG_FILE = "config.json"
+WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")  # save_safetensors, the Trainer's default
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def _checkpoint_prefix() -> str:
+    # transformers.trainer_utils imports torch; imported here so that `import karel_hf.utils` stays
+    # light for the pure-NumPy karel package and the Hub client.
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    return PREFIX_CHECKPOINT_DIR
+
+
+def checkpoint_dir(output_dir, step: int) -> Path:
+    """Where the Trainer saves step `step` of a run: `output_dir/checkpoint-<step>`."""
+    return Path(output_dir) / f"{_checkpoint_prefix()}-{step}"
+
+
+def checkpoint_folders(output_dir) -> list[tuple[int, Path]]:
+    """(N, folder) of every `checkpoint-<N>` folder in `output_dir`, by N; complete or not."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(_checkpoint_prefix())}-(\d+)$")
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := pattern.match(p.name))]
+    return sorted(found)
+
+
+def weight_files(folder) -> list[Path]:
+    """The model weight files at the top of `folder`."""
+    return sorted({p for pattern in WEIGHT_GLOBS for p in Path(folder).glob(pattern) if p.is_file()})
+
+
+def holds_model(folder) -> bool:
+    """A model checkpoint: weights and `config.json` (what `from_pretrained` loads)."""
+    return (Path(folder) / MODEL_CONFIG_FILE).is_file() and bool(weight_files(folder))
+
+
+def is_resumable(folder) -> bool:
+    """A resumable checkpoint: the Trainer got as far as writing `trainer_state.json`."""
+    return (Path(folder) / TRAINER_STATE_FILE).is_file()
+
+
+def model_checkpoints(output_dir) -> list[tuple[int, Path]]:
+    """(N, folder) of the model checkpoints in `output_dir`, by N (what the reproduction evaluates)."""
+    return [(step, path) for step, path in checkpoint_folders(output_dir) if holds_model(path)]
+
+
+def latest_checkpoint(output_dir) -> Path | None:
+    """The resumable `checkpoint-<N>` folder with the largest N (complete saves only), or None."""
+    found = [path for _, path in checkpoint_folders(output_dir) if is_resumable(path)]
+    return found[-1] if found else None
+
+
+# ----------------------------------------------------------------------------------- overrides
+_TRUE_FALSE_NONE = {"true": True, "false": False, "none": None}
+
+
+def _split_pairs(text: str) -> list[str]:
+    """Split on the commas that are not inside brackets (`action_weights=[1,1,1,1,1],seed=7`)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
+def parse_value(raw: str):
+    """A `key=value` value: JSON when it parses (numbers, true/false/null, lists), true/false/none in
+    any case, else the string itself."""
+    raw = raw.strip()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return _TRUE_FALSE_NONE.get(raw.lower(), raw)
+
+
+def parse_overrides(pairs, *, what: str = "overrides") -> dict:
+    """`"train_size=20000,seed=7"` (or a list of "key=value" strings) -> `{"train_size": 20000, "seed": 7}`.
+
+    `what` names the flag in the error a malformed pair raises.
+    """
+    if not pairs:
+        return {}
+    items = _split_pairs(pairs) if isinstance(pairs, str) else list(pairs)
+    result = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what}: expected key=value pairs separated by commas, got {item!r}")
+        result[key.strip()] = parse_value(raw)
+    return result
+
+
+def format_overrides(values: dict) -> str:
+    """The inverse of `parse_overrides`: `{"train_size": 20000}` -> `"train_size=20000"`."""
+    return ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items())
+
+
+def apply_config_overrides(config, overrides: str | None, *, what: str = "config_overrides"):
+    """Apply `"n_layer=6,resid_pdrop=0.1"` to a `PretrainedConfig` with its own `update_from_string`
+    (values take the type of the field they replace; unknown fields raise); returns the config."""
+    if not overrides:
+        return config
+    text = ",".join(item.strip() for item in overrides.split(","))
+    try:
+        config.update_from_string(text)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{what}: {err}; expected existing {type(config).__name__} fields as 'n_layer=6,n_embd=384'"
+        ) from None
+    return config

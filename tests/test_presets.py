@@ -1,0 +1,106 @@
+"""Presets: one commented YAML file each (model, dataset, training, reproduce), the list of presets
+from the folder, corpora defined once, files of your own and flag overrides."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from karel_hf import presets
+from karel_hf.data import CONFIG_NAMES, get_config
+from karel_hf.modeling import MODEL_PRESETS
+from karel_hf.presets import PRESET_DIR, PresetError, corpora, load_preset, preset_names
+from karel_hf.reproduce import ReproduceArguments, reproduce_preset_names
+from karel_hf.training import PRESET_NAMES, TrainArgumentError, parse_train_args
+
+
+def test_the_presets_are_the_files_of_the_folder_smallest_run_first():
+    files = {p.stem for p in PRESET_DIR.glob("*.yaml")}
+    assert set(preset_names()) == files == set(PRESET_NAMES) == set(MODEL_PRESETS)
+    sizes = [load_preset(name).training_tokens() for name in preset_names()]
+    assert sizes == sorted(sizes)
+    assert set(reproduce_preset_names()) == {n for n in files if load_preset(n).reproduce is not None}
+    for path in PRESET_DIR.glob("*.yaml"):
+        text = path.read_text()
+        assert text.startswith(f"# {path.stem}: ")  # each file says what it is for
+        assert set(yaml.safe_load(text)) <= set(presets.SECTIONS)
+
+
+def test_cli_help_lists_every_preset_and_corpus():
+    out = subprocess.run([sys.executable, "-m", "karel_hf.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "|".join(preset_names()) in " ".join(out.stdout.split()).replace("| ", "|")
+    out = subprocess.run([sys.executable, "-m", "karel_hf.cli", "dataset", "export", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert all(name in out.stdout for name in corpora())
+
+
+def test_corpora_come_from_the_presets_and_demo_shares_the_cpu_task():
+    assert CONFIG_NAMES == ("paper", *corpora())
+    for name in preset_names():
+        assert load_preset(name).corpus in CONFIG_NAMES
+    cpu, demo = get_config("cpu").generator_fields(), get_config("demo").generator_fields()
+    assert {k for k in cpu if cpu[k] != demo[k]} == {"train_size"}  # the cpu task, fewer training programs
+
+
+def test_a_preset_file_of_your_own(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "# my run\nmodel: {n_layer: 3, n_embd: 96, n_head: 3, n_positions: 128, position_init: sinusoidal}\n"
+        "dataset: {name: tiny, train_size: 100}\ntraining: {max_steps: 7, block_size: 128}\n"
+        "reproduce: {test_specs: 4, probe_train_specs: 8}\n")
+    model_args, data_args, args, preset = parse_train_args(["--preset", str(mine), "--output_dir", str(tmp_path),
+                                                            "--max_steps", "9"])
+    assert preset == str(mine) and model_args.model_preset == str(mine) and model_args.position_init == "sinusoidal"
+    assert data_args.dataset_config == "tiny" and data_args.load_karel_overrides() == {"train_size": 100}
+    assert args.max_steps == 9 and data_args.block_size == 128  # flags override the file
+    from karel_hf.modeling import model_config
+    from karel_hf.tokenizer import build_tokenizer
+
+    config = model_config(model_args.model_preset, build_tokenizer())
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == (3, 96, 3, 128)
+    resolved = ReproduceArguments(output_dir=str(tmp_path), preset=str(mine)).resolved()
+    assert resolved.train_preset == str(mine) and resolved.test_specs == 4
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("modle: {}\ntraining: {}\n", r"unknown section\(s\) \['modle'\]"),
+        ("model: {n_layer: 2}\n", r"missing: \['n_embd', 'n_head', 'n_positions'\]"),
+        ("dataset: {train_size: 5}\n", "needs `name`"),
+        ("training: {dataset_config: tiny}\n", "set them in the dataset section"),
+    ],
+)
+def test_preset_file_errors_name_the_key(tmp_path, text, message):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(text)
+    with pytest.raises(PresetError, match=message):
+        load_preset(str(mine))
+    with pytest.raises(TrainArgumentError, match=message):
+        parse_train_args(["--preset", str(mine), "--output_dir", str(tmp_path)])
+
+
+@pytest.fixture
+def preset_folder(tmp_path, monkeypatch):
+    """An empty preset folder in place of karel_hf/presets, with the caches cleared before and after."""
+    caches = (presets.preset_names, presets._load_builtin, presets.corpora)
+    for cache in caches:
+        cache.cache_clear()
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    yield tmp_path
+    monkeypatch.undo()
+    for cache in caches:
+        cache.cache_clear()
+
+
+def test_a_corpus_is_defined_in_one_file(preset_folder):
+    body = "model: {n_layer: 1, n_embd: 8, n_head: 1, n_positions: 8}\ntraining: {max_steps: %d}\n"
+    (preset_folder / "a.yaml").write_text(body % 1 + "dataset: {name: mine, train_size: 10}\n")
+    (preset_folder / "b.yaml").write_text(body % 2 + "dataset: {name: mine}\n")
+    assert preset_names() == ("a", "b") and corpora() == {"mine": {"train_size": 10}}
+    (preset_folder / "b.yaml").write_text(body % 2 + "dataset: {name: mine, train_size: 20}\n")
+    presets._load_builtin.cache_clear()
+    presets.corpora.cache_clear()
+    with pytest.raises(PresetError, match="a.yaml and b.yaml both define the corpus 'mine'"):
+        corpora()

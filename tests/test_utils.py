@@ -1,0 +1,82 @@
+"""The shared helpers: atomic writes, library versions, what counts as a checkpoint, overrides."""
+
+import json
+
+import pytest
+from transformers import GPT2Config
+
+from karel_hf.utils import (
+    apply_config_overrides,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    checkpoint_folders,
+    format_overrides,
+    is_resumable,
+    latest_checkpoint,
+    library_versions,
+    model_checkpoints,
+    parse_overrides,
+)
+
+
+def test_atomic_writes_replace_files_and_folders_and_leave_nothing_on_error(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    atomic_write_json(target, {"x": 1})
+    assert json.loads(target.read_text()) == {"x": 1}
+    atomic_write_text(target, "new\n")
+    assert target.read_text() == "new\n"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "new\n"
+    folder = tmp_path / "tok"
+    for content in ("first", "second"):
+        with atomic_path(folder, directory=True) as tmp:
+            (tmp / "file.txt").write_text(content)
+    assert [p.name for p in folder.iterdir()] == ["file.txt"] and (folder / "file.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "tok"]  # no temporary left over
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["a.json"]
+    with atomic_path(tmp_path / "fig.png") as tmp:
+        assert tmp.suffix == ".png"  # writers that read the format from the suffix
+
+
+def test_library_versions():
+    versions = library_versions()
+    assert versions["transformers"] and versions["torch"] and versions["python"]
+
+
+def test_model_and_resumable_checkpoints_are_named_in_one_place(tmp_path):
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+    for step, files in ((0, ("config.json", "model.safetensors", "trainer_state.json")), (5, ("config.json",)),
+                        (10, ("config.json", "model.safetensors")), (20, ("trainer_state.json",))):
+        (tmp_path / f"{PREFIX_CHECKPOINT_DIR}-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"{PREFIX_CHECKPOINT_DIR}-{step}" / name).write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [s for s, _ in checkpoint_folders(tmp_path)] == [0, 5, 10, 20]
+    assert [s for s, _ in model_checkpoints(tmp_path)] == [0, 10]  # weights + config
+    assert latest_checkpoint(tmp_path).name == "checkpoint-20" == (tmp_path / get_last_checkpoint(tmp_path)).name
+    assert is_resumable(tmp_path / "checkpoint-0") and not is_resumable(tmp_path / "checkpoint-10")
+    assert latest_checkpoint(tmp_path / "missing") is None and checkpoint_folders(tmp_path / "missing") == []
+
+
+def test_overrides_parse_and_format():
+    values = parse_overrides("train_size=20000, seed=7,action_weights=[1,1,0,1,1],extended=true,name=x")
+    assert values == {"train_size": 20000, "seed": 7, "action_weights": [1, 1, 0, 1, 1], "extended": True,
+                      "name": "x"}
+    assert parse_overrides(format_overrides(values)) == values
+    assert parse_overrides(["seed=7", "wall_ratio=0.2"]) == {"seed": 7, "wall_ratio": 0.2}
+    with pytest.raises(ValueError, match="--set: expected key=value"):
+        parse_overrides(["seed"], what="--set")
+
+
+def test_config_overrides_use_transformers_parser():
+    config = apply_config_overrides(GPT2Config(), "n_layer=6, resid_pdrop=0.25,scale_attn_weights=false")
+    assert (config.n_layer, config.resid_pdrop, config.scale_attn_weights) == (6, 0.25, False)
+    with pytest.raises(ValueError, match="config_overrides: .*n_layers"):
+        apply_config_overrides(GPT2Config(), "n_layers=6")
+    with pytest.raises(ValueError, match="config_overrides: .*n_layer=6,n_embd=384"):
+        apply_config_overrides(GPT2Config(), "n_layer")
