@@ -335,6 +335,8 @@ def test_probe_report_is_the_flattened_family_score():
     assert flat["control_output_glyph"] == 0.0 and flat["conditional_gain_low"] > 0.5
     assert set(flat) >= {"unobserved", "margin", "conditional_gain_code_high", "accuracy_d", "accuracy_step_3",
                          "num_train", "num_test", "budget_met", *(f"control_{c}" for c in probes.CONTROLS)}
+    per_column = probes.probe_report(x, y, np.arange(300) < 200, **{**kwargs, "prompt_facts": [kwargs["prompt_facts"]]})
+    assert per_column == flat  # one block per label column: the same as one shared block here
     with pytest.raises(ValueError, match="train_mask"):
         probes.probe_report(x, y, np.ones(300, dtype=bool))
     with pytest.raises(ValueError, match="unknown control"):
@@ -387,6 +389,23 @@ def test_prompt_gives_every_label_away():
     gain = r["conditional_gain"]
     assert abs(gain["value"]) < 0.02 and gain["low"] <= 0 <= gain["high"]
     assert np.isnan(r["unobserved"]) and r["num_unobserved"] == 0  # no label differs from both glyphs
+
+
+def test_prompt_facts_are_joint_so_interactions_are_not_a_gain():
+    # The middle state is a function of both grids together (the net rotation): printed by the
+    # prompt, though equal to neither glyph. A state that encodes it adds nothing over the facts.
+    def label_of(i, k):
+        initial, output = i % 4, (i // 4) % 4
+        return initial if k == 0 else output if k == 2 else (initial + output) % 4
+
+    train = _table(320, label_of=label_of, state_of=_encode, n_of=lambda i: 2, seed=8)
+    test = _table(160, label_of=label_of, state_of=_encode, n_of=lambda i: 2, seed=9, start_id=1000)
+    r = measure.semantic_content(train, test, 0, num_prompt_pairs=1, num_bootstrap=200)
+    assert r["semantic_content"] == 1.0 and r["controls"]["prompt_only"] == 1.0
+    assert r["controls"]["initial_glyph"] < 0.5 and r["controls"]["output_glyph"] < 0.5 and r["unobserved"] == 1.0
+    assert r["conditional_gain"]["value"] == 0.0 and r["margin"] == 0.0
+    facts = measure.prompt_facts(train, ["direction_0"])[0]
+    assert facts.shape == (len(train["step"]), 32) and (facts.sum(1) == 1).all()  # 4 x 4 x (k = 1, 2), n = 2
 
 
 def test_prompt_gives_no_label_away():

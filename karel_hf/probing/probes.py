@@ -16,7 +16,9 @@ probe recipe:
 - `unobserved`: the accuracy on test rows whose label differs from both the initial and the
   output label (what the prompt prints);
 - `controls`: `initial_glyph` (predict the initial label), `output_glyph` (predict the output
-  grid's label), `prompt_only` (the probe on `prompt_facts`), `code_position` (the probe on
+  grid's label), `prompt_only` (the probe on `prompt_facts`: what the prompt gives away, best as
+  `joint_one_hot` of the facts, one column per combination, so that a linear probe on them is a
+  smoothed lookup table and misses no interaction), `code_position` (the probe on
   `code_states`, the state before the first program token), `shuffled` (the probe on the states
   with permuted training labels);
 - `margin` = semantic_content - the strongest control;
@@ -158,6 +160,28 @@ def bootstrap_difference(correct_a, correct_b, valid, groups, *, num_resamples: 
     return {"value": float(value), "low": float(low), "high": float(high)}
 
 
+def joint_one_hot(*facts) -> np.ndarray:
+    """(rows, combinations) float32: one column per distinct combination of the integer `facts`
+    (each (rows,)) that occurs. A linear probe on it is a smoothed lookup table of the facts: the
+    best any function of them does, interactions included (e.g. the net rotation output - initial,
+    which a probe on side-by-side one-hots cannot read, and a hidden state could then "add").
+
+    >>> joint_one_hot([0, 1, 0, 1], [2, 2, 2, 3])
+    array([[1., 0., 0.],
+           [0., 1., 0.],
+           [1., 0., 0.],
+           [0., 0., 1.]], dtype=float32)
+    """
+    keys = np.stack([np.asarray(f, dtype=np.int64).reshape(-1) for f in facts], axis=1)
+    if not len(keys):
+        return np.zeros((0, 0), dtype=np.float32)
+    _, index = np.unique(keys, axis=0, return_inverse=True)
+    index = np.asarray(index).reshape(-1)
+    out = np.zeros((len(keys), int(index.max()) + 1), dtype=np.float32)
+    out[np.arange(len(keys)), index] = 1.0
+    return out
+
+
 def _as_2d(values, rows: int, name: str, dtype) -> np.ndarray | None:
     if values is None:
         return None
@@ -199,7 +223,8 @@ def score_family(
     trained on, not scored); `train_mask` (rows,) bools, True = a training row, False = a test row.
     A row is used when it has a label in at least one column. Optional, aligned with the rows:
     `groups` (spec id per row: the bootstrap unit; default one group per row), `prompt_facts`
-    (rows, f), `code_states` (rows, hidden), `initial_labels` and `output_labels` (shaped like
+    ((rows, f), shared by every label column, or a list with one (rows, f_c) array per label
+    column, e.g. `joint_one_hot(initial_c, output_c, k, n)`), `code_states` (rows, hidden), `initial_labels` and `output_labels` (shaped like
     `labels`), `steps` (program step k per row). `tasks` maps a task name to its label columns (a
     joint task is right only when every part is); default: one task per column, named by
     `task_names` (default `task_<c>`). `num_classes` (for the uniform chance level): default, the
@@ -234,7 +259,16 @@ def score_family(
     tasks = {name: tuple(int(c) for c in parts) for name, parts in tasks.items()}
     if any(not 0 <= c < columns for parts in tasks.values() for c in parts):
         raise ValueError(f"tasks refer to label columns outside 0..{columns - 1}: {tasks}")
-    facts = _as_2d(prompt_facts, rows, "prompt_facts", np.float32)
+    if prompt_facts is None:
+        facts = None
+    elif (isinstance(prompt_facts, (list, tuple)) and len(prompt_facts) and np.ndim(prompt_facts[0]) == 2) \
+            or np.ndim(prompt_facts) == 3:  # one (rows, f) block per label column
+        if len(prompt_facts) != columns:
+            raise ValueError(f"prompt_facts: one (rows, f) block per label column ({columns}) or one shared block, "
+                             f"got {len(prompt_facts)}")
+        facts = [_as_2d(f, rows, "prompt_facts", np.float32) for f in prompt_facts]
+    else:
+        facts = [_as_2d(prompt_facts, rows, "prompt_facts", np.float32)] * columns  # the same object: stacked once
     code = _as_2d(code_states, rows, "code_states", np.float32)
     initial = _as_2d(initial_labels, rows, "initial_labels", np.int64)
     output = _as_2d(output_labels, rows, "output_labels", np.int64)
@@ -262,15 +296,22 @@ def score_family(
     }
     y_train, y_test = labels[train_rows], labels[test_rows]
 
-    def predict(features, shuffle=False) -> list[np.ndarray | None]:
-        """Predictions per label column on the test rows (None: no labelled training row)."""
-        out = []
+    def predict(*blocks, shuffle=False) -> list[np.ndarray | None]:
+        """Predictions per label column on the test rows (None: no labelled training row) of a probe
+        on the blocks side by side; a block is one (rows, f) array or a list of one per column."""
+        out, stacked = [], {}
         for c in range(columns):
             if not (y_train[:, c] != MISSING).any() or not len(test_rows):
                 out.append(None)
                 continue
-            out.append(fit_predict(features[train_rows], y_train[:, c], features[test_rows], probe=probe, seed=seed,
-                                   shuffle_labels=shuffle, **probe_kwargs))
+            parts = [b[c] if isinstance(b, list) else b for b in blocks]
+            key = tuple(id(p) for p in parts)
+            if key not in stacked:  # shared blocks are stacked (and sliced) once
+                features = parts[0] if len(parts) == 1 else np.hstack(parts)
+                stacked[key] = (features[train_rows], features[test_rows])
+            train_x, test_x = stacked[key]
+            out.append(fit_predict(train_x, y_train[:, c], test_x, probe=probe, seed=seed, shuffle_labels=shuffle,
+                                   **probe_kwargs))
         return out
 
     valid = np.stack([(y_test[:, list(parts)] != MISSING).all(axis=1) for parts in tasks.values()])  # (tasks, test)
@@ -350,14 +391,13 @@ def score_family(
         if "prompt_only" in wanted:
             control_values["prompt_only"] = _nanmean(accuracy(facts_hits))
         if "conditional_gain" in wanted:
-            both = correct(predict(np.hstack([states, facts])))
+            both = correct(predict(states, facts))
             result["conditional_gain"] = bootstrap_difference(both & fitted[:, None], facts_hits & fitted[:, None],
                                                               valid & fitted[:, None], test_groups,
                                                               num_resamples=num_bootstrap, seed=seed)
     if facts is not None and code is not None and "conditional_gain_code" in wanted:
-        base = np.hstack([facts, code])
-        with_code = correct(predict(base))
-        all_three = correct(predict(np.hstack([states, base])))
+        with_code = correct(predict(facts, code))
+        all_three = correct(predict(states, facts, code))
         result["conditional_gain_code"] = bootstrap_difference(
             all_three & fitted[:, None], with_code & fitted[:, None], valid & fitted[:, None], test_groups,
             num_resamples=num_bootstrap, seed=seed)

@@ -45,9 +45,11 @@ Args:
         result has `accuracy_<name>` for each.
     groups (`list` of `int`, *optional*): the spec each row comes from: the bootstrap resamples
         specs, and rows of one program are not independent. Default: each row its own group.
-    prompt_facts (`list` of `list` of `float`, *optional*): what the prompt gives away, per row
-        (karel_hf: one-hot initial and output directions, step k and length n): the `prompt_only`
-        control and the conditional gains.
+    prompt_facts (`list` of `list` of `float`, *optional*): what the prompt gives away, per row, or
+        one such block per label column: the `prompt_only` control and the conditional gains. Give
+        them jointly, one column per combination (karel_hf: of the label's initial value, its output
+        value, step k and length n; `karel_hf.probing.probes.joint_one_hot`), so that a linear probe
+        on them is a lookup table of the facts and misses no interaction of them.
     code_states (`list` of `list` of `float`, *optional*): the model state before the first program
         token, per row: the `code_position` control and `conditional_gain_code`.
     initial_labels, output_labels (same shape as `references`, *optional*): the labels the input
