@@ -280,7 +280,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     from karel_hf.probing.analysis import length_test, program_perplexity
     from karel_hf.probing.traces import build_trace_dataset
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     timings = {}
     test_rows, probe_rows, texts = data
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -328,6 +328,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     perplexity = program_perplexity(model, tokenizer, texts, batch_size=min(32, preset.batch_size))
     timings["perplexity"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
+    timings["total_cpu"] = time.process_time() - cpu_start  # this process's CPU time: robust to other jobs
     return {
         "step": step,
         "generation": generation,

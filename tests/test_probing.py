@@ -404,7 +404,8 @@ def test_prompt_facts_are_joint_so_interactions_are_not_a_gain():
     assert r["semantic_content"] == 1.0 and r["controls"]["prompt_only"] == 1.0
     assert r["controls"]["initial_glyph"] < 0.5 and r["controls"]["output_glyph"] < 0.5 and r["unobserved"] == 1.0
     assert r["conditional_gain"]["value"] == 0.0 and r["margin"] == 0.0
-    facts = measure.prompt_facts(train, ["direction_0"])[0]
+    (facts,) = measure.prompt_facts(train["direction_0_initial"], train["direction_0_output"], train["step"],
+                                    train["num_actions"])
     assert facts.shape == (len(train["step"]), 32) and (facts.sum(1) == 1).all()  # 4 x 4 x (k = 1, 2), n = 2
 
 

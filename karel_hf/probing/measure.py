@@ -67,12 +67,13 @@ def _check(table, columns) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
-def prompt_facts(table: Mapping[str, np.ndarray], labels: Sequence[str]) -> list[np.ndarray]:
-    """Per label, (rows, combinations) float32: the joint one-hot of (initial label, output label,
-    step k, length n) of each row (see the module docstring). Build it on train and test rows
-    together, so that their columns mean the same combinations."""
-    k, n = np.asarray(table["step"]), np.asarray(table["num_actions"])
-    return [joint_one_hot(table[label_column(l, INITIAL)], table[label_column(l, OUTPUT)], k, n) for l in labels]
+def prompt_facts(initial, output, steps, num_actions) -> list[np.ndarray]:
+    """Per label column, (rows, combinations) float32: the joint one-hot of (initial label, output
+    label, step k, length n) of each row (see the module docstring). `initial` and `output` are
+    (rows, labels); build it on train and test rows together, so that their columns mean the same
+    combinations."""
+    initial, output = np.atleast_2d(np.asarray(initial).T).T, np.atleast_2d(np.asarray(output).T).T
+    return [joint_one_hot(initial[:, c], output[:, c], steps, num_actions) for c in range(initial.shape[1])]
 
 
 def _tasks(label_set: str, num_prompt_pairs: int) -> dict[str, tuple[str, ...]]:
@@ -111,10 +112,12 @@ def semantic_content(
     (`num_prompt_pairs`, at most 5); "v3": the authors' 6 tasks (original semantics only).
     `controls` adds the initial/output glyphs, the prompt-only, code-position and shuffled
     probes, `margin` and the conditional gains (`probes.score_family`); False fits the probe
-    alone (the intervention); a list of names picks some (`probes.CONTROLS`, `probes.GAINS`). `max_train_rows` / `max_test_rows`: the fixed budget.
+    alone (the intervention); a list of names picks some (`probes.CONTROLS`, `probes.GAINS`).
+    `max_train_rows` / `max_test_rows`: the fixed budget (a seeded subsample of the scored rows).
 
     Returns `probes.score_family`'s dict plus `label_set`, `offset`, `family` (the offset's name),
-    `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs`; with
+    `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs` (specs with
+    a scored row); with
     `return_predictions` also `test_rows` (positions in `test` of the scored test rows, the order
     of `predictions` and `targets`, which are keyed by label name).
     """
@@ -141,11 +144,8 @@ def semantic_content(
     if controls:
         initial = stack(lambda t: np.stack([t[label_column(l, INITIAL)] for l in labels], 1).astype(np.int64))
         output = stack(lambda t: np.stack([t[label_column(l, OUTPUT)] for l in labels], 1).astype(np.int64))
-        facts_table = {"step": stack(lambda t: np.asarray(t["step"])), "num_actions": stack(lambda t: np.asarray(t["num_actions"]))}
-        facts_table.update({label_column(l, INITIAL): initial[:, c] for c, l in enumerate(labels)})
-        facts_table.update({label_column(l, OUTPUT): output[:, c] for c, l in enumerate(labels)})
         kwargs = dict(
-            prompt_facts=prompt_facts(facts_table, labels),
+            prompt_facts=prompt_facts(initial, output, stack(lambda t: t["step"]), stack(lambda t: t["num_actions"])),
             code_states=stack(lambda t: np.asarray(t["code_state"], dtype=np.float32)),
             initial_labels=initial,
             output_labels=output,
