@@ -50,7 +50,8 @@ def _fake_decode(rows):
             directions = [s.direction for s in execute(parse(text), world, trace=True).states]
             texts.append(text)
             states.append(np.eye(4, 8, dtype=np.float32)[directions])
-        return decoding.DecodeOutput(programs=texts, num_actions=[len(s) for s in states], action_states=states)
+        return decoding.DecodeOutput(programs=texts, num_actions=[len(s) for s in states], action_states=states,
+                                     code_states=[np.zeros(8, dtype=np.float32)] * len(states))
 
     decode.calls = calls
     return decode

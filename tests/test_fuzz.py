@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of every entry point that takes user input: the parser,
 `World.from_ascii`, `format_sample` / `parse_sample`, the tokenizer, the generation-accuracy metric
-(plain function and evaluate module) and the `karel-hf` CLI run in process.
+and the probes (plain functions and evaluate modules) and the `karel-hf` CLI run in process.
 
 The property is always the same: a correct result (checked by a round trip or an independent
 computation) or a clear ValueError (a TypeError for an argument of the wrong Python type); never
@@ -551,6 +551,139 @@ def test_evaluate_module_takes_whole_dataset_rows(evaluate_metric):
     results = evaluate_metric.compute(predictions=predictions, references=rows, num_spec_pairs=2)
     assert results["num_examples"] == 3 and results["accuracy"] == pytest.approx(1 / 3)
     assert results == compute_generation_accuracy(predictions, [reference_to_json(r) for r in rows], num_spec_pairs=2)
+
+
+# ---------------------------------------------------------------------------------------- probes
+PROBE_MUTATIONS = ("steps shorter", "num_classes -1", "num_classes 1", "num_classes 1.5", "num_classes too small",
+                   "labels 1.7", "labels -2", "labels text", "mask text", "mask all train", "mask length",
+                   "nan state", "ragged states", "no rows", "groups length", "initial shape", "facts rows",
+                   "empty task", "task column", "unknown control", "max_train_rows 0", "seed -1", "bootstrap 0")
+
+
+@st.composite
+def probe_inputs(draw):
+    """(states, labels, train_mask, kwargs, mutation): a valid probe_report call when mutation is
+    None, else one named defect that must be refused."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows, hidden, columns = draw(st.integers(4, 40)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
+    labels = rng.integers(-1, 4, (rows, columns))
+    states = (rng.standard_normal((rows, hidden)) + labels[:, :1]).astype(np.float32)
+    train_mask = np.arange(rows) < rows // 2 + 1
+    kwargs = {"num_bootstrap": 20, "seed": draw(st.integers(0, 5)), "probe": draw(st.sampled_from(["linear", "linear", "mlp1"])),
+              "max_iter": 30}
+    if draw(st.booleans()):
+        kwargs["steps"] = rng.integers(1, 6, rows).tolist()
+    if draw(st.booleans()):
+        kwargs["initial_labels"], kwargs["output_labels"] = rng.integers(0, 4, (2, rows, columns))
+    if draw(st.booleans()):
+        kwargs["prompt_facts"] = rng.standard_normal((rows, 2))
+        kwargs["groups"] = rng.integers(0, 5, rows)
+    if draw(st.booleans()):
+        kwargs["num_classes"] = 4
+    mutation = draw(st.sampled_from((None,) * 6 + PROBE_MUTATIONS))
+    if mutation == "steps shorter":
+        kwargs["steps"] = list(range(1, rows))
+    elif mutation and mutation.startswith("num_classes"):
+        value = mutation.split()[1]
+        kwargs["num_classes"] = {"-1": -1, "1": 1, "1.5": 1.5, "too": 2}[value]
+        if value == "too":
+            assume((labels >= 2).any())
+    elif mutation == "labels 1.7":
+        labels = labels + 0.7
+    elif mutation == "labels -2":
+        labels[0, 0] = -2
+    elif mutation == "labels text":
+        labels = [["a"] * columns for _ in range(rows)]
+    elif mutation == "mask text":
+        train_mask = ["train" if m else "test" for m in train_mask]
+    elif mutation == "mask all train":
+        train_mask = np.ones(rows, dtype=bool)
+    elif mutation == "mask length":
+        train_mask = train_mask[:-1]
+    elif mutation == "nan state":
+        states[rng.integers(rows), 0] = np.nan
+    elif mutation == "ragged states":
+        states = [list(v) for v in states]
+        states[-1] = states[-1] + [0.0]
+    elif mutation == "no rows":
+        states, labels, train_mask = np.zeros((0, hidden)), np.zeros((0, columns), dtype=int), np.zeros(0, dtype=bool)
+        kwargs = {}
+    elif mutation == "groups length":
+        kwargs["groups"] = list(range(rows + 1))
+    elif mutation == "initial shape":
+        kwargs["initial_labels"] = np.zeros((rows, columns + 1), dtype=int)
+        kwargs["output_labels"] = kwargs["initial_labels"]
+    elif mutation == "facts rows":
+        kwargs["prompt_facts"] = np.zeros((rows + 2, 2))
+    elif mutation == "empty task":
+        kwargs["tasks"] = {"nothing": []}
+    elif mutation == "task column":
+        kwargs["tasks"] = {"far": [columns]}
+    elif mutation == "unknown control":
+        kwargs["controls"] = ["shuffled", "bogus"]
+    elif mutation == "max_train_rows 0":
+        kwargs["max_train_rows"] = 0
+    elif mutation == "seed -1":
+        kwargs["seed"] = -1
+    elif mutation == "bootstrap 0":
+        kwargs["num_bootstrap"] = 0
+    return states, labels, train_mask, kwargs, mutation
+
+
+@fuzz(80)
+@given(probe_inputs())
+def test_probe_report_gives_floats_or_refuses(inputs):
+    from karel_hf.probing.probes import probe_report
+
+    states, labels, train_mask, kwargs, mutation = inputs
+    event(f"mutation: {mutation}")
+    try:
+        report = probe_report(states, labels, train_mask, **kwargs)
+    except ValueError as err:
+        assert mutation is not None, f"a valid call was refused: {err}"
+        assert "\n" not in str(err)
+        return
+    assert mutation is None, f"{mutation} was accepted"
+    assert all(isinstance(v, float) for v in report.values())
+    for key in ("semantic_content", "chance_uniform", "chance_majority", "control_shuffled"):
+        assert np.isnan(report[key]) or 0.0 <= report[key] <= 1.0, (key, report[key])
+    if kwargs.get("num_classes"):
+        assert report["chance_uniform"] == pytest.approx(1 / kwargs["num_classes"])
+    if "steps" in kwargs:
+        assert set(k for k in report if k.startswith("accuracy_step_")) <= {f"accuracy_step_{k}" for k in range(1, 6)}
+
+
+@pytest.fixture(scope="module")
+def semantic_probe_metric():
+    from karel_hf.metrics import load_metric
+
+    return load_metric("semantic_probe")
+
+
+@fuzz(25)
+@given(probe_inputs())
+def test_semantic_probe_module_gives_floats_or_a_clear_error(semantic_probe_metric, inputs):
+    states, labels, train_mask, kwargs, mutation = inputs
+    kwargs.pop("max_iter", None)
+    if "tasks" in kwargs:  # the module names tasks by task_names; give it a wrong number of names instead
+        kwargs["task_names"] = ["a"] * (np.shape(labels)[1] + 1)
+        del kwargs["tasks"]
+    event(f"mutation: {mutation}")
+    try:
+        report = semantic_probe_metric.compute(predictions=states, references=labels, train_mask=train_mask, **kwargs)
+    except ValueError as err:
+        assert mutation is not None, f"a valid call was refused: {err}"
+        return
+    assert mutation is None, f"{mutation} was accepted"
+    assert all(isinstance(v, float) for v in report.values())
+
+
+def test_semantic_probe_module_refuses_empty_and_mismatched_inputs(semantic_probe_metric):
+    for predictions, references in (([], []), ([[0.0]], []), (None, [1]), ([[0.0], [1.0]], [1])):
+        with pytest.raises(ValueError, match="predictions"):
+            semantic_probe_metric.compute(predictions=predictions, references=references, train_mask=[True])
+    with pytest.raises(ValueError, match="`split` must be a list of 'train' or 'test'"):
+        semantic_probe_metric.compute(predictions=[[0.0], [1.0]], references=[0, 1], split=["train", "tset"])
 
 
 # -------------------------------------------------------------------------------------- the CLI

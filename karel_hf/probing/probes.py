@@ -182,15 +182,51 @@ def joint_one_hot(*facts) -> np.ndarray:
     return out
 
 
-def _as_2d(values, rows: int, name: str, dtype) -> np.ndarray | None:
+def checked_array(values, name: str, kind: str) -> np.ndarray:
+    """`values` as an array of `kind` ("float": finite numbers; "label": integers >= -1; "bool":
+    booleans or 0/1), else a ValueError naming `name`: never a silent cast (1.7 -> 1, "no" -> True)."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise ValueError(f"{name}: not a rectangular array ({' '.join(str(err).split())})") from None
+    if kind == "float":
+        if array.dtype.kind not in "biuf" or (array.size and not np.isfinite(array.astype(np.float64)).all()):
+            raise ValueError(f"{name}: expected finite numbers, got {_describe(array)}")
+        return array.astype(np.float32)
+    if kind == "bool":
+        if array.dtype.kind == "b":
+            return array
+        if array.dtype.kind in "iu" and np.isin(array, (0, 1)).all():
+            return array.astype(bool)
+        raise ValueError(f"{name}: expected booleans (True = a training row), got {_describe(array)}")
+    if array.dtype.kind == "f" and array.size and np.isfinite(array).all() and (array == np.round(array)).all():
+        array = array.astype(np.int64)  # integral floats (e.g. through a float feature) are labels
+    if array.dtype.kind not in "iu" or (array.size and array.min() < MISSING):
+        raise ValueError(f"{name}: expected integer labels >= 0 ({MISSING} = missing), got {_describe(array)}")
+    return array.astype(np.int64)
+
+
+def _describe(array: np.ndarray) -> str:
+    sample = array.reshape(-1)[:3].tolist()
+    return f"dtype {array.dtype}, shape {array.shape}, starting {sample}"
+
+
+def _as_2d(values, rows: int, name: str, kind: str) -> np.ndarray | None:
     if values is None:
         return None
-    values = np.asarray(values, dtype=dtype)
+    values = checked_array(values, name, kind)
     if values.ndim == 1:
         values = values[:, None]
     if values.ndim != 2 or len(values) != rows:
         raise ValueError(f"{name} must have one row per state ({rows}), got shape {values.shape}")
     return values
+
+
+def _check_int(name: str, value, low: int, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{' or None' if allow_none else ''}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------ score
@@ -240,25 +276,44 @@ def score_family(
     """
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}; expected one of {PROBES}")
-    states = np.asarray(states, dtype=np.float32)
-    if states.ndim != 2:
-        raise ValueError(f"states must be (rows, hidden), got shape {states.shape}")
+    states = checked_array(states, "states (predictions)", "float")
+    if states.ndim != 2 or not states.size:
+        raise ValueError(f"states (predictions) must be (rows, hidden) with at least one row and one feature, "
+                         f"got shape {states.shape}")
     rows = len(states)
-    labels = _as_2d(labels, rows, "labels (references)", np.int64)
-    train_mask = np.asarray(train_mask, dtype=bool)
+    labels = _as_2d(labels, rows, "labels (references)", "label")
+    train_mask = checked_array(train_mask, "train_mask", "bool")
     if train_mask.shape != (rows,):
         raise ValueError(f"train_mask must have one entry per state ({rows}), got shape {train_mask.shape}")
     if train_mask.all() or not train_mask.any():
         raise ValueError("train_mask must mark some rows for training (True) and some for testing (False)")
+    _check_int("num_classes", num_classes, 2)
+    _check_int("max_train_rows", max_train_rows, 1)
+    _check_int("max_test_rows", max_test_rows, 1)
+    _check_int("num_bootstrap", num_bootstrap, 1, allow_none=False)
+    _check_int("seed", seed, 0, allow_none=False)
+    if num_classes is not None:
+        seen = np.unique(labels[labels != MISSING])
+        if len(seen) > num_classes or (len(seen) and seen.max() >= num_classes):
+            raise ValueError(f"num_classes {num_classes} does not cover the labels (classes {seen.tolist()[:10]}); "
+                             "labels must lie in 0..num_classes-1")
     columns = labels.shape[1]
     if tasks is None:
+        if task_names is not None and (isinstance(task_names, str) or not all(isinstance(n, str) for n in task_names)):
+            raise ValueError(f"task_names must be a list of str, one per label column, got {task_names!r}")
         names = list(task_names) if task_names is not None else [f"task_{c}" for c in range(columns)]
-        if len(names) != columns:
-            raise ValueError(f"task_names needs one name per label column ({columns}), got {len(names)}")
+        if len(names) != columns or len(set(names)) != len(names):
+            raise ValueError(f"task_names needs one distinct name per label column ({columns}), got {names}")
         tasks = {name: (c,) for c, name in enumerate(names)}
-    tasks = {name: tuple(int(c) for c in parts) for name, parts in tasks.items()}
-    if any(not 0 <= c < columns for parts in tasks.values() for c in parts):
-        raise ValueError(f"tasks refer to label columns outside 0..{columns - 1}: {tasks}")
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise ValueError(f"tasks must map a task name to its label columns, got {tasks!r}")
+    try:
+        tasks = {name: tuple(checked_array(parts, f"tasks[{name!r}]", "label").reshape(-1).tolist())
+                 for name, parts in tasks.items()}
+    except ValueError as err:
+        raise ValueError(f"tasks must map a task name to a list of label column indices: {err}") from None
+    if any(not parts for parts in tasks.values()) or any(not 0 <= c < columns for parts in tasks.values() for c in parts):
+        raise ValueError(f"tasks must name label columns in 0..{columns - 1}, at least one per task: {tasks}")
     if prompt_facts is None:
         facts = None
     elif (isinstance(prompt_facts, (list, tuple)) and len(prompt_facts) and np.ndim(prompt_facts[0]) == 2) \
@@ -266,22 +321,28 @@ def score_family(
         if len(prompt_facts) != columns:
             raise ValueError(f"prompt_facts: one (rows, f) block per label column ({columns}) or one shared block, "
                              f"got {len(prompt_facts)}")
-        facts = [_as_2d(f, rows, "prompt_facts", np.float32) for f in prompt_facts]
+        facts = [_as_2d(f, rows, "prompt_facts", "float") for f in prompt_facts]
     else:
-        facts = [_as_2d(prompt_facts, rows, "prompt_facts", np.float32)] * columns  # the same object: stacked once
-    code = _as_2d(code_states, rows, "code_states", np.float32)
-    initial = _as_2d(initial_labels, rows, "initial_labels", np.int64)
-    output = _as_2d(output_labels, rows, "output_labels", np.int64)
+        facts = [_as_2d(prompt_facts, rows, "prompt_facts", "float")] * columns  # the same object: stacked once
+    code = _as_2d(code_states, rows, "code_states", "float")
+    initial = _as_2d(initial_labels, rows, "initial_labels", "label")
+    output = _as_2d(output_labels, rows, "output_labels", "label")
     for name, values in (("initial_labels", initial), ("output_labels", output)):
         if values is not None and values.shape != labels.shape:
             raise ValueError(f"{name} must be shaped like labels {labels.shape}, got {values.shape}")
+    if isinstance(controls, str):
+        controls = (controls,)
     wanted = set(CONTROLS + GAINS) if controls is True else set(controls or ())
     unknown = wanted - set(CONTROLS + GAINS)
     if unknown:
         raise ValueError(f"unknown control(s) {sorted(unknown)}; expected names from {CONTROLS + GAINS}")
     groups = np.arange(rows) if groups is None else np.asarray(groups)
-    if len(groups) != rows:
-        raise ValueError(f"groups must have one entry per state ({rows}), got {len(groups)}")
+    if groups.shape != (rows,):
+        raise ValueError(f"groups must have one entry per state ({rows}), got shape {groups.shape}")
+    if steps is not None:
+        steps = checked_array(steps, "steps", "label")
+        if steps.shape != (rows,):
+            raise ValueError(f"steps must have one program step per state ({rows}), got shape {steps.shape}")
 
     # --- rows: the scored ones, then the fixed budget (seeded)
     labelled = (labels != MISSING).any(axis=1)
@@ -348,7 +409,7 @@ def score_family(
         "budget": budget,
     }
     if steps is not None:
-        test_steps = np.asarray(steps)[test_rows]
+        test_steps = steps[test_rows]
         for k in np.unique(test_steps):
             result["per_step"][int(k)] = _nanmean(accuracy(main, test_steps[None, :] == k))
 

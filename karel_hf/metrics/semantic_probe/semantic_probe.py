@@ -13,7 +13,7 @@ import evaluate
 
 from karel_hf import CITATION
 
-from karel_hf.probing.probes import PROBES, probe_report
+from karel_hf.probing.probes import PROBES, checked_array, probe_report
 
 _DESCRIPTION = """\
 Semantic content (Jin & Rinard, "Evidence of Meaning in Language Models Trained on Programs"):
@@ -123,6 +123,16 @@ class SemanticProbe(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2305.11169", "https://arxiv.org/abs/2109.13392"],
         )
 
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of states and labels (checked: a clear ValueError for empty or mismatched inputs)."""
+        _check_inputs(predictions, references)
+        return super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one state and its label(s)."""
+        _check_inputs([prediction], [reference])
+        return super().add(prediction=prediction, reference=reference, **kwargs)
+
     def _compute(
         self,
         predictions,
@@ -147,9 +157,8 @@ class SemanticProbe(evaluate.Metric):
         if (train_mask is None) == (split is None):
             raise ValueError("pass exactly one of `train_mask` (bools) or `split` ('train'/'test' per row)")
         if split is not None:
-            unknown = sorted(set(split) - {"train", "test"})
-            if unknown:
-                raise ValueError(f"`split` entries must be 'train' or 'test', got {unknown}")
+            if isinstance(split, str) or not all(s in ("train", "test") for s in split):
+                raise ValueError(f"`split` must be a list of 'train' or 'test' per row, got {str(split)[:80]}")
             train_mask = [s == "train" for s in split]
         if probe not in PROBES:
             raise ValueError(f"unknown probe {probe!r}; expected one of {PROBES}")
@@ -172,3 +181,15 @@ class SemanticProbe(evaluate.Metric):
             max_test_rows=max_test_rows,
             num_bootstrap=num_bootstrap,
         )
+
+
+def _check_inputs(predictions, references):
+    for name, values in (("predictions (states)", predictions), ("references (labels)", references)):
+        if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+            raise ValueError(f"{name} must be a list with one entry per row, got {type(values).__name__}")
+    if len(predictions) == 0 or len(predictions) != len(references):
+        raise ValueError(f"need the same positive number of predictions (states) and references (labels), got "
+                         f"{len(predictions)} and {len(references)}")
+    # checked before evaluate's storage, which would cast silently (a label 1.7 to 1)
+    checked_array(predictions, "predictions (states)", "float")
+    checked_array(references, "references (labels)", "label")
