@@ -276,7 +276,14 @@ def parse(text: str, *, extended: bool = True) -> Program:
 
 # -------------------------------------------------------------------------------------- printers
 def format_program(program: Program, style: str = "lines") -> str:
-    """Print a program; `style` is "lines" (paper text format), "compact" or "reference"."""
+    """Print a program; `style` is "lines" (paper text format), "compact" or "reference".
+
+    Only what the parser reads back is printed: an AST whose blocks nest deeper than
+    `MAX_NESTING_DEPTH` is a ValueError (the printers recurse once per level)."""
+    depth = nesting_depth(program.body)
+    if depth > MAX_NESTING_DEPTH:
+        raise ValueError(f"the program's blocks nest {depth} deep, more than {MAX_NESTING_DEPTH} "
+                         "(MAX_NESTING_DEPTH): it could not be parsed back")
     if style == "lines":
         return PROGRAM_HEADER + "".join(_lines(program.body, 1)) + PROGRAM_FOOTER
     if style == "compact":
