@@ -2,6 +2,7 @@
 the corpus distribution (lengths, actions, walls, markers, robot), and a cross-check of every
 array against the AST interpreter, for straight-line and extended programs."""
 
+import hashlib
 import subprocess
 import sys
 import types
@@ -12,6 +13,7 @@ from scipy.stats import chisquare
 
 from karel_hf.karel import ACTIONS, Program, World, execute, format_program, parse
 from karel_hf.karel.batched import WorldBatch, run_straight_line, view_codes
+from karel_hf.karel.heldout import heldout_mass, is_heldout, program_hash
 from karel_hf.karel.program import format_lines_batch
 from karel_hf.karel.sampling import (
     EXTENDED_STEP_BUDGET,
@@ -310,3 +312,87 @@ def test_karel_package_imports_no_heavy_libraries():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------- same data as before
+def _digest(config: CorpusConfig) -> str:
+    batch = generate(config, 0, config.num_programs)
+    h = hashlib.sha256()
+    for name in ARRAYS:
+        h.update(getattr(batch, name).tobytes())
+    h.update("\0".join(batch.programs).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("config, digest", [
+    (CorpusConfig(num_programs=300, seed=5), "80b8d48981b78057191385ba7f2e6fb57d44849c180accd09d488cd27c1618a2"),
+    # long marker-heavy programs: many redraws for over-full cells
+    (CorpusConfig(num_programs=100, min_length=20, max_length=30, action_weights=(1, 0, 0, 3, 0), seed=9),
+     "fe4332be59512f1f1137679bda3e692de2033a030e2182eed536e32a6eeecb5d"),
+])
+def test_straight_line_corpora_are_byte_identical_to_the_first_release(config, digest):
+    """Pinned digests of every array (written by the generator before held-out splits existed)."""
+    assert _digest(config) == digest
+
+
+# ------------------------------------------------------------------------ held-out programs
+_HELD = dict(num_pairs=4, height=6, width=6, heldout_fraction=0.2, heldout_key=11)
+
+
+def test_program_hash_ignores_padding_and_depends_on_key_and_order():
+    a = program_hash(3, np.array([[0, 1, 2, -1, -1]]))
+    assert a == program_hash(3, np.array([[0, 1, 2]])) == program_hash(3, np.array([[0, 1, 2, -1, -1, -1, -1]]))
+    assert a != program_hash(4, np.array([[0, 1, 2]]))
+    assert a != program_hash(3, np.array([[0, 2, 1]]))
+    assert program_hash(3, np.array([[0, -1]])) != program_hash(3, np.array([[0, 0]]))
+    # held out iff the hash is below fraction * 2^64: about that share of random long programs
+    codes = np.random.default_rng(0).integers(0, 5, (20000, 12)).astype(np.int8)
+    assert abs(is_heldout(7, 0.3, codes).mean() - 0.3) < 0.02
+
+
+def test_heldout_split_is_program_disjoint_and_per_example_deterministic():
+    train = CorpusConfig(num_programs=3000, min_length=1, max_length=6, heldout_role="exclude", seed=30, **_HELD)
+    test = CorpusConfig(num_programs=400, min_length=3, max_length=6, heldout_role="only", seed=32, **_HELD)
+    a, b = generate(train, 0, 3000), generate(test, 0, 400)
+    assert not is_heldout(11, 0.2, a.actions).any() and is_heldout(11, 0.2, b.actions).all()
+    assert not set(a.programs) & set(b.programs)
+    assert set(np.unique(b.lengths)) == {3, 4, 5, 6}
+    assert np.array_equal(b.lengths, program_lengths(test))  # the lengths are kept, only programs redrawn
+    assert_same(b, ProgramBatch.concatenate([generate(test, 0, 123), generate(test, 123, 400)]))
+    assert_same(generate(test, 200, 201), ProgramBatch.concatenate(iter_batches(test, 5, start=200, stop=201)))
+    check_against_interpreter(b, test, range(0, 400, 20))
+    check_against_interpreter(a, train, range(0, 3000, 150))
+    # without the split the same examples have the same worlds; only the programs were redrawn
+    plain = generate(CorpusConfig(num_programs=400, min_length=3, max_length=6, seed=32, num_pairs=4, height=6,
+                                  width=6), 0, 400)
+    assert np.array_equal(plain.inputs, b.inputs)
+    kept = ~is_heldout(11, 0.2, plain.actions)  # programs already held out are the first draws, kept as is
+    assert np.array_equal(plain.actions[~kept], b.actions[~kept]) and (plain.actions[kept] != b.actions[kept]).any(1).all()
+
+
+def test_heldout_mass_is_exact_and_impossible_lengths_are_refused():
+    config = CorpusConfig(num_programs=10, min_length=3, max_length=6, heldout_role="only", **_HELD)
+    codes = np.indices((5, 5, 5)).reshape(3, -1).T.astype(np.int8)  # all 125 programs of length 3
+    p = np.array(config.action_weights, float) / sum(config.action_weights)
+    expected = p[codes].prod(axis=1)[is_heldout(11, 0.2, codes)].sum()
+    assert heldout_mass(11, 0.2, tuple(map(float, config.action_weights)), 3) == pytest.approx(expected)
+    # five programs of length 1: for some keys none is held out, and the "only" side is then empty
+    weights = tuple(map(float, _HELD_WEIGHTS))
+    key = next(k for k in range(100) if heldout_mass(k, 0.2, weights, 1) == 0.0)
+    with pytest.raises(ValueError, match=r"CorpusConfig\.heldout_fraction=0\.2: programs of length 1.*eval_min_length"):
+        CorpusConfig(num_programs=10, min_length=1, max_length=3, heldout_role="only", **{**_HELD, "heldout_key": key})
+    CorpusConfig(num_programs=10, min_length=1, max_length=3, heldout_role="exclude", **{**_HELD, "heldout_key": key})
+
+
+_HELD_WEIGHTS = CorpusConfig(num_programs=1).action_weights
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"heldout_fraction": 1.0}, {"heldout_fraction": -0.1}, {"heldout_role": "test"},
+     {"heldout_role": "only"}, {"heldout_fraction": 0.1, "heldout_role": "only", "extended": True},
+     {"heldout_fraction": 0.1, "heldout_role": "only", "heldout_key": -1}],
+)
+def test_heldout_config_errors(kwargs):
+    with pytest.raises(ValueError, match=r"CorpusConfig\.heldout"):
+        CorpusConfig(num_programs=10, min_length=3, max_length=5, **kwargs)
