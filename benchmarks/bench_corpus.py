@@ -4,8 +4,8 @@
     --train_size, validation and test 10,000 each), in --workers processes that reduce every batch
     to a checksum (so nothing is held);
 (b) `load_karel("paper", train_size=...)` into a fresh datasets cache with num_proc=--workers;
-(c) `export_dataset("paper", ..., num_proc=--workers)`: Parquet shards, tokenizer, card (written
-    straight from the generator: it needs no cache);
+(c) then `export_dataset("paper", ..., num_proc=--workers)` on that cache: Parquet shards read from
+    it, the tokenizer, the card (an export without a cache builds it first, as (b));
 (d) the extended-language generator (`extended=True`) against the per-example path it replaced
     (copied below as the baseline: `np.random.default_rng([seed, i])`, a recursive AST sampler and
     the AST interpreter, one example at a time), on the same examples' worlds.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,11 +72,12 @@ if args["task"] == "generator":
         checksum = sum(pool.map(work, tasks, chunksize=1))
     rows = sum(t[2] - t[1] for t in tasks)
 elif args["task"] == "load_karel":
-    ds = load_karel("paper", cache_dir=args["dir"], num_proc=args["workers"], **sizes)
+    ds = load_karel("paper", cache_dir=os.path.join(args["dir"], "cache"), num_proc=args["workers"], **sizes)
     rows = sum(len(d) for d in ds.values())
     checksum = len(ds["train"][-1]["text"])
 else:
-    out = export_dataset("paper", args["dir"], num_proc=args["workers"], **sizes)
+    out = export_dataset("paper", os.path.join(args["dir"], "export"), cache_dir=os.path.join(args["dir"], "cache"),
+                         num_proc=args["workers"], **sizes)
     rows = args["train_size"] + 20_000
     checksum = sum(p.stat().st_size for p in out.rglob("*.parquet"))
 wall, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -154,17 +156,18 @@ def main(argv=None) -> None:
     print("| path | wall | CPU | programs/s | vs raw generator | 1M time | peak RSS: main / largest worker |")
     print("|---|---|---|---|---|---|---|")
     base = None
+    folder = tempfile.mkdtemp(prefix="bench_corpus_")  # load_karel's cache, then the export's input
     for task in ("generator", "load_karel", "export"):
         if task in args.skip:
             continue
-        with tempfile.TemporaryDirectory(prefix=f"bench_{task}_") as folder:
-            r = run_child(task, args.train_size, args.workers, folder)
+        r = run_child(task, args.train_size, args.workers, folder)
         rate = r["rows"] / r["wall"]
         base = rate if task == "generator" else base
         ratio = "1.00x" if task == "generator" else (f"{base / rate:.2f}x slower" if base else "-")
         scale = "measured" if rows == PAPER_EXAMPLES else "extrapolated"
         print(f"| {task} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {rate:,.0f} | {ratio} | "
               f"{PAPER_EXAMPLES / rate:.1f} s ({scale}) | {r['rss_main']:.0f} / {r['rss_worker']:.0f} MiB |")
+    shutil.rmtree(folder, ignore_errors=True)
     if "extended" not in args.skip:
         r = bench_extended(args.extended_old, args.extended_new, seed=1)
         print(f"\nextended language (control flow in {100 * r['control_flow']:.0f}% of programs), CPU per program: "

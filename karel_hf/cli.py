@@ -53,7 +53,8 @@ def _cmd_dataset_export(args) -> int:
 
     try:
         overrides = parse_overrides(args.set, what="--set")
-        out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, **overrides)
+        out = export_dataset(args.config, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir,
+                             **overrides)
     except ValueError as err:
         raise SystemExit(f"karel-hf dataset export: {err}") from None
     print(f"wrote {out}")
@@ -128,7 +129,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="cpu",
                    help=f"paper (the paper's v1 corpus) or the corpus a preset defines: {', '.join(corpora())}")
     p.add_argument("--output_dir", required=True, help="folder to write (several configs may share it)")
-    p.add_argument("--num_proc", type=int, default=None, help="worker processes writing Parquet shards")
+    p.add_argument("--num_proc", type=int, default=None, help="worker processes (generation, Parquet shards)")
+    p.add_argument("--cache_dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set train_size=1000 --set seed=7")
     p.set_defaults(func=_cmd_dataset_export)

@@ -143,12 +143,18 @@ def _tree_digest(root):
             for p in sorted(root.rglob("*.parquet"))}
 
 
-def test_export_is_byte_identical_across_num_proc_and_loads_with_stock_datasets(tmp_path):
+def test_export_is_byte_identical_across_num_proc_and_loads_with_stock_datasets(tmp_path, monkeypatch):
+    from karel_hf.data import export as export_module
     from karel_hf.data.export import export_dataset
 
+    # tables of 64 rows: with num_proc=2 the cache is two files per split instead of one
+    monkeypatch.setattr(builder_module, "GENERATION_CHUNK", 64)
+    monkeypatch.setattr(export_module, "GENERATION_CHUNK", 64)
     overrides = dict(train_size=300, validation_size=40, test_size=50)
-    one = export_dataset("tiny", tmp_path / "one", rows_per_shard=128, **overrides)
-    two = export_dataset("tiny", tmp_path / "two", num_proc=2, rows_per_shard=128, **overrides)
+    one = export_dataset("tiny", tmp_path / "one", cache_dir=str(tmp_path / "c1"), rows_per_shard=128, **overrides)
+    two = export_dataset("tiny", tmp_path / "two", cache_dir=str(tmp_path / "c2"), num_proc=2, rows_per_shard=128,
+                         **overrides)
+    assert len(list((tmp_path / "c2").rglob("karel-train-*.arrow"))) == 2  # the layouts differ
     digests = _tree_digest(one)
     assert digests == _tree_digest(two)
     assert "tiny/train-00002-of-00003.parquet" in digests
@@ -236,9 +242,11 @@ def test_batch_table_equals_the_per_example_path(overrides):
 
 
 def test_builder_rows_do_not_depend_on_num_proc_or_batch_size(tiny_dataset, tmp_path, monkeypatch):
-    two = load_karel("tiny", cache_dir=str(tmp_path / "two"), num_proc=2)
     monkeypatch.setattr(builder_module, "GENERATION_CHUNK", 100)  # 6 tables for the train split, not 1
     small = load_karel("tiny", cache_dir=str(tmp_path / "small"))
+    monkeypatch.setattr(builder_module, "GENERATION_CHUNK", 30)
+    two = load_karel("tiny", cache_dir=str(tmp_path / "two"), num_proc=2)  # two processes on every split
+    assert len(list((tmp_path / "two").rglob("karel-validation-*.arrow"))) == 2
     for split in ("train", "validation", "test"):
         assert two[split].data.table.equals(tiny_dataset[split].data.table)
         assert small[split].data.table.equals(tiny_dataset[split].data.table)

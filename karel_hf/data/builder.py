@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from karel_hf import CITATION, __version__
 from karel_hf.karel.corpus_config import CorpusConfig
+from karel_hf.karel.extended_sampling import EXTENDED_SAMPLER_REVISION
 from karel_hf.karel.sampling import ProgramBatch, generate
 from karel_hf.presets import corpora
 
@@ -140,6 +141,8 @@ class KarelConfig(datasets.BuilderConfig):
         # Fields added later count only when they differ from their default (which gives the data
         # of before), so a cache built before they existed stays valid.
         values = {k: v for k, v in self.generator_fields().items() if _LATER_FIELDS.get(k, _NO_DEFAULT) != v}
+        if self.extended:  # extended programs changed streams once: a cache from before is stale
+            values["extended_sampler_revision"] = EXTENDED_SAMPLER_REVISION
         blob = json.dumps(values, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

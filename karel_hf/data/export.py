@@ -9,10 +9,11 @@ and `upload_folder` publishes it as is. Several configs can be exported into one
 lists all of them, with the number of distinct programs per split and how many evaluation examples
 have a program that also occurs in training (karel_hf.data.overlap).
 
-The shards are written with pyarrow straight from the generator: the builder's `batch_table` of
-each batch is one row group, and no datasets cache is involved, so memory stays bounded by a batch
-per worker process. Shard and row-group boundaries depend only on the split size, so the same
-config and seed give byte-identical Parquet whatever `num_proc`. Every file is written to a
+The shards are written with pyarrow from the tables the builder put in the datasets cache
+(`load_karel`, which builds the cache or reuses it), a row group of GENERATION_CHUNK rows at a time
+read straight from the cache files, so memory stays bounded by a row group per worker process.
+Shard and row-group boundaries depend only on the split size, so the same config and seed give
+byte-identical Parquet whatever `num_proc`. Every file is written to a
 temporary name first and renamed, so an interrupted export never leaves a half-written file.
 """
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -36,7 +37,8 @@ from karel_hf.tokenizer import build_tokenizer, load_tokenizer
 from karel_hf.utils import atomic_path, atomic_write_text
 
 from .builder import GENERATION_CHUNK, SPLITS, _CITATION, _LICENSE, KarelConfig, batch_table, get_config, karel_features
-from .overlap import ProgramCounts, ProgramOverlap, program_ids
+from .builder import load_karel
+from .overlap import ProgramCounts, ProgramOverlap
 
 ROWS_PER_SHARD = 100_000
 # Parquet as written: snappy pages (datasets' own default); a dictionary only for the program
@@ -76,50 +78,80 @@ def shard_bounds(size: int, rows_per_shard: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class _Shard:
-    config: KarelConfig
     split: str
+    files: tuple  # the split's cache files (Arrow IPC streams), in order
+    file_rows: tuple  # rows per cache file
     start: int
     stop: int
     path: Path
+    schema: pa.Schema
+
+
+def _read_rows(shard: _Shard, lo: int, hi: int) -> pa.Table:
+    """Rows [lo, hi) of the split, copied out of its cache files.
+
+    Each file is memory-mapped only while its rows are copied: its pages then leave the process, so
+    memory stays bounded by a row group (a mapping kept open would count every page read).
+    """
+    parts, first = [], 0
+    for name, rows in zip(shard.files, shard.file_rows):
+        if first < hi and first + rows > lo:
+            with pa.memory_map(name) as source:
+                batches, row = [], first
+                for batch in pa.ipc.open_stream(source):  # zero-copy: skipped batches are not read
+                    a, b = max(lo - row, 0), min(hi - row, batch.num_rows)
+                    if a < b:
+                        batches.append(batch.slice(a, b - a))
+                    row += batch.num_rows
+                    if row >= hi:
+                        break
+                parts.append(pa.Table.from_batches(batches, shard.schema).combine_chunks())
+        first += rows
+    return pa.concat_tables(parts).combine_chunks()
 
 
 def write_shard(shard: _Shard) -> tuple[str, ProgramCounts]:
-    """Write one Parquet shard (a row group per generator batch of GENERATION_CHUNK rows, counted
-    from the shard's start, so the bytes depend only on the config and the shard); return its
-    split and the names of its programs."""
-    config = shard.config
-    corpus = config.corpus_config(shard.split)
-    ids = []
-    with atomic_path(shard.path) as tmp, \
-            pq.ParquetWriter(str(tmp), karel_features(config).arrow_schema, **PARQUET_OPTIONS) as writer:
+    """Write one Parquet shard: row groups of GENERATION_CHUNK rows counted from the shard's start,
+    so the bytes depend only on the data and the shard; return its split and its programs' counts."""
+    counts = []
+    with atomic_path(shard.path) as tmp, pq.ParquetWriter(str(tmp), shard.schema, **PARQUET_OPTIONS) as writer:
         for lo in range(shard.start, shard.stop, GENERATION_CHUNK):
-            batch = generate(corpus, lo, min(lo + GENERATION_CHUNK, shard.stop))
-            writer.write_table(batch_table(batch, config), row_group_size=len(batch))
-            ids.append(program_ids(batch, config.extended))
-    return shard.split, ProgramCounts.of(np.concatenate(ids))
+            table = _read_rows(shard, lo, min(lo + GENERATION_CHUNK, shard.stop))
+            writer.write_table(table, row_group_size=len(table))
+            counts.append(ProgramCounts.of(table["program"]))
+    return shard.split, ProgramCounts.combine(counts)
 
 
-def export_dataset(config: str, output_dir, *, num_proc: int | None = None, rows_per_shard: int = ROWS_PER_SHARD,
-                   **overrides) -> Path:
+def export_dataset(config: str, output_dir, *, num_proc: int | None = None, cache_dir: str | None = None,
+                   rows_per_shard: int = ROWS_PER_SHARD, **overrides) -> Path:
     """Generate `config` (with field overrides) and write it to `output_dir` in the Hub layout.
 
-    The Parquet shards are written straight from the generator's batches (no datasets cache), by
-    `num_proc` worker processes; memory is bounded by a batch per process.
+    The data comes from `load_karel` (built into the datasets cache with `num_proc` processes, or
+    reused from it); `num_proc` processes then write the Parquet shards, each reading its rows from
+    the cache a row group at a time, so memory stays bounded by a row group per process.
     """
     resolved = get_config(config, **overrides)
     if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int) or rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be a positive integer, got {rows_per_shard!r}")
     if num_proc is not None and (isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1):
         raise ValueError(f"num_proc must be a positive integer or None, got {num_proc!r}")
+    dataset = load_karel(config, cache_dir=cache_dir, num_proc=num_proc, **overrides)
+    schema = karel_features(resolved).arrow_schema
     out = Path(output_dir)
     (out / config).mkdir(parents=True, exist_ok=True)
-    splits = [s for s in SPLITS if getattr(resolved, f"{s}_size")]
     shards = []
-    for split in splits:
+    for split in (s for s in SPLITS if s in dataset):
         for stale in (out / config).glob(f"{split}-*.parquet"):
             stale.unlink()
-        bounds = shard_bounds(getattr(resolved, f"{split}_size"), rows_per_shard)
-        shards += [_Shard(resolved, split, start, stop, out / config / f"{split}-{i:05d}-of-{len(bounds):05d}.parquet")
+        data = dataset[split]
+        files = tuple(f["filename"] for f in data.cache_files)
+        file_rows = tuple(data.info.splits[split].shard_lengths or [len(data)])
+        if len(files) != len(file_rows) or sum(file_rows) != len(data):
+            raise RuntimeError(f"the {split} split's cache files ({len(files)}) do not match its shard lengths "
+                               f"{file_rows}; delete the cache folder and export again")
+        bounds = shard_bounds(len(data), rows_per_shard)
+        shards += [_Shard(split, files, file_rows, start, stop,
+                          out / config / f"{split}-{i:05d}-of-{len(bounds):05d}.parquet", schema)
                    for i, (start, stop) in enumerate(bounds)]
     shards.sort(key=lambda s: s.start - s.stop)  # largest first: the workers finish together
     if num_proc is None or num_proc == 1 or len(shards) == 1:
@@ -129,6 +161,7 @@ def export_dataset(config: str, output_dir, *, num_proc: int | None = None, rows
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(min(num_proc, len(shards))) as pool:
             written = pool.map(write_shard, shards, chunksize=1)
+    splits = [s for s in SPLITS if s in dataset]
     overlap = ProgramOverlap.from_counts(
         {split: ProgramCounts.combine(c for s, c in written if s == split) for split in splits})
 

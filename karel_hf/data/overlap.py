@@ -1,66 +1,60 @@
 """Which programs the splits of a corpus hold: distinct programs per split, and the share of
 validation and test examples whose program also occurs in the training split.
 
-A program is named by a 64-bit hash: of its action-code sequence for straight-line corpora
-(`karel_hf.karel.heldout.program_hash` with `IDENTITY_KEY`), of its text for extended ones.
-`program_overlap(config)` streams the generator over every split (nothing else is built), the
-Parquet export collects the same names while it writes and puts them in the dataset card. With
-`heldout_fraction > 0` no validation or test program occurs in training (seen fraction 0).
+A program is its text (the `program` column, one statement per line), counted with Arrow's
+`value_counts`. `program_overlap(config)` streams the generator over every split (nothing else is
+built); the Parquet export counts the programs of the shards it writes and puts the result in the
+dataset card. With `heldout_fraction > 0` no validation or test program occurs in training (seen
+fraction 0).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from karel_hf.karel.heldout import IDENTITY_KEY, program_hash
-from karel_hf.karel.sampling import ProgramBatch, iter_batches
+from karel_hf.karel.sampling import iter_batches
 
 from .builder import GENERATION_CHUNK, SPLITS, KarelConfig, get_config
 
 EVAL_SPLITS = ("validation", "test")
 
 
-def program_ids(batch: ProgramBatch, extended: bool) -> np.ndarray:
-    """(n,) uint64 names of the batch's programs (equal programs, equal names)."""
-    if not extended:
-        return program_hash(IDENTITY_KEY, batch.actions)
-    digests = b"".join(hashlib.blake2b(p.encode(), digest_size=8).digest() for p in batch.programs)
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
-
-
 @dataclass
 class ProgramCounts:
-    """Distinct program names of one split and how many examples hold each."""
+    """The distinct programs of (part of) a split and how many examples hold each."""
 
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # sorted, unique
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    programs: pa.Array  # string, distinct
+    counts: pa.Array  # int64, examples per program
 
     @classmethod
-    def of(cls, ids: np.ndarray) -> ProgramCounts:
-        unique, counts = np.unique(ids, return_counts=True)
-        return cls(unique, counts.astype(np.int64))
+    def of(cls, programs) -> ProgramCounts:
+        """Counts of a column (or list) of program texts."""
+        column = programs if isinstance(programs, (pa.Array, pa.ChunkedArray)) else pa.array(programs, pa.string())
+        counted = pc.value_counts(column)
+        return cls(counted.field("values"), counted.field("counts"))
 
     @classmethod
     def combine(cls, parts) -> ProgramCounts:
         """The counts of several parts of a split together."""
         parts = list(parts)
         if not parts:
-            return cls()
-        unique, inverse = np.unique(np.concatenate([p.ids for p in parts]), return_inverse=True)
-        counts = np.bincount(inverse, weights=np.concatenate([p.counts for p in parts]), minlength=len(unique))
-        return cls(unique, counts.astype(np.int64))
+            return cls(pa.array([], pa.string()), pa.array([], pa.int64()))
+        table = pa.table({"programs": pa.chunked_array([p.programs for p in parts], pa.string()),
+                          "counts": pa.chunked_array([p.counts for p in parts], pa.int64())})
+        summed = table.group_by("programs").aggregate([("counts", "sum")])
+        return cls(summed["programs"].combine_chunks(), summed["counts_sum"].combine_chunks())
 
     @property
     def examples(self) -> int:
-        return int(self.counts.sum())
+        return int(pc.sum(self.counts).as_py() or 0)
 
 
 @dataclass
 class ProgramOverlap:
-    """Per split: examples, distinct programs; per evaluation split: the share of its examples
+    """Per split: examples and distinct programs; per evaluation split: the share of its examples
     whose program occurs in the training split (`seen_in_train`, None without a training split)."""
 
     examples: dict
@@ -69,24 +63,26 @@ class ProgramOverlap:
 
     @classmethod
     def from_counts(cls, counts: dict) -> ProgramOverlap:
+        """From {split: ProgramCounts}."""
         train = counts.get("train")
         seen = {}
         for split in EVAL_SPLITS:
-            if split in counts and train is not None and counts[split].examples:
-                held = np.isin(counts[split].ids, train.ids)
-                seen[split] = float(counts[split].counts[held].sum() / counts[split].examples)
-            elif split in counts:
+            if split not in counts:
+                continue
+            if train is None or not counts[split].examples:
                 seen[split] = None
+                continue
+            held = pc.is_in(counts[split].programs, value_set=train.programs)
+            seen[split] = pc.sum(pc.filter(counts[split].counts, held)).as_py() or 0
+            seen[split] /= counts[split].examples
         return cls(examples={s: c.examples for s, c in counts.items()},
-                   distinct={s: len(c.ids) for s, c in counts.items()}, seen_in_train=seen)
+                   distinct={s: len(c.programs) for s, c in counts.items()}, seen_in_train=seen)
 
 
 def split_program_counts(config: KarelConfig, split: str, start: int = 0, stop: int | None = None) -> ProgramCounts:
     """ProgramCounts of examples [start, stop) of a split (the generator only, batch by batch)."""
-    corpus = config.corpus_config(split)
-    ids = [program_ids(batch, config.extended)
-           for batch in iter_batches(corpus, batch_size=GENERATION_CHUNK, start=start, stop=stop)]
-    return ProgramCounts.of(np.concatenate(ids)) if ids else ProgramCounts()
+    batches = iter_batches(config.corpus_config(split), batch_size=GENERATION_CHUNK, start=start, stop=stop)
+    return ProgramCounts.combine(ProgramCounts.of(batch.programs) for batch in batches)
 
 
 def program_overlap(config: str | KarelConfig, **overrides) -> ProgramOverlap:

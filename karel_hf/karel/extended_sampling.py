@@ -51,6 +51,10 @@ from .world import MARKER_CODE_OFFSET, MAX_VISIBLE_MARKERS
 
 EXTENDED_MAX_DEPTH = 2
 CONTROL_PROBABILITY = 0.3
+# Which random streams extended corpora are drawn from: 2 = the batched sampler's counter-based
+# values (1, the per-example np.random.Generator of the first release, drew other programs from
+# the same distribution). Dataset caches of extended configs are keyed on it.
+EXTENDED_SAMPLER_REVISION = 2
 STREAM_EXTENDED = 4  # karel_hf.karel.randomness numbers the other streams
 _VALUES_PER_STEP = 3  # uint64 hashes per sampler step: six uint32 values
 ROWS_PER_ROUND = 256  # programs tried at least in a redraw round (see extended_examples)

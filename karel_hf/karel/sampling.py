@@ -14,8 +14,10 @@ never on the batch boundaries or the number of workers, and every array is compu
 batch at once with NumPy. Straight-line programs draw one action per program position and run on
 all of their worlds at once with the interpreter's batched twin (karel_hf.karel.batched); their
 texts come from the "lines" printer's batched twin (`format_lines_batch`). Extended programs
-(`extended=True`: if / ifelse / repeat / while) are sampled per example and run with the AST
-interpreter (karel_hf.karel.extended_sampling).
+(`extended=True`: if / ifelse / repeat / while) are sampled a batch at a time too, compiled and run
+by the interpreter's batched twin for control flow (karel_hf.karel.extended_sampling). With a
+held-out split (`heldout_role`, karel_hf.karel.heldout) a straight-line program on the wrong side of
+it is drawn again, like one that overfills a cell.
 
 Pure Python + NumPy (no torch, transformers or datasets).
 """
