@@ -395,7 +395,7 @@ def run_compiled(worlds: WorldBatch, programs: CompiledPrograms, program_of: np.
     arg_table, slot_table = np.repeat(programs.arg.reshape(-1), 2), np.repeat(programs.slot.reshape(-1), 2)
     effect = _effect_tables(width)
     markers = worlds.markers[world_of].astype(np.int8).reshape(-1)  # (N * c,) the lanes' own counts
-    bits2 = (_wall_bits(worlds.walls, height, width) * 2).reshape(-1, c)[world_of].reshape(-1)  # (N * c,) int8
+    bits2 = _wall_bits(worlds.walls[world_of], height, width) * 2  # (N * c,) int8, the lanes' worlds
     S = max(programs.num_slots, 1)
     counters = np.zeros(N * S, dtype=np.int32)
     program_of = np.asarray(program_of, dtype=np.int32)
