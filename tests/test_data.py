@@ -15,7 +15,7 @@ from karel_hf.data import SampleFormatError, format_prompt, format_sample, get_c
 from karel_hf.data import builder as builder_module
 from karel_hf.data.builder import batch_table, example_from_batch, karel_features
 from karel_hf.data.formatting import format_samples
-from karel_hf.data.overlap import program_overlap
+from karel_hf.data.overlap import program_ids, program_overlap
 from karel_hf.karel import CELL_WORDS, World, execute, parse
 from karel_hf.karel.sampling import CorpusConfig, generate
 from karel_hf.tokenizer import FastEncoder, build_tokenizer, load_tokenizer
@@ -277,6 +277,16 @@ print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 # ------------------------------------------------------------------------- programs across splits
 def _programs(config, split):
     return generate(config.corpus_config(split), 0, getattr(config, f"{split}_size")).programs
+
+
+def test_program_ids_name_texts():
+    programs = generate(CorpusConfig(num_programs=20000, seed=1, max_length=6), 0, 20000).programs
+    ids = program_ids(programs)
+    assert ids.dtype == np.uint64 and len(np.unique(ids)) == len(set(programs))  # no two programs share a name
+    column = pa.array(programs)
+    assert np.array_equal(program_ids(column.slice(7, 500)), ids[7:507])  # an Arrow slice (offsets) as a list
+    assert program_ids(["def run() {\n}", "def run() {\n}"]).tolist()[0] == program_ids(["def run() {\n}"])[0]
+    assert len(set(program_ids(["", "a", "b", "ab", "ba"]).tolist())) == 5
 
 
 @pytest.mark.parametrize("overrides", [{}, {"heldout_fraction": 0.2, "eval_min_length": 3}])

@@ -1,20 +1,24 @@
 """Which programs the splits of a corpus hold: distinct programs per split, and the share of
 validation and test examples whose program also occurs in the training split.
 
-A program is its text (the `program` column, one statement per line), counted with Arrow's
-`value_counts`. `program_overlap(config)` streams the generator over every split (nothing else is
-built); the Parquet export counts the programs of the shards it writes and puts the result in the
-dataset card. With `heldout_fraction > 0` no validation or test program occurs in training (seen
-fraction 0).
+A program is its text (the `program` column, one statement per line), named by a 64-bit hash of
+it (`program_ids`: a sum of the text's bytes weighted by per-position random keys, then SplitMix64;
+two different programs share a name with probability < 2^-56), so that counting a million programs
+takes 16 bytes each. `program_overlap(config)` streams the generator over every split (nothing
+else is built); the Parquet export counts the programs of the shards it writes and puts the result
+in the dataset card. With `heldout_fraction > 0` no validation or test program occurs in training
+(seen fraction 0).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from karel_hf.karel.randomness import hash_at, hash_range
 from karel_hf.karel.sampling import iter_batches
 
 from .builder import GENERATION_CHUNK, SPLITS, KarelConfig, get_config
@@ -22,34 +26,60 @@ from .builder import GENERATION_CHUNK, SPLITS, KarelConfig, get_config
 EVAL_SPLITS = ("validation", "test")
 
 
+@lru_cache(maxsize=4)
+def _position_keys(length: int) -> np.ndarray:
+    """(length,) uint64 random keys, one per byte position (SplitMix64 of the position)."""
+    return hash_range(0x6B617265, 0, length)
+
+
+def program_ids(programs) -> np.ndarray:
+    """(n,) uint64 names of program texts (a list or an Arrow string array); equal texts, equal names."""
+    column = programs if isinstance(programs, (pa.Array, pa.ChunkedArray)) else pa.array(programs, pa.large_string())
+    column = column.cast(pa.large_string())
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    _, offsets, data = column.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64, count=n + 1, offset=column.offset * 8)
+    lengths = np.diff(offsets)
+    data = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]].astype(np.uint64) + np.uint64(1)
+    position = np.arange(len(data)) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    with np.errstate(over="ignore"):
+        weighted = data * _position_keys(int(lengths.max()))[position]
+        sums = np.zeros(n, dtype=np.uint64)
+        nonempty = lengths > 0
+        sums[nonempty] = np.add.reduceat(weighted, (offsets[:-1] - offsets[0])[nonempty])
+        return hash_at(0, sums ^ lengths.astype(np.uint64))
+
+
 @dataclass
 class ProgramCounts:
-    """The distinct programs of (part of) a split and how many examples hold each."""
+    """The distinct programs (their names) of (part of) a split and how many examples hold each."""
 
-    programs: pa.Array  # string, distinct
-    counts: pa.Array  # int64, examples per program
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # sorted, distinct
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def of(cls, programs) -> ProgramCounts:
         """Counts of a column (or list) of program texts."""
-        column = programs if isinstance(programs, (pa.Array, pa.ChunkedArray)) else pa.array(programs, pa.string())
-        counted = pc.value_counts(column)
-        return cls(counted.field("values"), counted.field("counts"))
+        ids, counts = np.unique(program_ids(programs), return_counts=True)
+        return cls(ids, counts.astype(np.int64))
 
     @classmethod
     def combine(cls, parts) -> ProgramCounts:
         """The counts of several parts of a split together."""
         parts = list(parts)
         if not parts:
-            return cls(pa.array([], pa.string()), pa.array([], pa.int64()))
-        table = pa.table({"programs": pa.chunked_array([p.programs for p in parts], pa.string()),
-                          "counts": pa.chunked_array([p.counts for p in parts], pa.int64())})
-        summed = table.group_by("programs").aggregate([("counts", "sum")])
-        return cls(summed["programs"].combine_chunks(), summed["counts_sum"].combine_chunks())
+            return cls()
+        ids, inverse = np.unique(np.concatenate([p.ids for p in parts]), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([p.counts for p in parts]), minlength=len(ids))
+        return cls(ids, counts.astype(np.int64))
 
     @property
     def examples(self) -> int:
-        return int(pc.sum(self.counts).as_py() or 0)
+        return int(self.counts.sum())
 
 
 @dataclass
@@ -72,11 +102,10 @@ class ProgramOverlap:
             if train is None or not counts[split].examples:
                 seen[split] = None
                 continue
-            held = pc.is_in(counts[split].programs, value_set=train.programs)
-            seen[split] = pc.sum(pc.filter(counts[split].counts, held)).as_py() or 0
-            seen[split] /= counts[split].examples
+            held = np.isin(counts[split].ids, train.ids)
+            seen[split] = float(counts[split].counts[held].sum() / counts[split].examples)
         return cls(examples={s: c.examples for s, c in counts.items()},
-                   distinct={s: len(c.programs) for s, c in counts.items()}, seen_in_train=seen)
+                   distinct={s: len(c.ids) for s, c in counts.items()}, seen_in_train=seen)
 
 
 def split_program_counts(config: KarelConfig, split: str, start: int = 0, stop: int | None = None) -> ProgramCounts:
