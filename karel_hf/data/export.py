@@ -13,8 +13,8 @@ The shards are written with pyarrow from the tables the builder put in the datas
 (`load_karel`, which builds the cache or reuses it), a row group of GENERATION_CHUNK rows at a time
 read straight from the cache files, so memory stays bounded by a row group per worker process.
 Shard and row-group boundaries depend only on the split size, so the same config and seed give
-byte-identical Parquet whatever `num_proc`. Every file is written to a
-temporary name first and renamed, so an interrupted export never leaves a half-written file.
+byte-identical Parquet whatever `num_proc`. Every file is written to a temporary name first and
+renamed, so an interrupted export never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -36,8 +36,17 @@ from karel_hf.karel.sampling import generate
 from karel_hf.tokenizer import build_tokenizer, load_tokenizer
 from karel_hf.utils import atomic_path, atomic_write_text
 
-from .builder import GENERATION_CHUNK, SPLITS, _CITATION, _LICENSE, KarelConfig, batch_table, get_config, karel_features
-from .builder import load_karel
+from .builder import (
+    GENERATION_CHUNK,
+    SPLITS,
+    _CITATION,
+    _LICENSE,
+    KarelConfig,
+    batch_table,
+    get_config,
+    karel_features,
+    load_karel,
+)
 from .overlap import ProgramCounts, ProgramOverlap
 
 ROWS_PER_SHARD = 100_000
