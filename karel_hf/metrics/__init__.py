@@ -2,6 +2,7 @@
 
     >>> from karel_hf.metrics import load_metric
     >>> metric = load_metric("generation_accuracy")   # evaluate.load on the packaged folder  # doctest: +SKIP
+    >>> probe = load_metric("semantic_probe")          # probe accuracy with its controls  # doctest: +SKIP
 
 `evaluate` is imported only inside `load_metric` (it takes seconds to import).
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from .generation import accuracy_by_length, compute_generation_accuracy, constant_program_baseline, reference_to_json
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("generation_accuracy",)
+METRIC_NAMES = ("generation_accuracy", "semantic_probe")
 
 
 def metric_path(name: str) -> Path:
