@@ -214,8 +214,9 @@ def test_format_samples_equals_format_sample_row_by_row(corpus, prompt_pairs):
 
 def test_format_samples_errors_name_the_argument():
     codes = np.zeros((2, 1, 3, 3), np.int8)
+    codes[:, :, 1, 1] = 2  # one robot per grid
     program = "def run() {\n  move()\n}"
-    with pytest.raises(ValueError, match="lines layout"):
+    with pytest.raises(ValueError, match="sample 1: program: expected the lines layout"):
         format_samples(codes, codes, [program, "def run() { move() }"])
     with pytest.raises(ValueError, match="one program per sample"):
         format_samples(codes, codes, [program])
@@ -223,6 +224,19 @@ def test_format_samples_errors_name_the_argument():
         format_samples(codes, codes[:, :, :2], [program] * 2)
     with pytest.raises(ValueError, match="view codes"):
         format_samples(codes + 15, codes, [program] * 2)
+    no_robot = codes.copy()
+    no_robot[1, 0, 1, 1] = 0
+    with pytest.raises(ValueError, match="sample 1, Output0: a grid must show exactly one robot, found 0"):
+        format_samples(codes, no_robot, [program] * 2)
+    with pytest.raises(ValueError, match="at most 10 \\(MAX_PROMPT_PAIRS\\)"):
+        format_samples(np.repeat(codes, 11, axis=1), np.repeat(codes, 11, axis=1), [program] * 2)
+    deep = "def run() {\n" + "".join("  " * d + "repeat(2) {\n" for d in range(1, 7)) + "  " * 7 + "move()\n" + \
+        "".join("  " * d + "}\n" for d in range(6, 0, -1)) + "}"
+    with pytest.raises(ValueError, match="sample 0: program: blocks nested 6 deep.*MAX_SAMPLE_NESTING"):
+        format_samples(codes, codes, [deep, program])
+    extended = "def run() {\n  repeat(3) {\n    move()\n  }\n}"
+    assert format_samples(codes, codes, [extended, program]).to_pylist() == [
+        format_sample(codes[0], codes[0], extended), format_sample(codes[1], codes[1], program)]
 
 
 @pytest.mark.parametrize("overrides", [

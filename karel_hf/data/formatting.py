@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 
 from karel_hf.karel.program import (
     ACTIONS,
+    CONDITIONS,
     INDENT,
     PROGRAM_FOOTER,
     PROGRAM_HEADER,
@@ -232,8 +233,18 @@ def format_sample(inputs, outputs, program: Program | str) -> str:
 # A grid row is written as runs of up to CELLS_PER_PIECE cells, each one piece of the table: the
 # cells' words joined by spaces, then a space (the run continues the row) or a newline (it ends it).
 CELLS_PER_PIECE = 3
-# `_STRAIGHT_LINE_TEXT` for Arrow's regular expressions (RE2): the generator's straight-line texts.
-_STRAIGHT_LINE_RE2 = (r"^def run\(\) \{\n(?:" + INDENT + "(?:" + "|".join(ACTIONS) + r")\(\)\n)*\}$")
+# A program text in the lines layout whose every line is a piece the text format covers (for Arrow's
+# RE2): actions indented 1..MAX_SAMPLE_NESTING + 1 levels; headers, `else {` and closers 1..MAX_SAMPLE_NESTING
+# levels; repeat counts 0..MAX_SAMPLE_REPEAT. Brace balance is checked beside it.
+_CONDITION_RE2 = "(?:not )?(?:" + "|".join(CONDITIONS) + r")\(\)"
+_HEADER_RE2 = (r"(?:(?:if|ifelse|while)\(" + _CONDITION_RE2 + r"\)|repeat\((?:"
+               + "|".join(str(k) for k in range(MAX_SAMPLE_REPEAT + 1)) + r")\)) \{")
+_SAMPLE_PROGRAM_RE2 = (
+    r"^def run\(\) \{\n(?:"
+    + f"(?:{INDENT}){{1,{MAX_SAMPLE_NESTING + 1}}}(?:" + "|".join(ACTIONS) + r")\(\)\n|"
+    + f"(?:{INDENT}){{1,{MAX_SAMPLE_NESTING}}}(?:" + _HEADER_RE2 + r"|else \{|\})\n"
+    + r")*\}$"
+)
 
 
 @lru_cache(maxsize=1)
@@ -306,13 +317,14 @@ def format_samples(inputs, outputs, programs) -> pa.StringArray:
     programs = programs.cast(pa.large_string())
     if len(programs) != n:
         raise SampleFormatError(f"programs: need one program per sample ({n}), got {len(programs)}")
-    straight = pc.match_substring_regex(programs, _STRAIGHT_LINE_RE2).fill_null(False)
-    if n and not pc.all(straight).as_py():  # other programs are parsed and checked one by one
-        for i in np.flatnonzero(~straight.to_numpy(zero_copy_only=False)):
-            try:
-                _program_text(programs[int(i)].as_py())
-            except (SampleFormatError, TypeError) as err:
-                raise SampleFormatError(f"sample {i}: {err}") from None
+    covered = pc.and_(pc.match_substring_regex(programs, _SAMPLE_PROGRAM_RE2),
+                      pc.equal(pc.count_substring(programs, "{\n"), pc.add(pc.count_substring(programs, "}\n"), 1)))
+    covered = covered.fill_null(False).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(~covered):  # the exact check, which names the problem
+        try:
+            _program_text(programs[int(i)].as_py())
+        except (SampleFormatError, TypeError) as err:
+            raise SampleFormatError(f"sample {i}: {err}") from None
     table, first = _piece_table()
     grid_in, grid_out = _grid_piece_ids(inputs, first), _grid_piece_ids(outputs, first)  # (n, pairs, g)
     g = grid_in.shape[2]

@@ -385,11 +385,11 @@ def build_trace_dataset(
         }
         key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:20]
         final = Path(cache_dir) / f"traces-{key}"
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        remove_stale_work_dirs(cache_dir)
         cached = _load_cached(final)
         if cached is not None:
             return cached
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        remove_stale_work_dirs(cache_dir)
 
     from karel_hf import decoding  # torch-side; imported here so `import karel_hf.probing` stays light
 
