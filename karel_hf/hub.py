@@ -37,6 +37,9 @@ from pathlib import Path
 import yaml
 
 from karel_hf import model_card
+from karel_hf.metrics import METRIC_NAMES, metric_path
+from karel_hf.metrics.space import check_space
+from karel_hf.metrics.space import render_card as render_space_card
 from karel_hf.utils import checkpoint_folders, weight_files
 
 logger = logging.getLogger(__name__)
@@ -51,7 +54,6 @@ _TOKENIZER_FILES = (
 )
 _RESULT_FILES = ("all_results.json", "eval_results.json", "train_results.json")
 _RUN_CONFIG = "karel_run_config.json"  # training.RUN_CONFIG_NAME: resolved config + library versions, cited by the card
-_METRIC_REQUIRED = ("README.md", "app.py", "requirements.txt")
 _SKIP_NAMES = {"__pycache__", ".git", ".cache", ".ipynb_checkpoints"}
 _TRACE_SHARD_BYTES = 500 << 20  # datasets' default max_shard_size
 _CARD_MARKER = "<!-- karel-hf: revisions -->"
@@ -226,7 +228,14 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
 
 
 def plan_metric_push(metric_dir: str | Path, repo_id: str, *, private: bool = False) -> PushPlan:
-    """Plan a metric folder as a gradio Space; `repo_id` may be just the namespace (the folder name is appended)."""
+    """Plan a metric folder as a gradio Space; `repo_id` may be just the namespace (the folder name is appended).
+
+    `metric_dir` may also name a packaged metric (`generation_accuracy`). The folder must pass
+    `karel_hf.metrics.space.check_space` (it runs with only its requirements.txt installed); linked
+    files are uploaded with their contents, and the card's `${repo_id}` is filled in.
+    """
+    if not Path(metric_dir).is_dir() and str(metric_dir) in METRIC_NAMES:
+        metric_dir = metric_path(str(metric_dir))
     metric_dir = _existing_dir(metric_dir, "metric folder")
     name = metric_dir.name
     if "/" not in repo_id:
@@ -236,16 +245,16 @@ def plan_metric_push(metric_dir: str | Path, repo_id: str, *, private: bool = Fa
     if not (metric_dir / f"{repo_name}.py").is_file():
         raise ValueError(f"evaluate.load({repo_id!r}) downloads `{repo_name}.py`, which {metric_dir} lacks: "
                          f"name the Space after the metric script (e.g. --repo_id <namespace>/{name})")
-    missing = [n for n in _METRIC_REQUIRED if not (metric_dir / n).is_file()]
-    if missing:
-        raise ValueError(f"{metric_dir} lacks {', '.join(missing)}: an evaluate Space needs the module script, "
-                         "README.md (card with YAML), app.py and requirements.txt")
+    sources = check_space(metric_dir, script_name=repo_name)
     meta = _front_matter((metric_dir / "README.md").read_text(encoding="utf-8"))
-    if not meta or "sdk" not in meta:
-        raise ValueError(f"{metric_dir / 'README.md'}: the YAML front matter needs `sdk: gradio` and "
-                         "`app_file: app.py` (a Space card)")
-    files = [PlannedFile(p.relative_to(metric_dir).as_posix(), source=p) for p in _walk(metric_dir)
-             if p.suffix != ".pyc"]
+    files = []
+    for path in sources:
+        relative = path.relative_to(metric_dir).as_posix()
+        if relative == "README.md":
+            card = render_space_card(path.read_text(encoding="utf-8"), repo_id)
+            files.append(PlannedFile(relative, content=card.encode()))
+        else:
+            files.append(PlannedFile(relative, source=path))
     return PushPlan("metric", repo_id, "space", [RevisionPlan("main", files, f"Upload evaluate module {repo_name}")],
                     private=private, space_sdk=str(meta["sdk"]))
 
@@ -277,7 +286,8 @@ def plan_traces_push(saved_dir: str | Path, repo_id: str, *, config_name: str = 
 def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
     """Write the exact trees as `out_dir/<revision>/<path>` plus `out_dir/plan.json`; nothing is sent.
 
-    Local files are hard-linked where the file system allows (checkpoints can be large), else copied.
+    Local files (symbolic links: their targets) are hard-linked where the file system allows (checkpoints can
+    be large), else copied.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -294,10 +304,11 @@ def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
             if f.content is not None:
                 target.write_bytes(f.content)
             else:
+                source = f.source.resolve()  # a link's target: os.link may link the link itself
                 try:
-                    os.link(f.source, target)
+                    os.link(source, target)
                 except OSError:
-                    shutil.copyfile(f.source, target)
+                    shutil.copyfile(source, target)
     description = plan.to_json()
     if plan.kind == "traces":  # the shards exist only now: describe what was written
         for rev in description["revisions"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -439,6 +440,192 @@ def test_metric_round_trip(published, emulator):
     assert f"space {METRIC_REPO}@main" in _ok(published["push"]["metric"])
     assert emulator.repos[("space", METRIC_REPO)].sdk == "gradio"
     assert _loaded(published, "metric") == {"exact_match": pytest.approx(2 / 3)}
+
+
+# ------------------------------------------------------------------ karel_hf's metric Spaces, without karel_hf
+
+SPACE_CONSUMER = r"""
+import importlib.util, json, sys
+for name in ("karel_hf", "torch", "transformers"):  # not installed here
+    assert importlib.util.find_spec(name) is None, name
+import evaluate
+
+out = {}
+for repo, inputs_path in zip(sys.argv[1::2], sys.argv[2::2]):
+    metric = evaluate.load(repo)
+    out[repo] = {case: metric.compute(**kwargs) for case, kwargs in json.load(open(inputs_path)).items()}
+print(json.dumps(out))
+"""
+PACKAGED_SPACES = ("generation_accuracy",)
+
+
+def _generation_cases() -> dict:
+    """Predictions (right, wrong, unparseable) for the authors' records, as dicts and as JSON strings."""
+    from karel_hf.karel import format_program, parse
+
+    path = Path(__file__).resolve().parent / "data" / "reference" / "straight_line_200.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()[:30]]
+    predictions = [format_program(parse(r["code"]), "lines") if i % 3 == 0 else
+                   "def run() {\n  move()\n}" if i % 3 == 1 else "def run() { move(" for i, r in enumerate(records)]
+    return {"records": {"predictions": predictions, "references": records},
+            "json": {"predictions": predictions, "references": [json.dumps(r) for r in records], "num_spec_pairs": 3}}
+
+
+WITHOUT = ("karel_hf", "torch", "torchgen", "functorch", "transformers", "accelerate")
+
+
+def _site_without(folder: Path, blocked=WITHOUT) -> Path:
+    """A folder of links to this environment's installed packages, less `blocked` (modules, dist-info and
+    karel_hf's editable-install hooks): with `python -S` and PYTHONPATH=folder, they are not installed."""
+    import sysconfig
+
+    if folder.exists():
+        return folder
+    folder.mkdir(parents=True)
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        distribution = re.split(r"-\d", entry.name)[0].removesuffix(".py")
+        if "karel_hf" in entry.name or distribution in blocked or entry.suffix == ".pth":
+            continue
+        (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+def _space_consumer(endpoint: str, home: Path, cases: dict[str, Path]) -> dict:
+    """SPACE_CONSUMER in a fresh process that has evaluate and its dependencies but not karel_hf, torch
+    or transformers (`python -S` over `_site_without`)."""
+    env = _client_env(endpoint, home)
+    env["PYTHONPATH"] = str(_site_without(home.parent / "site-without-karel-hf"))
+    args = [x for repo, path in cases.items() for x in (repo, str(path))]
+    result = subprocess.run([sys.executable, "-S", "-c", SPACE_CONSUMER, *args], env=env, cwd=home.parent,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class _StaticHub:
+    """A second, independent Hub stand-in for `evaluate.load`: a plain stdlib static file server over
+    `<root>/spaces/<ns>/<name>/resolve/main/<path>` (what evaluate requests); anything else is a 404."""
+
+    def __init__(self, root: Path):
+        import functools
+        import threading
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        class Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def spaces(emulator, workdir) -> dict:
+    """karel_hf's metric folders pushed as Spaces (to the emulator, and as dry runs served by a static server),
+    then loaded back with `evaluate.load` in processes where karel_hf cannot be imported."""
+    import shutil
+
+    from karel_hf.metrics.generation import compute_generation_accuracy
+
+    cases, expected, dry, pushes = {}, {}, {}, {}
+    generation = _generation_cases()
+    cases_file = workdir / "space-cases" / "generation_accuracy.json"
+    cases_file.parent.mkdir(parents=True, exist_ok=True)
+    cases_file.write_text(json.dumps(generation))
+    cases[f"{NS}/generation_accuracy"] = cases_file
+    expected[f"{NS}/generation_accuracy"] = {case: compute_generation_accuracy(**kwargs)
+                                             for case, kwargs in generation.items()}
+    static_root = workdir / "static-hub"
+    for name in PACKAGED_SPACES:
+        repo = f"{NS}/{name}"
+        pushes[repo] = _push("metric", name, NS, emulator.url, workdir / "hf-push")  # a packaged metric, by name
+        out = workdir / "dry-spaces" / name
+        _ok(_push("metric", name, NS, "http://127.0.0.1:9", workdir / "hf-dry", "--dry-run", str(out)))
+        dry[repo] = out / "main"
+        shutil.copytree(out / "main", static_root / "spaces" / NS / name / "resolve" / "main")
+    loaded = _space_consumer(emulator.url, workdir / "hf-spaces", cases)
+    with _StaticHub(static_root) as static:
+        loaded_static = _space_consumer(static.url, workdir / "hf-spaces-static", cases)
+    return {"push": pushes, "dry": dry, "expected": expected, "emulator": loaded, "static": loaded_static}
+
+
+def test_metric_spaces_compute_without_karel_hf(spaces, emulator):
+    for repo, push in spaces["push"].items():
+        assert f"space {repo}@main" in _ok(push)
+        stored = emulator.repos[("space", repo)]
+        files = stored.commits[stored.refs["main"]].files
+        pushed = {path: emulator.blob_path(blob.sha256).read_bytes() for path, blob in files.items()
+                  if path != ".gitattributes"}
+        assert pushed == {p: (spaces["dry"][repo] / p).read_bytes() for p in _tree(spaces["dry"][repo])}
+        assert b"karel_hf" not in pushed["requirements.txt"]
+    for hub_name in ("emulator", "static"):
+        assert spaces[hub_name] == spaces["expected"], hub_name
+    results = spaces["expected"][f"{NS}/generation_accuracy"]
+    assert 0.2 < results["records"]["accuracy"] < 0.5 and results["records"]["parse_rate"] < 1.0
+
+
+def test_packaged_metric_space_tree(workdir):
+    from karel_hf.karel import scoring
+
+    plan = hub.plan_metric_push("generation_accuracy", NS)  # the packaged folder, by name
+    assert plan.repo_id == f"{NS}/generation_accuracy"
+    out = hub.write_dry_run(plan, workdir / "dry-packaged-metric") / "main"
+    karel_dir = Path(scoring.__file__).parent
+    shipped = ("world.py", "program.py", "interpreter.py", "scoring.py")
+    assert _tree(out) == {"generation_accuracy.py", "README.md", "app.py", "requirements.txt", *shipped}
+    for name in shipped:  # regular files holding the package's modules, byte for byte
+        assert not (out / name).is_symlink() and (out / name).read_bytes() == (karel_dir / name).read_bytes()
+    card = (out / "README.md").read_text()
+    assert f'evaluate.load("{NS}/generation_accuracy")' in card and "${" not in card
+    assert not re.search(r"<[^<>\n]*(namespace|repo|folder)[^<>\n]*>", card)
+
+
+def test_metric_space_checks_name_the_problem(metric_dir, workdir):
+    def broken(name: str, edit) -> Path:
+        folder = workdir / "broken-metrics" / name / "toy_exact_match"
+        shutil.copytree(metric_dir, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        edit(folder)
+        return folder
+
+    def script_edit(old: str, new: str):
+        def edit(folder: Path):
+            script = folder / "toy_exact_match.py"
+            script.write_text(script.read_text().replace(old, new, 1))
+        return edit
+
+    import shutil
+
+    cases = {
+        "karel_hf": (script_edit("import evaluate\n", "import evaluate\nfrom karel_hf import CITATION\n"),
+                     "imports karel_hf, which a Space has only if requirements.txt installs it"),
+        "sibling-missing": (script_edit("import evaluate\n", "import evaluate\nfrom .helpers import f\n"),
+                            "has no helpers.py"),
+        "in-a-block": (script_edit("import evaluate\n", "import evaluate\ntry:\n    from .helpers import f\nexcept ImportError:\n    f = None\n"),
+                       "inside a block"),
+        "requirement": (lambda folder: (folder / "requirements.txt").write_text("evaluate\nkarel_hf\n"),
+                        "names karel_hf, which is not on the package index"),
+        "url": (lambda folder: (folder / "requirements.txt").write_text("evaluate @ https://example.org/e.whl\n"),
+                "from the package index only"),
+    }
+
+    def transitive(folder: Path):
+        (folder / "helpers.py").write_text("from .inner import g\n\n\ndef f():\n    return g()\n")
+        (folder / "inner.py").write_text("def g():\n    return 1\n")
+        script_edit("import evaluate\n", "import evaluate\n\nfrom .helpers import f\n")(folder)
+
+    cases["transitive"] = (transitive, "imports .inner, which toy_exact_match.py does not import")
+    for name, (edit, message) in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            hub.plan_metric_push(broken(name, edit), NS)
 
 
 @pytest.mark.parametrize("failing, completed", [("step-2", ["step-0"]), ("main", ["step-0", "step-2"])])
