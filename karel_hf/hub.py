@@ -18,7 +18,8 @@ Every revision is one commit, so a revision is either complete or absent; its tr
 plan (files the revision held before and the plan lacks are deleted in that commit, `.gitattributes`
 kept; traces excepted: push_to_hub replaces only its own config's files). Branches a plan does not name
 are left alone. Tokens come from huggingface_hub's usual sources (argument, `HF_TOKEN`, the login file), never
-from a plan, and are redacted from every message this module writes.
+from a plan, and are redacted from every message this module writes. Nothing sent holds one: a run config
+whose command line shows a token is sent masked, and a push whose files hold its token stops before sending.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from karel_hf import model_card
 from karel_hf.metrics import METRIC_NAMES, metric_path
 from karel_hf.metrics.space import check_space
 from karel_hf.metrics.space import render_card as render_space_card
-from karel_hf.utils import checkpoint_folders, weight_files
+from karel_hf.utils import checkpoint_folders, redact_argv, weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ _RUN_CONFIG = "karel_run_config.json"  # training.RUN_CONFIG_NAME: resolved conf
 _SKIP_NAMES = {"__pycache__", ".git", ".cache", ".ipynb_checkpoints"}
 _TRACE_SHARD_BYTES = 500 << 20  # datasets' default max_shard_size
 _CARD_MARKER = "<!-- karel-hf: revisions -->"
+_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_SECRET_SCAN_BYTES = 64 << 20
 
 
 class HubPushError(RuntimeError):
@@ -199,7 +202,7 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
                              "(TrainingArguments(save_safetensors=True), the default)")
         branch = f"{revision_prefix}{step}"
         files = [PlannedFile(p.name, source=p) for p in weights]
-        files += [PlannedFile(n, source=ckpt / n) for n in (*_CONFIG_FILES, _RUN_CONFIG) if (ckpt / n).is_file()]
+        files += [_planned(ckpt, n) for n in (*_CONFIG_FILES, _RUN_CONFIG) if (ckpt / n).is_file()]
         tokenizer = [ckpt / n for n in _TOKENIZER_FILES if (ckpt / n).is_file()] or top_tokenizer
         files += [PlannedFile(p.name, source=p) for p in tokenizer]
         if (ckpt / "README.md").is_file():
@@ -216,7 +219,7 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
         main_card_text = _with_revision_section(main_card_text, repo_id, published)
     files = [PlannedFile(p.name, source=p) for p in weight_files(train_dir)]
     names = (*_CONFIG_FILES, _RUN_CONFIG, *_TOKENIZER_FILES, *_RESULT_FILES)
-    files += [PlannedFile(n, source=train_dir / n) for n in names if (train_dir / n).is_file()]
+    files += [_planned(train_dir, n) for n in names if (train_dir / n).is_file()]
     files.append(PlannedFile("README.md", content=main_card_text.encode()))
     manifest = {"repo_id": repo_id, "final_step": max_step, "revisions": published}
     files.append(PlannedFile(MANIFEST_NAME, content=(json.dumps(manifest, indent=2) + "\n").encode()))
@@ -343,6 +346,7 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
     token = token or get_token()
     if not token:
         raise ValueError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+    _check_no_secret(plan, token)
     api = HfApi(endpoint=endpoint, token=token)
     completed: list[PublishedRevision] = []
 
@@ -483,6 +487,34 @@ def _with_revision_section(card: str, repo_id: str, published: list[dict]) -> st
 
 
 # -------------------------------------------------------------------------------------------- helpers
+
+
+def _planned(folder: Path, name: str) -> PlannedFile:
+    """folder/name as the file `name`; a run config whose command line shows a token (a run from before
+    karel_hf masked them) is sent with it masked."""
+    path = folder / name
+    if name == _RUN_CONFIG:
+        config = _read_json(path)
+        masked = redact_argv(config.get("argv"), [os.environ.get(v) for v in _TOKEN_VARIABLES])
+        if masked != config.get("argv"):
+            config["argv"] = masked
+            return PlannedFile(name, content=(json.dumps(config, indent=2) + "\n").encode())
+    return PlannedFile(name, source=path)
+
+
+def _check_no_secret(plan: PushPlan, token: str) -> None:
+    """Refuse a plan with a file that holds `token` (files up to _SECRET_SCAN_BYTES: cards, configs, tokenizers)."""
+    for rev in plan.revisions:
+        for f in rev.files:
+            if f.content is not None:
+                data = f.content
+            elif f.source.is_file() and f.source.stat().st_size <= _SECRET_SCAN_BYTES:
+                data = f.source.read_bytes()
+            else:
+                continue
+            if token.encode() in data:
+                raise ValueError(f"{f.source or f.path_in_repo} ({rev.revision}:{f.path_in_repo}) holds the Hub token: "
+                                 "nothing was sent; remove the token from that file")
 
 
 def _check_repo_id(repo_id: str) -> None:

@@ -81,7 +81,9 @@ def train_dir(workdir, tokenizer_dir) -> Path:
         for name in tokenizer_dir.iterdir():
             shutil.copy(name, folder / name.name)
         (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": log_history}))
-        (folder / "karel_run_config.json").write_text(json.dumps({"seed": seed, "versions": {"torch": "x"}}))
+        # a run config from before karel_hf masked tokens: the push must mask it
+        (folder / "karel_run_config.json").write_text(json.dumps({"seed": seed, "versions": {"torch": "x"},
+                                                                  "argv": ["--hub_token", FAKE_TOKEN]}))
 
     logs = [{"step": 0, "loss": 3.0912, "learning_rate": 0.0}, {"step": 2, "loss": 2.7461, "learning_rate": 5e-4},
             {"step": 2, "eval_loss": 2.6833}, {"step": 4, "loss": 2.3125}]
@@ -626,6 +628,56 @@ def test_metric_space_checks_name_the_problem(metric_dir, workdir):
     for name, (edit, message) in cases.items():
         with pytest.raises(ValueError, match=re.escape(message)):
             hub.plan_metric_push(broken(name, edit), NS)
+
+
+# ----------------------------------------------------------------------------- no secret in any file
+
+RUN_TOKEN, ENV_TOKEN = "hf_runFLAGsecret0123456789abcdefghij", "hf_runENVsecret0123456789abcdefghijk"
+
+
+@pytest.fixture(scope="module")
+def token_runs(workdir) -> dict[str, Path]:
+    """Two 1-step tiny training runs: one given `--hub_token RUN_TOKEN`, one with HF_TOKEN=ENV_TOKEN."""
+    runs = {}
+    for name, flags, token in (("flag", ["--hub_token", RUN_TOKEN], None), ("env", [], ENV_TOKEN)):
+        out = workdir / f"token-run-{name}"
+        env = _client_env("http://127.0.0.1:9", workdir / "hf-train", token=token)
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(workdir / "karel-cache"))
+        result = subprocess.run([sys.executable, "-m", "karel_hf.cli", "train", "--preset", "tiny", "--max_steps", "1",
+                                 "--save_steps", "1", "--generation_eval_steps", "0", "--report_to", "tensorboard",
+                                 *flags, "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        runs[name] = out
+    return runs
+
+
+def test_no_token_in_any_file_of_a_run_or_its_push(token_runs, emulator, workdir):
+    for name, run in token_runs.items():
+        written = _tree(run)
+        assert {"training_args.bin", "karel_run_config.json", "checkpoint-1/training_args.bin"} <= written
+        config = json.loads((run / "karel_run_config.json").read_text())
+        assert config["training_args"]["hub_token"] == "<HUB_TOKEN>"
+        if name == "flag":
+            assert config["argv"][config["argv"].index("--hub_token") + 1] == "<HUB_TOKEN>"
+        dry = workdir / f"dry-token-run-{name}"
+        _ok(_push("model", run, f"{NS}/token-run-{name}", emulator.url, workdir / "hf-push", "--dry-run", str(dry)))
+        _ok(_push("model", run, f"{NS}/token-run-{name}", emulator.url, workdir / "hf-push"))
+        stored = emulator.repos[("model", f"{NS}/token-run-{name}")]
+        assert set(stored.refs) == {"main", "step-0", "step-1"}
+        for root in (run, dry, emulator.root):  # every byte written, locally, in the dry run and on the Hub
+            everything = _read_all_bytes(root)
+            assert RUN_TOKEN.encode() not in everything and ENV_TOKEN.encode() not in everything, (name, root)
+
+
+def test_push_refuses_a_file_holding_its_token(emulator, export_dir, workdir):
+    import shutil
+
+    leaky = workdir / "export-with-token"
+    shutil.copytree(export_dir, leaky)
+    (leaky / "notes.md").write_text(f"pushed with {FAKE_TOKEN}\n")
+    result = _push("dataset", leaky, f"{NS}/leaky", emulator.url, workdir / "hf-push")
+    assert result.returncode != 0 and "holds the Hub token: nothing was sent" in result.stderr
+    assert FAKE_TOKEN not in result.stderr and ("dataset", f"{NS}/leaky") not in emulator.repos
 
 
 @pytest.mark.parametrize("failing, completed", [("step-2", ["step-0"]), ("main", ["step-0", "step-2"])])

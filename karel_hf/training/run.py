@@ -8,7 +8,8 @@ script), plus `RunInfo`, what every output folder records about the run.
 Checkpoints every `save_steps` are standard Trainer directories (model.safetensors, config.json,
 generation_config.json with bos/eos/pad, tokenizer files, trainer_state.json, optimizer, scheduler,
 RNG state) plus the model card (README.md) and the resolved run config with library versions
-(karel_run_config.json). `--resume_from_checkpoint last|PATH` continues with the saved weights,
+(karel_run_config.json). No file of a run holds a token: `RunInfo.run_config` masks them, and
+`KarelTrainingArguments` pickles (training_args.bin) without them. `--resume_from_checkpoint last|PATH` continues with the saved weights,
 optimizer, schedule, RNG and data position; without it an output_dir that already holds
 checkpoints is refused.
 """
@@ -16,6 +17,7 @@ checkpoints is refused.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from karel_hf.data.builder import load_karel
 from karel_hf.model_card import latest_metrics, model_index_yaml, write_model_card
 from karel_hf.modeling import build_model, count_parameters, set_generation_ids
 from karel_hf.tokenizer import build_tokenizer, load_tokenizer
-from karel_hf.utils import atomic_write_json, is_resumable, latest_checkpoint, library_versions
+from karel_hf.utils import atomic_write_json, is_resumable, latest_checkpoint, library_versions, redact_argv
 
 from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
 from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
@@ -55,9 +57,12 @@ class RunInfo:
     argv: list[str] | None = None
 
     def run_config(self) -> dict:
+        """The resolved config and library versions, with no secret: the command line's token flags and any
+        token this process knows are masked (`redact_argv`), `training_args.to_dict` masks `*_token` fields."""
+        secrets = (self.training_args.hub_token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"))
         return {
             "preset": self.preset,
-            "argv": self.argv,
+            "argv": redact_argv(self.argv, secrets),
             "model_args": asdict(self.model_args),
             "data_args": asdict(self.data_args),
             "training_args": self.training_args.to_dict(),
