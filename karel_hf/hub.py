@@ -151,7 +151,8 @@ class PushPlan:
 
 
 def plan_dataset_push(export_dir: str | Path, repo_id: str, *, private: bool = False) -> PushPlan:
-    """Plan the upload of a `karel-hf dataset export` folder as a dataset repository (main branch)."""
+    """Plan the upload of a `karel-hf dataset export` folder as a dataset repository (main branch); the card's
+    "How to load" code is rewritten for `repo_id` (`karel_hf.data.export.card_for_repo`)."""
     export_dir = _existing_dir(export_dir, "dataset export dir")
     _check_repo_id(repo_id)
     card = export_dir / "README.md"
@@ -167,23 +168,35 @@ def plan_dataset_push(export_dir: str | Path, repo_id: str, *, private: bool = F
             if not any(p.is_file() for p in export_dir.glob(pattern)):
                 raise ValueError(f"{card}: config {config.get('config_name')!r} lists data_files {pattern!r} "
                                  f"but no file under {export_dir} matches it")
-    files = [PlannedFile(p.relative_to(export_dir).as_posix(), source=p) for p in _walk(export_dir)]
+    from karel_hf.data.export import card_for_repo  # here, not at the top: it loads datasets and huggingface_hub
+
+    files = [PlannedFile(p.relative_to(export_dir).as_posix(), source=p) for p in _walk(export_dir) if p != card]
+    files.append(PlannedFile("README.md", content=card_for_repo(card.read_text(encoding="utf-8"), repo_id).encode()))
+    files.sort(key=lambda f: f.path_in_repo)
     message = f"Upload dataset ({len(configs)} configs: {', '.join(str(c.get('config_name')) for c in configs)})"
     return PushPlan("dataset", repo_id, "dataset", [RevisionPlan("main", files, message)], private=private)
 
 
 def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = False, revision_prefix: str = "step-",
-                    card_template: str | Path | None = None) -> PushPlan:
+                    card_template: str | Path | None = None, dataset_repo_id: str | None = None) -> PushPlan:
     """Plan a training output dir: each `checkpoint-<N>` -> branch `<prefix><N>`; the final model -> main, last.
 
-    A branch holds what inference needs (safetensors weights, config, generation config, tokenizer, the
-    checkpoint's card or a generated one, karel_run_config.json) and none of the training state (optimizer,
-    scheduler, RNG state, trainer arguments, trainer_state.json). A checkpoint without tokenizer files gets
-    the final model's. Main also carries the *_results.json files and `revisions.json`, which lists the
-    step revisions; it is committed only after every step branch committed.
+    A branch holds what inference needs (safetensors weights, config, generation config, tokenizer, a card,
+    karel_run_config.json) and none of the training state (optimizer, scheduler, RNG state, trainer
+    arguments, trainer_state.json). A checkpoint without tokenizer files gets the final model's. Main also
+    carries the *_results.json files and `revisions.json`, which lists the step revisions; it is committed
+    only after every step branch committed.
+
+    The card of a karel_hf run (a folder with its karel_run_config.json) is rendered here from the run's
+    files for the repository: the repo's name in the model-index, `from_pretrained("<repo_id>",
+    revision="<branch>")`, and `dataset_repo_id` (default: the run's `dataset_id` when it is a repo id)
+    as the dataset. Other folders keep their README.md (else get one rendered from the files they have).
+    Every card is checked with huggingface_hub's `ModelCard` (`karel_hf.model_card.check_card`).
     """
     train_dir = _existing_dir(train_dir, "training output dir")
     _check_repo_id(repo_id)
+    if dataset_repo_id is not None and not model_card.is_repo_id(dataset_repo_id):
+        raise ValueError(f"--dataset_repo_id {dataset_repo_id!r}: expected '<namespace>/<name>' of a dataset repository")
     if not re.fullmatch(r"[\w.-]*", revision_prefix):
         raise ValueError(f"--revision-prefix {revision_prefix!r}: use letters, digits, '.', '_' or '-' only")
     if not weight_files(train_dir):
@@ -192,7 +205,8 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     top_tokenizer = [train_dir / n for n in _TOKENIZER_FILES if (train_dir / n).is_file()]
     checkpoints = checkpoint_folders(train_dir)
     max_step = _trainer_state(train_dir).get("global_step") or (checkpoints[-1][0] if checkpoints else None)
-    main_card_text = _main_card(train_dir, repo_id, card_template)
+    main_card_text = (_karel_card(train_dir, repo_id, None, dataset_repo_id, card_template)
+                      or _main_card(train_dir, repo_id, card_template))
     card_meta = _front_matter(main_card_text) or {}
     revisions: list[RevisionPlan] = []
     for step, ckpt in checkpoints:
@@ -205,12 +219,13 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
         files += [_planned(ckpt, n) for n in (*_CONFIG_FILES, _RUN_CONFIG) if (ckpt / n).is_file()]
         tokenizer = [ckpt / n for n in _TOKENIZER_FILES if (ckpt / n).is_file()] or top_tokenizer
         files += [PlannedFile(p.name, source=p) for p in tokenizer]
-        if (ckpt / "README.md").is_file():
-            files.append(PlannedFile("README.md", source=ckpt / "README.md"))
-        else:
+        card = _karel_card(ckpt, repo_id, branch, dataset_repo_id, card_template)
+        if card is None and (ckpt / "README.md").is_file():
+            card = (ckpt / "README.md").read_text(encoding="utf-8")
+        elif card is None:
             card = model_card.render_step_card(repo_id, branch, step, max_step, card_meta,
                                                _trainer_state(ckpt).get("log_history", []))
-            files.append(PlannedFile("README.md", content=card.encode()))
+        files.append(PlannedFile("README.md", content=_checked_card(card, ckpt).encode()))
         revisions.append(RevisionPlan(branch, sorted(files, key=lambda f: f.path_in_repo),
                                       f"Checkpoint at step {step}", step=step))
 
@@ -220,7 +235,7 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     files = [PlannedFile(p.name, source=p) for p in weight_files(train_dir)]
     names = (*_CONFIG_FILES, _RUN_CONFIG, *_TOKENIZER_FILES, *_RESULT_FILES)
     files += [_planned(train_dir, n) for n in names if (train_dir / n).is_file()]
-    files.append(PlannedFile("README.md", content=main_card_text.encode()))
+    files.append(PlannedFile("README.md", content=_checked_card(main_card_text, train_dir).encode()))
     manifest = {"repo_id": repo_id, "final_step": max_step, "revisions": published}
     files.append(PlannedFile(MANIFEST_NAME, content=(json.dumps(manifest, indent=2) + "\n").encode()))
     revisions.append(RevisionPlan("main", sorted(files, key=lambda f: f.path_in_repo),
@@ -440,6 +455,36 @@ def _write_trace_shards(plan: PushPlan, root: Path) -> None:
 # ---------------------------------------------------------------------------------------------- cards
 
 
+def _karel_card(folder: Path, repo_id: str, revision: str | None, dataset_repo_id: str | None,
+                card_template: str | Path | None) -> str | None:
+    """The full card of a karel_hf run's model in `folder`, rendered for branch `revision` of `repo_id` from its
+    karel_run_config.json and trainer_state.json; None when `folder` holds no karel_hf run config."""
+    config = _read_json(folder / _RUN_CONFIG)
+    if not model_card.is_run_config(config):
+        return None
+    state = _trainer_state(folder)
+    name = repo_id.split("/")[1]
+    values = model_card.card_values(config, model_name=name, global_step=state.get("global_step", 0),
+                                    log_history=state.get("log_history", []),
+                                    model_ref=model_card.python_args(repo_id, revision), dataset_repo_id=dataset_repo_id)
+    template = Path(card_template).read_text(encoding="utf-8") if card_template else None
+    try:
+        card = model_card.render_model_card(values, template)
+    except model_card.PlaceholderError as err:
+        raise ValueError(f"{card_template or model_card.TEMPLATE_PATH} needs ${{{err.name}}}, which a karel_hf run "
+                         "does not record: use the placeholders of model_card.md") from None
+    model_card.check_card(card, model_name=name)
+    return card
+
+
+def _checked_card(text: str, folder: Path) -> str:
+    try:
+        model_card.check_card(text)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}; fix the card (README.md) or the run's files") from None
+    return text
+
+
 def _main_card(train_dir: Path, repo_id: str, card_template: str | Path | None) -> str:
     """The trainer's README.md; else the model_card.md template when every `${name}` in it can be filled from
     the run's files; else a minimal card. Never a card with unfilled placeholders."""
@@ -471,6 +516,7 @@ def _card_context(train_dir: Path, repo_id: str) -> dict:
     context = {k: config.get(k, "?") for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions")}
     context.update({k: model_card.format_value(v) for k, v in results.items() if isinstance(v, (int, float))})
     context.update(repo_id=repo_id, model_name=repo_id.split("/")[-1], results_table=table,
+                   model_ref=model_card.python_args(repo_id),
                    num_parameters=f"{_count_parameters(weight_files(train_dir)):,}",
                    global_step=state.get("global_step", "?"))
     return context

@@ -680,6 +680,99 @@ def test_push_refuses_a_file_holding_its_token(emulator, export_dir, workdir):
     assert FAKE_TOKEN not in result.stderr and ("dataset", f"{NS}/leaky") not in emulator.repos
 
 
+# ------------------------------------------------------------------------------ cards for the repository
+
+CARD_CONSUMER = r"""
+import json, re, sys
+from huggingface_hub import hf_hub_download
+data_repo, model_repo = sys.argv[1:3]
+
+
+def code_blocks(repo, heading, **kwargs):
+    text = open(hf_hub_download(repo, "README.md", **kwargs)).read()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+out = {}
+scope = {}
+for block in code_blocks(data_repo, "## How to load", repo_type="dataset"):  # as written in the card
+    exec(block, scope)
+out["dataset"] = {"rows": len(scope["ds"]), "text_ids": scope["tok"](scope["ds"][0]["text"])["input_ids"][:8]}
+scope = {}
+for block in code_blocks(model_repo, "## How to use"):
+    exec(block, scope)
+out["model"] = {"vocab": scope["model"].config.vocab_size, "bos": scope["tokenizer"].bos_token}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def real_export(workdir) -> Path:
+    """`karel-hf dataset export`'s own folder for a small tiny config (its real card)."""
+    from karel_hf.data.export import export_dataset
+
+    return export_dataset("tiny", workdir / "real-export", cache_dir=str(workdir / "karel-cache"),
+                          train_size=40, validation_size=8, test_size=8)
+
+
+@pytest.fixture(scope="module")
+def cards(emulator, real_export, token_runs, workdir) -> dict:
+    """The real export and a real run pushed with their cards; the cards' code run as written, in a fresh process."""
+    data_repo, model_repo = f"{NS}/karel-tiny-data", f"{NS}/karel-gpt2-cards"
+    _ok(_push("dataset", real_export, data_repo, emulator.url, workdir / "hf-push"))
+    _ok(_push("model", token_runs["env"], model_repo, emulator.url, workdir / "hf-push", "--dataset_repo_id", data_repo))
+    result = subprocess.run([sys.executable, "-c", CARD_CONSUMER, data_repo, model_repo],
+                            env=_client_env(emulator.url, workdir / "hf-cards"), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return {"data_repo": data_repo, "model_repo": model_repo, "stderr": result.stderr,
+            "loaded": json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def _stored_text(emulator, repo_type: str, repo_id: str, branch: str, path: str = "README.md") -> str:
+    stored = emulator.repos[(repo_type, repo_id)]
+    blob = stored.commits[stored.refs[branch]].files[path]
+    return emulator.blob_path(blob.sha256).read_text()
+
+
+def test_card_code_runs_as_written_against_the_hub(cards, real_export):
+    from datasets import load_dataset
+
+    local = load_dataset(str(real_export), "tiny", split="test")
+    assert cards["loaded"]["dataset"]["rows"] == len(local) == 8
+    assert cards["loaded"]["dataset"]["text_ids"][0] == 1  # <s>, from the tokenizer in the dataset repo
+    assert cards["loaded"]["model"] == {"vocab": cards["loaded"]["model"]["vocab"], "bos": "<s>"}
+    assert "Ignoring part of dataset_info" not in cards["stderr"]  # num_bytes is there: datasets keeps the infos
+
+
+def test_cards_name_the_repositories_and_validate(cards, emulator):
+    from huggingface_hub import DatasetCard
+
+    from karel_hf.model_card import check_card
+
+    data_repo, model_repo = cards["data_repo"], cards["model_repo"]
+    dataset_card = DatasetCard(_stored_text(emulator, "dataset", data_repo, "main"))
+    assert f'load_dataset("{data_repo}", "tiny", split="test")' in dataset_card.text
+    info = dataset_card.data.to_dict()["dataset_info"]
+    assert [s["num_bytes"] > 0 for s in info["splits"]] == [True] * 3 and info["download_size"] > 0
+    stored = emulator.repos[("model", model_repo)]
+    assert set(stored.refs) == {"main", "step-0", "step-1"}
+    for branch in stored.refs:
+        card = _stored_text(emulator, "model", model_repo, branch)
+        data = check_card(card, model_name="karel-gpt2-cards")  # YAML parses, model-index round-trips
+        assert data.datasets == [data_repo] and f"](/datasets/{data_repo})" in card
+        revision = "" if branch == "main" else f', revision="{branch}"'
+        assert f'AutoModelForCausalLM.from_pretrained("{model_repo}"{revision})' in card
+        if data.eval_results:
+            assert {r.dataset_type for r in data.eval_results} == {data_repo}
+    for (repo_type, repo_id), repo in emulator.repos.items():  # no placeholder in any card pushed by any test
+        for branch, oid in repo.refs.items():
+            if "README.md" in repo.commits[oid].files:
+                text = _stored_text(emulator, repo_type, repo_id, branch)
+                assert not re.search(r"\$\{\w+\}|<(this|your|namespace)[^<>\n]*>", text), (repo_id, branch)
+
+
 @pytest.mark.parametrize("failing, completed", [("step-2", ["step-0"]), ("main", ["step-0", "step-2"])])
 def test_push_failing_halfway_publishes_nothing_partial(emulator, train_dir, workdir, failing, completed):
     repo = f"{NS}/karel-fails-at-{failing}"
