@@ -302,11 +302,7 @@ def plan_traces_push(saved_dir: str | Path, repo_id: str, *, config_name: str = 
 
 
 def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
-    """Write the exact trees as `out_dir/<revision>/<path>` plus `out_dir/plan.json`; nothing is sent.
-
-    Local files (symbolic links: their targets) are hard-linked where the file system allows (checkpoints can
-    be large), else copied.
-    """
+    """Write the exact trees as `out_dir/<revision>/<path>` plus `out_dir/plan.json`; nothing is sent."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"--dry-run {out_dir} is not empty: pass a new or empty directory")
@@ -315,18 +311,8 @@ def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
         root = out_dir / rev.revision
         if plan.kind == "traces":
             _write_trace_shards(plan, root)
-            continue
-        for f in rev.files:
-            target = root / f.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if f.content is not None:
-                target.write_bytes(f.content)
-            else:
-                source = f.source.resolve()  # a link's target: os.link may link the link itself
-                try:
-                    os.link(source, target)
-                except OSError:
-                    shutil.copyfile(source, target)
+        else:
+            _write_tree(rev, root)
     description = plan.to_json()
     if plan.kind == "traces":  # the shards exist only now: describe what was written
         for rev in description["revisions"]:
@@ -335,6 +321,22 @@ def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
                 entry.update(size=path.stat().st_size, sha256=PlannedFile("", source=path).sha256())
     (out_dir / "plan.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _write_tree(rev: RevisionPlan, root: Path) -> None:
+    """The files of `rev` under `root`: generated ones written, local ones (symbolic links: their targets)
+    hard-linked where the file system allows (checkpoints can be large), else copied."""
+    for f in rev.files:
+        target = root / f.path_in_repo
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if f.content is not None:
+            target.write_bytes(f.content)
+        else:
+            source = f.source.resolve()  # a link's target: os.link may link the link itself
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -411,12 +413,14 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
 
 
 def _commit_revision(api, plan: PushPlan, rev: RevisionPlan) -> str:
-    """One commit that makes the branch hold exactly `rev.files`."""
+    """One `create_commit` that makes the branch hold exactly `rev.files`: what `upload_folder(...,
+    delete_patterns="*")` would send for the tree `write_dry_run` writes, without first copying the files
+    into one folder (a revision takes them from a checkpoint, the run folder and generated cards)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete  # as in execute_plan
 
     wanted = {f.path_in_repo for f in rev.files}
     present = api.list_repo_files(plan.repo_id, repo_type=plan.repo_type, revision=rev.revision)
-    operations = [CommitOperationAdd(f.path_in_repo, f.content if f.content is not None else str(f.source))
+    operations = [CommitOperationAdd(f.path_in_repo, f.content if f.content is not None else str(f.source.resolve()))
                   for f in rev.files]
     operations += [CommitOperationDelete(p) for p in present if p not in wanted and p != ".gitattributes"]
     info = api.create_commit(plan.repo_id, operations, commit_message=rev.commit_message,

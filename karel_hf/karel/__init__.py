@@ -3,6 +3,8 @@
 - `world`: the grid and the robot, and their renderings (ASCII, cell words, view codes);
 - `program`: the AST, the parser and the printers (with the "lines" printer's batched twin);
 - `interpreter`: `execute` runs a parsed program on a world, with traces and a step budget;
+- `scoring`: generation accuracy, whether predicted programs meet their specifications (the
+  `generation_accuracy` metric Space ships it with `world`, `program` and `interpreter`);
 - `batched`: the interpreter's batched twin, straight-line programs on many worlds at once;
 - `semantics`: alternative meanings of the actions, as mappings on the AST;
 - `corpus_config`, `randomness`, `world_sampling`, `extended_sampling`, `sampling`: the seeded
