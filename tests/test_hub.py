@@ -637,34 +637,58 @@ RUN_TOKEN, ENV_TOKEN = "hf_runFLAGsecret0123456789abcdefghij", "hf_runENVsecret0
 
 @pytest.fixture(scope="module")
 def token_runs(workdir) -> dict[str, Path]:
-    """Two 1-step tiny training runs: one given `--hub_token RUN_TOKEN`, one with HF_TOKEN=ENV_TOKEN."""
+    """Two 1-step tiny training runs (`karel-hf train`'s main, in this process): one given `--hub_token RUN_TOKEN`,
+    one with HF_TOKEN=ENV_TOKEN in its environment."""
+    from karel_hf.training import main as train_main
+
     runs = {}
     for name, flags, token in (("flag", ["--hub_token", RUN_TOKEN], None), ("env", [], ENV_TOKEN)):
         out = workdir / f"token-run-{name}"
-        env = _client_env("http://127.0.0.1:9", workdir / "hf-train", token=token)
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(workdir / "karel-cache"))
-        result = subprocess.run([sys.executable, "-m", "karel_hf.cli", "train", "--preset", "tiny", "--max_steps", "1",
-                                 "--save_steps", "1", "--generation_eval_steps", "0", "--report_to", "tensorboard",
-                                 *flags, "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        saved = os.environ.pop("HF_TOKEN", None)
+        if token:
+            os.environ["HF_TOKEN"] = token
+        try:
+            assert train_main(["--preset", "tiny", "--max_steps", "1", "--save_steps", "1", "--generation_eval_steps",
+                               "1", "--generation_eval_samples", "4", "--report_to", "tensorboard",
+                               "--dataset_cache_dir", str(workdir / "karel-cache"), *flags,
+                               "--output_dir", str(out)]) == 0
+        finally:
+            os.environ.pop("HF_TOKEN", None)
+            if saved is not None:
+                os.environ["HF_TOKEN"] = saved
         runs[name] = out
     return runs
 
 
-def test_no_token_in_any_file_of_a_run_or_its_push(token_runs, emulator, workdir):
+@pytest.fixture(scope="module")
+def pushed_runs(token_runs, emulator, workdir) -> dict[str, dict]:
+    """Each token run as a dry run (in this process) and pushed with `karel-hf push model` (the env run with
+    `--dataset_repo_id`, for the card tests)."""
+    pushed = {}
+    for name, run in token_runs.items():
+        repo = f"{NS}/karel-gpt2-cards" if name == "env" else f"{NS}/token-run-{name}"
+        dataset_repo = f"{NS}/karel-tiny-data" if name == "env" else None
+        extra = ("--dataset_repo_id", dataset_repo) if dataset_repo else ()
+        dry = hub.write_dry_run(hub.plan_model_push(run, repo, dataset_repo_id=dataset_repo),
+                                workdir / f"dry-token-run-{name}")
+        pushed[name] = {"repo": repo, "dry": dry,
+                        "push": _push("model", run, repo, emulator.url, workdir / "hf-push", *extra)}
+    return pushed
+
+
+def test_no_token_in_any_file_of_a_run_or_its_push(token_runs, pushed_runs, emulator):
     for name, run in token_runs.items():
         written = _tree(run)
         assert {"training_args.bin", "karel_run_config.json", "checkpoint-1/training_args.bin"} <= written
+        assert any(p.startswith("runs/") for p in written)  # TensorBoard's event files too
         config = json.loads((run / "karel_run_config.json").read_text())
         assert config["training_args"]["hub_token"] == "<HUB_TOKEN>"
         if name == "flag":
             assert config["argv"][config["argv"].index("--hub_token") + 1] == "<HUB_TOKEN>"
-        dry = workdir / f"dry-token-run-{name}"
-        _ok(_push("model", run, f"{NS}/token-run-{name}", emulator.url, workdir / "hf-push", "--dry-run", str(dry)))
-        _ok(_push("model", run, f"{NS}/token-run-{name}", emulator.url, workdir / "hf-push"))
-        stored = emulator.repos[("model", f"{NS}/token-run-{name}")]
+        _ok(pushed_runs[name]["push"])
+        stored = emulator.repos[("model", pushed_runs[name]["repo"])]
         assert set(stored.refs) == {"main", "step-0", "step-1"}
-        for root in (run, dry, emulator.root):  # every byte written, locally, in the dry run and on the Hub
+        for root in (run, pushed_runs[name]["dry"], emulator.root):  # every byte written: locally, dry run, Hub
             everything = _read_all_bytes(root)
             assert RUN_TOKEN.encode() not in everything and ENV_TOKEN.encode() not in everything, (name, root)
 
@@ -717,11 +741,11 @@ def real_export(workdir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cards(emulator, real_export, token_runs, workdir) -> dict:
+def cards(emulator, real_export, pushed_runs, workdir) -> dict:
     """The real export and a real run pushed with their cards; the cards' code run as written, in a fresh process."""
-    data_repo, model_repo = f"{NS}/karel-tiny-data", f"{NS}/karel-gpt2-cards"
+    data_repo, model_repo = f"{NS}/karel-tiny-data", pushed_runs["env"]["repo"]
     _ok(_push("dataset", real_export, data_repo, emulator.url, workdir / "hf-push"))
-    _ok(_push("model", token_runs["env"], model_repo, emulator.url, workdir / "hf-push", "--dataset_repo_id", data_repo))
+    _ok(pushed_runs["env"]["push"])
     result = subprocess.run([sys.executable, "-c", CARD_CONSUMER, data_repo, model_repo],
                             env=_client_env(emulator.url, workdir / "hf-cards"), capture_output=True, text=True,
                             timeout=600)
