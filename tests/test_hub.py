@@ -770,7 +770,12 @@ def test_card_code_runs_as_written_against_the_hub(cards, real_export):
     assert "Ignoring part of dataset_info" not in cards["stderr"]  # num_bytes is there: datasets keeps the infos
 
 
-def test_cards_name_the_repositories_and_validate(cards, emulator):
+def _without_section(text: str, heading: str) -> str:
+    before, after = text.split(heading, 1)
+    return before + "\n## " + after.split("\n## ", 1)[1]
+
+
+def test_cards_name_the_repositories_and_validate(cards, emulator, real_export):
     from huggingface_hub import DatasetCard
 
     from karel_hf.model_card import check_card
@@ -778,6 +783,9 @@ def test_cards_name_the_repositories_and_validate(cards, emulator):
     data_repo, model_repo = cards["data_repo"], cards["model_repo"]
     dataset_card = DatasetCard(_stored_text(emulator, "dataset", data_repo, "main"))
     assert f'load_dataset("{data_repo}", "tiny", split="test")' in dataset_card.text
+    local_card = DatasetCard((real_export / "README.md").read_text())
+    assert local_card.data == dataset_card.data  # only the How to load section differs
+    assert _without_section(local_card.text, "## How to load") == _without_section(dataset_card.text, "## How to load")
     info = dataset_card.data.to_dict()["dataset_info"]
     assert [s["num_bytes"] > 0 for s in info["splits"]] == [True] * 3 and info["download_size"] > 0
     stored = emulator.repos[("model", model_repo)]
