@@ -176,6 +176,7 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "karel_hf" not in code
+    assert "Ignoring part of dataset_info" not in out.stderr  # each split has num_bytes: datasets keeps the infos
 
 
 def test_dataset_cli_reports_bad_override(tmp_path):
