@@ -352,11 +352,16 @@ class PublishedRevision:
 def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None = None) -> list[PublishedRevision]:
     """Create the repository and commit each revision of `plan` in order, one commit per revision.
 
+    Every card (README.md) is first checked by the Hub's metadata validation (`RepoCard.validate`, which asks
+    HF_ENDPOINT; skipped when `endpoint` names another Hub), so a card the Hub rejects stops the push before
+    any repository or branch is created.
+
     Raises `HubPushError` naming the revision that failed and the ones completed before it. A step branch
     this call created is deleted again when its commit fails; main (and so `revisions.json`) is committed
     only after every step branch, so a failed push never advertises a partial revision.
     """
-    from huggingface_hub import HfApi, get_token  # here, not at the top: importing hub loads no Hub client
+    from huggingface_hub import HfApi, RepoCard, get_token  # here, not at the top: importing hub loads no Hub client
+    from huggingface_hub import constants as hf_constants
 
     if plan.kind == "traces" and endpoint is not None:
         raise ValueError("traces are pushed by datasets' push_to_hub, which reads HF_ENDPOINT: set it instead")
@@ -377,6 +382,14 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
             message += f"\n{MANIFEST_NAME} on main was not updated, so it does not list the failed revision"
         return HubPushError(message, failed_revision=revision, completed=done)
 
+    for rev in plan.revisions:  # the Hub's own metadata check of every card, before anything is created
+        for f in rev.files:
+            if f.path_in_repo == "README.md" and (endpoint is None or endpoint == hf_constants.ENDPOINT):
+                text = f.content.decode("utf-8") if f.content is not None else f.source.read_text(encoding="utf-8")
+                try:
+                    RepoCard(text).validate(repo_type=plan.repo_type)
+                except Exception as exc:
+                    raise fail(rev.revision, f"validating {rev.revision}:README.md (nothing was sent)", exc) from exc
     try:
         api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private, exist_ok=True,
                         space_sdk=plan.space_sdk)

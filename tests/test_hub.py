@@ -790,6 +790,8 @@ def test_cards_name_the_repositories_and_validate(cards, emulator, real_export):
     assert [s["num_bytes"] > 0 for s in info["splits"]] == [True] * 3 and info["download_size"] > 0
     stored = emulator.repos[("model", model_repo)]
     assert set(stored.refs) == {"main", "step-0", "step-1"}
+    validated = [r for r in emulator.requests if r[:2] == ("POST", "/api/validate-yaml")]
+    assert len(validated) >= 4  # the Hub's check of each card before the push: 3 model branches, 1 dataset
     for branch in stored.refs:
         card = _stored_text(emulator, "model", model_repo, branch)
         data = check_card(card, model_name="karel-gpt2-cards")  # YAML parses, model-index round-trips
