@@ -19,7 +19,14 @@ decoding step, the hidden states of the positions fed at that step; the last of 
 the position whose logits chose the step's token. A causal model with a KV cache computes the same
 values at that position as a full forward pass over prompt + tokens so far (the cache only
 stores earlier positions' keys/values), so no second forward pass is needed: we keep the last
-position of each step and pick the steps that emitted action tokens.
+position of each step and pick the steps that emitted action tokens. The code-position state
+(`code_states`) is the state at the last prompt position (the token "Code:\\n", whose logits emit
+the first program token): it has seen the prompt and no program, the `code_position` control.
+
+Teacher forcing (`teacher_force`): one forward pass per batch over prompt + a given program (e.g.
+the reference), taking the same positions: for action k the position whose logits emit it (k = 1:
+the last preamble token; k > 1: action k-1's token), and the last prompt position. When the given
+program is what greedy decoding wrote, the states are the generated ones (tests check it).
 
     >>> out = decode(model, tokenizer, prompts, capture=True)          # doctest: +SKIP
     >>> out.programs[0], out.action_states[0].shape                    # doctest: +SKIP
@@ -54,6 +61,9 @@ class DecodeOutput:
     # logits emitted action k (None unless capture=True)
     action_states: list[np.ndarray] | None = None
     layer_states: dict[int, list[np.ndarray]] | None = None  # {layer: per example (num_actions, hidden)}
+    # per example (hidden,) float32: layer-mean state at the last prompt position ("Code:\n")
+    code_states: list[np.ndarray] | None = None
+    code_layer_states: dict[int, list[np.ndarray]] | None = None  # {layer: per example (hidden,)}
     token_ids: list[list[int]] = field(default_factory=list)  # generated ids of the program (no eos/pad)
     tokens: list[list[str]] = field(default_factory=list)  # the same as tokenizer pieces
     action_token_index: list[list[int]] = field(default_factory=list)  # index in token_ids of action k
@@ -328,16 +338,14 @@ def decode(
         raise TypeError("prompts must be a list of strings, got one string")
     kv = KarelVocab(tokenizer)
     budget = max_new_tokens or default_max_new_tokens(max_new_actions, extended)
-    n_hidden = model.config.num_hidden_layers + 1
-    layer_index = {l: (l % n_hidden) for l in layers}
-    for l in layers:
-        if not -n_hidden <= l < n_hidden:
-            raise ValueError(f"layer {l} out of range: the model has {n_hidden} hidden-state layers (0 = embeddings)")
+    layer_index = _layer_index(model, layers)
     action_set = torch.tensor(kv.action_ids)
     stop_ids = {kv.eos_id, tokenizer.pad_token_id}
 
     out = DecodeOutput(programs=[], num_actions=[], action_states=[] if capture else None,
-                       layer_states={l: [] for l in layers} if capture and layers else None)
+                       layer_states={l: [] for l in layers} if capture and layers else None,
+                       code_states=[] if capture else None,
+                       code_layer_states={l: [] for l in layers} if capture and layers else None)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -384,8 +392,94 @@ def decode(
                 out.action_token_index.append(where.tolist())
                 if capture:
                     out.action_states.append(mean[where, row].numpy().copy())
+                    out.code_states.append(mean[0, row].numpy().copy())  # step 0's last position = "Code:\n"
                     for l, li in layer_index.items():
                         out.layer_states[l].append(last[where, li, row].numpy().copy())
+                        out.code_layer_states[l].append(last[0, li, row].numpy().copy())
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _layer_index(model, layers) -> dict[int, int]:
+    n_hidden = model.config.num_hidden_layers + 1
+    for l in layers:
+        if not -n_hidden <= l < n_hidden:
+            raise ValueError(f"layer {l} out of range: the model has {n_hidden} hidden-state layers (0 = embeddings)")
+    return {l: l % n_hidden for l in layers}
+
+
+@torch.no_grad()
+def teacher_force(
+    model,
+    tokenizer,
+    prompts: list[str],
+    programs: list[str],
+    *,
+    batch_size: int = 32,
+    layers: tuple[int, ...] = (),
+    progress: bool = False,
+) -> DecodeOutput:
+    """The states of `model` reading each prompt followed by the given program (teacher forcing).
+
+    `programs` are program texts in the training layout (`format_program(p, "lines")`, e.g. a
+    split's `program` column); prompt i + program i is tokenized as one text and run in ONE forward
+    pass per batch (right padding, `output_hidden_states=True`). Returns a `DecodeOutput` like
+    `decode(..., capture=True)`: `action_states[i]` (n_i, hidden) at the positions whose logits emit
+    each action token (action 1: the last preamble token; action k > 1: action k-1's token),
+    `code_states[i]` at the last prompt position, and per requested layer `layer_states` /
+    `code_layer_states`. The model is put in eval mode for the call and restored afterwards.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(prompts, str) or isinstance(programs, str):
+        raise TypeError("prompts and programs must be lists of strings, got one string")
+    if len(prompts) != len(programs):
+        raise ValueError(f"need one program per prompt, got {len(prompts)} prompts and {len(programs)} programs")
+    kv = KarelVocab(tokenizer)
+    layer_index = _layer_index(model, layers)
+    action_set = set(kv.action_ids)
+    encoded = []
+    for prompt, program in zip(prompts, programs):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(prompt + program)["input_ids"]
+        if ids[: len(prompt_ids)] != prompt_ids:
+            raise ValueError("the tokenizer does not split prompt + program at 'Code:\\n'; cannot locate the program tokens")
+        encoded.append((ids, len(prompt_ids)))
+    out = DecodeOutput(programs=list(programs), num_actions=[], action_states=[], code_states=[],
+                       layer_states={l: [] for l in layers} if layers else None,
+                       code_layer_states={l: [] for l in layers} if layers else None)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in tqdm(range(0, len(encoded), batch_size), desc="teacher forcing", unit="batch", disable=not progress):
+            chunk = encoded[start : start + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (batch, seq), right-padded
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (ids, _) in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention[row, : len(ids)] = 1
+            result = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), output_hidden_states=True)
+            hidden = torch.stack(result.hidden_states).float().cpu()  # (n_hidden, batch, seq, hidden)
+            mean = hidden.mean(0)  # (batch, seq, hidden)
+            for row, (ids, cut) in enumerate(chunk):
+                program_ids = ids[cut:]
+                where = [t for t, token in enumerate(program_ids) if token in action_set]
+                emit = torch.tensor([cut + t - 1 for t in where], dtype=torch.long)  # position whose logits emit action k
+                out.num_actions.append(len(where))
+                out.token_ids.append(program_ids)
+                out.tokens.append(_pieces(tokenizer, program_ids))
+                out.action_token_index.append(where)
+                out.action_states.append(mean[row, emit].numpy().copy())
+                out.code_states.append(mean[row, cut - 1].numpy().copy())
+                for l, li in layer_index.items():
+                    out.layer_states[l].append(hidden[li, row, emit].numpy().copy())
+                    out.code_layer_states[l].append(hidden[li, row, cut - 1].numpy().copy())
     finally:
         model.train(was_training)
     return out

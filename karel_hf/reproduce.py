@@ -6,16 +6,32 @@ stopped (training resumes from its last checkpoint, finished checkpoint evaluati
 
     train      DIR/model/                 a `karel-hf train` run with checkpoints (step 0 included)
     evaluate   DIR/evaluations/step-N.json  per checkpoint: generation accuracy (spec pairs and all
-               10), semantic content (v1 direction probes, current / +1 / +2), the v3 features,
-               the intervention (same states, labels from each alternative semantics, a fresh
-               probe each), generated vs reference program lengths, perplexity on training programs
-    analyze    DIR/results.json           regressions across checkpoints, future-state analysis,
-               length test, baselines, stage wall times
+               10), two probe families (`generated`: the programs the model writes, the paper's;
+               `teacher_forced`: the test split's reference programs, the same rows at every
+               checkpoint), each at offsets prev2, prev1, current, next1, next2 with every control
+               and the conditional gains (docs/protocol.md §6b), v3 at the current state, the
+               intervention (each alternative semantics, a fresh probe on the same states and
+               rows), the future-state analysis, program lengths, perplexity, wall times
+    analyze    DIR/results.json           regressions across checkpoints (on semantic content,
+               margin and conditional gain, per family and offset), future-state analysis,
+               length test, baselines, flags, stage wall times
     plot       DIR/figures/*.png          drawn from results.json only (`--stages plot` redraws)
     report     DIR/report.md              our numbers beside the paper's
 
-Trace datasets (hidden states + labels per generated action) are cached in DIR/traces/ by a
-fingerprint of the checkpoint weights and options; push them with `karel-hf push traces`.
+Probe scores use a fixed budget: the same numbers of probe-training and test specs, and at most
+`max_train_rows` / `max_test_rows` rows (seeded subsample), at every checkpoint.
+
+results.json: `checkpoints[i]["probes"][family][name]` with family `generated` or
+`teacher_forced` and name `prev2`, `prev1`, `current`, `next1`, `next2` (v1) or `v3_current`,
+each with `semantic_content`, `unobserved`, `controls` {initial_glyph, output_glyph, prompt_only,
+code_position, shuffled}, `strongest_control`, `margin`, `conditional_gain` {value, low, high},
+`conditional_gain_code`, `per_task`, `per_step`, `num_train`, `num_test`, `budget`, `drop_last`;
+`checkpoints[i]["intervention"][family][name]` and `["future"][family][name]`;
+`regressions[family][name][metric]` for metric in `semantic_content`, `margin`,
+`conditional_gain`.
+
+Trace datasets (hidden states + labels per action) are cached in DIR/traces/ by a fingerprint of
+the checkpoint weights and options; push them with `karel-hf push traces`.
 """
 
 from __future__ import annotations
@@ -28,10 +44,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 from transformers import HfArgumentParser
 
 from karel_hf.presets import PresetError, load_preset, preset_names
+from karel_hf.probing.labels import OFFSET_NAMES  # -2..+2: prev2, prev1, current, next1, next2
 from karel_hf.training import load_raw_datasets, parse_train_args, run_training
 from karel_hf.utils import (
     atomic_path,
@@ -45,7 +63,13 @@ from karel_hf.utils import (
 logger = logging.getLogger(__name__)
 
 STAGES = ("train", "evaluate", "analyze", "plot", "report")
-OFFSET_NAMES = {0: "current", 1: "next1", 2: "next2"}
+FAMILIES = ("generated", "teacher_forced")
+REGRESSION_METRICS = ("semantic_content", "margin", "conditional_gain")
+# Offsets of the intervention per family (every probe is a fit; generated rows change with the model).
+INTERVENTION_OFFSETS = {"generated": (0, 1, 2), "teacher_forced": (-2, -1, 0, 1, 2)}
+V3_CONTROLS = ("initial_glyph", "output_glyph")  # the v3 probe's controls (the fitted ones cost 12 fits each)
+AT_FLOOR_POINTS = 0.05  # the length test is "at the floor" when accuracy <= constant program + 5 points
+VALIDATION_ID_OFFSET = 1_000_000_000  # ids of validation specs used as extra test specs
 
 # The paper's numbers (docs/protocol.md §7), shown beside ours in report.md.
 PAPER = {
@@ -59,12 +83,20 @@ PAPER = {
 @dataclass(frozen=True)
 class ReproducePreset:
     """What one reproduction runs: a training preset plus the sweep's sizes (a preset's `reproduce`
-    section, karel_hf/presets/<name>.yaml, gives the values)."""
+    section, karel_hf/presets/<name>.yaml, gives the values).
+
+    Test specs come from the test split, then from the validation split when the preset asks for
+    more than the test split holds (their ids shifted by `VALIDATION_ID_OFFSET`).
+    """
 
     train_preset: str
     train_overrides: tuple = ()  # extra `karel-hf train` flags, e.g. ("--max_steps", "600")
-    test_specs: int = 500  # test specs decoded per checkpoint (generation accuracy, probe test set)
-    probe_train_specs: int = 1000  # training specs decoded per checkpoint (probe training set)
+    test_specs: int = 500  # test specs per checkpoint (generation accuracy, probe test set)
+    probe_train_specs: int = 1000  # training specs per checkpoint (probe training set)
+    max_train_rows: int | None = None  # probe-training rows per family and offset (seeded subsample)
+    max_test_rows: int | None = None  # probe test rows per family and offset
+    teacher_forced_min_length: int | None = None  # None: 4 when the test split has such programs, else 1
+    num_bootstrap: int = 1000  # resamples of the conditional gain's interval
     perplexity_programs: int = 256
     probe: str = "linear"
     batch_size: int = 64
@@ -105,6 +137,8 @@ class ReproduceArguments:
     test_specs: int | None = field(default=None, metadata={"help": "Override the preset's test specs per checkpoint."})
     probe_train_specs: int | None = field(default=None, metadata={"help": "Override the preset's probe training specs."})
     probe: str | None = field(default=None, metadata={"help": "linear (default), mlp1 or mlp2."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
+    max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
 
@@ -115,7 +149,7 @@ class ReproduceArguments:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
         if self.probe is not None and self.probe not in ("linear", "mlp1", "mlp2"):
             raise ValueError(f"probe: unknown value {self.probe!r}; expected linear, mlp1 or mlp2")
-        for name in ("test_specs", "probe_train_specs", "batch_size"):
+        for name in ("test_specs", "probe_train_specs", "batch_size", "max_train_rows", "max_test_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value}")
@@ -125,8 +159,8 @@ class ReproduceArguments:
 
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
-        changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size")
-                   if getattr(self, k) is not None}
+        changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size",
+                                                 "max_train_rows", "max_test_rows") if getattr(self, k) is not None}
         if self.train_args.strip():
             changes["train_overrides"] = base.train_overrides + tuple(self.train_args.split())
         return ReproducePreset(**{**asdict(base), **changes})
@@ -174,11 +208,20 @@ def train_stage(out: Path, preset: ReproducePreset) -> Path:
 
 # -------------------------------------------------------------------------------------- evaluate
 def _data_rows(model_dir: Path, preset: ReproducePreset):
-    """(test rows, probe-training rows, training texts for perplexity), as the run's config says."""
+    """(test rows, probe-training rows, training texts for perplexity), as the run's config says.
+
+    Test rows: the first `test_specs` of the test split, then of the validation split (ids shifted
+    by `VALIDATION_ID_OFFSET`) when the test split is smaller."""
     argv = ["--preset", preset.train_preset, "--output_dir", str(model_dir), *preset.train_overrides]
     _, data_args, _, _ = parse_train_args(argv)
     raw = load_raw_datasets(data_args)
     test = raw["test"].select(range(min(preset.test_specs, len(raw["test"]))))
+    more = preset.test_specs - len(test)
+    if more > 0 and "validation" in raw and len(raw["validation"]):
+        extra = raw["validation"].select(range(min(more, len(raw["validation"]))))
+        extra = extra.map(lambda batch: {"id": [i + VALIDATION_ID_OFFSET for i in batch["id"]]}, batched=True,
+                          desc="validation specs as test specs")
+        test = datasets.concatenate_datasets([test, extra])
     train = raw["train"]
     probe_train = train.select(range(min(preset.probe_train_specs, len(train))))
     # perplexity programs: training specs not used for the probes, when the split is big enough
@@ -187,10 +230,12 @@ def _data_rows(model_dir: Path, preset: ReproducePreset):
     return test, probe_train, texts
 
 
-def _summary(result: dict) -> dict:
-    keep = ("semantic_content", "per_task", "per_input", "chance", "shuffled", "initial", "initial_direction",
-            "num_train", "num_test", "num_test_labelled")
-    return {k: result[k] for k in keep if k in result}
+def teacher_forced_min_length(preset: ReproducePreset, test_rows) -> int:
+    """The preset's value, else 4 when the test specs have programs that long (docs/protocol.md §6b),
+    else 2 (with drop_last a 1-action program has no scored row: its one state is the final one)."""
+    if preset.teacher_forced_min_length is not None:
+        return preset.teacher_forced_min_length
+    return 4 if len(test_rows) and max(test_rows["length"]) >= 4 else 2
 
 
 def _programs_by_example(traces, ids: list[int]) -> dict:
@@ -201,17 +246,42 @@ def _programs_by_example(traces, ids: list[int]) -> dict:
     return {i: found.get(i, ("", 0)) for i in ids}
 
 
-def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: ReproducePreset) -> dict:
-    """Everything measured at one checkpoint (docs/protocol.md §5-7)."""
+def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[dict, dict, dict]:
+    """Every probe number of one checkpoint: {family: (train traces, test traces)} ->
+    (probes, intervention, future), each keyed by family, then by offset name."""
+    from karel_hf.probing.labels import OFFSETS
+    from karel_hf.probing.measure import future_analysis, intervention, load_traces, semantic_content, summary
+
+    common = dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
+                  num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
+    probes, interventions, future = {}, {}, {}
+    for family, (train, test) in traces.items():
+        train, test = load_traces(train), load_traces(test)
+        results = {o: semantic_content(train, test, o, return_predictions=True, **common) for o in OFFSETS}
+        probes[family] = {OFFSET_NAMES[o]: summary(r) for o, r in results.items()}
+        # v3 (12 probes, 6 tasks) with the glyph controls only: each fitted control costs 12 fits more
+        probes[family]["v3_current"] = summary(semantic_content(train, test, 0, "v3", controls=V3_CONTROLS, **common))
+        future[family] = {OFFSET_NAMES[o]: future_analysis(results[0], results[o], test) for o in (1, 2)}
+        interventions[family] = {
+            OFFSET_NAMES[o]: intervention(train, test, o, original=results[o]["semantic_content"], **common)
+            for o in INTERVENTION_OFFSETS[family]
+        }
+    return probes, interventions, future
+
+
+def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: ReproducePreset,
+                        label_cache: dict | None = None) -> dict:
+    """Everything measured at one checkpoint (docs/protocol.md §5-7). `label_cache` (a dict kept
+    across checkpoints) computes the teacher-forced labels once (the same programs at every checkpoint)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     from karel_hf.metrics.generation import compute_generation_accuracy
-    from karel_hf.probing.analysis import best_future_classifier, length_test, probe_future_given_current_correct, program_perplexity
-    from karel_hf.probing.probes import semantic_content
+    from karel_hf.probing.analysis import length_test, program_perplexity
     from karel_hf.probing.traces import build_trace_dataset
 
+    start, cpu_start = time.perf_counter(), time.process_time()
+    timings = {}
     test_rows, probe_rows, texts = data
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager")
@@ -219,10 +289,18 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     if torch.cuda.is_available():
         model.to("cuda")
     pairs = prompt_pairs(test_rows)
+    min_length = teacher_forced_min_length(preset, test_rows)
     common = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": step},
                   num_prompt_pairs=pairs)
+    tick = time.perf_counter()
     test_traces = build_trace_dataset(model, tokenizer, test_rows, **common)
     train_traces = build_trace_dataset(model, tokenizer, probe_rows, **common)
+    timings["traces_generated"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    forced = dict(common, mode="teacher_forced", min_length=min_length, label_cache=label_cache)
+    tf_test = build_trace_dataset(model, tokenizer, test_rows, **forced)
+    tf_train = build_trace_dataset(model, tokenizer, probe_rows, **forced)
+    timings["traces_teacher_forced"] = time.perf_counter() - tick
 
     # generation accuracy from the programs decoded for the traces (no second decoding pass)
     ids = [int(i) for i in test_rows["id"]]
@@ -242,39 +320,28 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
         "length_test": length_test(correct_gen, correct_ref) if len(correct_gen) >= 2 else None,
     }
 
-    # Shuffled-label controls for the current state only, the intervention on the current state:
-    # every probe is a fit, and the fits are most of a checkpoint's evaluation time.
-    probes, future = {}, {}
-    for offset, name in OFFSET_NAMES.items():
-        result = semantic_content(train_traces, test_traces, offset=offset, probe=preset.probe,
-                                  controls=offset == 0, return_predictions=True, num_prompt_pairs=pairs)
-        probes[name] = _summary(result)
-        if offset == 0:
-            current = result
-            continue
-        future[name] = {
-            "probe_given_current_correct": probe_future_given_current_correct(
-                current["predictions"], current["targets"], result["predictions"], result["targets"]),
-            "best_future_classifier": best_future_classifier(current["targets"], result["targets"]),
-        }
-    probes["v3_current"] = _summary(semantic_content(train_traces, test_traces, label_set="v3", probe=preset.probe,
-                                                     controls=False))
-    alternatives = {
-        semantics: {"current": _summary(semantic_content(train_traces, test_traces, probe=preset.probe,
-                                                         semantics=semantics, controls=False,
-                                                         num_prompt_pairs=pairs))}
-        for semantics in ALTERNATIVE_SEMANTICS
-    }
+    tick = time.perf_counter()
+    traces = {"generated": (train_traces, test_traces), "teacher_forced": (tf_train, tf_test)}
+    probes, interventions, future = probe_families(traces, preset, pairs)
+    timings["probes"] = time.perf_counter() - tick
+    tick = time.perf_counter()
     perplexity = program_perplexity(model, tokenizer, texts, batch_size=min(32, preset.batch_size))
+    timings["perplexity"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - start
+    timings["total_cpu"] = time.process_time() - cpu_start  # this process's CPU time: robust to other jobs
     return {
         "step": step,
         "generation": generation,
         "lengths": lengths,
         "probes": probes,
         "future": future,
-        "alternative_semantics": alternatives,
+        "intervention": interventions,
         "perplexity": perplexity,
-        "num_trace_rows": {"train": len(train_traces), "test": len(test_traces)},
+        "num_trace_rows": {"train": len(train_traces), "test": len(test_traces),
+                           "teacher_forced_train": len(tf_train), "teacher_forced_test": len(tf_test)},
+        "num_specs": {"test": len(test_rows), "probe_train": len(probe_rows)},
+        "teacher_forced_min_length": min_length,
+        "timings_seconds": timings,
     }
 
 
@@ -303,13 +370,34 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
     todo = [(s, p) for s, p in found if not (out / "evaluations" / f"step-{s}.json").is_file()]
     data = _data_rows(model_dir, preset) if todo else None
+    label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
     for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-        atomic_write_json(out / "evaluations" / f"step-{step}.json", evaluate_checkpoint(step, path, data, out, preset),
-                          default=_json_default)
+        atomic_write_json(out / "evaluations" / f"step-{step}.json",
+                          evaluate_checkpoint(step, path, data, out, preset, label_cache), default=_json_default)
     return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
 
 
 # --------------------------------------------------------------------------------------- analyze
+def _metric(evaluation: dict, family: str, name: str, metric: str) -> float:
+    value = evaluation["probes"][family][name][metric]
+    return value["value"] if isinstance(value, dict) else value
+
+
+def _includes_zero(gain: dict) -> bool:
+    low, high = gain.get("low"), gain.get("high")
+    return low is None or high is None or not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high
+
+
+def _final_entry(result: dict) -> dict:
+    """The headline keys of one probe family's result, with its strongest control's value."""
+    keep = ("semantic_content", "unobserved", "strongest_control", "margin", "conditional_gain",
+            "conditional_gain_code", "num_train", "num_test", "drop_last")
+    entry = {k: result[k] for k in keep}
+    strongest = result["strongest_control"]
+    entry["strongest_control_value"] = result["controls"][strongest] if strongest else float("nan")
+    return entry
+
+
 def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings: dict) -> dict:
     from karel_hf.metrics.generation import constant_program_baseline
     from karel_hf.probing.analysis import regress
@@ -319,15 +407,37 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
     if not evaluations:
         raise ValueError(f"no evaluations in {out / 'evaluations'}: run the evaluate stage first")
     accuracy = [e["generation"]["accuracy"] for e in evaluations]
+    names = list(OFFSET_NAMES.values())
     regressions = {}
-    for name in OFFSET_NAMES.values():
-        content = [e["probes"][name]["semantic_content"] for e in evaluations]
-        try:
-            regressions[name] = regress(accuracy, content) if np.isfinite(content).sum() >= 3 else None
-        except ValueError:  # every checkpoint had the same semantic content
-            regressions[name] = None
+    for family in FAMILIES:
+        regressions[family] = {}
+        for name in names:
+            regressions[family][name] = {}
+            for metric in REGRESSION_METRICS:
+                values = [_metric(e, family, name, metric) for e in evaluations]
+                try:
+                    fit = regress(accuracy, values) if np.isfinite(values).sum() >= 3 else None
+                except ValueError:  # every checkpoint gave the same value
+                    fit = None
+                regressions[family][name][metric] = fit
     test_rows, _, _ = _data_rows(out / "model", preset)
+    floor = constant_program_baseline(test_rows, prompt_pairs(test_rows))["accuracy"]
     final = evaluations[-1]
+    final_probes = {family: {name: _final_entry(final["probes"][family][name]) for name in [*names, "v3_current"]}
+                    for family in FAMILIES}
+    lengths = dict(final["lengths"])
+    lengths["at_floor"] = bool(final["generation"]["accuracy"] <= floor + AT_FLOOR_POINTS)
+    flags = {
+        "length_test_at_floor": lengths["at_floor"],
+        "future_uninformative": {f: {n: v["uninformative"] for n, v in final["future"][f].items()} for f in FAMILIES},
+        "intervention_uninformative": {f: {n: v["uninformative"] for n, v in final["intervention"][f].items()}
+                                       for f in FAMILIES},
+        "conditional_gain_includes_zero": {
+            f: {n: _includes_zero(final["probes"][f][n]["conditional_gain"]) for n in names} for f in FAMILIES
+        },
+        "budget_not_met": sorted({f"{f}/{n}" for e in evaluations for f in FAMILIES for n in names
+                                  if not e["probes"][f][n]["budget"]["met"]}),
+    }
     results = {
         "preset": preset_name,
         "config": asdict(preset),
@@ -338,14 +448,17 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
             "step": final["step"],
             "generation_accuracy": final["generation"]["accuracy"],
             "generation_accuracy_all_pairs": final["generation"]["accuracy_all_pairs"],
-            "semantic_content": {n: final["probes"][n]["semantic_content"] for n in OFFSET_NAMES.values()},
+            "probes": final_probes,
+            "semantic_content": {n: final["probes"]["generated"][n]["semantic_content"] for n in names},
             "future": final["future"],
-            "lengths": final["lengths"],
+            "intervention": final["intervention"],
+            "lengths": lengths,
         },
+        "flags": flags,
         "baselines": {
-            "constant_program": constant_program_baseline(test_rows, prompt_pairs(test_rows))["accuracy"],
+            "constant_program": floor,
             "probe_chance": 0.25,
-            "untrained_semantic_content": evaluations[0]["probes"]["current"]["semantic_content"]
+            "untrained_semantic_content": evaluations[0]["probes"]["generated"]["current"]["semantic_content"]
             if evaluations[0]["step"] == 0 else None,
         },
         "paper": PAPER,
@@ -357,6 +470,23 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
 
 
 # ------------------------------------------------------------------------------------------ plot
+def _series(evals, family, name, key):
+    """One number per checkpoint (NaN where missing): `key` of a probe family, or `strongest`
+    (the largest control), `gain` / `gain_low` / `gain_high` (the conditional gain)."""
+    out = []
+    for e in evals:
+        r = e["probes"][family][name]
+        if key == "strongest":
+            values = [v for v in r["controls"].values() if v is not None and np.isfinite(v)]
+            out.append(max(values) if values else float("nan"))
+        elif key.startswith("gain"):
+            part = {"gain": "value", "gain_low": "low", "gain_high": "high"}[key]
+            out.append(r["conditional_gain"][part])
+        else:
+            out.append(r[key])
+    return np.array([float("nan") if v is None else v for v in out], dtype=float)
+
+
 def plot_results(out: Path) -> list[Path]:
     """Draw every figure from DIR/results.json (no model, no data needed)."""
     import matplotlib
@@ -373,6 +503,8 @@ def plot_results(out: Path) -> list[Path]:
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     written = []
+    names = list(OFFSET_NAMES.values())
+    titles = {"generated": "generated programs", "teacher_forced": "teacher-forced reference programs"}
 
     def save(fig, name):
         path = figures / name
@@ -382,57 +514,77 @@ def plot_results(out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    def content(name, semantics=None):
-        if semantics is None:
-            return [e["probes"][name]["semantic_content"] for e in evals]
-        return [e["alternative_semantics"][semantics][name]["semantic_content"] for e in evals]
+    def gain_curve(ax, family, name, color, label):
+        ax.plot(steps, 100 * _series(evals, family, name, "gain"), "o-", color=color, ms=3, label=label)
+        ax.fill_between(steps, 100 * _series(evals, family, name, "gain_low"),
+                        100 * _series(evals, family, name, "gain_high"), color=color, alpha=0.15)
 
     accuracy = [100 * e["generation"]["accuracy"] for e in evals]
-    # Fig. 2: semantic content and generation accuracy over training
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot(steps, [100 * v for v in content("current")], "o-", color="tab:blue", label="semantic content (current)")
-    ax.plot(steps, [100 * e["probes"]["current"].get("shuffled", float("nan")) for e in evals], ":", color="tab:blue",
-            label="shuffled-label control")
-    ax.plot(steps, [100 * e["probes"]["current"].get("initial_direction", float("nan")) for e in evals], "--",
-            color="tab:cyan", lw=0.9, label="initial direction (prompt shortcut)")
-    ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance (25%)")
-    ax.set_xlabel("training step")
+    # Fig. 2: semantic content against its strongest control, the conditional gain, generation accuracy
+    fig, (ax, axg) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(3, 2))
+    ax.plot(steps, 100 * _series(evals, "generated", "current", "semantic_content"), "o-", color="tab:blue",
+            label="semantic content (current)")
+    ax.plot(steps, 100 * _series(evals, "generated", "current", "strongest"), "--", color="tab:gray",
+            label="strongest control (baseline)")
+    ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (25%)")
     ax.set_ylabel("probe accuracy (%)")
     ax.set_ylim(0, 100)
     ax2 = ax.twinx()
     ax2.set_ylim(0, 100)
-    ax2.plot(steps, accuracy, "s-", color="tab:red", label="generation accuracy")
+    ax2.plot(steps, accuracy, "s-", color="tab:red", ms=3, label="generation accuracy")
     ax2.axhline(100 * results["baselines"]["constant_program"], color="tab:red", lw=0.8, ls=":",
                 label="constant program put_marker()")
     ax2.set_ylabel("generation accuracy (%)")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8)
+    ax.legend(handles=handles, loc="upper left", fontsize=7)
     ax.set_title("Semantic content and generation accuracy (paper Fig. 2)")
+    gain_curve(axg, "generated", "current", "tab:blue", "conditional gain (current), 95% interval")
+    axg.axhline(0, color="black", lw=0.8)
+    axg.set_xlabel("training step")
+    axg.set_ylabel("gain over prompt facts (points)")
+    axg.legend(fontsize=7, loc="upper left")
     save(fig, "fig2_semantic_content.png")
 
-    # Fig. 3: current, +1, +2
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for name, style in (("current", "o-"), ("next1", "s-"), ("next2", "^-")):
-        ax.plot(steps, [100 * v for v in content(name)], style, label=name)
-    ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance")
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("semantic content (%)")
-    ax.legend(fontsize=8)
-    ax.set_title("Current and future states (paper Fig. 3)")
+    # Fig. 3: every offset, both families
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, family in zip(axes, FAMILIES):
+        for name, style in zip(names, ("v-", "<-", "o-", "s-", "^-")):
+            ax.plot(steps, 100 * _series(evals, family, name, "semantic_content"), style, ms=3, label=name)
+        ax.axhline(25, color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("training step")
+        ax.set_title(titles[family], fontsize=9)
+    axes[0].set_ylabel("semantic content (%)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Past, current and future states (paper Fig. 3)")
     save(fig, "fig3_future_states.png")
 
-    # Intervention: original vs alternative semantics
+    # Conditional gain per offset, both families
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    colors = dict(zip(names, ("tab:purple", "tab:green", "tab:blue", "tab:orange", "tab:red")))
+    for ax, family in zip(axes, FAMILIES):
+        for name in names:
+            gain_curve(ax, family, name, colors[name], name)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel("training step")
+        ax.set_title(titles[family], fontsize=9)
+    axes[0].set_ylabel("conditional gain over prompt facts (points)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("What the hidden state adds beyond the prompt (95% intervals over specs)")
+    save(fig, "fig_conditional_gain.png")
+
+    # Intervention: original vs alternative semantics (generated, current)
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot(steps, [100 * v for v in content("current")], "o-", color="black", label="original")
-    alternatives = sorted(evals[0]["alternative_semantics"]) if evals else []
-    for semantics in alternatives:
-        ax.plot(steps, [100 * v for v in content("current", semantics)], ".--", label=semantics)
+    table = [e["intervention"]["generated"]["current"]["accuracy"] for e in evals]
+    for semantics in (sorted(table[0]) if table else []):
+        style = ("o-", "black") if semantics == "original" else (".--", None)
+        ax.plot(steps, [100 * (t.get(semantics) if t.get(semantics) is not None else float("nan")) for t in table],
+                style[0], color=style[1], label=semantics)
     ax.axhline(25, color="grey", lw=0.8, ls="--")
     ax.set_ylim(0, 100)
     ax.set_xlabel("training step")
     ax.set_ylabel("semantic content, current (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     ax.set_title("Original vs alternative semantics (intervention)")
     save(fig, "fig_semantics_intervention.png")
 
@@ -459,12 +611,12 @@ def plot_results(out: Path) -> list[Path]:
     ax.set_title("Perplexity over training (paper Fig. 6b)")
     save(fig, "fig6b_perplexity.png")
 
-    # Regression scatter
+    # Regression scatter (generated family, the paper's)
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, marker in (("current", "o"), ("next1", "s"), ("next2", "^")):
-        reg = results["regressions"].get(name)
+        reg = results["regressions"]["generated"][name]["semantic_content"]
         label = name if not reg else f"{name}: R^2={reg['r2']:.3f}"
-        ax.scatter([100 * v for v in content(name)], accuracy, marker=marker, label=label)
+        ax.scatter(100 * _series(evals, "generated", name, "semantic_content"), accuracy, marker=marker, label=label)
     ax.set_xlabel("semantic content (%)")
     ax.set_ylabel("generation accuracy (%)")
     ax.legend(fontsize=8)
@@ -478,9 +630,24 @@ def _pct(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
+def _points(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:+.1f}"
+
+
+def _gain(gain: dict) -> str:
+    if gain is None or gain.get("value") is None or math.isnan(gain["value"]):
+        return "-"
+    return f"{_points(gain['value'])} [{_points(gain['low'])}, {_points(gain['high'])}]"
+
+
+def _r2(fit) -> str:
+    if not fit or not np.isfinite(fit["r2"]):  # no fit, or a constant accuracy
+        return "-"
+    return f"R^2={fit['r2']:.3f} (slope {fit['slope']:.2f}, p={fit['p_value']:.2g}, {fit['n']} checkpoints)"
+
+
 def _caveats(results: dict) -> list[str]:
-    """Plain warnings when the numbers above cannot be read as the paper's: no learning yet, or a
-    direction task that the prompt alone answers (programs without turns)."""
+    """Plain warnings when the numbers above cannot be read as the paper's."""
     evals = results["checkpoints"]
     notes = []
     floor = results["baselines"]["constant_program"]
@@ -491,12 +658,38 @@ def _caveats(results: dict) -> list[str]:
             "the model has not left the \"babbling\" phase, so the regressions above are fits to noise "
             "(or to the untrained checkpoint alone) and say nothing about the paper's claims. Train longer "
             "(the `cpu` or `paper` preset).")
-    shortcut = [e["step"] for e in evals if (e["probes"]["current"].get("initial_direction") or 0) >= 0.99]
-    if shortcut:
-        notes.append(
-            f"- At steps {', '.join(map(str, shortcut))} the robot's initial direction (visible in the prompt) "
-            "predicts the direction labels on >= 99% of rows: the generated programs barely turn, so a "
-            "probe can score by reading the prompt; compare the probe with this `initial dir.` baseline.")
+    final = results["final"]["probes"]
+    headline = final["generated"]["current"]["conditional_gain"]
+    if _includes_zero(headline):
+        notes.append(f"- The final conditional gain (generated, current) is {_gain(headline)} points: its 95% "
+                     "interval includes 0, so the hidden state adds nothing measurable beyond the prompt facts there.")
+    includes = results["flags"]["conditional_gain_includes_zero"]
+    positive = [f"{f}/{n} ({_gain(final[f][n]['conditional_gain'])})" for f in FAMILIES for n in OFFSET_NAMES.values()
+                if not includes[f][n] and final[f][n]["conditional_gain"]["low"] > 0]
+    tested = sum(1 for f in FAMILIES for n in OFFSET_NAMES.values() if np.isfinite(final[f][n]["conditional_gain"]["value"]))
+    notes.append("- Final conditional gains with a 95% interval above 0: " + (", ".join(positive) if positive else "none")
+                 + f" (of {tested} tested; with no effect at all about 1 in 40 lies above 0 by chance). At the "
+                 "look-back offsets of the teacher-forced family the model has read the actions that set the label, "
+                 "so a gain there may be a record of those tokens: compare it with the untrained checkpoint's.")
+    flags = results["flags"]
+    if flags["length_test_at_floor"]:
+        notes.append(f"- The length test is at the floor: final accuracy {_pct(results['final']['generation_accuracy'])} "
+                     f"<= constant program {_pct(floor)} + {100 * AT_FLOOR_POINTS:.0f} points; its p-value says nothing.")
+    for family in FAMILIES:
+        for name, future in results["final"]["future"][family].items():
+            if future["uninformative"]:
+                notes.append(f"- Future analysis ({family}, {name}) is uninformative: best current -> future classifier "
+                             f"{_pct(future['best_future_classifier'])} on {future['num_rows']} rows (>= 95% or < 100 rows).")
+    for family in FAMILIES:
+        for name, inter in results["final"]["intervention"][family].items():
+            if inter["uninformative"]:
+                best = inter["best_alternative"]
+                notes.append(f"- Intervention ({family}, {name}) is uninformative: the best alternative ({best or '-'}) has labels "
+                             f"{_pct(inter['determined_by_original'].get(best) if best else None)} determined by the original "
+                             f"ones on {inter['num_rows']} rows (>= 95% or < 100 rows).")
+    if flags["budget_not_met"]:
+        notes.append("- The row budget was not met (fewer scored rows than the budget) at some checkpoint for: "
+                     + ", ".join(flags["budget_not_met"]) + "; their counts differ across checkpoints (see num_train/num_test).")
     return ["", "## Caveats", "", *notes] if notes else []
 
 
@@ -504,13 +697,19 @@ def render_report(out: Path) -> Path:
     results = json.loads((out / "results.json").read_text())
     evals = results["checkpoints"]
     final = results["final"]
-    final_eval = evals[-1]  # the specs actually decoded (a split smaller than the preset's count is used whole)
+    config = results["config"]
+    final_eval = evals[-1]
+    names = list(OFFSET_NAMES.values())
+    head = final["probes"]["generated"]["current"]
     lines = [
         f"# karel_hf reproduction: preset `{results['preset']}`",
         "",
         f"{len(evals)} checkpoints (steps {', '.join(str(s) for s in results['steps'])}); "
         f"test specs per checkpoint: {int(final_eval['generation']['num_examples'])}, probe training specs: "
-        f"{results['config']['probe_train_specs']}, probe: {results['config']['probe']}.",
+        f"{config['probe_train_specs']}, row budget: {config['max_train_rows']} train / {config['max_test_rows']} test "
+        f"per family and offset, probe: {config['probe']}, rows whose label is the initial or final state dropped "
+        f"(drop_last={head['drop_last']}). Teacher-forced programs: reference programs with >= "
+        f"{final_eval.get('teacher_forced_min_length', 1)} actions.",
         "",
         "## Headline numbers",
         "",
@@ -519,42 +718,68 @@ def render_report(out: Path) -> Path:
         f"| generation accuracy, final (spec pairs) | {_pct(final['generation_accuracy'])} | 96.4% (v1), 92.4% (v3) |",
         f"| generation accuracy, final (all 10 pairs) | {_pct(final['generation_accuracy_all_pairs'])} | - |",
         f"| constant program `put_marker()` | {_pct(results['baselines']['constant_program'])} | - |",
-        f"| semantic content at step 0 | {_pct(results['baselines']['untrained_semantic_content'])} | ~25% (chance) |",
+        f"| semantic content at step 0 (generated, current) | {_pct(results['baselines']['untrained_semantic_content'])} | ~25% (chance) |",
+        f"| semantic content final (generated, current) | {_pct(head['semantic_content'])} | - |",
+        f"| strongest control final | {head['strongest_control'] or '-'} {_pct(head['strongest_control_value'])} | - |",
+        f"| margin final (semantic content - strongest control) | {_points(head['margin'])} points | - |",
+        f"| conditional gain final, 95% interval (points) | {_gain(head['conditional_gain'])} | - |",
     ]
-    for name in OFFSET_NAMES.values():
-        reg = results["regressions"].get(name)
-        ours = "-" if not reg else f"R^2={reg['r2']:.3f}, slope={reg['slope']:.2f}, p={reg['p_value']:.2g}"
-        lines.append(f"| semantic content final ({name}) | {_pct(final['semantic_content'][name])} | - |")
-        lines.append(f"| regression of accuracy on semantic content ({name}) | {ours} | R^2={PAPER['r2'][name]}, p<0.001 |")
+    for name in ("current", "next1", "next2"):
+        regs = results["regressions"]["generated"][name]
+        lines.append(f"| regression of accuracy on semantic content ({name}) | {_r2(regs['semantic_content'])} | "
+                     f"R^2={PAPER['r2'][name]}, p<0.001 |")
+        lines.append(f"| ... on margin / conditional gain ({name}) | {_r2(regs['margin'])} / {_r2(regs['conditional_gain'])} | - |")
     for name in ("next1", "next2"):
-        fut = final["future"].get(name, {})
-        lines.append(f"| best classifier current -> {name} direction | {_pct(fut.get('best_future_classifier'))} | "
+        fut = final["future"]["generated"].get(name, {})
+        flag = " (uninformative)" if fut.get("uninformative") else ""
+        lines.append(f"| best classifier current -> {name} direction | {_pct(fut.get('best_future_classifier'))}{flag} | "
                      f"{_pct(PAPER['best_future_classifier'][name])} |")
-        lines.append(f"| probe {name}, where the current probe is right | {_pct(fut.get('probe_given_current_correct'))} | "
+        lines.append(f"| probe {name}, where the current probe is right | "
+                     f"{_pct(fut.get('probe_future_given_current_correct'))}{flag} | "
                      f"{_pct(PAPER['probe_given_current_correct'][name])} |")
     lt = final["lengths"].get("length_test") or {}
+    floor_flag = " (at the floor)" if final["lengths"].get("at_floor") else ""
     lines.append(f"| correct generated vs reference length (final) | {final['lengths']['mean_generated_correct']:.2f} vs "
-                 f"{final['lengths']['mean_reference_correct']:.2f}, Wilcoxon p={lt.get('p_value', float('nan')):.2g} | "
-                 "generated shorter, significant |")
+                 f"{final['lengths']['mean_reference_correct']:.2f}, Wilcoxon p={lt.get('p_value', float('nan')):.2g}"
+                 f"{floor_flag} | generated shorter, significant |")
     lines += _caveats(results)
-    lines += [
-        "",
-        "## Per checkpoint",
-        "",
-        "| step | gen. acc. | all 10 | sem. current | +1 | +2 | shuffled | initial dir. | v3 | "
-        + " | ".join(sorted(evals[0]["alternative_semantics"])) + " | gen. len | perplexity |",
-        "|" + "---|" * (11 + len(evals[0]["alternative_semantics"])),
-    ]
+    lines += ["", "## Final checkpoint, every probe family", "",
+              "| family | offset | semantic content | unobserved | strongest control | margin | conditional gain [95%] "
+              "| gain over code state [95%] | rows train/test |", "|---|---|---|---|---|---|---|---|---|"]
+    for family in FAMILIES:
+        for name in [*names, "v3_current"]:
+            r = final["probes"][family][name]
+            lines.append(
+                f"| {family} | {name} | {_pct(r['semantic_content'])} | {_pct(r['unobserved'])} | "
+                f"{r['strongest_control'] or '-'} {_pct(r['strongest_control_value'])} | {_points(r['margin'])} | "
+                f"{_gain(r['conditional_gain'])} | {_gain(r['conditional_gain_code'])} | {r['num_train']}/{r['num_test']} |")
+    for family in FAMILIES:
+        lines += ["", f"## Per checkpoint: {family}", "",
+                  "Each cell: semantic content / strongest control / conditional gain [95% interval], in % and points.", "",
+                  "| step | gen. acc. | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
+        for e in evals:
+            cells = []
+            for name in names:
+                r = e["probes"][family][name]
+                strongest = r["controls"].get(r["strongest_control"]) if r["strongest_control"] else None
+                cells.append(f"{_pct(r['semantic_content'])} / {_pct(strongest)} / {_gain(r['conditional_gain'])}")
+            lines.append(f"| {e['step']} | {_pct(e['generation']['accuracy'])} | " + " | ".join(cells) + " |")
+    alternatives = sorted(k for k in evals[0]["intervention"]["generated"]["current"]["accuracy"] if k != "original")
+    lines += ["", "## Per checkpoint: v3, intervention, lengths", "",
+              "| step | gen. acc. | all 10 | v3 gen. | v3 t.f. | original - best alternative (gen. current) | "
+              + " | ".join(alternatives) + " | gen. len | perplexity | eval. s |",
+              "|" + "---|" * (9 + len(alternatives))]
     for e in evals:
-        p = e["probes"]
-        alts = " | ".join(_pct(e["alternative_semantics"][s]["current"]["semantic_content"])
-                          for s in sorted(e["alternative_semantics"]))
+        inter = e["intervention"]["generated"]["current"]
+        alts = " | ".join(_pct(inter["accuracy"][s]) for s in alternatives)
         lines.append(
             f"| {e['step']} | {_pct(e['generation']['accuracy'])} | {_pct(e['generation']['accuracy_all_pairs'])} | "
-            f"{_pct(p['current']['semantic_content'])} | {_pct(p['next1']['semantic_content'])} | "
-            f"{_pct(p['next2']['semantic_content'])} | {_pct(p['current'].get('shuffled'))} | "
-            f"{_pct(p['current'].get('initial_direction'))} | {_pct(p['v3_current']['semantic_content'])} | {alts} | "
-            f"{e['lengths']['mean_generated']:.2f} | {e['perplexity']['perplexity']:.3g} |"
+            f"{_pct(e['probes']['generated']['v3_current']['semantic_content'])} | "
+            f"{_pct(e['probes']['teacher_forced']['v3_current']['semantic_content'])} | "
+            f"{_points(inter['original_minus_best_alternative'])} ({inter['best_alternative'] or '-'})"
+            f"{' (uninformative)' if inter['uninformative'] else ''} | {alts} | "
+            f"{e['lengths']['mean_generated']:.2f} | {e['perplexity']['perplexity']:.3g} | "
+            f"{e.get('timings_seconds', {}).get('total', float('nan')):.0f} |"
         )
     lines += ["", "## Stage wall times", ""]
     lines += [f"- {stage}: {seconds:.0f} s" for stage, seconds in results["timings_seconds"].items()]

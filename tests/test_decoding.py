@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from karel_hf.data.formatting import format_prompt
-from karel_hf.decoding import KarelGrammarProcessor, decode, default_max_new_tokens, evaluate_generation
+from karel_hf.decoding import KarelGrammarProcessor, decode, default_max_new_tokens, evaluate_generation, teacher_force
 from karel_hf.karel import World, format_program, parse
 
 torch.set_num_threads(1)
@@ -143,6 +143,32 @@ def test_captured_states_align_with_a_full_forward_pass(tokenizer, mixed_prompts
         for k, (row, j) in enumerate(zip(logits, out.action_token_index[i])):
             choices = actions + ([close] if k > 0 else [])
             assert choices[int(row[choices].argmax())] == out.token_ids[i][j]
+
+
+def test_teacher_forcing_equals_capture_on_the_greedy_program(tokenizer, mixed_prompts):
+    """Capture equivalence: forcing what greedy decoding wrote gives the generated states back
+    (action states, code-position state, layers), and two calls give identical rows."""
+    model = tiny_model(tokenizer, seed=5, n_embd=32, n_layer=3, initializer_range=0.3)
+    out = decode(model, tokenizer, mixed_prompts, batch_size=8, capture=True, layers=(0, -1), progress=False)
+    assert len(set(out.programs)) > 1 and len(out.code_states) == len(mixed_prompts)
+    forced = teacher_force(model, tokenizer, mixed_prompts, out.programs, batch_size=3, layers=(0, -1))
+    again = teacher_force(model, tokenizer, mixed_prompts, out.programs, batch_size=5, layers=(0, -1))
+    assert forced.num_actions == out.num_actions and forced.action_token_index == out.action_token_index
+    assert forced.token_ids == out.token_ids
+    for i, prompt in enumerate(mixed_prompts):
+        np.testing.assert_allclose(forced.action_states[i], out.action_states[i], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(forced.code_states[i], out.code_states[i], atol=1e-4, rtol=1e-4)
+        for layer in (0, -1):
+            np.testing.assert_allclose(forced.layer_states[layer][i], out.layer_states[layer][i], atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(forced.code_layer_states[layer][i], out.code_layer_states[layer][i], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(again.action_states[i], forced.action_states[i], atol=1e-5)
+        # the code state is the last prompt position ("Code:\n"), which has seen no program
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        with torch.no_grad():
+            hidden = model(torch.tensor([prompt_ids]), output_hidden_states=True).hidden_states
+        np.testing.assert_allclose(forced.code_states[i], torch.stack(hidden).mean(0)[0, -1].numpy(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one program per prompt"):
+        teacher_force(model, tokenizer, mixed_prompts, out.programs[:1])
 
 
 def test_unconstrained_decoding_and_restores_training_mode(tokenizer, mixed_prompts):

@@ -215,3 +215,51 @@ def test_view_codes_round_trip_reference_worlds():
                 assert back.to_ascii() == record[key]
                 assert World.from_words(w.to_words()).to_ascii() == record[key]
                 assert np.array_equal(World.from_ascii(back.to_ascii()).view_codes(), w.view_codes())
+
+
+# ------------------------------------------------------------------- alternative semantics
+OPEN_ROOM = """
+#######
+#.....#
+#.....#
+#..>..#
+#.....#
+#.....#
+#######
+"""
+# turn_left, move, put, put, turn_right, move, pick, executed by hand under each map from (3, 3)
+# facing east (directions 0..3 = N, E, S, W; y grows downward): the direction after each action,
+# the final position and the markers left (cell -> count).
+HAND_EXECUTED = {
+    "original": ([0, 0, 0, 0, 1, 1, 1], (4, 2), {(3, 2): 2}),
+    "authors0": ([2, 2, 2, 2, 1, 1, 1], (4, 4), {(4, 4): 1}),  # tl->tr, tr->tl, put<->pick
+    "authors3": ([2, 1, 0, 3, 3, 2, 3], (2, 3), {}),  # tl->tr, move->tl, put->tl, tr->move, pick->tr
+    "authors5": ([2, 1, 1, 1, 1, 0, 0], (4, 3), {(4, 3): 1}),  # tl->tr, move->tl, put<->pick, tr->move
+    "authors8": ([1, 0, 0, 0, 1, 0, 0], (4, 3), {(4, 3): 1}),  # tl<->move, put<->pick
+    "authors11": ([1, 2, 2, 2, 1, 2, 2], (4, 3), {(4, 3): 1}),  # tl->move, move->tr, tr->tl, put<->pick
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_EXECUTED))
+def test_authors_maps_against_hand_executed_programs(name):
+    from karel_hf.karel import SEMANTICS
+
+    program = parse("def run() { turn_left(); move(); put_marker(); put_marker(); turn_right(); move(); pick_marker() }")
+    start = world(OPEN_ROOM)
+    result = execute(SEMANTICS[name].apply(program), start, trace=True)
+    directions, (x, y), markers = HAND_EXECUTED[name]
+    assert [s.direction for s in result.states] == directions
+    assert (result.world.x, result.world.y) == (x, y)
+    assert {(int(c), int(r)): int(result.world.markers[r, c]) for r, c in zip(*np.nonzero(result.world.markers))} == markers
+    assert (start.x, start.y, start.direction) == (3, 3, 1)  # the input is untouched
+
+
+def test_semantics_maps_need_not_be_one_to_one():
+    from karel_hf.karel import ACTIONS, SEMANTICS, Semantics
+
+    assert not SEMANTICS["authors3"].one_to_one and SEMANTICS["authors5"].one_to_one
+    assert dict(SEMANTICS["authors0"].mapping) == dict(SEMANTICS["swap"].mapping)
+    with pytest.raises(ValueError, match="each of the actions"):
+        Semantics("partial", {"move": "move"})
+    with pytest.raises(ValueError, match="unknown action"):
+        Semantics("bad", {**{a: a for a in ACTIONS}, "move": "jump"})

@@ -1,8 +1,10 @@
 """Probing: labels, trace datasets, probes, analysis (karel_hf.probing)."""
 
+import copy
 import doctest
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,8 @@ import torch
 from karel_hf import decoding
 from karel_hf.data.formatting import format_prompt, parse_sample
 from karel_hf.karel import ACTIONS, Program, World, execute, parse
-from karel_hf.probing import analysis, labels, probes, traces
-from karel_hf.probing.labels import MISSING, label_column, shift, step_labels, trajectory_labels
+from karel_hf.probing import analysis, labels, measure, probes, traces
+from karel_hf.probing.labels import MISSING, label_column, scored_rows, shift, step_labels, trajectory_labels
 
 torch.set_num_threads(1)
 
@@ -83,8 +85,17 @@ def test_labels_turns_moves_walls_and_offsets():
     assert rows["direction_0"].tolist() == [0, 1, 1, 1, 0, 3]  # s_1..s_6
     assert rows["direction_0_next1"].tolist() == [1, 1, 1, 0, 3, MISSING]
     assert rows["direction_0_next2"].tolist() == [1, 1, 0, 3, MISSING, MISSING]
+    assert rows["direction_0_prev1"].tolist() == [0, 0, 1, 1, 1, 0]  # s_0..s_5: raw, j = 0 included
+    assert rows["direction_0_prev2"].tolist() == [MISSING, 0, 0, 1, 1, 1]
     assert rows["direction_0_initial"].tolist() == [0] * 6
-    assert len(rows) == len(labels.ALL_LABELS) * 4
+    assert rows["direction_0_final"].tolist() == [3] * 6
+    assert len(rows) == len(labels.ALL_LABELS) * 7  # 5 offsets, initial, final (no outputs given: no _output)
+    # the output grid's labels: here the output world is the program's end state
+    end = execute(program, CORNER).world
+    with_output = step_labels(program, [CORNER] * 5, [end] * 5, semantics=["original"])
+    assert with_output["direction_3_output"].tolist() == [3] * 6 and with_output["x_output"].tolist() == [1] * 6
+    assert with_output["dx_end_output"].tolist() == [5] * 6  # no offset from the end
+    assert sorted(with_output) == sorted(labels.label_columns(["original"]))
 
 
 def test_labels_per_input_and_short_programs():
@@ -116,8 +127,29 @@ def test_alternative_semantics_labels():
         # cycle1 reads move as turn_left, turn_left as turn_right, turn_right as put_marker.
         expected = execute(Program.from_actions([{"move": "turn_left", "turn_left": "turn_right", "turn_right": "put_marker"}[a] for a in program.actions()]), inputs[0], trace=True)
         assert rows["cycle1__direction_0"].tolist() == [s.direction for s in expected.states]
-        assert rows["cycle1__x"].tolist() == [inputs[0].x - 1] * 6  # nothing moves under cycle1
+        assert rows["cycle1__direction_0_final"].tolist() == [expected.states[-1].direction] * 6
+        assert "cycle1__x" not in rows and "cycle1__direction_0_initial" not in rows  # directions only
+        every = Program.from_actions(rng.choice(ACTIONS, size=8))  # markers and walls included
+        for name in ("original", "swap", "cycle1", "cycle2", "authors3", "authors8"):  # the shortcut = running the worlds
+            fast = labels.direction_trajectories(every, inputs, name)
+            slow = trajectory_labels(every, inputs, name)
+            assert all(np.array_equal(fast[f"direction_{i}"], slow[f"direction_{i}"]) for i in range(5))
     assert label_column("x", 1, "cycle2") == "cycle2__x_next1"
+
+
+def test_step_labels_gather_equals_shifted_trajectories():
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 5):
+        program = Program.from_actions(rng.choice(ACTIONS, size=n))
+        inputs = [random_world(rng) for _ in range(5)]
+        outputs = [execute(program, w).world for w in inputs]
+        rows = step_labels(program, inputs, outputs, semantics=["original", "authors3"])
+        assert sorted(rows) == sorted(labels.label_columns(["original", "authors3"]))
+        for name in ("original", "authors3"):
+            table = trajectory_labels(program, inputs, name)
+            for label in (labels.ALL_LABELS if name == "original" else labels.ALTERNATIVE_LABELS):
+                for offset in (*labels.OFFSETS, "final", *(("initial",) if name == "original" else ())):
+                    assert rows[label_column(label, offset, name)].tolist() == shift(table[label], offset).tolist()
 
 
 def test_labels_module_is_numpy_only():
@@ -168,7 +200,7 @@ def _fake_decode(programs_by_prompt, noise=0.3, seed=0):
     def decode(model, tokenizer, prompts, *, capture=False, layers=(), **kwargs):
         calls.append(len(prompts))
         rng = np.random.default_rng(seed + len(calls))
-        texts, states = [], []
+        texts, states, code = [], [], []
         for prompt in prompts:
             text = programs_by_prompt[prompt]
             world = World.from_view_codes(parse_sample(prompt).inputs[0])
@@ -179,9 +211,10 @@ def _fake_decode(programs_by_prompt, noise=0.3, seed=0):
             onehot = np.eye(4, 8, dtype=np.float32)[directions]
             texts.append(text)
             states.append(onehot + noise * rng.standard_normal(onehot.shape).astype(np.float32))
+            code.append(rng.standard_normal(8).astype(np.float32))  # the code-position state: noise
         return decoding.DecodeOutput(
             programs=texts, num_actions=[len(s) for s in states], action_states=states,
-            layer_states={i: states for i in layers} if layers else None,
+            layer_states={i: states for i in layers} if layers else None, code_states=code,
         )
 
     decode.calls = calls
@@ -216,6 +249,12 @@ def test_trace_labels_match_execution_and_correctness(monkeypatch):
             world = World.from_view_codes(row["inputs"][i])
             assert record[f"direction_{i}"] == execute(prefix, world).world.direction
             assert record[f"direction_{i}_initial"] == world.direction
+            assert record[f"direction_{i}_final"] == execute(program, world).world.direction
+            assert record[f"direction_{i}_output"] == World.from_view_codes(row["outputs"][i]).direction
+            if record["step"] >= 2:
+                before = Program(program.body[: record["step"] - 1])
+                assert record[f"direction_{i}_prev1"] == execute(before, world).world.direction
+        assert len(record["code_state"]) == 8
         end = execute(prefix, World.from_view_codes(row["inputs"][0])).world
         assert (record["x"], record["y"]) == (end.x - 1, end.y - 1)
 
@@ -265,44 +304,244 @@ def _separable(n, seed, dim=16, classes=4):
 def test_probe_separable_data_and_shuffled_control(probe):
     x_train, y_train = _separable(400, 0)
     x_test, y_test = _separable(200, 1)
-    score = probes.score_task(x_train, y_train, x_test, y_test, probe=probe, seed=0, max_iter=300)
-    assert score["accuracy"] > 0.97
-    assert score["shuffled"] < 0.45
-    assert score["uniform"] == 0.25 and 0.15 < score["majority"] < 0.4
+    x, y = np.vstack([x_train, x_test]), np.r_[y_train, y_test]
+    score = probes.score_family(x, y, np.arange(600) < 400, probe=probe, seed=0, controls=["shuffled"], max_iter=300)
+    assert score["semantic_content"] > 0.97
+    assert score["controls"]["shuffled"] < 0.45
+    assert score["chance"]["uniform"] == 0.25 and 0.15 < score["chance"]["majority"] < 0.4
+    assert np.isnan(score["controls"]["prompt_only"])  # no prompt facts given
 
 
-def test_probe_report_offsets_and_missing_labels():
+def test_probe_core_imports_no_karel_hf():
+    source = (Path(probes.__file__)).read_text()
+    assert "karel_hf" not in source.split('"""', 2)[2].split("def ")[0]  # imports: NumPy, SciPy, scikit-learn
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('p', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "sys.exit(any(k.startswith('karel_hf') for k in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code, probes.__file__]).returncode == 0
+    assert doctest.testmod(probes).failed == 0
+
+
+def test_probe_report_is_the_flattened_family_score():
     x, y = _separable(300, 2)
-    future = np.where(np.arange(300) % 7 == 0, MISSING, (y + 1) % 4)
-    result = probes.probe_report(
-        x, np.stack([y, future], 1), np.arange(300) < 200, task_names=["d", "d_next1"], task_offsets=[0, 1],
-        steps=np.arange(300) % 3 + 1, shortcut=np.zeros((300, 2), dtype=int),
-    )
-    assert result["semantic_content"] > 0.97 and result["semantic_content_next1"] > 0.97
-    assert set(result) >= {"chance_uniform", "shuffled_control_next1", "initial_baseline", "accuracy_step_3", "accuracy_d_next1"}
-    assert all(isinstance(v, float) for v in result.values())
+    rng = np.random.default_rng(0)
+    kwargs = dict(steps=np.arange(300) % 3 + 1, initial_labels=np.zeros(300, dtype=int), output_labels=(y + 1) % 4,
+                  prompt_facts=rng.normal(size=(300, 3)), code_states=rng.normal(size=(300, 4)),
+                  groups=np.arange(300) // 2, task_names=["d"], num_bootstrap=100)
+    flat = probes.probe_report(x, y, np.arange(300) < 200, **kwargs)
+    nested = probes.score_family(x, y, np.arange(300) < 200, **kwargs)
+    assert flat == probes.flatten(nested) and all(type(v) is float for v in flat.values())
+    assert flat["semantic_content"] == nested["semantic_content"] > 0.97
+    assert flat["control_output_glyph"] == 0.0 and flat["conditional_gain_low"] > 0.5
+    assert set(flat) >= {"unobserved", "margin", "conditional_gain_code_high", "accuracy_d", "accuracy_step_3",
+                         "num_train", "num_test", "budget_met", *(f"control_{c}" for c in probes.CONTROLS)}
+    per_column = probes.probe_report(x, y, np.arange(300) < 200, **{**kwargs, "prompt_facts": [kwargs["prompt_facts"]]})
+    assert per_column == flat  # one block per label column: the same as one shared block here
     with pytest.raises(ValueError, match="train_mask"):
         probes.probe_report(x, y, np.ones(300, dtype=bool))
+    with pytest.raises(ValueError, match="unknown control"):
+        probes.score_family(x, y, np.arange(300) < 200, controls=["prompt"])
+
+
+def _table(specs, *, label_of, state_of, n_of=lambda i: 3, seed=0, start_id=0):
+    """A hand-built trace table (the columns `measure.semantic_content` reads, one prompt pair):
+    spec i has n_of(i) actions; row k's direction label s_k = label_of(i, k) (k = 0: the initial
+    direction; k = n: the final one, which the output grid shows), its state = state_of(label, rng)."""
+    rng = np.random.default_rng(seed)
+    columns = {name: [] for name in ("example_id", "step", "num_actions", "state", "code_state", "direction_0",
+                                     "direction_0_prev2", "direction_0_prev1", "direction_0_next1", "direction_0_initial",
+                                     "direction_0_final", "direction_0_output")}
+    for i in range(specs):
+        n = n_of(i)
+        trace = [label_of(i, k) for k in range(n + 1)]
+        code = rng.normal(size=4)
+        for k in range(1, n + 1):
+            columns["example_id"].append(start_id + i)
+            columns["step"].append(k)
+            columns["num_actions"].append(n)
+            columns["state"].append(state_of(trace[k], rng))
+            columns["code_state"].append(code)
+            columns["direction_0"].append(trace[k])
+            columns["direction_0_prev2"].append(trace[k - 2] if k >= 2 else MISSING)
+            columns["direction_0_prev1"].append(trace[k - 1])
+            columns["direction_0_next1"].append(trace[k + 1] if k < n else MISSING)
+            columns["direction_0_initial"].append(trace[0])
+            columns["direction_0_final"].append(trace[n])
+            columns["direction_0_output"].append(trace[n])
+    return {k: np.asarray(v, dtype=np.float32 if k in ("state", "code_state") else np.int64) for k, v in columns.items()}
+
+
+def _encode(label, rng):
+    return np.eye(4)[label] + 0.1 * rng.normal(size=4)
+
+
+def test_prompt_gives_every_label_away():
+    # The robot turns to its output direction at once: every scored label is printed in the output grid.
+    def label_of(i, k):
+        return i % 4 if k == 0 else (i // 4) % 4
+
+    train = _table(240, label_of=label_of, state_of=_encode, seed=1)
+    test = _table(120, label_of=label_of, state_of=_encode, seed=2, start_id=1000)
+    r = measure.semantic_content(train, test, 0, num_prompt_pairs=1, num_bootstrap=200)
+    assert r["semantic_content"] == 1.0
+    assert r["controls"]["output_glyph"] == 1.0 and r["controls"]["prompt_only"] == 1.0
+    assert r["margin"] == 0.0 and r["strongest_control"] in ("output_glyph", "prompt_only")
+    gain = r["conditional_gain"]
+    assert abs(gain["value"]) < 0.02 and gain["low"] <= 0 <= gain["high"]
+    assert np.isnan(r["unobserved"]) and r["num_unobserved"] == 0  # no label differs from both glyphs
+
+
+def test_prompt_facts_are_joint_so_interactions_are_not_a_gain():
+    # The middle state is a function of both grids together (the net rotation): printed by the
+    # prompt, though equal to neither glyph. A state that encodes it adds nothing over the facts.
+    def label_of(i, k):
+        initial, output = i % 4, (i // 4) % 4
+        return initial if k == 0 else output if k == 2 else (initial + output) % 4
+
+    train = _table(320, label_of=label_of, state_of=_encode, n_of=lambda i: 2, seed=8)
+    test = _table(160, label_of=label_of, state_of=_encode, n_of=lambda i: 2, seed=9, start_id=1000)
+    r = measure.semantic_content(train, test, 0, num_prompt_pairs=1, num_bootstrap=200)
+    assert r["semantic_content"] == 1.0 and r["controls"]["prompt_only"] == 1.0
+    assert r["controls"]["initial_glyph"] < 0.5 and r["controls"]["output_glyph"] < 0.5 and r["unobserved"] == 1.0
+    assert r["conditional_gain"]["value"] == 0.0 and r["margin"] == 0.0
+    (facts,) = measure.prompt_facts(train["direction_0_initial"], train["direction_0_output"], train["step"],
+                                    train["num_actions"])
+    assert facts.shape == (len(train["step"]), 32) and (facts.sum(1) == 1).all()  # 4 x 4 x (k = 1, 2), n = 2
+
+
+def test_prompt_gives_no_label_away():
+    # The state encodes a label that neither grid shows (a random walk of turns ending back on the output).
+    table = np.random.default_rng(3).integers(4, size=(400, 5))
+
+    def label_of(i, k):
+        return int(table[i, k]) if k < 4 else int(table[i, 0] + 2) % 4  # initial != output
+
+    train = _table(260, label_of=label_of, state_of=_encode, n_of=lambda i: 4, seed=4)
+    test = _table(140, label_of=lambda i, k: label_of(i + 260, k), state_of=_encode, n_of=lambda i: 4, seed=5,
+                  start_id=1000)
+    r = measure.semantic_content(train, test, 0, num_prompt_pairs=1, num_bootstrap=300)
+    assert r["semantic_content"] > 0.95 and r["unobserved"] > 0.95
+    assert max(r["controls"].values()) < 0.5 and r["margin"] > 0.45
+    gain = r["conditional_gain"]
+    assert gain["value"] > 0.45 and gain["low"] > 0.3
+    assert r["conditional_gain_code"]["low"] > 0.3
+
+
+def test_drop_last_removes_exactly_the_final_rows():
+    lengths = [1, 2, 3, 4, 5]
+    table = _table(100, label_of=lambda i, k: (i + k) % 4, state_of=_encode, n_of=lambda i: lengths[i % 5], seed=6)
+    test = _table(50, label_of=lambda i, k: (i + k) % 4, state_of=_encode, n_of=lambda i: lengths[i % 5], seed=7,
+                  start_id=1000)
+    kept = {}
+    for drop_last in (True, False):
+        for offset in (-2, -1, 0, 1):
+            r = measure.semantic_content(table, test, offset, num_prompt_pairs=1, controls=False,
+                                         drop_last=drop_last, return_predictions=True)
+            steps, n = test["step"][r["test_rows"]], test["num_actions"][r["test_rows"]]
+            j = steps + offset
+            assert (j >= 1).all()  # j = 0 (the input grid) is never scored
+            assert (j <= (n - 1 if drop_last else n)).all()
+            assert r["drop_last"] is drop_last and r["num_test"] == len(r["test_rows"])
+            kept[drop_last, offset] = set(r["test_rows"].tolist())
+    final_rows = set(np.flatnonzero(test["step"] == test["num_actions"]).tolist())
+    assert kept[False, 0] - kept[True, 0] == final_rows  # exactly the rows whose label is s_n
+    assert kept[False, -1] == kept[True, -1] and kept[False, -2] == kept[True, -2]  # j = k - 1 <= n - 1 anyway
+    assert scored_rows([1, 2], [2, 2], -1).tolist() == [False, True]
+    assert scored_rows([1, 2, 3], [3, 3, 3], -2, drop_last=False).tolist() == [False, False, True]
+
+
+def test_v3_joint_tasks_right_only_when_every_part_is():
+    rows = 10
+    labels_ = np.stack([np.arange(rows) % 2, np.arange(rows) % 3], axis=1)
+    initial = labels_.copy()
+    initial[6:, 0] = 1 - initial[6:, 0]  # part 0 right on rows 0..5
+    initial[:3, 1] = (initial[:3, 1] + 1) % 3  # part 1 right on rows 3..9
+    train = np.arange(rows) < 4  # test rows 4..9: part 0 right on 4, 5; part 1 right on all
+    states = np.hstack([np.eye(2)[labels_[:, 0]], np.zeros((rows, 1))])  # encodes part 0 only
+    r = probes.score_family(states, labels_, train, tasks={"joint": [0, 1], "a": [0], "b": [1]},
+                            initial_labels=initial, output_labels=initial, controls=["initial_glyph"])
+    assert r["controls"]["initial_glyph"] == pytest.approx(np.mean([2 / 6, 2 / 6, 1.0]))
+    assert r["per_task"]["a"] == 1.0
+    # b is unreadable from the states: the joint task is right exactly where the b probe is
+    assert r["per_task"]["joint"] == r["per_task"]["b"] < 1.0
+    assert set(labels.V3_TASKS) == {"direction", "position_from_start", "position_from_end", "facing_wall",
+                                    "position", "walls"}
+    assert sum(len(p) for p in labels.V3_TASKS.values()) == len(labels.V3_LABELS)
+
+
+def test_bootstrap_interval_is_seeded():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 300)) < [[0.7], [0.5]]
+    groups = np.arange(300) // 3
+    first = probes.bootstrap_difference(a[None], b[None], np.ones((1, 300), bool), groups, seed=1)
+    assert first == probes.bootstrap_difference(a[None], b[None], np.ones((1, 300), bool), groups, seed=1)
+    assert first != probes.bootstrap_difference(a[None], b[None], np.ones((1, 300), bool), groups, seed=2)
+    assert first["low"] < first["value"] < first["high"] and first["value"] == pytest.approx(a.mean() - b.mean())
+
+
+def test_fixed_budget_same_counts_when_programs_differ_in_length(monkeypatch):
+    rows = make_rows(120, seed=8)
+    longer = {}
+    for prompt, text in _programs(rows).items():  # checkpoint B writes each program twice over
+        body = parse(text).actions()
+        longer[prompt] = str(Program.from_actions(body + body))
+    counts = []
+    for programs in (_programs(rows), longer):
+        monkeypatch.setattr(decoding, "decode", _fake_decode(programs))
+        ds = traces.build_trace_dataset(None, None, rows, semantics=("original",), progress=False)
+        train = ds.filter(lambda r: r["example_id"] < 80)
+        test = ds.filter(lambda r: r["example_id"] >= 80)
+        r = measure.semantic_content(train, test, 0, max_train_rows=100, max_test_rows=40, num_bootstrap=50)
+        counts.append((len(ds), r["num_train"], r["num_test"], r["budget"]["met"]))
+    assert counts[0][0] < counts[1][0]  # different numbers of trace rows ...
+    assert counts[0][1:] == counts[1][1:] == (100, 40, True)  # ... the same probe budget
+
+
+def test_teacher_forced_rows_identical_across_checkpoints(tiny_model, tokenizer):
+    rows = make_rows(12, seed=9)
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cache = {}  # the labels of a (program, spec) pair are computed once, then reused
+    a, b = (traces.build_trace_dataset(m, tokenizer, rows, mode="teacher_forced", min_length=3, semantics=("original", "authors3"),
+                                       progress=False, label_cache=c) for m, c in ((tiny_model, None), (other, cache)))
+    assert len(cache) == len(set(a["example_id"]))
+    assert len(a) == len(b) == sum(len(parse(r["program"]).body) for r in rows if len(parse(r["program"]).body) >= 3)
+    vectors = {"state", "code_state"}
+    assert a.select_columns([c for c in a.column_names if c not in vectors]).to_dict() == \
+        b.select_columns([c for c in b.column_names if c not in vectors]).to_dict()
+    assert not np.allclose(np.asarray(a["state"]), np.asarray(b["state"]))  # the states are the model's own
+    assert all(a["correct"]) and a["program"][0] == rows[[len(parse(r["program"]).body) >= 3 for r in rows].index(True)]["program"]
+    with pytest.raises(ValueError, match="mode"):
+        traces.build_trace_dataset(tiny_model, tokenizer, rows, mode="forced", progress=False)
 
 
 def test_semantic_content_on_traces(monkeypatch):
     rows = make_rows(60, seed=5)
     monkeypatch.setattr(decoding, "decode", _fake_decode(_programs(rows)))
-    ds = traces.build_trace_dataset(None, None, rows, semantics=("original", "swap"), progress=False)
+    ds = traces.build_trace_dataset(None, None, rows, semantics=("original", "swap", "authors3"), progress=False)
     train = ds.filter(lambda r: r["example_id"] < 40)
     test = ds.filter(lambda r: r["example_id"] >= 40)
-    result = probes.semantic_content(train, test, offset=0, label_set="v1", return_predictions=True)
+    result = measure.semantic_content(train, test, offset=0, label_set="v1", return_predictions=True, num_bootstrap=100)
     # the fake states encode input 0's direction only
-    assert result["per_input"][0] > 0.95 and result["semantic_content"] < 0.8
-    assert result["shuffled"] < 0.5 and 0 <= result["chance"]["majority"] <= 1 and result["chance"]["uniform"] == 0.25
-    assert 0 <= result["initial_direction"] <= 1 and set(result["per_step"]) <= set(range(1, 8))
-    assert len(result["predictions"]["direction_0"]) == len(test)
-    swap = probes.semantic_content(train, test, semantics="swap", label_set="v1", controls=False)
-    assert swap["per_task"]["direction_0"] < result["per_task"]["direction_0"]
-    v3 = probes.semantic_content(train, test, offset=1, label_set="v3", controls=False)
-    assert set(v3["per_task"]) == set(labels.V3_LABELS)
+    assert result["per_task"]["direction_0"] > 0.95 and result["semantic_content"] < 0.8
+    assert result["controls"]["shuffled"] < 0.5 and result["chance"]["uniform"] == 0.25
+    assert set(result["controls"]) == set(probes.CONTROLS) and result["family"] == "current"
+    assert set(result["per_step"]) <= set(range(1, 7))  # k = n is never scored (drop_last)
+    assert len(result["predictions"]["direction_0"]) == len(result["test_rows"]) == result["num_test"]
+    inter = measure.intervention(train, test, 0, semantics=("swap", "authors3"), original=result["semantic_content"])
+    assert set(inter["accuracy"]) == {"original", "swap", "authors3"}
+    assert inter["original_minus_best_alternative"] == pytest.approx(
+        result["semantic_content"] - max(inter["accuracy"]["swap"], inter["accuracy"]["authors3"]))
+    v3 = measure.semantic_content(train, test, offset=1, label_set="v3", controls=False)
+    assert set(v3["per_task"]) == set(labels.V3_TASKS)
+    future = measure.semantic_content(train, test, offset=1, return_predictions=True, controls=False)
+    analysis_ = measure.future_analysis(result, future, test)
+    assert analysis_["num_rows"] == future["num_test"] and 0 <= analysis_["best_future_classifier"] <= 1
+    assert analysis_["uninformative"] == (analysis_["best_future_classifier"] >= 0.95 or analysis_["num_rows"] < 100)
     with pytest.raises(ValueError, match="lacks column"):
-        probes.semantic_content(train, test, semantics="cycle1")
+        measure.semantic_content(train, test, semantics="cycle1")
 
 
 def test_fewer_prompt_pairs_prompt_spec_and_v1_tasks(monkeypatch):
@@ -329,9 +568,9 @@ def test_fewer_prompt_pairs_prompt_spec_and_v1_tasks(monkeypatch):
     assert {i for i, ok in zip(ds["example_id"], ds["correct_all"]) if not ok} == set(wrong)
     train = ds.filter(lambda r: r["example_id"] < 28)
     test = ds.filter(lambda r: r["example_id"] >= 28)
-    one = probes.semantic_content(train, test, label_set="v1", num_prompt_pairs=1)
+    one = measure.semantic_content(train, test, label_set="v1", num_prompt_pairs=1, num_bootstrap=50)
     assert set(one["per_task"]) == {"direction_0"} and one["semantic_content"] > 0.95  # the fake encodes input 0
-    five = probes.semantic_content(train, test, label_set="v1")
+    five = measure.semantic_content(train, test, label_set="v1", num_bootstrap=50)
     assert len(five["per_task"]) == 5 and five["semantic_content"] < one["semantic_content"]
     assert labels.v1_labels(3) == ("direction_0", "direction_1", "direction_2") and labels.v1_labels(9) == labels.V1_LABELS
     with pytest.raises(ValueError, match="num_prompt_pairs"):
@@ -388,12 +627,14 @@ def test_program_perplexity(tiny_model, tokenizer):
     assert result["perplexity"] > 1
 
 
-def test_short_traces_give_nan_not_an_error():
-    x, y = _separable(60, 2)
-    nothing = np.full(60, MISSING)  # +1 labels when every program has one action
-    result = probes.score_task(x[:40], nothing[:40], x[40:], nothing[40:], test_steps=np.ones(20, dtype=int),
-                               test_shortcut=y[40:], num_classes=4)
-    assert np.isnan(result["accuracy"]) and np.isnan(result["shuffled"]) and result["num_train"] == 0
-    assert result["uniform"] == 0.25 and (result["predictions"] == MISSING).all() and result["per_step"] == {}
+def test_short_traces_give_nan_not_an_error(monkeypatch):
+    rows = make_rows(30, seed=10)
+    short = {prompt: "def run() {\n  move()\n  turn_left()\n}" for prompt in _programs(rows)}
+    monkeypatch.setattr(decoding, "decode", _fake_decode(short))
+    ds = traces.build_trace_dataset(None, None, rows, semantics=("original",), progress=False)
+    train, test = ds.filter(lambda r: r["example_id"] < 20), ds.filter(lambda r: r["example_id"] >= 20)
+    result = measure.semantic_content(train, test, offset=2)  # no program has 4 actions: nothing to score
+    assert np.isnan(result["semantic_content"]) and np.isnan(result["margin"]) and result["num_train"] == 0
+    assert np.isnan(result["conditional_gain"]["value"]) and result["per_step"] == {}
     fit = analysis.regress([0.1, 0.3, float("nan"), 0.5], [0.2, 0.4, 0.9, 0.6])
     assert fit["n"] == 3 and fit["r2"] == pytest.approx(1.0)

@@ -48,14 +48,28 @@ def test_compute_matches_plain_function(metric):
     labels[::9, 1] = -1
     states = np.eye(4)[labels[:, 0]] + 0.2 * rng.normal(size=(120, 4))
     mask = np.arange(120) < 80
-    kwargs = dict(task_names=["d", "d_next1"], task_offsets=[0, 1], steps=(np.arange(120) % 4 + 1).tolist())
+    kwargs = dict(task_names=["d0", "d1"], steps=(np.arange(120) % 4 + 1).tolist(), groups=(np.arange(120) // 3).tolist(),
+                  prompt_facts=np.eye(4)[labels[:, 1].clip(0)].tolist(), code_states=rng.normal(size=(120, 3)).tolist(),
+                  initial_labels=rng.integers(4, size=(120, 2)).tolist(), output_labels=rng.integers(4, size=(120, 2)).tolist(),
+                  num_bootstrap=200)
     got = metric.compute(predictions=states.tolist(), references=labels.tolist(), train_mask=mask.tolist(), **kwargs)
     expected = probe_report(states, labels, mask, **kwargs)
     assert got.keys() == expected.keys()
     for key in got:
         assert got[key] == pytest.approx(expected[key], nan_ok=True), key
-    assert got["semantic_content"] > 0.9 and got["semantic_content_next1"] < 0.6
+    assert got["accuracy_d0"] > 0.9 and got["accuracy_d1"] < 0.6  # d1 is in the facts, not in the states
+    assert {"control_prompt_only", "control_code_position", "margin", "conditional_gain_low", "unobserved"} <= set(got)
     assert all(type(v) is float for v in got.values())
+
+
+def test_load_metric_by_name():
+    from karel_hf.metrics import METRIC_NAMES, load_metric
+
+    assert "semantic_probe" in METRIC_NAMES
+    metric = load_metric("semantic_probe")
+    result = metric.compute(predictions=[[float(i % 2)] for i in range(20)], references=[i % 2 for i in range(20)],
+                            split=["train"] * 12 + ["test"] * 8, controls=False)
+    assert result["semantic_content"] == 1.0
 
 
 def test_bad_inputs(metric):

@@ -2,6 +2,7 @@
 
     >>> from karel_hf.metrics import load_metric
     >>> metric = load_metric("generation_accuracy")   # evaluate.load on the packaged folder  # doctest: +SKIP
+    >>> probe = load_metric("semantic_probe")          # probe accuracy with its controls  # doctest: +SKIP
 
 Each folder is a self-contained Space (`space.check_space`): its script imports only evaluate, the
 packages its requirements.txt installs and the files beside it, which link to the pure karel_hf
@@ -15,7 +16,7 @@ from pathlib import Path
 from .generation import accuracy_by_length, compute_generation_accuracy, constant_program_baseline, reference_to_json
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("generation_accuracy",)
+METRIC_NAMES = ("generation_accuracy", "semantic_probe")
 
 
 def metric_path(name: str) -> Path:

@@ -1,8 +1,12 @@
 """Probing the model's states for program semantics (docs/protocol.md §6-7).
 
-- `labels`: semantic-state labels from replaying a program (NumPy only);
-- `traces`: trace datasets, one row per generated action (decoding + labels, cached on disk);
-- `probes`: linear / MLP probes with their controls, `semantic_content`;
+- `labels`: semantic-state labels from replaying a program, the row rule (NumPy only);
+- `traces`: trace datasets, one row per action of a generated or teacher-forced program
+  (model states + labels, cached on disk);
+- `probes`: the probe core on arrays: linear / MLP probes, one family scored with its controls
+  and conditional gains (NumPy, SciPy, scikit-learn only);
+- `measure`: the same on trace datasets: `semantic_content` (row rule, prompt facts, budgets),
+  v3, the intervention, the future-state analysis;
 - `analysis`: regressions across checkpoints, future-state baselines, length test, perplexity.
 
 Importing this package loads only `labels`; the rest is imported on first use.
@@ -14,10 +18,13 @@ from .labels import (
     ALL_LABELS,
     LABEL_SETS,
     MISSING,
+    OFFSET_NAMES,
     OFFSETS,
     V1_LABELS,
     V3_LABELS,
+    V3_TASKS,
     label_column,
+    scored_rows,
     step_labels,
     trajectory_labels,
     v1_labels,
@@ -28,11 +35,15 @@ _LAZY = {
     "trace_features": "traces",
     "fingerprint_model": "traces",
     "PROBES": "probes",
+    "CONTROLS": "probes",
     "fit_predict": "probes",
     "make_probe": "probes",
     "probe_report": "probes",
-    "score_task": "probes",
-    "semantic_content": "probes",
+    "score_family": "probes",
+    "semantic_content": "measure",
+    "intervention": "measure",
+    "future_analysis": "measure",
+    "load_traces": "measure",
     "best_future_classifier": "analysis",
     "length_test": "analysis",
     "probe_future_given_current_correct": "analysis",
@@ -41,8 +52,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "ALL_LABELS", "LABEL_SETS", "MISSING", "OFFSETS", "V1_LABELS", "V3_LABELS", "label_column",
-    "step_labels", "trajectory_labels", "v1_labels", *_LAZY,
+    "ALL_LABELS", "LABEL_SETS", "MISSING", "OFFSET_NAMES", "OFFSETS", "V1_LABELS", "V3_LABELS", "V3_TASKS",
+    "label_column", "scored_rows", "step_labels", "trajectory_labels", "v1_labels", *_LAZY,
 ]
 
 

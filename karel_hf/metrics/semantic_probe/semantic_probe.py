@@ -1,9 +1,11 @@
-"""Semantic probe: how well a probe reads program semantics out of a model's hidden states.
+"""Semantic probe: how well a probe reads program semantics out of a model's hidden states,
+beyond what the prompt gives away.
 
-An `evaluate` metric (docs/protocol.md §6-7; Jin & Rinard's "semantic content"). Each row is
+An `evaluate` metric (docs/protocol.md §6-6b; Jin & Rinard's "semantic content"). Each row is
 one model state (the hidden state where the model emitted an action of its program) with the
-label(s) of the program state at that point; rows marked for training fit the probe, the others
-score it. The computation is `karel_hf.probing.probes.probe_report`, usable without `evaluate`.
+label(s) of the program state at one offset; rows marked for training fit the probe, the others
+score it. The computation is `karel_hf.probing.probes.probe_report` (NumPy, SciPy and
+scikit-learn only), usable without `evaluate`.
 """
 
 import datasets
@@ -17,14 +19,17 @@ _DESCRIPTION = """\
 Semantic content (Jin & Rinard, "Evidence of Meaning in Language Models Trained on Programs"):
 the held-out accuracy of a probe (a classifier, linear by default) trained to predict the program
 state, e.g. the robot's facing direction in each specification input, from the language model's
-hidden state at each generated action. The score comes with its controls: chance (1 / number of
-classes and the majority class), the same probe trained on shuffled labels, and, when given, a
-shortcut baseline (e.g. predicting the initial direction). With several label columns (tasks),
-`semantic_content` is the mean over the current-state tasks and `semantic_content_next<o>` the
-mean over the tasks `o` steps ahead (the paper's +1/+2 probes).
+hidden state at each action. One call scores one offset (the state k + o at the state that emits
+action k); pass only the rows you mean to score (karel_hf drops rows whose label is the initial
+or the final state, which the prompt's grids print).
 
-Inputs are row-wise: `predictions` are model-state vectors, `references` are integer labels (one
-per row, or one per task), and `train_mask` (or `split`) says which rows train the probe.
+A probe number means something only beside its controls, on the same rows with the same probe
+recipe: the initial glyph and the output glyph (the labels the prompt's grids show), a probe on
+prompt facts alone, a probe on the state before the first program token (it has seen no program),
+and a probe trained on shuffled labels. `margin` is semantic content minus the strongest control;
+`conditional_gain` (Hewitt et al. 2021, conditional probing) is the accuracy of the probe on
+[state, prompt facts] minus the probe on prompt facts alone, with a 95% bootstrap interval over
+specs (`groups`): what the state adds beyond the prompt.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -32,34 +37,43 @@ Args:
     predictions (`list` of `list` of `float`): one model-state vector per row (all the same length),
         e.g. the `state` column of a karel_hf trace dataset.
     references (`list` of `int`, or `list` of `list` of `int`): the label of each row, or one label
-        per task; -1 marks a missing label (e.g. a +2 state beyond the end of the program), which
-        is neither trained on nor scored.
+        per task; -1 marks a missing label (neither trained on nor scored).
     train_mask (`list` of `bool`, *optional*): True for rows that train the probe, False for rows
         that score it. Give this or `split`.
     split (`list` of `str`, *optional*): "train" or "test" per row, instead of `train_mask`.
     task_names (`list` of `str`, *optional*): a name per label column (default `task_<t>`); the
         result has `accuracy_<name>` for each.
-    task_offsets (`list` of `int`, *optional*): per label column, how many steps ahead its label
-        is (0 = current state, 1 = +1, 2 = +2). Defaults to 0 for all.
+    groups (`list` of `int`, *optional*): the spec each row comes from: the bootstrap resamples
+        specs, and rows of one program are not independent. Default: each row its own group.
+    prompt_facts (`list` of `list` of `float`, *optional*): what the prompt gives away, per row, or
+        one such block per label column: the `prompt_only` control and the conditional gains. Give
+        them jointly, one column per combination (karel_hf: of the label's initial value, its output
+        value, step k and length n; `karel_hf.probing.probes.joint_one_hot`), so that a linear probe
+        on them is a lookup table of the facts and misses no interaction of them.
+    code_states (`list` of `list` of `float`, *optional*): the model state before the first program
+        token, per row: the `code_position` control and `conditional_gain_code`.
+    initial_labels, output_labels (same shape as `references`, *optional*): the labels the input
+        and output grids show: the `initial_glyph` / `output_glyph` controls and `unobserved`.
     steps (`list` of `int`, *optional*): the program step of each row, for a per-step breakdown.
-    initial_labels (same shape as `references`, *optional*): the label before any action, scored
-        as the `initial_baseline` shortcut.
     num_classes (`int`, *optional*): for the uniform chance level; default: the labels seen.
     probe (`str`, *optional*): "linear" (default), "mlp1" or "mlp2".
-    seed (`int`, *optional*): seeds the probe and the label shuffle. Defaults to 0.
-    shuffled_control (`bool`, *optional*): also train on shuffled labels. Defaults to True.
+    seed (`int`, *optional*): seeds the probe, the shuffle, the budget subsample and the bootstrap.
+    controls (`bool`, *optional*): fit the controls and gains. Defaults to True.
+    max_train_rows, max_test_rows (`int`, *optional*): a fixed budget: a seeded subsample of the rows.
+    num_bootstrap (`int`, *optional*): bootstrap resamples (default 1000).
 
-Returns:
-    semantic_content (`float`): mean test accuracy over the current-state tasks (all tasks when
-        none has offset 0).
-    semantic_content_next1, semantic_content_next2 (`float`): the same over +1 / +2 tasks, if any.
-    accuracy_<task> (`float`): test accuracy per task.
-    chance_uniform, chance_majority (`float`): chance levels (mean over the same tasks).
-    shuffled_control (`float`): accuracy of the probe trained on shuffled labels.
-    initial_baseline (`float`): accuracy of `initial_labels`, when given.
-    accuracy_step_<k> (`float`): accuracy at program step k, when `steps` is given.
-    num_train, num_test (`float`): rows used to train and to score.
-    Chance, control, baseline and per-step keys carry the `_next<o>` suffix for the +o tasks.
+Returns (plain floats):
+    semantic_content: mean test accuracy over the tasks.
+    unobserved: the same on rows whose label differs from both the initial and the output label.
+    control_initial_glyph, control_output_glyph, control_prompt_only, control_code_position,
+        control_shuffled: the controls (NaN when their input is not given).
+    margin: semantic_content minus the largest control.
+    conditional_gain, conditional_gain_low, conditional_gain_high: probe on [state, facts] minus
+        probe on facts, with its 95% interval; conditional_gain_code(_low, _high): [state, facts,
+        code] minus [facts, code].
+    chance_uniform, chance_majority: chance levels.
+    accuracy_<task>, accuracy_step_<k>: per task, per step.
+    num_train, num_test, num_unobserved: rows used; budget_met: 1.0 when the budget was filled.
 
 Examples:
 
@@ -68,26 +82,25 @@ Examples:
     >>> import evaluate
     >>> semantic_probe = evaluate.load("path/to/karel_hf/metrics/semantic_probe")  # doctest: +SKIP
 
-    One task: the label is readable from the state, so the probe is perfect.
+    The label is readable from the state and the prompt shows nothing of it: a perfect probe, a
+    gain far above 0.
 
-    >>> states = [[float(i % 4 == d) for d in range(4)] + [0.1 * (i % 3)] for i in range(40)]
-    >>> labels = [i % 4 for i in range(40)]
-    >>> train_mask = [i < 24 for i in range(40)]
-    >>> results = semantic_probe.compute(predictions=states, references=labels, train_mask=train_mask)
+    >>> states = [[float(i % 4 == d) for d in range(4)] + [0.1 * (i % 3)] for i in range(80)]
+    >>> labels = [i % 4 for i in range(80)]
+    >>> facts = [[float(i % 2)] for i in range(80)]
+    >>> results = semantic_probe.compute(predictions=states, references=labels, train_mask=[i < 48 for i in range(80)],
+    ...                                  prompt_facts=facts, groups=[i // 2 for i in range(80)])
     >>> results["semantic_content"], results["chance_uniform"], results["num_test"]
-    (1.0, 0.25, 16.0)
-    >>> results["shuffled_control"] < 0.75
-    True
+    (1.0, 0.25, 32.0)
+    >>> results["conditional_gain"], results["conditional_gain_low"] > 0.3
+    (0.5, True)
 
-    Two tasks, the current state and the state one step ahead (-1 = no next state):
+    The label is the one the output grid shows: the controls match the probe, the margin is 0.
 
-    >>> labels = [[i % 4, (i + 1) % 4 if i % 5 else -1] for i in range(40)]
-    >>> results = semantic_probe.compute(
-    ...     predictions=states, references=labels, split=["train"] * 24 + ["test"] * 16,
-    ...     task_names=["direction_0", "direction_0_next1"], task_offsets=[0, 1],
-    ... )
-    >>> results["semantic_content"], results["semantic_content_next1"], results["accuracy_direction_0_next1"]
-    (1.0, 1.0, 1.0)
+    >>> results = semantic_probe.compute(predictions=states, references=labels, split=["train"] * 48 + ["test"] * 32,
+    ...                                  output_labels=labels, initial_labels=[0] * 80)
+    >>> results["control_output_glyph"], results["margin"], results["unobserved"] != results["unobserved"]
+    (1.0, 0.0, True)
 """
 
 _CITATION = CITATION
@@ -95,7 +108,7 @@ _CITATION = CITATION
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SemanticProbe(evaluate.Metric):
-    """Probe accuracy for program-state labels from model states, with chance and shuffled controls."""
+    """Probe accuracy for program-state labels from model states, with its controls and conditional gain."""
 
     def _info(self):
         vector = datasets.Sequence(datasets.Value("float32"))
@@ -107,7 +120,7 @@ class SemanticProbe(evaluate.Metric):
                 datasets.Features({"predictions": vector, "references": datasets.Sequence(datasets.Value("int64"))}),
                 datasets.Features({"predictions": vector, "references": datasets.Value("int64")}),
             ],
-            reference_urls=["https://arxiv.org/abs/2305.11169"],
+            reference_urls=["https://arxiv.org/abs/2305.11169", "https://arxiv.org/abs/2109.13392"],
         )
 
     def _compute(
@@ -117,13 +130,19 @@ class SemanticProbe(evaluate.Metric):
         train_mask=None,
         split=None,
         task_names=None,
-        task_offsets=None,
-        steps=None,
+        groups=None,
+        prompt_facts=None,
+        code_states=None,
         initial_labels=None,
+        output_labels=None,
+        steps=None,
         num_classes=None,
         probe="linear",
         seed=0,
-        shuffled_control=True,
+        controls=True,
+        max_train_rows=None,
+        max_test_rows=None,
+        num_bootstrap=1000,
     ):
         if (train_mask is None) == (split is None):
             raise ValueError("pass exactly one of `train_mask` (bools) or `split` ('train'/'test' per row)")
@@ -139,11 +158,17 @@ class SemanticProbe(evaluate.Metric):
             references,
             train_mask,
             task_names=task_names,
-            task_offsets=task_offsets,
+            groups=groups,
+            prompt_facts=prompt_facts,
+            code_states=code_states,
+            initial_labels=initial_labels,
+            output_labels=output_labels,
             steps=steps,
-            shortcut=initial_labels,
             num_classes=num_classes,
             probe=probe,
             seed=seed,
-            controls=shuffled_control,
+            controls=bool(controls),
+            max_train_rows=max_train_rows,
+            max_test_rows=max_test_rows,
+            num_bootstrap=num_bootstrap,
         )

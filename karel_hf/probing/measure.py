@@ -1,0 +1,288 @@
+"""Measurement on trace datasets: probe families with their controls, v3, the intervention, the
+future-state analysis (docs/protocol.md §6-7, the rules of §6b).
+
+A probe family is (trace family, offset): the probe is trained on traces of training specs and
+scored on traces of test specs (two trace datasets, `karel_hf.probing.traces`, or their columns
+as a {name: array} mapping from `load_traces`). For each family this module builds the arrays
+that `probes.score_family` scores:
+
+- rows: those passing the row rule at the offset (`labels.scored_rows`; `drop_last=True` by
+  default: the label state is neither the input grid's s_0 nor the final state s_n);
+- labels: v1, the direction in each spec input the prompt shows (`labels.v1_labels`); v3, the
+  authors' 6 tasks (`labels.V3_TASKS`, a joint task right only when every part is);
+- prompt facts, per label: what the prompt prints, plus position: the label's initial value (the
+  input grid) and output value (the output grid), step k and program length n, as a joint one-hot
+  (`probes.joint_one_hot`: one column per combination that occurs), so that the prompt-only probe
+  is a smoothed lookup table of the facts. Side-by-side one-hots would miss interactions (the net
+  rotation output - initial; a linear probe on them was ~9 points below the lookup table on the
+  `cpu` corpus), which a hidden state that merely encodes them would then show as a "gain";
+- the code-position states (`code_state`), the initial and output labels (`_initial`, `_output`)
+  and the spec id of each row (`example_id`, the bootstrap unit).
+
+`semantic_content` returns the family's score with its controls; `intervention` refits a fresh
+probe on the labels of each alternative semantics (same states, same rows); `future_analysis`
+compares the +1/+2 probes with the best function of the true current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
+
+from .analysis import best_future_classifier, probe_future_given_current_correct
+from .labels import (
+    INITIAL, NUM_SPEC_INPUTS, OFFSET_NAMES, OUTPUT, V3_TASKS, label_column, scored_rows, v1_labels,
+)
+from .probes import NUM_BOOTSTRAP, joint_one_hot, score_family
+
+KEY_COLUMNS = ("example_id", "step", "num_actions")
+UNINFORMATIVE_BEST = 0.95  # best current -> future classifier at or above this: the comparison says nothing
+UNINFORMATIVE_ROWS = 100  # fewer rows than this: the comparison says nothing
+
+
+# ------------------------------------------------------------------------------------ tables
+def load_traces(dataset, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """A trace dataset's columns as NumPy arrays (vectors as (rows, hidden) float32): load once,
+    then score many families without re-reading the Arrow files. A mapping passes through."""
+    if isinstance(dataset, Mapping):
+        return dict(dataset) if columns is None else {c: dataset[c] for c in _check(dataset, columns)}
+    columns = list(dataset.column_names) if columns is None else _check(dataset, columns)
+    if len(dataset) == 0:
+        raise ValueError("the trace dataset is empty: no program produced trace rows")
+    batch = dataset.with_format("numpy", columns=columns)[:]
+    return {c: np.asarray(batch[c]) for c in columns}
+
+
+def _check(table, columns) -> list[str]:
+    names = set(table.column_names) if hasattr(table, "column_names") else set(table)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(
+            f"trace dataset lacks column(s) {missing}; rebuild it with the needed layers/semantics/offsets "
+            "(build_trace_dataset(..., layers=..., semantics=..., offsets=...))"
+        )
+    return list(dict.fromkeys(columns))
+
+
+def prompt_facts(initial, output, steps, num_actions) -> list[np.ndarray]:
+    """Per label column, (rows, combinations) float32: the joint one-hot of (initial label, output
+    label, step k, length n) of each row (see the module docstring). `initial` and `output` are
+    (rows, labels); build it on train and test rows together, so that their columns mean the same
+    combinations."""
+    initial, output = np.atleast_2d(np.asarray(initial).T).T, np.atleast_2d(np.asarray(output).T).T
+    return [joint_one_hot(initial[:, c], output[:, c], steps, num_actions) for c in range(initial.shape[1])]
+
+
+def _tasks(label_set: str, num_prompt_pairs: int) -> dict[str, tuple[str, ...]]:
+    if label_set == "v1":
+        return {t: (t,) for t in v1_labels(num_prompt_pairs)}
+    if label_set == "v3":
+        return dict(V3_TASKS)
+    raise ValueError(f"unknown label set {label_set!r}; expected 'v1' or 'v3'")
+
+
+# -------------------------------------------------------------------------- semantic content
+def semantic_content(
+    train,
+    test,
+    offset: int = 0,
+    label_set: str = "v1",
+    probe: str = "linear",
+    semantics: str = "original",
+    *,
+    feature: str = "state",
+    controls: bool | Sequence[str] = True,
+    drop_last: bool = True,
+    max_train_rows: int | None = None,
+    max_test_rows: int | None = None,
+    seed: int = 0,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    num_prompt_pairs: int = NUM_SPEC_INPUTS,
+    return_predictions: bool = False,
+    **probe_kwargs,
+) -> dict:
+    """Probe `feature` (default: the layer-mean `state`) for the labels at `offset` under
+    `semantics`, trained on `train` traces and scored on `test` traces (datasets or `load_traces`
+    mappings), on the rows the row rule keeps (`drop_last`).
+
+    `label_set` "v1": one task per direction of the spec inputs the prompt shows
+    (`num_prompt_pairs`, at most 5); "v3": the authors' 6 tasks (original semantics only).
+    `controls` adds the initial/output glyphs, the prompt-only, code-position and shuffled
+    probes, `margin` and the conditional gains (`probes.score_family`); False fits the probe
+    alone (the intervention); a list of names picks some (`probes.CONTROLS`, `probes.GAINS`).
+    `max_train_rows` / `max_test_rows`: the fixed budget (a seeded subsample of the scored rows).
+
+    Returns `probes.score_family`'s dict plus `label_set`, `offset`, `family` (the offset's name),
+    `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs` (specs with
+    a scored row); with
+    `return_predictions` also `test_rows` (positions in `test` of the scored test rows, the order
+    of `predictions` and `targets`, which are keyed by label name).
+    """
+    tasks = _tasks(label_set, num_prompt_pairs)
+    labels = list(dict.fromkeys(l for parts in tasks.values() for l in parts))
+    if semantics != "original" and label_set != "v1":
+        raise ValueError("alternative semantics carry the direction labels only: use label_set='v1'")
+    target_cols = [label_column(l, offset, semantics) for l in labels]
+    needed = [feature, *KEY_COLUMNS, *target_cols]
+    if controls:
+        needed += ["code_state"]
+        needed += [label_column(l, which) for l in labels for which in (INITIAL, OUTPUT)]
+    tr, te = load_traces(train, needed), load_traces(test, needed)
+    keep_tr = np.flatnonzero(scored_rows(tr["step"], tr["num_actions"], offset, drop_last))
+    keep_te = np.flatnonzero(scored_rows(te["step"], te["num_actions"], offset, drop_last))
+
+    def stack(get):
+        return np.concatenate([get(tr)[keep_tr], get(te)[keep_te]])
+
+    train_mask = np.r_[np.ones(len(keep_tr), dtype=bool), np.zeros(len(keep_te), dtype=bool)]
+    states = stack(lambda t: np.asarray(t[feature], dtype=np.float32))
+    targets = stack(lambda t: np.stack([t[c] for c in target_cols], axis=1).astype(np.int64))
+    kwargs = {}
+    if controls:
+        initial = stack(lambda t: np.stack([t[label_column(l, INITIAL)] for l in labels], 1).astype(np.int64))
+        output = stack(lambda t: np.stack([t[label_column(l, OUTPUT)] for l in labels], 1).astype(np.int64))
+        kwargs = dict(
+            prompt_facts=prompt_facts(initial, output, stack(lambda t: t["step"]), stack(lambda t: t["num_actions"])),
+            code_states=stack(lambda t: np.asarray(t["code_state"], dtype=np.float32)),
+            initial_labels=initial,
+            output_labels=output,
+        )
+    index = {l: c for c, l in enumerate(labels)}
+    if not train_mask.any() or train_mask.all():  # no scored row on one side: nothing to fit or score
+        result = _empty(tasks, len(keep_tr), len(keep_te), max_train_rows, max_test_rows)
+    else:
+        result = score_family(
+            states, targets, train_mask,
+            groups=stack(lambda t: np.asarray(t["example_id"])),
+            tasks={name: [index[l] for l in parts] for name, parts in tasks.items()},
+            steps=stack(lambda t: np.asarray(t["step"])),
+            probe=probe, seed=seed, controls=controls, max_train_rows=max_train_rows, max_test_rows=max_test_rows,
+            num_bootstrap=num_bootstrap, return_predictions=return_predictions, **kwargs, **probe_kwargs,
+        )
+    ids = stack(lambda t: np.asarray(t["example_id"]))
+    result.update(
+        label_set=label_set, offset=int(offset), family=OFFSET_NAMES.get(int(offset), str(offset)), semantics=semantics,
+        probe=probe, feature=feature, drop_last=drop_last,
+        num_train_specs=int(len(np.unique(ids[train_mask]))), num_test_specs=int(len(np.unique(ids[~train_mask]))),
+    )
+    if return_predictions:
+        used = result.pop("test_index", np.zeros(0, dtype=np.int64)) - len(keep_tr)  # positions among the test rows
+        result["test_rows"] = keep_te[used]
+        result["predictions"] = {labels[c]: p for c, p in result.get("predictions", {}).items()}
+        result["targets"] = {labels[c]: t for c, t in result.get("targets", {}).items()}
+    else:
+        for key in ("test_index", "predictions", "targets"):
+            result.pop(key, None)
+    return result
+
+
+def _empty(tasks, num_train, num_test, max_train_rows, max_test_rows) -> dict:
+    """The result when one side has no scored row (e.g. +2 when no program has 4 actions)."""
+    nan = float("nan")
+    gain = {"value": nan, "low": nan, "high": nan}
+    return {
+        "semantic_content": nan, "per_task": dict.fromkeys(tasks, nan), "per_step": {},
+        "num_train": num_train, "num_test": num_test,
+        "budget": {"max_train_rows": max_train_rows, "max_test_rows": max_test_rows, "met": False},
+        "chance": {"uniform": nan, "majority": nan}, "unobserved": nan, "num_unobserved": 0,
+        "conditional_gain": dict(gain), "conditional_gain_code": dict(gain),
+        "controls": dict.fromkeys(("initial_glyph", "output_glyph", "prompt_only", "code_position", "shuffled"), nan),
+        "margin": nan, "strongest_control": None,
+        "test_index": np.zeros(0, dtype=np.int64), "predictions": {}, "targets": {},
+    }
+
+
+# ------------------------------------------------------------------------------ intervention
+def intervention(
+    train,
+    test,
+    offset: int = 0,
+    *,
+    semantics: Sequence[str] = ALTERNATIVE_SEMANTICS,
+    original: float | None = None,
+    **kwargs,
+) -> dict:
+    """The intervention (docs/protocol.md §7): the same states and rows, the labels of each
+    alternative semantics (the program re-executed under it), a fresh v1 probe each.
+
+    `original` is the original semantics' score when already known (else it is fitted here).
+    Returns {"accuracy": {"original": ..., <semantics>: ...}, "best_alternative",
+    "original_minus_best_alternative", "determined_by_original" ({semantics: the best any function
+    of the original label does at predicting the alternative label on the scored rows}),
+    "num_rows", "uninformative"}. The comparison is `uninformative` when the best alternative's
+    labels are >= 95% a function of the original ones (e.g. programs that never turn under either
+    meaning: any probe that reads one reads the other) or fewer than 100 rows are scored.
+    `kwargs` go to `semantic_content` (budgets, seed, ...).
+    """
+    kwargs = {**kwargs, "controls": False, "return_predictions": True}
+    if original is None:
+        original = semantic_content(train, test, offset, **kwargs)["semantic_content"]
+    accuracy = {"original": float(original)}
+    determined = {}
+    done = {}  # one fit per distinct map (swap and authors0 are the same map)
+    rows = np.zeros(0, dtype=np.int64)
+    for name in semantics:
+        key = tuple(sorted(get_semantics(name).mapping.items()))
+        if key not in done:
+            result = semantic_content(train, test, offset, semantics=name, **kwargs)
+            rows = result["test_rows"]
+            labels = list(result["targets"])
+            table = load_traces(test, [label_column(l, offset) for l in labels])
+            original_labels = {l: np.asarray(table[label_column(l, offset)])[rows] for l in labels}
+            done[key] = (result["semantic_content"],
+                         best_future_classifier(original_labels, result["targets"]) if len(rows) else float("nan"))
+        accuracy[name], determined[name] = done[key]
+    alternatives = {k: v for k, v in accuracy.items() if k != "original" and not np.isnan(v)}
+    best = max(alternatives, key=alternatives.get) if alternatives else None
+    return {
+        "accuracy": accuracy,
+        "best_alternative": best,
+        "original_minus_best_alternative": float(original - alternatives[best]) if best else float("nan"),
+        "determined_by_original": determined,
+        "num_rows": int(len(rows)),
+        "uninformative": bool(best is None or len(rows) < UNINFORMATIVE_ROWS
+                              or determined[best] >= UNINFORMATIVE_BEST),
+    }
+
+
+# ---------------------------------------------------------------------------------- future
+def future_analysis(current: dict, future: dict, test) -> dict:
+    """Is the future (+1/+2) encoded, or derived by the probe from the current state?
+
+    `current` and `future` are `semantic_content(..., return_predictions=True)` results on the same
+    `test` traces (offset 0 and +1 or +2). `best_future_classifier`: the best any function of the
+    true current label does at predicting the future label, on the future probe's test rows;
+    `probe_future_given_current_correct`: the future probe's accuracy on the rows (of both) where
+    the current probe is right. `uninformative` is True when the best classifier is >= 95% or
+    fewer than 100 rows are compared: the comparison then carries no information.
+    """
+    labels = list(future["targets"])
+    rows = future["test_rows"]
+    table = load_traces(test, [label_column(l, 0, future["semantics"]) for l in labels]) if labels else {}
+    current_true = {l: np.asarray(table[label_column(l, 0, future["semantics"])])[rows] for l in labels}
+    best = best_future_classifier(current_true, future["targets"]) if len(rows) else float("nan")
+    common, at_current, at_future = np.intersect1d(current["test_rows"], rows, return_indices=True)
+    given = float("nan")
+    if len(common) and labels:
+        given = probe_future_given_current_correct(
+            {l: current["predictions"][l][at_current] for l in labels},
+            {l: current["targets"][l][at_current] for l in labels},
+            {l: future["predictions"][l][at_future] for l in labels},
+            {l: future["targets"][l][at_future] for l in labels},
+        )
+    return {
+        "best_future_classifier": best,
+        "probe_future_given_current_correct": given,
+        "num_rows": int(len(rows)),
+        "num_rows_given_current": int(len(common)),
+        "uninformative": bool(np.isnan(best) or best >= UNINFORMATIVE_BEST or len(rows) < UNINFORMATIVE_ROWS),
+    }
+
+
+def summary(result: dict) -> dict:
+    """The JSON part of a `semantic_content` result (no arrays): what `results.json` keeps."""
+    skip = {"test_rows", "predictions", "targets", "test_index"}
+    return {k: v for k, v in result.items() if k not in skip}
