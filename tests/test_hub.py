@@ -458,7 +458,7 @@ for repo, inputs_path in zip(sys.argv[1::2], sys.argv[2::2]):
     out[repo] = {case: metric.compute(**kwargs) for case, kwargs in json.load(open(inputs_path)).items()}
 print(json.dumps(out))
 """
-PACKAGED_SPACES = ("generation_accuracy",)
+PACKAGED_SPACES = ("generation_accuracy", "semantic_probe")
 
 
 def _generation_cases() -> dict:
@@ -490,6 +490,31 @@ def _site_without(folder: Path, blocked=WITHOUT) -> Path:
             continue
         (folder / entry.name).symlink_to(entry)
     return folder
+
+
+def _probe_cases() -> dict:
+    """Model states with one readable and one unreadable label, with the controls' inputs (seeded)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(4, size=(60, 2))
+    states = np.concatenate([np.eye(4)[labels[:, 0]], rng.normal(size=(60, 3))], axis=1) + 0.1 * rng.normal(size=(60, 7))
+    common = {"predictions": states.round(4).tolist(), "references": labels.tolist(),
+              "split": ["train"] * 36 + ["test"] * 24, "task_names": ["readable", "noise"]}
+    return {"plain": {**common, "controls": False},
+            "controls": {**common, "groups": [i // 3 for i in range(60)], "prompt_facts": np.eye(2)[labels[:, 1] % 2].tolist(),
+                         "initial_labels": np.zeros_like(labels).tolist(), "output_labels": labels[:, ::-1].tolist(),
+                         "num_bootstrap": 200, "seed": 3}}
+
+
+def _expected_space_results(cases: dict[str, dict]) -> dict:
+    """What karel_hf computes for the cases, in this process (the plain function; the probe's module)."""
+    from karel_hf.metrics import load_metric
+    from karel_hf.metrics.generation import compute_generation_accuracy
+
+    probe = load_metric("semantic_probe")
+    return {"generation_accuracy": {c: compute_generation_accuracy(**kw) for c, kw in cases["generation_accuracy"].items()},
+            "semantic_probe": {c: probe.compute(**kw) for c, kw in cases["semantic_probe"].items()}}
 
 
 def _space_consumer(endpoint: str, home: Path, cases: dict[str, Path]) -> dict:
@@ -536,19 +561,15 @@ def spaces(emulator, workdir) -> dict:
     then loaded back with `evaluate.load` in processes where karel_hf cannot be imported."""
     import shutil
 
-    from karel_hf.metrics.generation import compute_generation_accuracy
-
-    cases, expected, dry, pushes = {}, {}, {}, {}
-    generation = _generation_cases()
-    cases_file = workdir / "space-cases" / "generation_accuracy.json"
-    cases_file.parent.mkdir(parents=True, exist_ok=True)
-    cases_file.write_text(json.dumps(generation))
-    cases[f"{NS}/generation_accuracy"] = cases_file
-    expected[f"{NS}/generation_accuracy"] = {case: compute_generation_accuracy(**kwargs)
-                                             for case, kwargs in generation.items()}
+    cases, dry, pushes = {}, {}, {}
+    inputs = {"generation_accuracy": _generation_cases(), "semantic_probe": _probe_cases()}
+    expected = {f"{NS}/{name}": results for name, results in _expected_space_results(inputs).items()}
     static_root = workdir / "static-hub"
     for name in PACKAGED_SPACES:
         repo = f"{NS}/{name}"
+        cases[repo] = workdir / "space-cases" / f"{name}.json"
+        cases[repo].parent.mkdir(parents=True, exist_ok=True)
+        cases[repo].write_text(json.dumps(inputs[name]))
         pushes[repo] = _push("metric", name, NS, emulator.url, workdir / "hf-push")  # a packaged metric, by name
         out = workdir / "dry-spaces" / name
         _ok(_push("metric", name, NS, "http://127.0.0.1:9", workdir / "hf-dry", "--dry-run", str(out)))
@@ -569,26 +590,35 @@ def test_metric_spaces_compute_without_karel_hf(spaces, emulator):
                   if path != ".gitattributes"}
         assert pushed == {p: (spaces["dry"][repo] / p).read_bytes() for p in _tree(spaces["dry"][repo])}
         assert b"karel_hf" not in pushed["requirements.txt"]
-    for hub_name in ("emulator", "static"):
-        assert spaces[hub_name] == spaces["expected"], hub_name
+    for hub_name in ("emulator", "static"):  # the same numbers as karel_hf's own code, NaN where it has NaN
+        assert spaces[hub_name].keys() == spaces["expected"].keys()
+        for repo, results in spaces["expected"].items():
+            for case, expected in results.items():
+                assert spaces[hub_name][repo][case] == pytest.approx(expected, nan_ok=True), (hub_name, repo, case)
     results = spaces["expected"][f"{NS}/generation_accuracy"]
     assert 0.2 < results["records"]["accuracy"] < 0.5 and results["records"]["parse_rate"] < 1.0
+    probe = spaces["expected"][f"{NS}/semantic_probe"]
+    assert probe["plain"]["accuracy_readable"] > 0.9 > 0.5 > probe["plain"]["accuracy_noise"]
+    assert 0.0 <= probe["controls"]["control_prompt_only"] <= 1.0 and probe["controls"]["num_test"] == 24
 
 
-def test_packaged_metric_space_tree(workdir):
-    from karel_hf.karel import scoring
+@pytest.mark.parametrize("name, package, shipped", [
+    ("generation_accuracy", "karel", ("world.py", "program.py", "interpreter.py", "scoring.py")),
+    ("semantic_probe", "probing", ("probes.py",)),
+])
+def test_packaged_metric_space_tree(workdir, name, package, shipped):
+    import karel_hf
 
-    plan = hub.plan_metric_push("generation_accuracy", NS)  # the packaged folder, by name
-    assert plan.repo_id == f"{NS}/generation_accuracy"
-    out = hub.write_dry_run(plan, workdir / "dry-packaged-metric") / "main"
-    karel_dir = Path(scoring.__file__).parent
-    shipped = ("world.py", "program.py", "interpreter.py", "scoring.py")
-    assert _tree(out) == {"generation_accuracy.py", "README.md", "app.py", "requirements.txt", *shipped}
-    for name in shipped:  # regular files holding the package's modules, byte for byte
-        assert not (out / name).is_symlink() and (out / name).read_bytes() == (karel_dir / name).read_bytes()
+    plan = hub.plan_metric_push(name, NS)  # the packaged folder, by name
+    assert plan.repo_id == f"{NS}/{name}"
+    out = hub.write_dry_run(plan, workdir / f"dry-packaged-{name}") / "main"
+    assert _tree(out) == {f"{name}.py", "README.md", "app.py", "requirements.txt", *shipped}
+    source = Path(karel_hf.__file__).parent / package
+    for module in shipped:  # regular files holding the package's modules, byte for byte
+        assert not (out / module).is_symlink() and (out / module).read_bytes() == (source / module).read_bytes()
     card = (out / "README.md").read_text()
-    assert f'evaluate.load("{NS}/generation_accuracy")' in card and "${" not in card
-    assert not re.search(r"<[^<>\n]*(namespace|repo|folder)[^<>\n]*>", card)
+    assert f'evaluate.load("{NS}/{name}")' in card and "${" not in card
+    assert not re.search(r"<[^<>\n]*(namespace|repo|folder)[^<>\n]*>|path/to", card)
 
 
 def test_metric_space_checks_name_the_problem(metric_dir, workdir):

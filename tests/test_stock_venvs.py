@@ -26,7 +26,7 @@ pytestmark = [
                        reason="set KAREL_HF_TEST_VENVS=1 to build virtual environments from the package index"),
 ]
 REPO = Path(__file__).resolve().parents[1]
-PACKAGED_SPACES = ("generation_accuracy",)
+PACKAGED_SPACES = ("generation_accuracy", "semantic_probe")
 
 
 def _transformers_floor() -> str:
@@ -127,21 +127,23 @@ print(json.dumps(out))
 
 
 def test_metric_spaces_install_from_the_index_and_compute(tmp_path):
-    from test_hub import _generation_cases
+    from test_hub import _expected_space_results, _generation_cases, _probe_cases
 
     from karel_hf import hub
-    from karel_hf.metrics.generation import compute_generation_accuracy
 
-    folders, args, expected = {}, [], {}
-    for name in PACKAGED_SPACES:
-        folders[name] = hub.write_dry_run(hub.plan_metric_push(name, "karel-test"), tmp_path / "spaces" / name) / "main"
-    scripts = {name: folder / f"{name}.py" for name, folder in folders.items()}  # the tree as pushed, loaded locally
-    cases = {"generation_accuracy": _generation_cases()}
-    for name, folder in folders.items():
+    cases = {"generation_accuracy": _generation_cases(), "semantic_probe": _probe_cases()}
+    expected_by_name = _expected_space_results(cases)
+    scripts, args, expected = {}, [], {}
+    for name in PACKAGED_SPACES:  # the trees as pushed, loaded from their folders
+        folder = hub.write_dry_run(hub.plan_metric_push(name, "karel-test"), tmp_path / "spaces" / name) / "main"
+        scripts[name] = folder / f"{name}.py"
         (tmp_path / f"{name}.json").write_text(json.dumps(cases[name]))
         args += [scripts[name], tmp_path / f"{name}.json"]
-    expected[str(scripts["generation_accuracy"])] = {case: compute_generation_accuracy(**kwargs)
-                                                     for case, kwargs in cases["generation_accuracy"].items()}
-    requirements = [x for folder in folders.values() for x in ("-r", str(folder / "requirements.txt"))]
+        expected[str(scripts[name])] = expected_by_name[name]
+    requirements = [x for script in scripts.values() for x in ("-r", str(script.parent / "requirements.txt"))]
     python = _venv(tmp_path / "space-env", *requirements)
-    assert _run(python, SPACE_CONSUMER, *args, cwd=tmp_path) == expected
+    got = _run(python, SPACE_CONSUMER, *args, cwd=tmp_path)
+    assert got.keys() == expected.keys()
+    for script, results in expected.items():
+        for case, values in results.items():
+            assert got[script][case] == pytest.approx(values, nan_ok=True), (script, case)
