@@ -1,23 +1,31 @@
 """Karel generation accuracy as an `evaluate` module (the layout of evaluate's metric Spaces).
 
-The computation lives in `karel_hf.metrics.generation.compute_generation_accuracy` (importable
-without evaluate); this script declares the inputs, documents them, and hands evaluate's typed
-storage only what it can hold: a prediction that is not a str (None, a number) becomes the empty
-text, which counts as wrong, and dict references become their checked JSON strings
-(`reference_to_json`), so a bad one is a ValueError naming it rather than an error from the
-storage layer.
+The computation is the Karel core's `compute_generation_accuracy`, in the pure Python + NumPy files
+beside this script: `world.py`, `program.py`, `interpreter.py` and `scoring.py` are links to
+karel_hf's `karel` package, and a Space pushed with `karel-hf push metric` holds copies of them, so
+`evaluate.load` needs neither karel_hf nor torch. evaluate's loader copies each file a module script
+imports relatively, but not the files those import in turn: the script imports every one of them.
 """
-
-from collections.abc import Mapping
 
 import datasets
 import evaluate
 
-from karel_hf import CITATION
+# World, parse and execute are imported for evaluate's loader, which copies only the files the script
+# itself imports relatively (and reads a comment after an import as the URL to fetch it from).
+from .world import World
+from .program import parse
+from .interpreter import execute
+from .scoring import compute_generation_accuracy, reference_to_json
 
-from karel_hf.metrics.generation import compute_generation_accuracy, reference_to_json
-
-_CITATION = CITATION
+_CITATION = """\
+@inproceedings{jin2024emergent,
+  title     = {Emergent Representations of Program Semantics in Language Models Trained on Programs},
+  author    = {Jin, Charles and Rinard, Martin},
+  booktitle = {Proceedings of the 41st International Conference on Machine Learning},
+  year      = {2024},
+  note      = {arXiv:2305.11169 (first version: Evidence of Meaning in Language Models Trained on Programs)}
+}
+"""
 
 _DESCRIPTION = """\
 Generation accuracy for Karel program synthesis (Jin & Rinard): a predicted program is correct when
@@ -33,14 +41,14 @@ Args:
     predictions (`list` of `str`): predicted program texts, e.g. "def run() {\\n  move()\\n}"
         (any layout the Karel parser accepts; the extended language is allowed). Anything that is
         not a str (None, a number) counts as a wrong prediction; it never raises.
-    references (`list` of `str` or `dict`): one specification per prediction, either
-        - a JSON string of a karel_hf dataset row ({"inputs", "outputs": view codes of shape
-          (pairs, rows, cols), "length"}; `karel_hf.metrics.reference_to_json(row)` writes it) or of a
-          record in the authors' JSON-lines format ("input0".."input9", "output0".."output9" ASCII
-          worlds with the border, "code" optional: it gives the length), or
-        - a dict: a dataset row (view codes as arrays or nested lists; other columns are ignored) or
-          a JSON-lines record.
-        A reference that is not one of these is a ValueError naming its index and what to pass.
+    references (`list` of `dict` or `str`): one specification per prediction, as
+        - a record in the authors' JSON-lines format, e.g. `json.loads` of a line of their corpus
+          ("input0".."input9", "output0".."output9": ASCII worlds with the border; "code" optional,
+          it gives the length), or
+        - a karel_hf dataset row ("inputs", "outputs": view codes of shape (pairs, rows, cols);
+          "length" optional; other columns are ignored), or
+        - either of them as a JSON string (the form the module stores; dicts are converted to it).
+        A reference that is none of these is a ValueError naming its index and what to pass.
     num_spec_pairs (`int`, defaults to 5): how many leading pairs are the specification; the rest
         are held out.
 
@@ -52,18 +60,16 @@ Returns:
     num_examples (`int`): number of predictions.
     accuracy_length_<n> (`float`): accuracy over references whose program has n actions (one key
         per length present; needs "length" or "code" in the references). The keys are flat so the
-        results log and save as JSON; `karel_hf.metrics.accuracy_by_length(results)` gives {n: acc}.
+        results log and save as JSON.
 
 Examples:
-    Tiny worlds in the authors' format (the corpus uses 8x8 with the border; any size works).
-    Pair 0 is the specification, pair 1 is held out:
+    `generation_accuracy` is this module loaded with `evaluate.load` (the Space's id, or a folder
+    holding it). Tiny worlds in the authors' format (their corpus uses 8x8 with the border; any
+    size works); pair 0 is the specification, pair 1 is held out:
 
-    >>> import json
-    >>> from karel_hf.metrics import load_metric
-    >>> generation_accuracy = load_metric("generation_accuracy")  # evaluate.load of this folder
-    >>> spec = json.dumps({"input0": "#####\\n#..>#\\n#####", "output0": "#####\\n#..>#\\n#####",
-    ...                    "input1": "#####\\n#>..#\\n#####", "output1": "#####\\n#1>.#\\n#####",
-    ...                    "code": "def run() { put_marker(); move() }"})
+    >>> spec = {"input0": "#####\\n#..>#\\n#####", "output0": "#####\\n#..>#\\n#####",
+    ...         "input1": "#####\\n#>..#\\n#####", "output1": "#####\\n#1>.#\\n#####",
+    ...         "code": "def run() { put_marker(); move() }"}
     >>> results = generation_accuracy.compute(
     ...     predictions=["def run() {\\n  put_marker()\\n  move()\\n}", "def run() {\\n  move()\\n}",
     ...                  "def run() {\\n  turn_left()\\n}", "def run() { move("],
@@ -73,7 +79,7 @@ Examples:
     >>> results["accuracy_length_2"], results["num_examples"]
     (0.5, 4)
 
-    Dataset rows as dicts of view codes (karel_hf.karel.CELL_WORDS[code]; 5 = robot facing west):
+    Dataset rows (view codes: 0 empty, 5 the robot facing west):
 
     >>> row = {"inputs": [[[0, 5]], [[5, 0]]], "outputs": [[[5, 0]], [[5, 0]]], "length": 1}
     >>> generation_accuracy.compute(predictions=["def run() { move() }"], references=[row],
@@ -81,9 +87,18 @@ Examples:
     1.0
 """
 
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class GenerationAccuracy(evaluate.Metric):
-    """Karel generation accuracy (see the description above)."""
+    """Karel generation accuracy (see the description above).
+
+    References are stored as JSON strings: `add` and `add_batch` (and so `compute`) convert a dict
+    reference with `reference_to_json`, which keeps what scoring reads and rejects anything else
+    with a message naming its index and the accepted forms. A prediction that is not a str (None, a
+    number) is stored as the empty text, which counts as wrong: evaluate's typed storage would
+    otherwise raise. (evaluate appends the inputs description to the docstrings of both methods, so
+    they need one.)
+    """
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -91,37 +106,36 @@ class GenerationAccuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            # dict references are stored as their JSON strings (see `add_batch`)
             features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
             homepage="https://arxiv.org/abs/2305.11169",
             reference_urls=["https://arxiv.org/abs/2305.11169"],
         )
 
-    def add_batch(self, *, predictions=None, references=None, **kwargs):
-        """Add a batch of predictions and references (non-str predictions count as wrong)."""
-        predictions, references = _storable(predictions, references)
-        return super().add_batch(predictions=predictions, references=references, **kwargs)
-
     def add(self, *, prediction=None, reference=None, **kwargs):
-        """Add one prediction and reference (a non-str prediction counts as wrong)."""
+        """Add one prediction and its reference (a dict is stored as its JSON string)."""
         (prediction,), (reference,) = _storable([prediction], [reference])
-        return super().add(prediction=prediction, reference=reference, **kwargs)
+        super().add(prediction=prediction, reference=reference, **kwargs)
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of predictions and references (dicts are stored as their JSON strings)."""
+        predictions, references = _storable(predictions, references)
+        super().add_batch(predictions=predictions, references=references, **kwargs)
 
     def _compute(self, predictions, references, num_spec_pairs=5):
         return compute_generation_accuracy(predictions, references, num_spec_pairs=num_spec_pairs)
 
 
 def _storable(predictions, references):
-    """(predictions as str, references as JSON str): non-str predictions become "" (wrong, never an
+    """(predictions as str, references as JSON str): a non-str prediction becomes "" (wrong, never an
     error); each reference is checked, a bad one is a ValueError naming its index."""
     for name, values in (("predictions", predictions), ("references", references)):
-        if values is None or isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
+        if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
             raise ValueError(f"{name} must be a list with one entry per example, got {type(values).__name__}")
     predictions = [p if isinstance(p, str) else "" for p in predictions]
     out = []
     for index, reference in enumerate(references):
         try:
-            out.append(reference_to_json(reference) if not isinstance(reference, str) else reference)
+            out.append(reference_to_json(reference))
         except ValueError as err:
             raise ValueError(f"reference {index}: {err}") from None
     return predictions, out
