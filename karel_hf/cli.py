@@ -165,7 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="cpu",
                    help=f"paper (the paper's v1 corpus) or the corpus a preset defines: {', '.join(corpora())}")
     p.add_argument("--output_dir", required=True, help="folder to write (several configs may share it)")
-    p.add_argument("--num_proc", type=int, default=None, help="worker processes for generation")
+    p.add_argument("--num_proc", type=int, default=None, help="worker processes (generation, Parquet shards)")
     p.add_argument("--cache_dir", default=None, help="datasets cache (default: HF_DATASETS_CACHE)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set train_size=1000 --set seed=7")

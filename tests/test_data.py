@@ -5,11 +5,18 @@ import hashlib
 import subprocess
 import sys
 
+import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from karel_hf.data import SampleFormatError, format_prompt, format_sample, get_config, load_karel, parse_sample
+from karel_hf.data import builder as builder_module
+from karel_hf.data.builder import batch_table, example_from_batch, karel_features
+from karel_hf.data.formatting import format_samples
+from karel_hf.data.overlap import program_ids, program_overlap
 from karel_hf.karel import CELL_WORDS, World, execute, parse
+from karel_hf.karel.sampling import CorpusConfig, generate
 from karel_hf.tokenizer import FastEncoder, build_tokenizer, load_tokenizer
 
 
@@ -135,19 +142,26 @@ def _tree_digest(root):
             for p in sorted(root.rglob("*.parquet"))}
 
 
-def test_export_is_byte_identical_across_num_proc_and_loads_with_stock_datasets(tmp_path):
+def test_export_is_byte_identical_across_num_proc_and_loads_with_stock_datasets(tmp_path, monkeypatch):
+    from karel_hf.data import export as export_module
     from karel_hf.data.export import export_dataset
 
+    # tables of 64 rows: with num_proc=2 the cache is two files per split instead of one
+    monkeypatch.setattr(builder_module, "GENERATION_CHUNK", 64)
+    monkeypatch.setattr(export_module, "GENERATION_CHUNK", 64)
     overrides = dict(train_size=300, validation_size=40, test_size=50)
     one = export_dataset("tiny", tmp_path / "one", cache_dir=str(tmp_path / "c1"), rows_per_shard=128, **overrides)
     two = export_dataset("tiny", tmp_path / "two", cache_dir=str(tmp_path / "c2"), num_proc=2, rows_per_shard=128,
                          **overrides)
+    assert len(list((tmp_path / "c2").rglob("karel-train-*.arrow"))) == 2  # the layouts differ
     digests = _tree_digest(one)
     assert digests == _tree_digest(two)
     assert "tiny/train-00002-of-00003.parquet" in digests
 
     card = (one / "README.md").read_text()
     assert "config_name: tiny" in card and "num_examples: 300" in card and "${" not in card
+    overlap = program_overlap("tiny", **overrides)
+    assert f"| tiny | test | 50 | 1-10 | {overlap.distinct['test']} | {100 * overlap.seen_in_train['test']:.1f}% |" in card
     # A fresh process with no karel_hf import: stock datasets + transformers only.
     code = f"""
 import datasets, transformers
@@ -178,3 +192,140 @@ def test_format_sample_writes_the_builder_text_from_the_generator_program(tiny_d
         assert format_sample(np.array(row["inputs"][:5]), np.array(row["outputs"][:5]), row["program"]) == row["text"]
     with pytest.raises(ValueError, match="lines layout"):
         format_sample(np.array(row["inputs"][:5]), np.array(row["outputs"][:5]), "def run() { move() }")
+
+
+# ------------------------------------------------------------- the batched path vs the per-example path
+@pytest.mark.parametrize("corpus, prompt_pairs", [
+    (CorpusConfig(num_programs=300, seed=1), 5),
+    (CorpusConfig(num_programs=120, seed=2, height=5, width=9, num_pairs=3), 3),  # 7 columns: runs of 3, 3, 1
+    (CorpusConfig(num_programs=80, seed=3, height=3, width=4, num_pairs=2, extended=True), 1),  # 1x2 grids
+])
+def test_format_samples_equals_format_sample_row_by_row(corpus, prompt_pairs):
+    batch = generate(corpus, 0, corpus.num_programs)
+    inputs, outputs = batch.inputs[:, :prompt_pairs], batch.outputs[:, :prompt_pairs]
+    texts = format_samples(inputs, outputs, batch.programs)
+    assert isinstance(texts, pa.StringArray) and len(texts) == len(batch)
+    assert texts.to_pylist() == [format_sample(i, o, p) for i, o, p in zip(inputs, outputs, batch.programs)]
+    assert format_samples(inputs[7:9], outputs[7:9], pa.array(batch.programs[7:9])).to_pylist() == texts[7:9].to_pylist()
+    assert format_samples(inputs[:0], outputs[:0], []).to_pylist() == []
+
+
+def test_format_samples_errors_name_the_argument():
+    codes = np.zeros((2, 1, 3, 3), np.int8)
+    program = "def run() {\n  move()\n}"
+    with pytest.raises(ValueError, match="lines layout"):
+        format_samples(codes, codes, [program, "def run() { move() }"])
+    with pytest.raises(ValueError, match="one program per sample"):
+        format_samples(codes, codes, [program])
+    with pytest.raises(ValueError, match="same shape"):
+        format_samples(codes, codes[:, :, :2], [program] * 2)
+    with pytest.raises(ValueError, match="view codes"):
+        format_samples(codes + 15, codes, [program] * 2)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"height": 5, "width": 9, "num_pairs": 3, "num_prompt_pairs": 2, "min_length": 3, "max_length": 12},
+    {"extended": True, "num_pairs": 4, "num_prompt_pairs": 2},
+])
+def test_batch_table_equals_the_per_example_path(overrides):
+    """Every column of the builder's batched table equals what datasets encodes from the per-example dicts."""
+    config = get_config("tiny", **overrides)
+    batch = generate(config.corpus_config("validation"), 0, 64)
+    table = batch_table(batch, config)
+    features = karel_features(config)
+    reference = datasets.Dataset.from_list([example_from_batch(batch, j, config.num_prompt_pairs) for j in range(64)],
+                                           features=features).data.table
+    assert table.schema.equals(features.arrow_schema, check_metadata=True)
+    assert table.equals(reference)
+
+
+def test_builder_rows_do_not_depend_on_num_proc_or_batch_size(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(builder_module, "GENERATION_CHUNK", 100)  # 6 tables for the train split, not 1
+    small = load_karel("tiny", cache_dir=str(tmp_path / "small"))
+    monkeypatch.setattr(builder_module, "GENERATION_CHUNK", 30)
+    two = load_karel("tiny", cache_dir=str(tmp_path / "two"), num_proc=2)  # two processes on every split
+    assert len(list((tmp_path / "two").rglob("karel-validation-*.arrow"))) == 2
+    for split in ("train", "validation", "test"):
+        assert two[split].data.table.equals(tiny_dataset[split].data.table)
+        assert small[split].data.table.equals(tiny_dataset[split].data.table)
+
+
+def test_builder_and_export_memory_is_bounded_by_the_batch(tmp_path):
+    """A subprocess builds (load_karel) and exports 10k paper-format programs, then 60k: its peak RSS
+    grows by far less between the two than the 50k more programs' data (~235 MB of Arrow)."""
+    code = f"""
+import resource
+from karel_hf.data import load_karel
+from karel_hf.data.export import export_dataset
+peaks = []
+for n in (10_000, 60_000):
+    sizes = dict(train_size=n, validation_size=100, test_size=100)
+    ds = load_karel("paper", cache_dir={str(tmp_path)!r} + f"/cache{{n}}", **sizes)
+    assert len(ds["train"]) == n
+    export_dataset("paper", {str(tmp_path)!r} + f"/export{{n}}", cache_dir={str(tmp_path)!r} + f"/cache{{n}}", **sizes)
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(*peaks)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    small, large = (int(v) / 1024 for v in out.stdout.split())
+    print(f"peak RSS {small:.0f} MiB at 10k programs, {large:.0f} MiB at 60k")
+    assert large - small < 100, (small, large)
+
+
+# ------------------------------------------------------------------------- programs across splits
+def _programs(config, split):
+    return generate(config.corpus_config(split), 0, getattr(config, f"{split}_size")).programs
+
+
+def test_program_ids_name_texts():
+    programs = generate(CorpusConfig(num_programs=20000, seed=1, max_length=6), 0, 20000).programs
+    ids = program_ids(programs)
+    assert ids.dtype == np.uint64 and len(np.unique(ids)) == len(set(programs))  # no two programs share a name
+    column = pa.array(programs)
+    assert np.array_equal(program_ids(column.slice(7, 500)), ids[7:507])  # an Arrow slice (offsets) as a list
+    assert program_ids(["def run() {\n}", "def run() {\n}"]).tolist()[0] == program_ids(["def run() {\n}"])[0]
+    assert len(set(program_ids(["", "a", "b", "ab", "ba"]).tolist())) == 5
+
+
+@pytest.mark.parametrize("overrides", [{}, {"heldout_fraction": 0.2, "eval_min_length": 3}])
+def test_program_overlap_counts_the_programs_the_splits_share(overrides):
+    sizes = dict(train_size=3000, validation_size=200, test_size=300, max_length=6)
+    config = get_config("tiny", **sizes, **overrides)
+    overlap = program_overlap("tiny", **sizes, **overrides)
+    train = set(_programs(config, "train"))
+    for split in ("train", "validation", "test"):
+        programs = _programs(config, split)
+        assert overlap.examples[split] == len(programs) and overlap.distinct[split] == len(set(programs))
+    for split in ("validation", "test"):
+        programs = _programs(config, split)
+        assert overlap.seen_in_train[split] == sum(p in train for p in programs) / len(programs)
+    if overrides:
+        assert overlap.seen_in_train == {"validation": 0.0, "test": 0.0}  # every evaluation program unseen
+    else:  # short programs recur: most evaluation examples of lengths 1..6 have a program seen in training
+        assert 0.3 < overlap.seen_in_train["test"] < 0.9
+
+
+def test_heldout_fraction_gives_program_disjoint_splits(tmp_path):
+    ds = load_karel("tiny", cache_dir=str(tmp_path), train_size=2000, validation_size=50, test_size=100,
+                    max_length=6, eval_min_length=4, heldout_fraction=0.15, num_pairs=3, num_prompt_pairs=2)
+    train = set(ds["train"]["program"])
+    assert not train & set(ds["test"]["program"]) and not train & set(ds["validation"]["program"])
+    assert min(ds["test"]["length"]) == 4 and min(ds["train"]["length"]) == 1
+    config = get_config("tiny", heldout_fraction=0.15, eval_min_length=4)
+    assert config.lengths("test") == (4, 10) and config.lengths("train") == (1, 10)
+    # configs that keep the new fields' defaults keep their fingerprint (and their cache)
+    assert get_config("tiny").fingerprint() == get_config("tiny", heldout_fraction=0.0, eval_max_length=None).fingerprint()
+    assert get_config("tiny").fingerprint() != config.fingerprint()
+
+
+def test_heldout_config_errors_name_the_length_and_the_fix():
+    # a length whose programs are all on one side of the split for seed 1234: 0.99 leaves no length-1
+    # program to train on
+    with pytest.raises(ValueError, match=r"train split.*heldout_fraction=0\.99.*length 1.*smaller heldout_fraction"):
+        get_config("tiny", heldout_fraction=0.99, eval_min_length=5)
+    with pytest.raises(ValueError, match=r"heldout_fraction"):
+        get_config("tiny", heldout_fraction=1.5)
+    with pytest.raises(ValueError, match=r"heldout_fraction: held-out programs.*straight-line"):
+        get_config("tiny", heldout_fraction=0.1, eval_min_length=5, extended=True)

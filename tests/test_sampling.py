@@ -1,18 +1,23 @@
 """The seeded vectorised generator: config validation, determinism independent of batching,
 the corpus distribution (lengths, actions, walls, markers, robot), and a cross-check of every
-array against the AST interpreter, for straight-line and extended programs."""
+array against the AST interpreter, for straight-line and extended programs; the batched twins
+(engine, compiled engine, printers, extended sampler) against their references; held-out programs."""
 
+import hashlib
 import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency, chisquare
 
-from karel_hf.karel import ACTIONS, Program, World, execute, format_program, parse
-from karel_hf.karel.batched import WorldBatch, run_straight_line, view_codes
-from karel_hf.karel.program import format_lines_batch
+from karel_hf.karel import ACTIONS, CONDITIONS, Action, Condition, If, Program, Repeat, While, World, execute
+from karel_hf.karel import format_program, parse
+from karel_hf.karel.batched import WorldBatch, compile_line_codes, run_compiled, run_straight_line, view_codes
+from karel_hf.karel.extended_sampling import max_lines, sample_extended_program, sample_line_codes
+from karel_hf.karel.heldout import heldout_mass, is_heldout, program_hash
+from karel_hf.karel.program import END_CODE, REPEAT_CODE, format_line_codes_batch, format_lines_batch, line_codes, walk
 from karel_hf.karel.sampling import (
     EXTENDED_STEP_BUDGET,
     CorpusConfig,
@@ -90,11 +95,15 @@ def test_same_config_same_arrays_and_shapes():
 
 @pytest.mark.parametrize("extended", [False, True])
 def test_examples_do_not_depend_on_batching(extended):
-    config = CorpusConfig(num_programs=100, seed=3, extended=extended)
-    whole = generate(config, 0, 100)
-    assert_same(whole, ProgramBatch.concatenate([generate(config, 0, 37), generate(config, 37, 100)]))
+    config = CorpusConfig(num_programs=300, seed=3, extended=extended)
+    whole = generate(config, 0, 300)
+    assert_same(whole, ProgramBatch.concatenate([generate(config, 0, 37), generate(config, 37, 300)]))
     assert_same(whole, ProgramBatch.concatenate(iter_batches(config, batch_size=16)))
-    assert_same(generate(config, 60, 61), ProgramBatch.concatenate(iter_batches(config, 7, start=60, stop=61)))
+    for i in (60, 146, 299):  # alone, an example's runs share the compiled engine with no other program
+        alone = generate(config, i, i + 1)
+        assert_same(alone, ProgramBatch.concatenate(iter_batches(config, 7, start=i, stop=i + 1)))
+        assert_same(alone, ProgramBatch(programs=whole.programs[i : i + 1],
+                                        **{name: getattr(whole, name)[i : i + 1] for name in ARRAYS}))
 
 
 def test_different_seed_differs():
@@ -246,6 +255,152 @@ def test_extended_programs_match_interpreter():
 
 
 # --------------------------------------------------------- the batched twins, checked directly
+def _random_program(rng, depth=0, max_depth=3) -> Program:
+    """Programs the sampler never writes: nesting to depth 3, repeat(0) and repeat(1), empty bodies."""
+
+    def block(depth):
+        body = []
+        for _ in range(rng.integers(0 if depth else 1, 4)):
+            kind = rng.integers(6) if depth < max_depth else 0
+            condition = Condition(CONDITIONS[rng.integers(len(CONDITIONS))], bool(rng.integers(2)))
+            if kind == 2:
+                body.append(If(condition, block(depth + 1)))
+            elif kind == 3:
+                body.append(If(condition, block(depth + 1), block(depth + 1)))
+            elif kind == 4:
+                body.append(While(condition, block(depth + 1)))
+            elif kind == 5:
+                body.append(Repeat(int(rng.integers(0, 5)), block(depth + 1)))
+            else:
+                body.append(Action(ACTIONS[rng.integers(len(ACTIONS))]))
+        return tuple(body)
+
+    return Program(block(depth))
+
+
+def _as_line_codes(programs):
+    pairs = [line_codes(p) for p in programs]
+    width = max(len(c) for c, _ in pairs)
+    codes = np.full((len(programs), width), -1, dtype=np.int16)
+    depths = np.zeros((len(programs), width), dtype=np.int8)
+    for i, (c, d) in enumerate(pairs):
+        codes[i, : len(c)], depths[i, : len(d)] = c, d
+    return codes, depths
+
+
+def test_line_codes_and_their_batched_printer_equal_the_lines_printer():
+    rng = np.random.default_rng(5)
+    programs = [_random_program(rng) for _ in range(400)]
+    codes, depths = _as_line_codes(programs)
+    assert format_line_codes_batch(codes, depths) == [format_program(p, "lines") for p in programs]
+    assert all(parse(text) == p for text, p in zip(format_line_codes_batch(codes, depths), programs))
+    with pytest.raises(ValueError, match="closing line"):  # repeat(2) { move() without its `}`
+        compile_line_codes(np.array([[REPEAT_CODE + 2, 0]]), np.array([[0, 1]]))
+    with pytest.raises(ValueError, match="closing line"):  # a `}` at another depth than its block
+        compile_line_codes(np.array([[REPEAT_CODE + 2, 0, END_CODE]]), np.array([[0, 1, 1]]))
+    with pytest.raises(ValueError, match="repeat counts"):
+        line_codes(Program((Repeat(50, (Action("move"),)),)))
+
+
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+def test_compiled_engine_equals_the_interpreter(one_at_a_time):
+    """run_compiled against execute on random programs and worlds: outputs, traces, and which runs
+    exhaust the budget (a small one, so that loops of every kind do), whether each program runs with
+    many others (lanes finish at different steps) or alone."""
+    rng = np.random.default_rng(1 + one_at_a_time)
+    height, width, P, T = 6, 7, 3, 40
+    programs = [_random_program(rng) for _ in range(40 if one_at_a_time else 250)]
+    programs += [parse("def run() { while(front_is_clear()) { turn_left(); turn_left() } }"),  # cycles
+                 parse("def run() { while(not markers_present()) { move() } put_marker() }"),
+                 parse("def run() { repeat(3) { while(no_markers_present()) { put_marker() } } }"),
+                 parse("def run() { while(no_markers_present()) { put_marker(); pick_marker() } }")]
+    n, c = len(programs), (height - 2) * (width - 2)
+    walls = rng.random((n * P, c)) < 0.25
+    robot = rng.integers(0, c, n * P)
+    walls[np.arange(n * P), robot] = False
+    worlds = WorldBatch(walls, np.where(walls, 0, rng.integers(0, 3, (n * P, c))), robot,
+                        rng.integers(0, 4, n * P).astype(np.int8))
+    codes, depths = _as_line_codes(programs)
+    groups = [[i] for i in range(n)] if one_at_a_time else [list(range(n))]
+    incomplete = 0
+    for group in groups:
+        lanes = (np.array(group)[:, None] * P + np.arange(P)).reshape(-1)
+        runs = run_compiled(worlds, compile_line_codes(codes[group], depths[group]), np.repeat(np.arange(len(group)), P),
+                            world_of=lanes, height=height, width=width, max_steps=T)
+        cells, directions = runs.robot_states()
+        for lane, j in enumerate(lanes):
+            start = worlds.world(int(j), height, width)
+            result = execute(programs[j // P], start, trace=True, max_steps=T)
+            assert runs.completed[lane] == result.completed, (j, format_program(programs[j // P]))
+            if not result.completed:
+                incomplete += 1
+                continue
+            states = [start, *result.states]
+            assert runs.count[lane] == len(result.states)
+            end = WorldBatch(walls[j : j + 1], runs.markers[lane : lane + 1], cells[lane : lane + 1, len(states) - 1],
+                             directions[lane : lane + 1, len(states) - 1]).world(0, height, width)
+            assert end == result.world, j
+            assert cells[lane, : len(states)].tolist() == [(s.y - 1) * (width - 2) + s.x - 1 for s in states]
+            assert directions[lane, : len(states)].tolist() == [s.direction for s in states]
+            assert (cells[lane, len(states):] == -1).all() and (directions[lane, len(states):] == -1).all()
+    assert 0 < incomplete < n * P // 2
+
+
+def test_compiled_engine_tells_long_loops_from_endless_ones():
+    """A loop that repeats its instructions but moves the robot is not an endless one: a robot
+    crossing an empty 3x30 interior, then spinning forever once it meets the wall."""
+    height, width = 5, 32
+    c = (height - 2) * (width - 2)
+    worlds = WorldBatch(np.zeros((2, c), bool), np.zeros((2, c), np.int8), np.array([30, 30]),
+                        np.array([1, 1], np.int8))  # row 1, column 0, facing east
+    programs = [parse("def run() { while(front_is_clear()) { move() } turn_left() }"),
+                parse("def run() { while(front_is_clear()) { move() } while(not front_is_clear()) { turn_left() } }")]
+    codes, depths = _as_line_codes(programs)
+    runs = run_compiled(worlds, compile_line_codes(codes, depths), np.array([0, 1]), height=height, width=width,
+                        max_steps=100)
+    assert runs.completed.tolist() == [True, True] and runs.count.tolist() == [30, 30]
+    runs = run_compiled(worlds, compile_line_codes(codes, depths), np.array([0, 1]), height=height, width=width,
+                        max_steps=40)  # 29 moves + 30 tests exhaust 40 steps: not completed, as execute says
+    assert runs.completed.tolist() == [False, False]
+    endless = parse("def run() { while(front_is_clear()) { move() } "
+                    "while(not front_is_clear()) { turn_left(); turn_left(); turn_left(); turn_left() } }")
+    codes, depths = _as_line_codes([endless])
+    runs = run_compiled(worlds, compile_line_codes(codes, depths), np.array([0, 0]), height=height, width=width,
+                        max_steps=1000)
+    assert not runs.completed.any() and not execute(endless, worlds.world(0, height, width), max_steps=1000).completed
+
+
+def test_batched_extended_sampler_has_the_reference_distribution():
+    """sample_line_codes against sample_extended_program: the same law of program shapes."""
+    config = CorpusConfig(num_programs=1, max_length=6, extended=True, seed=2)
+    n = 3000
+    codes, depths = sample_line_codes(config, np.arange(n), np.full(n, 6), np.zeros(n, dtype=np.int64))
+    batched = [parse(t) for t in format_line_codes_batch(codes, depths)]
+    rng = np.random.default_rng(0)
+    reference = [sample_extended_program(rng, 6, config.action_weights) for _ in range(n)]
+
+    def features(program):
+        nodes = list(walk(program.body))
+        kinds = [type(s).__name__ + ("else" if isinstance(s, If) and s.orelse else "") for s in nodes
+                 if not isinstance(s, Action)]
+        actions = [ACTIONS.index(s.name) for s in nodes if isinstance(s, Action)]
+        return (min(len(kinds), 3), len(program.body), kinds, actions)
+
+    for program in batched:
+        assert program.num_actions() == 6
+    a, b = [features(p) for p in batched], [features(p) for p in reference]
+    for column, values in ((0, range(4)), (1, range(1, 7))):  # blocks per program, top-level statements
+        table = [[sum(f[column] == v for f in side) for v in values] for side in (a, b)]
+        table = np.array(table)[:, np.array(table).sum(0) > 0]
+        assert chi2_contingency(table).pvalue > 1e-3, (column, table)
+    for index, values in ((2, ["If", "Ifelse", "Repeat", "While"]), (3, range(len(ACTIONS)))):
+        table = np.array([[sum(x == v for f in side for x in f[index]) for v in values] for side in (a, b)])
+        assert chi2_contingency(table).pvalue > 1e-3, (index, table)
+    # the deepest programs fit the sampler's line budget
+    short = CorpusConfig(num_programs=1, max_length=3, extended=True, seed=4)
+    codes, depths = sample_line_codes(short, np.arange(20000), np.full(20000, 3), np.zeros(20000, dtype=np.int64))
+    assert codes.shape[1] <= max_lines(short) and (depths.max() == 2)
+
 def test_batched_engine_equals_the_interpreter_on_random_programs_and_worlds():
     """run_straight_line against execute, on worlds the generator never makes: dense walls, marker
     piles, programs of every length with -1 padding, robots against the border."""
@@ -310,3 +465,87 @@ def test_karel_package_imports_no_heavy_libraries():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------- same data as before
+def _digest(config: CorpusConfig) -> str:
+    batch = generate(config, 0, config.num_programs)
+    h = hashlib.sha256()
+    for name in ARRAYS:
+        h.update(getattr(batch, name).tobytes())
+    h.update("\0".join(batch.programs).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("config, digest", [
+    (CorpusConfig(num_programs=300, seed=5), "80b8d48981b78057191385ba7f2e6fb57d44849c180accd09d488cd27c1618a2"),
+    # long marker-heavy programs: many redraws for over-full cells
+    (CorpusConfig(num_programs=100, min_length=20, max_length=30, action_weights=(1, 0, 0, 3, 0), seed=9),
+     "fe4332be59512f1f1137679bda3e692de2033a030e2182eed536e32a6eeecb5d"),
+])
+def test_straight_line_corpora_are_byte_identical_to_the_first_release(config, digest):
+    """Pinned digests of every array (written by the generator before held-out splits existed)."""
+    assert _digest(config) == digest
+
+
+# ------------------------------------------------------------------------ held-out programs
+_HELD = dict(num_pairs=4, height=6, width=6, heldout_fraction=0.2, heldout_key=11)
+
+
+def test_program_hash_ignores_padding_and_depends_on_key_and_order():
+    a = program_hash(3, np.array([[0, 1, 2, -1, -1]]))
+    assert a == program_hash(3, np.array([[0, 1, 2]])) == program_hash(3, np.array([[0, 1, 2, -1, -1, -1, -1]]))
+    assert a != program_hash(4, np.array([[0, 1, 2]]))
+    assert a != program_hash(3, np.array([[0, 2, 1]]))
+    assert program_hash(3, np.array([[0, -1]])) != program_hash(3, np.array([[0, 0]]))
+    # held out iff the hash is below fraction * 2^64: about that share of random long programs
+    codes = np.random.default_rng(0).integers(0, 5, (20000, 12)).astype(np.int8)
+    assert abs(is_heldout(7, 0.3, codes).mean() - 0.3) < 0.02
+
+
+def test_heldout_split_is_program_disjoint_and_per_example_deterministic():
+    train = CorpusConfig(num_programs=3000, min_length=1, max_length=6, heldout_role="exclude", seed=30, **_HELD)
+    test = CorpusConfig(num_programs=400, min_length=3, max_length=6, heldout_role="only", seed=32, **_HELD)
+    a, b = generate(train, 0, 3000), generate(test, 0, 400)
+    assert not is_heldout(11, 0.2, a.actions).any() and is_heldout(11, 0.2, b.actions).all()
+    assert not set(a.programs) & set(b.programs)
+    assert set(np.unique(b.lengths)) == {3, 4, 5, 6}
+    assert np.array_equal(b.lengths, program_lengths(test))  # the lengths are kept, only programs redrawn
+    assert_same(b, ProgramBatch.concatenate([generate(test, 0, 123), generate(test, 123, 400)]))
+    assert_same(generate(test, 200, 201), ProgramBatch.concatenate(iter_batches(test, 5, start=200, stop=201)))
+    check_against_interpreter(b, test, range(0, 400, 20))
+    check_against_interpreter(a, train, range(0, 3000, 150))
+    # without the split the same examples have the same worlds; only the programs were redrawn
+    plain = generate(CorpusConfig(num_programs=400, min_length=3, max_length=6, seed=32, num_pairs=4, height=6,
+                                  width=6), 0, 400)
+    assert np.array_equal(plain.inputs, b.inputs)
+    kept = ~is_heldout(11, 0.2, plain.actions)  # programs already held out are the first draws, kept as is
+    assert np.array_equal(plain.actions[~kept], b.actions[~kept]) and (plain.actions[kept] != b.actions[kept]).any(1).all()
+
+
+def test_heldout_mass_is_exact_and_impossible_lengths_are_refused():
+    config = CorpusConfig(num_programs=10, min_length=3, max_length=6, heldout_role="only", **_HELD)
+    codes = np.indices((5, 5, 5)).reshape(3, -1).T.astype(np.int8)  # all 125 programs of length 3
+    p = np.array(config.action_weights, float) / sum(config.action_weights)
+    expected = p[codes].prod(axis=1)[is_heldout(11, 0.2, codes)].sum()
+    assert heldout_mass(11, 0.2, tuple(map(float, config.action_weights)), 3) == pytest.approx(expected)
+    # five programs of length 1: for some keys none is held out, and the "only" side is then empty
+    weights = tuple(map(float, _HELD_WEIGHTS))
+    key = next(k for k in range(100) if heldout_mass(k, 0.2, weights, 1) == 0.0)
+    with pytest.raises(ValueError, match=r"CorpusConfig\.heldout_fraction=0\.2: programs of length 1.*eval_min_length"):
+        CorpusConfig(num_programs=10, min_length=1, max_length=3, heldout_role="only", **{**_HELD, "heldout_key": key})
+    CorpusConfig(num_programs=10, min_length=1, max_length=3, heldout_role="exclude", **{**_HELD, "heldout_key": key})
+
+
+_HELD_WEIGHTS = CorpusConfig(num_programs=1).action_weights
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"heldout_fraction": 1.0}, {"heldout_fraction": -0.1}, {"heldout_role": "test"},
+     {"heldout_role": "only"}, {"heldout_fraction": 0.1, "heldout_role": "only", "extended": True},
+     {"heldout_fraction": 0.1, "heldout_role": "only", "heldout_key": -1}],
+)
+def test_heldout_config_errors(kwargs):
+    with pytest.raises(ValueError, match=r"CorpusConfig\.heldout"):
+        CorpusConfig(num_programs=10, min_length=3, max_length=5, **kwargs)

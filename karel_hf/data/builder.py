@@ -1,4 +1,4 @@
-"""The Karel corpus as a `datasets.GeneratorBasedBuilder` (docs/protocol.md §2).
+"""The Karel corpus as a `datasets.ArrowBasedBuilder` (docs/protocol.md §2).
 
 datasets 4+ no longer runs loading scripts, so the builder lives in the package and is used
 directly; `load_karel(config)` wraps instantiate / `download_and_prepare` / `as_dataset`:
@@ -13,6 +13,12 @@ the corpus each preset defines in its `dataset` section (karel_hf/presets/<name>
 example depends only on (config, split, example index): the generator is seeded per example, so the
 data is the same whatever `num_proc` or batch size. Generation streams in batches
 through Arrow, so even the 1M `paper` config is never held in memory.
+
+Each generator batch becomes one Arrow table (`batch_table`) without a Python object per example:
+the text column comes from `format_samples` (the batched twin of `format_sample`), the world and
+trace columns are list arrays over the batch's NumPy buffers (offsets computed, values not copied
+one by one). `example_from_batch` is its per-example twin, the reference tests/test_data.py checks
+every column against. The Parquet export writes the same tables (karel_hf.data.export).
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 import datasets
+import numpy as np
+import pyarrow as pa
 
 from karel_hf import CITATION, __version__
 from karel_hf.karel.corpus_config import CorpusConfig
-from karel_hf.karel.sampling import iter_batches
+from karel_hf.karel.extended_sampling import EXTENDED_SAMPLER_REVISION
+from karel_hf.karel.sampling import ProgramBatch, generate
 from karel_hf.presets import corpora
 
-from .formatting import format_sample
+from .formatting import format_sample, format_samples
 
 _DESCRIPTION = """\
 Random Karel programs, each with 10 random input worlds and the outputs of running the program on
@@ -68,6 +77,14 @@ class KarelConfig(datasets.BuilderConfig):
     action_weights: tuple = (5, 3, 3, 2, 2)
     extended: bool = False
     seed: int = 1234
+    # Program-disjoint splits (karel_hf.karel.heldout): a program (its action sequence) is held out
+    # iff a hash keyed by `seed` falls below heldout_fraction; training never holds a held-out
+    # program, validation and test hold only held-out ones. 0.0: no split (every program anywhere).
+    heldout_fraction: float = 0.0
+    # Lengths of the validation and test programs (default min_length..max_length): the shortest
+    # lengths have too few programs to hold some out.
+    eval_min_length: int | None = None
+    eval_max_length: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,8 +96,11 @@ class KarelConfig(datasets.BuilderConfig):
             raise ValueError(
                 f"num_prompt_pairs must be in 1..num_pairs ({self.num_pairs}), got {self.num_prompt_pairs}"
             )
-        for split in SPLITS:  # CorpusConfig validates lengths, sizes, ratios and weights
-            self.corpus_config(split, num_programs=max(getattr(self, f"{split}_size"), 1))
+        for split in SPLITS:  # CorpusConfig validates lengths, sizes, ratios, weights and held-out programs
+            try:
+                self.corpus_config(split, num_programs=max(getattr(self, f"{split}_size"), 1))
+            except ValueError as err:
+                raise ValueError(f"the {split} split: {err}") from None
 
     def lengths(self, split: str) -> tuple[int, int]:
         if split == "train":
@@ -88,7 +108,10 @@ class KarelConfig(datasets.BuilderConfig):
                 self.min_length if self.train_min_length is None else self.train_min_length,
                 self.max_length if self.train_max_length is None else self.train_max_length,
             )
-        return self.min_length, self.max_length
+        return (
+            self.min_length if self.eval_min_length is None else self.eval_min_length,
+            self.max_length if self.eval_max_length is None else self.eval_max_length,
+        )
 
     def corpus_config(self, split: str, num_programs: int | None = None) -> CorpusConfig:
         min_length, max_length = self.lengths(split)
@@ -105,6 +128,9 @@ class KarelConfig(datasets.BuilderConfig):
             extended=self.extended,
             # one independent stream per (seed, split)
             seed=self.seed * len(SPLITS) + SPLITS.index(split),
+            heldout_fraction=self.heldout_fraction,
+            heldout_role="none" if not self.heldout_fraction else ("exclude" if split == "train" else "only"),
+            heldout_key=self.seed,  # the same for every split: they agree on what is held out
         )
 
     def generator_fields(self) -> dict:
@@ -112,8 +138,17 @@ class KarelConfig(datasets.BuilderConfig):
         return {k: v for k, v in asdict(self).items() if k in keep}
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.generator_fields(), sort_keys=True, default=list)
+        # Fields added later count only when they differ from their default (which gives the data
+        # of before), so a cache built before they existed stays valid.
+        values = {k: v for k, v in self.generator_fields().items() if _LATER_FIELDS.get(k, _NO_DEFAULT) != v}
+        if self.extended:  # extended programs changed streams once: a cache from before is stale
+            values["extended_sampler_revision"] = EXTENDED_SAMPLER_REVISION
+        blob = json.dumps(values, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_NO_DEFAULT = object()
+_LATER_FIELDS = {"heldout_fraction": 0.0, "eval_min_length": None, "eval_max_length": None}
 
 
 def _preset_corpus(name: str, fields: dict) -> KarelConfig:
@@ -151,7 +186,7 @@ def karel_features(config: KarelConfig) -> datasets.Features:
     )
 
 
-class KarelBuilder(datasets.GeneratorBasedBuilder):
+class KarelBuilder(datasets.ArrowBasedBuilder):
     """Generates the Karel corpus; see `BUILDER_CONFIGS` for the variants."""
 
     BUILDER_CONFIG_CLASS = KarelConfig
@@ -178,17 +213,68 @@ class KarelBuilder(datasets.GeneratorBasedBuilder):
             generators.append(datasets.SplitGenerator(name=name, gen_kwargs={"split": split, "chunks": chunks}))
         return generators
 
-    def _generate_examples(self, split: str, chunks: list):
-        corpus = self.config.corpus_config(split)
-        k = self.config.num_prompt_pairs
+    def _generate_tables(self, split: str, chunks: list):
         for start, stop in chunks:
-            batch = next(iter_batches(corpus, batch_size=stop - start, start=start, stop=stop))
-            for j in range(stop - start):
-                yield int(batch.index[j]), example_from_batch(batch, j, k)
+            yield start, split_table(self.config, split, start, stop)
+
+
+def split_table(config: KarelConfig, split: str, start: int, stop: int) -> pa.Table:
+    """Examples [start, stop) of a split as one Arrow table with the schema of `karel_features`."""
+    return batch_table(generate(config.corpus_config(split), start, stop), config)
+
+
+def _list_array(values: pa.Array, sizes) -> pa.ListArray:
+    """A list array over `values` (not copied) whose consecutive lists hold `sizes` values each:
+    an (n,) array, or an int for n = len(values) / sizes lists of equal size."""
+    if isinstance(sizes, (int, np.integer)):
+        offsets = np.arange(0, len(values) + 1, sizes, dtype=np.int32)
+    else:
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
+        np.cumsum(sizes, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _array_column(codes: np.ndarray, arrow_type: pa.ExtensionType) -> pa.ExtensionArray:
+    """(n, *shape) int8 codes as an `Array3D` column (`arrow_type`): nested lists of equal sizes over
+    one buffer, which is what datasets stores an ArrayXD as."""
+    storage = pa.array(np.ascontiguousarray(codes).reshape(-1))
+    for size in reversed(codes.shape[1:]):
+        storage = _list_array(storage, size)
+    return pa.ExtensionArray.from_storage(arrow_type, storage)
+
+
+def batch_table(batch: ProgramBatch, config: KarelConfig) -> pa.Table:
+    """A generator batch as one Arrow table with the schema of `karel_features(config)`.
+
+    The batched twin of `example_from_batch`: row j holds the same values as its example j.
+    """
+    features = karel_features(config)
+    schema = features.arrow_schema
+    k = config.num_prompt_pairs
+    n, pairs = batch.inputs.shape[:2]
+    steps = batch.trace_len.reshape(-1).astype(np.int64) + 1  # (n * pairs,) trace entries per pair
+    kept = np.arange(batch.trace_x.shape[2])[None, :] < steps[:, None]  # (n * pairs, T + 1)
+
+    def traces(trace: np.ndarray) -> pa.ListArray:  # (n, pairs, T + 1) -1 padded -> ragged lists
+        values = pa.array(trace.reshape(n * pairs, -1)[kept])
+        return _list_array(_list_array(values, steps), pairs)
+
+    columns = {
+        "id": pa.array(batch.index, pa.int64()),
+        "text": format_samples(batch.inputs[:, :k], batch.outputs[:, :k], batch.programs),
+        "program": pa.array(batch.programs, pa.string()),
+        "length": pa.array(batch.lengths, pa.int16()),
+        "inputs": _array_column(batch.inputs, schema.field("inputs").type),
+        "outputs": _array_column(batch.outputs, schema.field("outputs").type),
+        "trace_direction": traces(batch.trace_dir),
+        "trace_x": traces(batch.trace_x),
+        "trace_y": traces(batch.trace_y),
+    }
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
 def example_from_batch(batch, j: int, num_prompt_pairs: int) -> dict:
-    """Row j of a generator batch as a dataset example."""
+    """Row j of a generator batch as a dataset example: the per-example twin of `batch_table`."""
     inputs, outputs = batch.inputs[j], batch.outputs[j]
     n_pairs = inputs.shape[0]
     ends = batch.trace_len[j].astype(int) + 1

@@ -1,13 +1,16 @@
 """Pure Python + NumPy Karel: worlds, programs, the interpreter, alternative semantics, sampling.
 
 - `world`: the grid and the robot, and their renderings (ASCII, cell words, view codes);
-- `program`: the AST, the parser and the printers (with the "lines" printer's batched twin);
+- `program`: the AST, the parser and the printers (with the "lines" printer's batched twin), and the
+  flat one-code-per-line form of programs;
 - `interpreter`: `execute` runs a parsed program on a world, with traces and a step budget;
-- `batched`: the interpreter's batched twin, straight-line programs on many worlds at once;
+- `batched`: the interpreter's batched twin, programs on many worlds at once (straight-line ones
+  step by step, any program compiled to instructions);
 - `semantics`: alternative meanings of the actions, as mappings on the AST;
-- `corpus_config`, `randomness`, `world_sampling`, `extended_sampling`, `sampling`: the seeded
-  corpus generator (what a corpus is, counter-based random streams, random worlds, random
-  extended-language programs, and `generate` / `iter_batches`);
+- `corpus_config`, `randomness`, `world_sampling`, `extended_sampling`, `heldout`, `sampling`: the
+  seeded corpus generator (what a corpus is, counter-based random streams, random worlds, random
+  extended-language programs, held-out programs for program-disjoint splits, and `generate` /
+  `iter_batches`);
 - `corpus`: the authors' JSON-lines corpus format (read, verify, export).
 
 Nothing here imports torch, transformers or datasets (a test checks it).

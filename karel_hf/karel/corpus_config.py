@@ -3,8 +3,10 @@
 One config fixes how many programs, their lengths (action nodes, uniform over
 `min_length..max_length`), the worlds (size, wall and marker ratios, input/output pairs per
 program), the action weights, the language (straight-line or `extended` with if / ifelse / repeat /
-while) and the seed. Every field is checked when the config is made, and an error names the field
-and the fix. `karel_hf.karel.sampling.generate` turns a config into examples.
+while), the seed, and for program-disjoint splits which programs this split may draw
+(`heldout_fraction`, `heldout_role`, `heldout_key`; karel_hf.karel.heldout). Every field is checked
+when the config is made, and an error names the field and the fix.
+`karel_hf.karel.sampling.generate` turns a config into examples.
 
 Pure Python + NumPy.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .heldout import HELDOUT_ROLES, check_heldout_lengths
 from .program import ACTIONS
 
 # Largest values the int8 arrays can hold safely (markers grow by at most one per action).
@@ -25,7 +28,8 @@ MAX_GRID_SIDE = 64
 # EXTENDED_STEP_BUDGET + 1 columns.
 EXTENDED_STEP_BUDGET = 100
 # A program that breaks a corpus rule (a visible cell with more than 9 markers; for extended
-# programs also an exhausted step budget) is drawn again, at most this many times.
+# programs also an exhausted step budget; with held-out programs, one on the wrong side of the
+# split) is drawn again, at most this many times.
 MAX_ATTEMPTS = 1000
 
 
@@ -44,6 +48,13 @@ class CorpusConfig:
     action_weights: tuple = (5, 3, 3, 2, 2)  # order = karel.program.ACTIONS
     extended: bool = False  # programs with if/ifelse/repeat/while
     seed: int = 0
+    # Program-disjoint splits (karel_hf.karel.heldout): a program is held out iff
+    # program_hash(heldout_key, actions) < heldout_fraction * 2^64. heldout_role "exclude" (a
+    # training split) draws held-out programs again, "only" (an evaluation split) draws every other
+    # program again, "none" keeps all.
+    heldout_fraction: float = 0.0
+    heldout_role: str = "none"
+    heldout_key: int = 0
 
     def __post_init__(self):
         _check_int("num_programs", self.num_programs, 1, None, "use a positive number of programs")
@@ -74,6 +85,22 @@ class CorpusConfig:
         if not isinstance(self.extended, bool):
             raise ValueError(f"CorpusConfig.extended must be True or False, got {self.extended!r}")
         _check_int("seed", self.seed, 0, 2**63 - 1, "use a non-negative integer seed")
+        value = self.heldout_fraction
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"CorpusConfig.heldout_fraction must be in [0, 1), got {value!r}")
+        if self.heldout_role not in HELDOUT_ROLES:
+            raise ValueError(f"CorpusConfig.heldout_role must be one of {HELDOUT_ROLES}, got {self.heldout_role!r}")
+        if self.heldout_role != "none" and self.heldout_fraction == 0.0:
+            raise ValueError(f"CorpusConfig.heldout_role={self.heldout_role!r} needs heldout_fraction > 0")
+        if self.heldout_role != "none" and self.extended:
+            raise ValueError("CorpusConfig.heldout_fraction: held-out programs are defined for straight-line "
+                             "corpora only; use extended=False, or heldout_fraction=0 (heldout_role='none')")
+        _check_int("heldout_key", self.heldout_key, 0, 2**63 - 1, "use a non-negative integer key")
+        try:
+            check_heldout_lengths(self.heldout_key, self.heldout_fraction, self.heldout_role, self.action_weights,
+                                  self.min_length, self.max_length)
+        except ValueError as err:
+            raise ValueError(f"CorpusConfig.{err}") from None
 
     @property
     def trace_steps(self) -> int:

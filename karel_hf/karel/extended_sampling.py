@@ -1,16 +1,24 @@
-"""The extended-language sampler: random programs with if / ifelse / repeat / while, per example.
+"""The extended-language sampler: random programs with if / ifelse / repeat / while, a batch at a time.
 
-`CorpusConfig(extended=True)` corpora are sampled one example at a time from
-`np.random.default_rng([seed, index])` (so example i depends only on (config, i)) and run with the
-AST interpreter (`karel_hf.karel.interpreter.execute`) on the example's input worlds, which come from
-the same counter-based world sampler as straight-line corpora. A program that exhausts the step
-budget (`EXTENDED_STEP_BUDGET`) or leaves more than 9 markers on a visible cell on any input is
-drawn again.
+The distribution (docs/protocol.md §1, karel_hf's extension): a program has exactly the drawn number
+of action nodes; each statement is, with probability 0.3 while nesting is below
+`EXTENDED_MAX_DEPTH`, a control block holding some of the remaining actions (if, repeat 2..4 times,
+while, each equally likely, and ifelse when at least two actions remain; conditions uniform over
+the five, negated with probability 1/2), else one action drawn with the config's action weights.
+`sample_extended_program` draws one program from an `np.random.Generator`, recursively: the
+reference. `sample_line_codes` is its batched twin: it draws a whole batch of programs in the flat
+form of karel_hf.karel.program (one code per line), all programs one line per step, each program's
+recursion kept as a small stack of remaining action counts per depth. Its random values are
+counter-based (karel_hf.karel.randomness, stream STREAM_EXTENDED): value j of step t of attempt a of
+example i is a hash of (i, a, t, j), so an example depends only on (config, i). tests/test_sampling.py
+checks that both samplers give the same distribution.
 
-A program has exactly the drawn number of action nodes; each statement is, with probability 0.3
-while nesting is below `EXTENDED_MAX_DEPTH`, a control block (if, ifelse, repeat 2..4 times, while
-over a random, possibly negated condition) holding some of the remaining actions, else one action
-drawn with the config's action weights.
+`extended_examples` builds a batch: programs are compiled and run on the example's input worlds
+(the same counter-based worlds as straight-line corpora) by the interpreter's batched twin
+(karel_hf.karel.batched.run_compiled). A program that exhausts the step budget
+(`EXTENDED_STEP_BUDGET`) or leaves more than 9 markers on a visible cell on any input is drawn
+again (attempt 1, 2, ...): each example takes its first valid attempt. Examples still waiting after
+a round try several next attempts at once, which changes only the speed, never the choice.
 
 Pure Python + NumPy.
 """
@@ -19,15 +27,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batched import WorldBatch, view_codes
+from .batched import WorldBatch, compile_line_codes, run_compiled, view_codes
 from .corpus_config import EXTENDED_STEP_BUDGET, MAX_ATTEMPTS, CorpusConfig
-from .interpreter import execute
-from .program import ACTIONS, CONDITIONS, Action, Condition, If, Program, Repeat, While, format_program, walk
-from .world import WorldFormatError
+from .program import (
+    ACTIONS,
+    CONDITIONS,
+    ELSE_CODE,
+    END_CODE,
+    IF_CODE,
+    IFELSE_CODE,
+    REPEAT_CODE,
+    WHILE_CODE,
+    Action,
+    Condition,
+    If,
+    Program,
+    Repeat,
+    While,
+    format_line_codes_batch,
+)
+from .randomness import action_thresholds, draw_actions, halves, hash_at, stream_key
+from .world import MARKER_CODE_OFFSET, MAX_VISIBLE_MARKERS
 
 EXTENDED_MAX_DEPTH = 2
+CONTROL_PROBABILITY = 0.3
+# Which random streams extended corpora are drawn from: 2 = the batched sampler's counter-based
+# values (1, the per-example np.random.Generator of the first release, drew other programs from
+# the same distribution). Dataset caches of extended configs are keyed on it.
+EXTENDED_SAMPLER_REVISION = 2
+STREAM_EXTENDED = 4  # karel_hf.karel.randomness numbers the other streams
+_VALUES_PER_STEP = 3  # uint64 hashes per sampler step: six uint32 values
+ROWS_PER_ROUND = 256  # programs tried at least in a redraw round (see extended_examples)
 
 
+# ------------------------------------------------------------------ the reference: one program
 def sample_extended_program(rng: np.random.Generator, num_actions: int, weights,
                             max_depth: int = EXTENDED_MAX_DEPTH) -> Program:
     """A random program with exactly `num_actions` action nodes, control flow nested <= max_depth."""
@@ -38,7 +71,7 @@ def sample_extended_program(rng: np.random.Generator, num_actions: int, weights,
 def _sample_block(rng, num_actions: int, depth: int, max_depth: int, cumulative) -> tuple:
     body = []
     while num_actions > 0:
-        if depth < max_depth and rng.random() < 0.3:
+        if depth < max_depth and rng.random() < CONTROL_PROBABILITY:
             kinds = ["if", "repeat", "while"] + (["ifelse"] if num_actions >= 2 else [])
             kind = kinds[rng.integers(len(kinds))]
             inner = int(rng.integers(2 if kind == "ifelse" else 1, num_actions + 1))
@@ -64,51 +97,155 @@ def _sample_control(rng, kind: str, inner: int, depth: int, max_depth: int, cumu
               _sample_block(rng, inner - split, depth, max_depth, cumulative))
 
 
+# ------------------------------------------------------------- the batched twin: many programs
+def max_lines(config: CorpusConfig) -> int:
+    """Most lines a program can have: each action, and up to 3 lines (open, else, close) for each of
+    the <= EXTENDED_MAX_DEPTH blocks around it (blocks at one depth hold disjoint actions)."""
+    return (1 + 3 * EXTENDED_MAX_DEPTH) * config.max_length
+
+
+def _uniform(u32: np.ndarray, k) -> np.ndarray:
+    """Uniform integers in [0, k) from uniform uint32 values (multiply-shift)."""
+    return ((u32.astype(np.uint64) * np.asarray(k).astype(np.uint64)) >> np.uint64(32)).astype(np.int64)
+
+
+def sample_line_codes(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, attempts: np.ndarray):
+    """Attempt `attempts[r]` of example `index[r]`'s program (`lengths[r]` action nodes), for every r.
+
+    Returns (n, L) line codes (-1 padded) and their depths, L <= max_lines(config) the most lines
+    of a program of the batch. Each step every
+    unfinished program writes one line: closes its innermost finished block (`} else {` first for
+    an ifelse), opens a control block, or writes an action, with the decisions of `_sample_block`.
+    """
+    n, steps = len(index), max_lines(config)
+    codes = np.full((n, steps), -1, dtype=np.int16)
+    depths = np.zeros((n, steps), dtype=np.int8)
+    remaining = np.zeros((n, EXTENDED_MAX_DEPTH + 1), dtype=np.int64)  # actions left in the block at each depth
+    remaining[:, 0] = lengths
+    orelse = np.zeros_like(remaining)  # actions of an ifelse's else part, still to open
+    depth = np.zeros(n, dtype=np.int64)
+    key = stream_key(config.seed, STREAM_EXTENDED)
+    first = (index.astype(np.uint64) * np.uint64(MAX_ATTEMPTS + 1) + attempts.astype(np.uint64)) * np.uint64(steps)
+    thresholds = action_thresholds(config.action_weights)
+    control = np.uint32(round(CONTROL_PROBABILITY * 2**32))
+    live = np.arange(n)
+    for step in range(steps + 1):
+        d = depth[live]
+        left = remaining[live, d]
+        running = (left > 0) | (d > 0)
+        live, d, left = live[running], d[running], left[running]
+        if not len(live):
+            return codes[:, :step], depths[:, :step]
+        if step == steps:  # cannot happen: every step writes one of the program's lines
+            raise RuntimeError("sample_line_codes: a program has more lines than max_lines(config)")
+        counters = ((first[live] + np.uint64(step)) * np.uint64(_VALUES_PER_STEP))[:, None] + np.arange(
+            _VALUES_PER_STEP, dtype=np.uint64)
+        low, high = halves(hash_at(key, counters))  # (m, 3) uint32 each
+        u = np.concatenate([low, high], axis=1)  # (m, 6) uint32: open?, kind / action, size, argument, negated, split
+        code = np.empty(len(live), dtype=np.int64)
+        line_depth = d.copy()
+        # a finished block: `} else {` if it is an ifelse's first part, else `}`
+        closing = left == 0
+        pending = orelse[live, d]
+        to_else = closing & (pending > 0)
+        rows = live[to_else]
+        code[to_else] = ELSE_CODE
+        remaining[rows, d[to_else]], orelse[rows, d[to_else]] = pending[to_else], 0
+        to_end = closing & (pending == 0)
+        code[to_end] = END_CODE
+        depth[live[to_end]] -= 1
+        line_depth[closing] -= 1
+        # a control block
+        opening = ~closing & (d < EXTENDED_MAX_DEPTH) & (u[:, 0] < control)
+        kind = _uniform(u[:, 1], np.where(left >= 2, 4, 3))  # if, repeat, while, ifelse (as `kinds` above)
+        smallest = np.where(kind == 3, 2, 1)
+        size = smallest + _uniform(u[:, 2], np.maximum(left - smallest + 1, 1))
+        condition = _uniform(u[:, 3], len(CONDITIONS)) * 2 + (u[:, 4] >> np.uint32(31))
+        split = 1 + _uniform(u[:, 5], np.maximum(size - 1, 1))
+        base = np.array([IF_CODE, REPEAT_CODE, WHILE_CODE, IFELSE_CODE])[kind]
+        code[opening] = (base + np.where(kind == 1, 2 + _uniform(u[:, 3], 3), condition))[opening]
+        rows, od = live[opening], d[opening]
+        remaining[rows, od] -= size[opening]
+        body = np.where(kind == 3, split, size)[opening]  # an ifelse's first part, or the whole body
+        remaining[rows, od + 1], orelse[rows, od + 1] = body, size[opening] - body
+        depth[rows] += 1
+        # an action
+        acting = ~closing & ~opening
+        code[acting] = draw_actions(u[acting, 1], thresholds)
+        remaining[live[acting], d[acting]] -= 1
+        codes[live, step] = code
+        depths[live, step] = line_depth
+    return codes, depths  # (not reached: the last step finds no live program)
+
+
+def _action_columns(codes: np.ndarray, max_length: int) -> np.ndarray:
+    """(n, max_length) action codes of the programs' action lines in text order, -1 padded."""
+    is_action = (codes >= 0) & (codes < len(ACTIONS))
+    column = np.cumsum(is_action, axis=1) - 1
+    actions = np.full((len(codes), max_length), -1, dtype=np.int8)
+    r, j = np.nonzero(is_action)
+    actions[r, column[r, j]] = codes[r, j]
+    return actions
+
+
+_MAX_VISIBLE_CODE = MARKER_CODE_OFFSET + MAX_VISIBLE_MARKERS - 1
+
+
 def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, worlds: WorldBatch) -> dict:
     """The `ProgramBatch` arrays of examples `index` (program lengths `lengths`, input worlds `worlds`)."""
     n, P, T = len(index), config.num_pairs, config.trace_steps
     h, w = config.height - 2, config.width - 2
-    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction).reshape(n, P, h, w)
+    c = h * w
+    steps = max_lines(config)
+    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (n * P, c)
     outputs = np.empty_like(inputs)
-    actions = np.full((n, config.max_length), -1, dtype=np.int8)
-    traces = np.full((3, n, P, T + 1), -1, dtype=np.int8)  # x, y, direction
+    chosen_codes = np.full((n, steps), -1, dtype=np.int16)
+    chosen_depths = np.zeros((n, steps), dtype=np.int8)
+    cells = np.empty((n, P, T + 1), dtype=np.int16)  # -1 after the run
+    directions = np.empty((n, P, T + 1), dtype=np.int8)
     trace_len = np.zeros((n, P), dtype=np.int16)
-    programs = []
-    for row, (i, length) in enumerate(zip(index.tolist(), lengths.tolist())):
-        rng = np.random.default_rng([config.seed, i])
-        starts = [worlds.world(row * P + pair, config.height, config.width) for pair in range(P)]
-        for _ in range(MAX_ATTEMPTS):
-            program = sample_extended_program(rng, length, config.action_weights)
-            runs = _run_all(program, starts)
-            if runs is not None:
-                break
-        else:
-            raise RuntimeError(
-                f"example {i}: no valid extended program of length {length} in {MAX_ATTEMPTS} tries; "
-                "lower max_length"
-            )
-        for pair, (result, codes) in enumerate(runs):
-            outputs[row, pair] = codes
-            states = [starts[pair], *result.states]
-            trace_len[row, pair] = len(result.states)
-            traces[:, row, pair, : len(states)] = [[s.x for s in states], [s.y for s in states],
-                                                   [s.direction for s in states]]
-        nodes = [ACTIONS.index(s.name) for s in walk(program.body) if isinstance(s, Action)]  # text order
-        actions[row, : len(nodes)] = nodes
-        programs.append(format_program(program, "lines"))
-    return dict(actions=actions, programs=programs, inputs=inputs, outputs=outputs,
-                trace_x=traces[0], trace_y=traces[1], trace_dir=traces[2], trace_len=trace_len)
-
-
-def _run_all(program: Program, starts: list):
-    """[(ExecutionResult, output view codes)] per input, or None if a run fails the corpus rules."""
-    runs = []
-    for world in starts:
-        result = execute(program, world, trace=True, max_steps=EXTENDED_STEP_BUDGET)
-        if not result.completed:
-            return None
-        try:
-            runs.append((result, result.world.view_codes()))
-        except WorldFormatError:  # a visible cell with more than 9 markers
-            return None
-    return runs
+    waiting = np.arange(n)  # examples without a valid program yet
+    tried = 0  # attempts 0..tried-1 of every waiting example failed
+    while len(waiting):
+        if tried >= MAX_ATTEMPTS:
+            raise RuntimeError(f"example {int(index[waiting[0]])}: no valid extended program in {MAX_ATTEMPTS} "
+                               "attempts; lower max_length")
+        # Every waiting example tries its next k attempts at once: one while many wait, more once
+        # few do (a round costs at least as much as its longest run, whatever its size).
+        k = int(np.clip(ROWS_PER_ROUND // len(waiting), 1, min(64, MAX_ATTEMPTS - tried)))
+        example = np.repeat(waiting, k)  # (m,) one row per (example, attempt)
+        attempt = tried + np.tile(np.arange(k), len(waiting))
+        codes, depths = sample_line_codes(config, index[example], lengths[example], attempt)
+        world_of = (example[:, None] * P + np.arange(P)).reshape(-1)  # each row runs on its example's worlds
+        runs = run_compiled(worlds, compile_line_codes(codes, depths), np.repeat(np.arange(len(example)), P),
+                            world_of=world_of, height=config.height, width=config.width,
+                            max_steps=EXTENDED_STEP_BUDGET, stop_program_on_failure=True)
+        ok = runs.completed.reshape(-1, P).all(axis=1)
+        robot, direction = runs.final_robot()
+        out = view_codes(worlds.walls[world_of], runs.markers, robot, direction)  # (m * P, c)
+        ok &= (out.reshape(-1, P * c) <= _MAX_VISIBLE_CODE).all(axis=1)
+        ok = ok.reshape(len(waiting), k)
+        found = ok.any(axis=1)
+        row = np.flatnonzero(found) * k + ok[found].argmax(axis=1)  # each example's first valid attempt
+        done = waiting[found]
+        lanes = (row[:, None] * P + np.arange(P)).reshape(-1)
+        chosen_codes[done, : codes.shape[1]], chosen_depths[done, : codes.shape[1]] = codes[row], depths[row]
+        outputs.reshape(n, P, c)[done] = out[lanes].reshape(-1, P, c)
+        lane_cells, lane_directions = runs.robot_states(lanes)
+        cells[done], directions[done] = lane_cells.reshape(-1, P, T + 1), lane_directions.reshape(-1, P, T + 1)
+        trace_len[done] = runs.count[lanes].reshape(-1, P)
+        waiting, tried = waiting[~found], tried + k
+    # Traces: interior cell -> grid column / row (border included); -1 (after the run's last action)
+    # picks the lookup tables' extra last entry, -1.
+    column = np.append(np.arange(c) % w + 1, -1).astype(np.int8)
+    row = np.append(np.arange(c) // w + 1, -1).astype(np.int8)
+    return dict(
+        actions=_action_columns(chosen_codes, config.max_length),
+        programs=format_line_codes_batch(chosen_codes, chosen_depths),
+        inputs=inputs,
+        outputs=outputs,
+        trace_x=column.take(cells),
+        trace_y=row.take(cells),
+        trace_dir=directions,
+        trace_len=trace_len,
+    )

@@ -9,10 +9,16 @@ the compact form (`def run() { move(); turn_left() }`), the paper's one-action-p
 reference generator's layout all parse. Three printers write them back:
 
 - "lines": the paper's text format, one statement per line, two-space indentation, between
-  `PROGRAM_HEADER` and `PROGRAM_FOOTER`; `format_lines_batch` is its batched twin for
-  straight-line programs given as action codes (the corpus generator's), tested equal to it;
+  `PROGRAM_HEADER` and `PROGRAM_FOOTER`; `format_line_codes_batch` is its batched twin for
+  programs in the flat form below (the corpus generator's), `format_lines_batch` the same for
+  straight-line programs given as action codes; both tested equal to it;
 - "compact": one line;
 - "reference": byte-identical to the authors' generator (tests/data/reference/*.jsonl).
+
+The flat form ("line codes") writes a program as one code per line of its "lines" layout (an
+action, the opening line of a block, `} else {`, or a closing `}`) with each line's nesting depth:
+`line_codes` makes it from an AST, the batched printer and the batched interpreter
+(karel_hf.karel.batched.compile_line_codes) read it, and the extended-language sampler writes it.
 
 Pure Python + NumPy.
 """
@@ -269,28 +275,96 @@ def _lines(body, depth: int) -> Iterator[str]:
             yield f"{pad}}}\n"
 
 
-# Pieces of "lines" texts of straight-line programs: the five action lines, the header, and the footer + a
-# separator.
-_PIECES = [f"{INDENT}{name}()\n" for name in ACTIONS] + [PROGRAM_HEADER, PROGRAM_FOOTER + "\0"]
-_HEADER, _FOOTER = len(ACTIONS), len(ACTIONS) + 1
+# ------------------------------------------------------------------------ the flat form
+# Line codes: an action (its index in ACTIONS); `if(c) {`, `ifelse(c) {`, `while(c) {` (base +
+# condition id, CONDITIONS.index(name) * 2 + negated); `repeat(k) {` (REPEAT_CODE + k); `} else {`;
+# `}` closing a block. -1 pads a program's codes.
+NUM_CONDITION_IDS = 2 * len(CONDITIONS)
+IF_CODE = len(ACTIONS)
+IFELSE_CODE = IF_CODE + NUM_CONDITION_IDS
+WHILE_CODE = IFELSE_CODE + NUM_CONDITION_IDS
+REPEAT_CODE = WHILE_CODE + NUM_CONDITION_IDS
+MAX_REPEAT = 20  # repeat counts of the flat form: 0..MAX_REPEAT
+ELSE_CODE = REPEAT_CODE + MAX_REPEAT + 1
+END_CODE = ELSE_CODE + 1
+NUM_LINE_CODES = END_CODE + 1
+MAX_LINE_DEPTH = 8  # nesting depths the batched printer covers
+
+
+def condition_id(condition: Condition) -> int:
+    return CONDITIONS.index(condition.name) * 2 + int(condition.negated)
+
+
+def line_codes(program: Program) -> tuple[list[int], list[int]]:
+    """(codes, depths) of a program's lines, in the order `format_program(p, "lines")` prints them."""
+    codes, depths = [], []
+
+    def block(body, depth):
+        for stmt in body:
+            if isinstance(stmt, Action):
+                codes.append(ACTION_CODES[stmt.name])
+            elif isinstance(stmt, Repeat):
+                if not 0 <= stmt.times <= MAX_REPEAT:
+                    raise ValueError(f"repeat({stmt.times}): the flat form holds repeat counts 0..{MAX_REPEAT}")
+                codes.append(REPEAT_CODE + stmt.times)
+            elif isinstance(stmt, While):
+                codes.append(WHILE_CODE + condition_id(stmt.condition))
+            else:
+                codes.append((IF_CODE if stmt.orelse is None else IFELSE_CODE) + condition_id(stmt.condition))
+            depths.append(depth)
+            if isinstance(stmt, Action):
+                continue
+            block(stmt.body, depth + 1)
+            if isinstance(stmt, If) and stmt.orelse is not None:
+                codes.append(ELSE_CODE)
+                depths.append(depth)
+                block(stmt.orelse, depth + 1)
+            codes.append(END_CODE)
+            depths.append(depth)
+
+    block(program.body, 0)
+    return codes, depths
+
+
+def _line_pieces() -> list[str]:
+    """The printed line of every (depth, code), depth-major, then the program header and footer."""
+    conditions = [Condition(name, negated) for name in CONDITIONS for negated in (False, True)]
+    pieces = []
+    for depth in range(MAX_LINE_DEPTH + 1):
+        pad = INDENT * (depth + 1)
+        pieces += [f"{pad}{name}()\n" for name in ACTIONS]
+        pieces += [f"{pad}if({c}) {{\n" for c in conditions]
+        pieces += [f"{pad}ifelse({c}) {{\n" for c in conditions]
+        pieces += [f"{pad}while({c}) {{\n" for c in conditions]
+        pieces += [f"{pad}repeat({k}) {{\n" for k in range(MAX_REPEAT + 1)]
+        pieces += [f"{pad}}}\n{pad}else {{\n", f"{pad}}}\n"]
+    return pieces + [PROGRAM_HEADER, PROGRAM_FOOTER + "\0"]  # the footer with a separator
+
+
+_PIECES = _line_pieces()
+_HEADER, _FOOTER = len(_PIECES) - 2, len(_PIECES) - 1
 _PIECE_BYTES = np.frombuffer("".join(_PIECES).encode("ascii"), dtype=np.uint8)
 _PIECE_LEN = np.array([len(p) for p in _PIECES], dtype=np.int64)
 _PIECE_START = np.concatenate([[0], np.cumsum(_PIECE_LEN)[:-1]])
 
 
-def format_lines_batch(actions) -> list[str]:
-    """`format_program(Program.from_actions(...), "lines")` of every row of (n, T) action codes
-    (indices into ACTIONS, -1 after a program's last action), at NumPy speed: the batched twin of
-    the "lines" printer above, for straight-line programs.
+def format_line_codes_batch(codes, depths) -> list[str]:
+    """`format_program(p, "lines")` of every program given as (n, L) line codes and their depths
+    (-1 codes after a program's last line), at NumPy speed: the batched twin of the "lines" printer.
 
     All texts of the batch are gathered into one byte string (pieces looked up by index), then split.
     """
-    actions = np.asarray(actions)
-    n = len(actions)
+    codes, depths = np.asarray(codes), np.asarray(depths)
+    n = len(codes)
     if n == 0:
         return []
-    pieces = np.empty((n, actions.shape[1] + 2), dtype=np.int64)  # (n, T + 2) piece ids, -1 = none
-    pieces[:, 0], pieces[:, 1:-1], pieces[:, -1] = _HEADER, actions, _FOOTER
+    if codes.shape != depths.shape or codes.ndim != 2:
+        raise ValueError(f"codes and depths: need two (n, L) arrays of the same shape, got {codes.shape} and {depths.shape}")
+    if codes.size and (codes.max() >= NUM_LINE_CODES or depths.max() > MAX_LINE_DEPTH or depths.min() < 0):
+        raise ValueError(f"codes must be < {NUM_LINE_CODES} and depths in 0..{MAX_LINE_DEPTH}")
+    pieces = np.empty((n, codes.shape[1] + 2), dtype=np.int64)  # (n, L + 2) piece ids, -1 = none
+    pieces[:, 0], pieces[:, -1] = _HEADER, _FOOTER
+    pieces[:, 1:-1] = np.where(codes >= 0, codes + depths.astype(np.int64) * NUM_LINE_CODES, -1)
     ids = pieces[pieces >= 0]  # row-major: the batch's pieces in order
     lengths = _PIECE_LEN[ids]
     ends = np.cumsum(lengths)
@@ -298,6 +372,14 @@ def format_lines_batch(actions) -> list[str]:
     shift = np.repeat(_PIECE_START[ids] - (ends - lengths), lengths)
     text = _PIECE_BYTES[shift + np.arange(ends[-1])].tobytes().decode("ascii")
     return text.split("\0")[:-1]
+
+
+def format_lines_batch(actions) -> list[str]:
+    """`format_program(Program.from_actions(...), "lines")` of every row of (n, T) action codes
+    (indices into ACTIONS, -1 after a program's last action): `format_line_codes_batch` for
+    straight-line programs (every line at depth 0)."""
+    actions = np.asarray(actions)
+    return format_line_codes_batch(actions, np.zeros(actions.shape, dtype=np.int8))
 
 
 def _compact(body) -> str:

@@ -62,6 +62,20 @@ def hash_range(key: int, first: int, count: int) -> np.ndarray:
     return out
 
 
+def hash_at(key: int, counters: np.ndarray) -> np.ndarray:
+    """uint64 SplitMix64 finalizer of key + c * GAMMA for every counter c (any shape): `hash_range`
+    for counters that are not one contiguous range."""
+    counters = np.asarray(counters, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = counters * np.uint64(_GAMMA) + np.uint64(key & _MASK64)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(_MIX1)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(_MIX2)
+        z ^= z >> np.uint64(31)
+    return z
+
+
 def halves(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) uint32 views of (..., ) uint64 hashes, each shaped like `hashes`."""
     pairs = hashes.view(np.uint32).reshape(*hashes.shape, 2)

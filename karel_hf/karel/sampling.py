@@ -14,8 +14,10 @@ never on the batch boundaries or the number of workers, and every array is compu
 batch at once with NumPy. Straight-line programs draw one action per program position and run on
 all of their worlds at once with the interpreter's batched twin (karel_hf.karel.batched); their
 texts come from the "lines" printer's batched twin (`format_lines_batch`). Extended programs
-(`extended=True`: if / ifelse / repeat / while) are sampled per example and run with the AST
-interpreter (karel_hf.karel.extended_sampling).
+(`extended=True`: if / ifelse / repeat / while) are sampled a batch at a time too, compiled and run
+by the interpreter's batched twin for control flow (karel_hf.karel.extended_sampling). With a
+held-out split (`heldout_role`, karel_hf.karel.heldout) a straight-line program on the wrong side of
+it is drawn again, like one that overfills a cell.
 
 Pure Python + NumPy (no torch, transformers or datasets).
 """
@@ -31,8 +33,9 @@ import numpy as np
 from .batched import WorldBatch, run_straight_line, view_codes
 from .corpus_config import EXTENDED_STEP_BUDGET, MAX_ATTEMPTS, CorpusConfig
 from .extended_sampling import extended_examples
+from .heldout import is_heldout
 from .program import format_lines_batch
-from .randomness import STREAM_ACTIONS, action_thresholds, draw_actions, halves, hash_range, stream_key
+from .randomness import STREAM_ACTIONS, action_thresholds, draw_actions, halves, hash_at, hash_range, stream_key
 from .world import MARKER_CODE_OFFSET, MAX_VISIBLE_MARKERS, World
 from .world_sampling import sample_worlds
 
@@ -118,10 +121,49 @@ def _sample_actions(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray
         first = int(index[0]) if len(index) else 0
         hashes = hash_range(key, first * T, len(index) * T).reshape(len(index), T)
     else:
-        hashes = np.stack([hash_range(key, int(i) * T, T) for i in index]).reshape(len(index), T)
+        hashes = hash_at(key, index[:, None] * T + np.arange(T))  # (n, T)
     actions = draw_actions(halves(hashes)[0], action_thresholds(config.action_weights))
     actions[np.arange(T)[None, :] >= lengths[:, None]] = -1
     return actions
+
+
+def _sample_actions_at(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, attempts: np.ndarray) -> np.ndarray:
+    """`_sample_actions` with one attempt number per example."""
+    actions = np.empty((len(index), config.max_length), dtype=np.int8)
+    for attempt in np.unique(attempts):
+        rows = np.flatnonzero(attempts == attempt)
+        actions[rows] = _sample_actions(config, index[rows], lengths[rows], int(attempt))
+    return actions
+
+
+def _wrong_side(config: CorpusConfig, actions: np.ndarray) -> np.ndarray:
+    """(n,) bool: the program may not appear in this split (karel_hf.karel.heldout)."""
+    if config.heldout_role == "none":
+        return np.zeros(len(actions), dtype=bool)
+    held = is_heldout(config.heldout_key, config.heldout_fraction, actions)
+    return held if config.heldout_role == "exclude" else ~held
+
+
+def _allowed_actions(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, attempts: np.ndarray):
+    """For each example, the first attempt >= attempts[row] whose program this split may hold, and
+    its actions: ((n, max_length) actions, (n,) attempts)."""
+    attempts = attempts.copy()
+    actions = _sample_actions_at(config, index, lengths, attempts)
+    wrong = np.flatnonzero(_wrong_side(config, actions))
+    while len(wrong):
+        attempts[wrong] += 1
+        _check_attempts(attempts[wrong], "fall on the wrong side of the held-out split")
+        actions[wrong] = _sample_actions_at(config, index[wrong], lengths[wrong], attempts[wrong])
+        wrong = wrong[_wrong_side(config, actions[wrong])]
+    return actions, attempts
+
+
+def _check_attempts(attempts: np.ndarray, what: str) -> None:
+    if len(attempts) and attempts.max() > MAX_ATTEMPTS:
+        raise RuntimeError(
+            f"{int((attempts > MAX_ATTEMPTS).sum())} programs still {what} after {MAX_ATTEMPTS} attempts; lower "
+            "max_length or the put_marker weight, or (held-out splits) change this split's lengths"
+        )
 
 
 _MAX_VISIBLE_CODE = MARKER_CODE_OFFSET + MAX_VISIBLE_MARKERS - 1
@@ -136,27 +178,23 @@ def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray,
     n, P = len(index), config.num_pairs
     shape = dict(num_pairs=P, height=config.height, width=config.width)
     inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (N, c)
-    actions = _sample_actions(config, index, lengths, attempt=0)
+    # Each example takes the first attempt (0, 1, ...) whose program is on its side of a held-out
+    # split and leaves no visible cell with more than 9 markers (which text cannot show; impossible
+    # for max_length <= 10). Attempt k draws from its own stream, so the example depends only on i.
+    actions, attempts = _allowed_actions(config, index, lengths, np.zeros(n, dtype=np.int64))
     markers, robot, direction, trace_pos, trace_dir = run_straight_line(worlds, actions, **shape)
     outputs = view_codes(worlds.walls, markers, robot, direction)  # (N, c)
-    # A visible cell with more than 9 markers cannot be rendered: resample those programs (same
-    # length, same worlds, next attempt). Impossible for max_length <= 10.
     bad = np.flatnonzero(_overfull(outputs, n))
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        if not len(bad):
-            break
+    while len(bad):
+        attempts[bad] += 1
+        _check_attempts(attempts[bad], f"leave more than {MAX_VISIBLE_MARKERS} markers on a visible cell")
         sub_worlds = worlds.examples(bad, P)
-        sub_actions = _sample_actions(config, index[bad], lengths[bad], attempt)
+        sub_actions, attempts[bad] = _allowed_actions(config, index[bad], lengths[bad], attempts[bad])
         sub_markers, sub_robot, sub_direction, sub_pos, sub_dir = run_straight_line(sub_worlds, sub_actions, **shape)
         sub_outputs = view_codes(sub_worlds.walls, sub_markers, sub_robot, sub_direction)  # (len(bad) * P, c)
         actions[bad], trace_pos[bad], trace_dir[bad] = sub_actions, sub_pos, sub_dir
         outputs.reshape(n, P, -1)[bad] = sub_outputs.reshape(len(bad), P, -1)
         bad = bad[_overfull(sub_outputs, len(bad))]
-    if len(bad):
-        raise RuntimeError(
-            f"{len(bad)} programs still leave more than {MAX_VISIBLE_MARKERS} markers on a visible cell "
-            f"after {MAX_ATTEMPTS} attempts; lower max_length or the put_marker weight"
-        )
     # Straight-line programs execute every action: the trace ends after `length` steps. Interior
     # cells map to grid (x, y) through lookup tables whose extra last entry is the -1 padding.
     cells, w = (config.height - 2) * (config.width - 2), config.width - 2
