@@ -199,7 +199,8 @@ function programsHtml(v) {
     if (which === v.stepped && v.step && program.action_lines.length) line = program.action_lines[v.step - 1];
     const correct = program.correct.filter(Boolean).length;
     let title = which === "generated" ? `generated (step ${v.checkpoint.step})` : which;
-    title += ` · ${program.actions.length} actions · ${correct}/${program.correct.length} pairs right`;
+    const n = program.actions.length;
+    title += ` · ${n} action${n !== 1 ? "s" : ""} · ${correct}/${program.correct.length} pairs right`;
     if (which === v.stepped) title += " · stepped";
     return programHtml(title, program, line);
   }).join("") + `</div>`;
@@ -296,8 +297,9 @@ function curvesSvg(v) {
   parts.push(polyline(xs, pct(c.gain), fx, fy2, "series gain"));
   parts.push("</g>");
   const current = v.checkpoint.step, x = left + fx(current);
+  const flip = x > left + plotW - 70;  // near the right edge: the label goes left of the line
   parts.push(`<line class="current-step" x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${top}" y2="${top2 + h2}"/>` +
-             `<text class="current-label" x="${(x + 3).toFixed(1)}" y="${top + 10}">step ${current}</text>`);
+             `<text class="current-label${flip ? " end" : ""}" x="${(flip ? x - 3 : x + 3).toFixed(1)}" y="${top + 10}">step ${current}</text>`);
   parts.push(`<text class="tick" x="${left}" y="${top2 + h2 + 14}">${xLow}</text>` +
              `<text class="tick end" x="${left + plotW}" y="${top2 + h2 + 14}">${xHigh}</text>` +
              `<text class="axis-title" x="${Math.round(left + plotW / 2)}" y="${top2 + h2 + 24}">training step</text>`);

@@ -269,7 +269,8 @@ def programs_html(v: dict) -> str:
             line = program["action_lines"][v["step"] - 1]
         correct = sum(program["correct"])
         title = (f"{which} (step {v['checkpoint']['step']})" if which == "generated" else which)
-        title += f" · {len(program['actions'])} actions · {correct}/{len(program['correct'])} pairs right"
+        n = len(program["actions"])
+        title += f" · {n} action{'s' if n != 1 else ''} · {correct}/{len(program['correct'])} pairs right"
         if which == v["stepped"]:
             title += " · stepped"
         blocks.append(_program_html(title, program, line))
@@ -393,8 +394,10 @@ def curves_svg(v: dict, width: int = 520, height: int = 300) -> str:
     parts.append("</g>")
     current = v["checkpoint"]["step"]
     x = X(current)
+    flip = x > left + plot_w - 70  # near the right edge: the label goes left of the line
     parts.append(f'<line class="current-step" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top2 + h2}"/>'
-                 f'<text class="current-label" x="{x + 3:.1f}" y="{top + 10}">step {current}</text>')
+                 f'<text class="current-label{" end" if flip else ""}" x="{x - 3 if flip else x + 3:.1f}" '
+                 f'y="{top + 10}">step {current}</text>')
     parts.append(f'<text class="tick" x="{left}" y="{top2 + h2 + 14}">{x_low}</text>'
                  f'<text class="tick end" x="{left + plot_w}" y="{top2 + h2 + 14}">{x_high}</text>'
                  f'<text class="axis-title" x="{left + plot_w / 2:.0f}" y="{top2 + h2 + 24}">training step</text>')
