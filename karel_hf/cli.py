@@ -75,7 +75,8 @@ def _cmd_push(args) -> int:
     planners = {
         "dataset": lambda: hub.plan_dataset_push(args.src, args.repo_id, private=args.private),
         "model": lambda: hub.plan_model_push(args.src, args.repo_id, private=args.private,
-                                             revision_prefix=args.revision_prefix),
+                                             revision_prefix=args.revision_prefix,
+                                             dataset_repo_id=args.dataset_repo_id),
         "metric": lambda: hub.plan_metric_push(args.src, args.repo_id, private=args.private),
         "traces": lambda: hub.plan_traces_push(args.src, args.repo_id, config_name=args.config_name,
                                                private=args.private),
@@ -181,8 +182,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        "trace datasets or a reproduction's trace viewer Space to the Hub (HF_ENDPOINT; token from "
                        "HF_TOKEN or `hf auth login`)")
     p.add_argument("kind", choices=["dataset", "model", "metric", "traces", "viewer"], help="what SRC holds")
-    p.add_argument("src", help="export dir, training output dir, metric folder, save_to_disk dir or (viewer) a "
-                   "`karel-hf reproduce` output dir")
+    p.add_argument("src", help="export dir, training output dir, metric folder (or a packaged metric's name, "
+                   "e.g. generation_accuracy), save_to_disk dir or (viewer) a `karel-hf reproduce` output dir")
     p.add_argument("--repo_id", required=True, help="<namespace>/<name> (for a metric, the namespace alone will do)")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", metavar="DIR", default=None,
                    help="write the exact repository trees (DIR/<revision>/...) and plan.json instead of pushing")
@@ -190,6 +191,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision-prefix", "--revision_prefix", dest="revision_prefix", default="step-",
                    help="branch name of checkpoint-N is PREFIX + N (default: step-)")
     p.add_argument("--config_name", default="default", help="traces: the dataset config to push as")
+    p.add_argument("--dataset_repo_id", default=None,
+                   help="model: the dataset repository the run trained on (<namespace>/<name>), for the card's "
+                   "`datasets:` and dataset link (default: the run's --dataset_id when it is a repo id)")
     p.add_argument("--max_specs", type=int, default=None,
                    help="viewer: test specs bundled, those with the most probe rows first (default 100; 0: all)")
     p.add_argument("--model_repo", default=None,

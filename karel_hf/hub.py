@@ -22,7 +22,8 @@ Every revision is one commit, so a revision is either complete or absent; its tr
 plan (files the revision held before and the plan lacks are deleted in that commit, `.gitattributes`
 kept; traces excepted: push_to_hub replaces only its own config's files). Branches a plan does not name
 are left alone. Tokens come from huggingface_hub's usual sources (argument, `HF_TOKEN`, the login file), never
-from a plan, and are redacted from every message this module writes.
+from a plan, and are redacted from every message this module writes. Nothing sent holds one: a run config
+whose command line shows a token is sent masked, and a push whose files hold its token stops before sending.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ from pathlib import Path
 import yaml
 
 from karel_hf import model_card
-from karel_hf.utils import checkpoint_folders, weight_files
+from karel_hf.metrics import METRIC_NAMES, metric_path
+from karel_hf.metrics.space import check_space
+from karel_hf.metrics.space import render_card as render_space_card
+from karel_hf.utils import checkpoint_folders, redact_argv, weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +59,11 @@ _TOKENIZER_FILES = (
 )
 _RESULT_FILES = ("all_results.json", "eval_results.json", "train_results.json")
 _RUN_CONFIG = "karel_run_config.json"  # training.RUN_CONFIG_NAME: resolved config + library versions, cited by the card
-_METRIC_REQUIRED = ("README.md", "app.py", "requirements.txt")
 _SKIP_NAMES = {"__pycache__", ".git", ".cache", ".ipynb_checkpoints"}
 _TRACE_SHARD_BYTES = 500 << 20  # datasets' default max_shard_size
 _CARD_MARKER = "<!-- karel-hf: revisions -->"
+_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_SECRET_SCAN_BYTES = 64 << 20
 
 
 class HubPushError(RuntimeError):
@@ -150,7 +155,8 @@ class PushPlan:
 
 
 def plan_dataset_push(export_dir: str | Path, repo_id: str, *, private: bool = False) -> PushPlan:
-    """Plan the upload of a `karel-hf dataset export` folder as a dataset repository (main branch)."""
+    """Plan the upload of a `karel-hf dataset export` folder as a dataset repository (main branch); the card's
+    "How to load" code is rewritten for `repo_id` (`karel_hf.data.export.card_for_repo`)."""
     export_dir = _existing_dir(export_dir, "dataset export dir")
     _check_repo_id(repo_id)
     card = export_dir / "README.md"
@@ -166,23 +172,35 @@ def plan_dataset_push(export_dir: str | Path, repo_id: str, *, private: bool = F
             if not any(p.is_file() for p in export_dir.glob(pattern)):
                 raise ValueError(f"{card}: config {config.get('config_name')!r} lists data_files {pattern!r} "
                                  f"but no file under {export_dir} matches it")
-    files = [PlannedFile(p.relative_to(export_dir).as_posix(), source=p) for p in _walk(export_dir)]
+    from karel_hf.data.export import card_for_repo  # here, not at the top: it loads datasets and huggingface_hub
+
+    files = [PlannedFile(p.relative_to(export_dir).as_posix(), source=p) for p in _walk(export_dir) if p != card]
+    files.append(PlannedFile("README.md", content=card_for_repo(card.read_text(encoding="utf-8"), repo_id).encode()))
+    files.sort(key=lambda f: f.path_in_repo)
     message = f"Upload dataset ({len(configs)} configs: {', '.join(str(c.get('config_name')) for c in configs)})"
     return PushPlan("dataset", repo_id, "dataset", [RevisionPlan("main", files, message)], private=private)
 
 
 def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = False, revision_prefix: str = "step-",
-                    card_template: str | Path | None = None) -> PushPlan:
+                    card_template: str | Path | None = None, dataset_repo_id: str | None = None) -> PushPlan:
     """Plan a training output dir: each `checkpoint-<N>` -> branch `<prefix><N>`; the final model -> main, last.
 
-    A branch holds what inference needs (safetensors weights, config, generation config, tokenizer, the
-    checkpoint's card or a generated one, karel_run_config.json) and none of the training state (optimizer,
-    scheduler, RNG state, trainer arguments, trainer_state.json). A checkpoint without tokenizer files gets
-    the final model's. Main also carries the *_results.json files and `revisions.json`, which lists the
-    step revisions; it is committed only after every step branch committed.
+    A branch holds what inference needs (safetensors weights, config, generation config, tokenizer, a card,
+    karel_run_config.json) and none of the training state (optimizer, scheduler, RNG state, trainer
+    arguments, trainer_state.json). A checkpoint without tokenizer files gets the final model's. Main also
+    carries the *_results.json files and `revisions.json`, which lists the step revisions; it is committed
+    only after every step branch committed.
+
+    The card of a karel_hf run (a folder with its karel_run_config.json) is rendered here from the run's
+    files for the repository: the repo's name in the model-index, `from_pretrained("<repo_id>",
+    revision="<branch>")`, and `dataset_repo_id` (default: the run's `dataset_id` when it is a repo id)
+    as the dataset. Other folders keep their README.md (else get one rendered from the files they have).
+    Every card is checked with huggingface_hub's `ModelCard` (`karel_hf.model_card.check_card`).
     """
     train_dir = _existing_dir(train_dir, "training output dir")
     _check_repo_id(repo_id)
+    if dataset_repo_id is not None and not model_card.is_repo_id(dataset_repo_id):
+        raise ValueError(f"--dataset_repo_id {dataset_repo_id!r}: expected '<namespace>/<name>' of a dataset repository")
     if not re.fullmatch(r"[\w.-]*", revision_prefix):
         raise ValueError(f"--revision-prefix {revision_prefix!r}: use letters, digits, '.', '_' or '-' only")
     if not weight_files(train_dir):
@@ -191,7 +209,8 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
     top_tokenizer = [train_dir / n for n in _TOKENIZER_FILES if (train_dir / n).is_file()]
     checkpoints = checkpoint_folders(train_dir)
     max_step = _trainer_state(train_dir).get("global_step") or (checkpoints[-1][0] if checkpoints else None)
-    main_card_text = _main_card(train_dir, repo_id, card_template)
+    main_card_text = (_karel_card(train_dir, repo_id, None, dataset_repo_id, card_template)
+                      or _main_card(train_dir, repo_id, card_template))
     card_meta = _front_matter(main_card_text) or {}
     revisions: list[RevisionPlan] = []
     for step, ckpt in checkpoints:
@@ -201,15 +220,16 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
                              "(TrainingArguments(save_safetensors=True), the default)")
         branch = f"{revision_prefix}{step}"
         files = [PlannedFile(p.name, source=p) for p in weights]
-        files += [PlannedFile(n, source=ckpt / n) for n in (*_CONFIG_FILES, _RUN_CONFIG) if (ckpt / n).is_file()]
+        files += [_planned(ckpt, n) for n in (*_CONFIG_FILES, _RUN_CONFIG) if (ckpt / n).is_file()]
         tokenizer = [ckpt / n for n in _TOKENIZER_FILES if (ckpt / n).is_file()] or top_tokenizer
         files += [PlannedFile(p.name, source=p) for p in tokenizer]
-        if (ckpt / "README.md").is_file():
-            files.append(PlannedFile("README.md", source=ckpt / "README.md"))
-        else:
+        card = _karel_card(ckpt, repo_id, branch, dataset_repo_id, card_template)
+        if card is None and (ckpt / "README.md").is_file():
+            card = (ckpt / "README.md").read_text(encoding="utf-8")
+        elif card is None:
             card = model_card.render_step_card(repo_id, branch, step, max_step, card_meta,
                                                _trainer_state(ckpt).get("log_history", []))
-            files.append(PlannedFile("README.md", content=card.encode()))
+        files.append(PlannedFile("README.md", content=_checked_card(card, ckpt).encode()))
         revisions.append(RevisionPlan(branch, sorted(files, key=lambda f: f.path_in_repo),
                                       f"Checkpoint at step {step}", step=step))
 
@@ -218,8 +238,8 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
         main_card_text = _with_revision_section(main_card_text, repo_id, published)
     files = [PlannedFile(p.name, source=p) for p in weight_files(train_dir)]
     names = (*_CONFIG_FILES, _RUN_CONFIG, *_TOKENIZER_FILES, *_RESULT_FILES)
-    files += [PlannedFile(n, source=train_dir / n) for n in names if (train_dir / n).is_file()]
-    files.append(PlannedFile("README.md", content=main_card_text.encode()))
+    files += [_planned(train_dir, n) for n in names if (train_dir / n).is_file()]
+    files.append(PlannedFile("README.md", content=_checked_card(main_card_text, train_dir).encode()))
     manifest = {"repo_id": repo_id, "final_step": max_step, "revisions": published}
     files.append(PlannedFile(MANIFEST_NAME, content=(json.dumps(manifest, indent=2) + "\n").encode()))
     revisions.append(RevisionPlan("main", sorted(files, key=lambda f: f.path_in_repo),
@@ -230,7 +250,14 @@ def plan_model_push(train_dir: str | Path, repo_id: str, *, private: bool = Fals
 
 
 def plan_metric_push(metric_dir: str | Path, repo_id: str, *, private: bool = False) -> PushPlan:
-    """Plan a metric folder as a gradio Space; `repo_id` may be just the namespace (the folder name is appended)."""
+    """Plan a metric folder as a gradio Space; `repo_id` may be just the namespace (the folder name is appended).
+
+    `metric_dir` may also name a packaged metric (`generation_accuracy`). The folder must pass
+    `karel_hf.metrics.space.check_space` (it runs with only its requirements.txt installed); linked
+    files are uploaded with their contents, and the card's `${repo_id}` is filled in.
+    """
+    if not Path(metric_dir).is_dir() and str(metric_dir) in METRIC_NAMES:
+        metric_dir = metric_path(str(metric_dir))
     metric_dir = _existing_dir(metric_dir, "metric folder")
     name = metric_dir.name
     if "/" not in repo_id:
@@ -240,16 +267,16 @@ def plan_metric_push(metric_dir: str | Path, repo_id: str, *, private: bool = Fa
     if not (metric_dir / f"{repo_name}.py").is_file():
         raise ValueError(f"evaluate.load({repo_id!r}) downloads `{repo_name}.py`, which {metric_dir} lacks: "
                          f"name the Space after the metric script (e.g. --repo_id <namespace>/{name})")
-    missing = [n for n in _METRIC_REQUIRED if not (metric_dir / n).is_file()]
-    if missing:
-        raise ValueError(f"{metric_dir} lacks {', '.join(missing)}: an evaluate Space needs the module script, "
-                         "README.md (card with YAML), app.py and requirements.txt")
+    sources = check_space(metric_dir, script_name=repo_name)
     meta = _front_matter((metric_dir / "README.md").read_text(encoding="utf-8"))
-    if not meta or "sdk" not in meta:
-        raise ValueError(f"{metric_dir / 'README.md'}: the YAML front matter needs `sdk: gradio` and "
-                         "`app_file: app.py` (a Space card)")
-    files = [PlannedFile(p.relative_to(metric_dir).as_posix(), source=p) for p in _walk(metric_dir)
-             if p.suffix != ".pyc"]
+    files = []
+    for path in sources:
+        relative = path.relative_to(metric_dir).as_posix()
+        if relative == "README.md":
+            card = render_space_card(path.read_text(encoding="utf-8"), repo_id)
+            files.append(PlannedFile(relative, content=card.encode()))
+        else:
+            files.append(PlannedFile(relative, source=path))
     return PushPlan("metric", repo_id, "space", [RevisionPlan("main", files, f"Upload evaluate module {repo_name}")],
                     private=private, space_sdk=str(meta["sdk"]))
 
@@ -350,10 +377,7 @@ def _viewer_card(bundle: dict, repo_id: str, run_name: str) -> str:
 
 
 def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
-    """Write the exact trees as `out_dir/<revision>/<path>` plus `out_dir/plan.json`; nothing is sent.
-
-    Local files are hard-linked where the file system allows (checkpoints can be large), else copied.
-    """
+    """Write the exact trees as `out_dir/<revision>/<path>` plus `out_dir/plan.json`; nothing is sent."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"--dry-run {out_dir} is not empty: pass a new or empty directory")
@@ -362,17 +386,8 @@ def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
         root = out_dir / rev.revision
         if plan.kind == "traces":
             _write_trace_shards(plan, root)
-            continue
-        for f in rev.files:
-            target = root / f.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if f.content is not None:
-                target.write_bytes(f.content)
-            else:
-                try:
-                    os.link(f.source, target)
-                except OSError:
-                    shutil.copyfile(f.source, target)
+        else:
+            _write_tree(rev, root)
     description = plan.to_json()
     if plan.kind == "traces":  # the shards exist only now: describe what was written
         for rev in description["revisions"]:
@@ -381,6 +396,22 @@ def write_dry_run(plan: PushPlan, out_dir: str | Path) -> Path:
                 entry.update(size=path.stat().st_size, sha256=PlannedFile("", source=path).sha256())
     (out_dir / "plan.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _write_tree(rev: RevisionPlan, root: Path) -> None:
+    """The files of `rev` under `root`: generated ones written, local ones (symbolic links: their targets)
+    hard-linked where the file system allows (checkpoints can be large), else copied."""
+    for f in rev.files:
+        target = root / f.path_in_repo
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if f.content is not None:
+            target.write_bytes(f.content)
+        else:
+            source = f.source.resolve()  # a link's target: os.link may link the link itself
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
 
 
 # ------------------------------------------------------------------------------------------ execution
@@ -396,17 +427,23 @@ class PublishedRevision:
 def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None = None) -> list[PublishedRevision]:
     """Create the repository and commit each revision of `plan` in order, one commit per revision.
 
+    Every card (README.md) is first checked by the Hub's metadata validation (`RepoCard.validate`, which asks
+    HF_ENDPOINT; skipped when `endpoint` names another Hub), so a card the Hub rejects stops the push before
+    any repository or branch is created.
+
     Raises `HubPushError` naming the revision that failed and the ones completed before it. A step branch
     this call created is deleted again when its commit fails; main (and so `revisions.json`) is committed
     only after every step branch, so a failed push never advertises a partial revision.
     """
-    from huggingface_hub import HfApi, get_token  # here, not at the top: importing hub loads no Hub client
+    from huggingface_hub import HfApi, RepoCard, get_token  # here, not at the top: importing hub loads no Hub client
+    from huggingface_hub import constants as hf_constants
 
     if plan.kind == "traces" and endpoint is not None:
         raise ValueError("traces are pushed by datasets' push_to_hub, which reads HF_ENDPOINT: set it instead")
     token = token or get_token()
     if not token:
         raise ValueError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+    _check_no_secret(plan, token)
     api = HfApi(endpoint=endpoint, token=token)
     completed: list[PublishedRevision] = []
 
@@ -420,6 +457,14 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
             message += f"\n{MANIFEST_NAME} on main was not updated, so it does not list the failed revision"
         return HubPushError(message, failed_revision=revision, completed=done)
 
+    for rev in plan.revisions:  # the Hub's own metadata check of every card, before anything is created
+        for f in rev.files:
+            if f.path_in_repo == "README.md" and (endpoint is None or endpoint == hf_constants.ENDPOINT):
+                text = f.content.decode("utf-8") if f.content is not None else f.source.read_text(encoding="utf-8")
+                try:
+                    RepoCard(text).validate(repo_type=plan.repo_type)
+                except Exception as exc:
+                    raise fail(rev.revision, f"validating {rev.revision}:README.md (nothing was sent)", exc) from exc
     try:
         api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private, exist_ok=True,
                         space_sdk=plan.space_sdk)
@@ -456,12 +501,14 @@ def execute_plan(plan: PushPlan, token: str | None = None, endpoint: str | None 
 
 
 def _commit_revision(api, plan: PushPlan, rev: RevisionPlan) -> str:
-    """One commit that makes the branch hold exactly `rev.files`."""
+    """One `create_commit` that makes the branch hold exactly `rev.files`: what `upload_folder(...,
+    delete_patterns="*")` would send for the tree `write_dry_run` writes, without first copying the files
+    into one folder (a revision takes them from a checkpoint, the run folder and generated cards)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete  # as in execute_plan
 
     wanted = {f.path_in_repo for f in rev.files}
     present = api.list_repo_files(plan.repo_id, repo_type=plan.repo_type, revision=rev.revision)
-    operations = [CommitOperationAdd(f.path_in_repo, f.content if f.content is not None else str(f.source))
+    operations = [CommitOperationAdd(f.path_in_repo, f.content if f.content is not None else str(f.source.resolve()))
                   for f in rev.files]
     operations += [CommitOperationDelete(p) for p in present if p not in wanted and p != ".gitattributes"]
     info = api.create_commit(plan.repo_id, operations, commit_message=rev.commit_message,
@@ -500,6 +547,36 @@ def _write_trace_shards(plan: PushPlan, root: Path) -> None:
 # ---------------------------------------------------------------------------------------------- cards
 
 
+def _karel_card(folder: Path, repo_id: str, revision: str | None, dataset_repo_id: str | None,
+                card_template: str | Path | None) -> str | None:
+    """The full card of a karel_hf run's model in `folder`, rendered for branch `revision` of `repo_id` from its
+    karel_run_config.json and trainer_state.json; None when `folder` holds no karel_hf run config."""
+    config = _read_json(folder / _RUN_CONFIG)
+    if not model_card.is_run_config(config):
+        return None
+    state = _trainer_state(folder)
+    name = repo_id.split("/")[1]
+    values = model_card.card_values(config, model_name=name, global_step=state.get("global_step", 0),
+                                    log_history=state.get("log_history", []),
+                                    model_ref=model_card.python_args(repo_id, revision), dataset_repo_id=dataset_repo_id)
+    template = Path(card_template).read_text(encoding="utf-8") if card_template else None
+    try:
+        card = model_card.render_model_card(values, template)
+    except model_card.PlaceholderError as err:
+        raise ValueError(f"{card_template or model_card.TEMPLATE_PATH} needs ${{{err.name}}}, which a karel_hf run "
+                         "does not record: use the placeholders of model_card.md") from None
+    model_card.check_card(card, model_name=name)
+    return card
+
+
+def _checked_card(text: str, folder: Path) -> str:
+    try:
+        model_card.check_card(text)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}; fix the card (README.md) or the run's files") from None
+    return text
+
+
 def _main_card(train_dir: Path, repo_id: str, card_template: str | Path | None) -> str:
     """The trainer's README.md; else the model_card.md template when every `${name}` in it can be filled from
     the run's files; else a minimal card. Never a card with unfilled placeholders."""
@@ -531,6 +608,7 @@ def _card_context(train_dir: Path, repo_id: str) -> dict:
     context = {k: config.get(k, "?") for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions")}
     context.update({k: model_card.format_value(v) for k, v in results.items() if isinstance(v, (int, float))})
     context.update(repo_id=repo_id, model_name=repo_id.split("/")[-1], results_table=table,
+                   model_ref=model_card.python_args(repo_id),
                    num_parameters=f"{_count_parameters(weight_files(train_dir)):,}",
                    global_step=state.get("global_step", "?"))
     return context
@@ -547,6 +625,34 @@ def _with_revision_section(card: str, repo_id: str, published: list[dict]) -> st
 
 
 # -------------------------------------------------------------------------------------------- helpers
+
+
+def _planned(folder: Path, name: str) -> PlannedFile:
+    """folder/name as the file `name`; a run config whose command line shows a token (a run from before
+    karel_hf masked them) is sent with it masked."""
+    path = folder / name
+    if name == _RUN_CONFIG:
+        config = _read_json(path)
+        masked = redact_argv(config.get("argv"), [os.environ.get(v) for v in _TOKEN_VARIABLES])
+        if masked != config.get("argv"):
+            config["argv"] = masked
+            return PlannedFile(name, content=(json.dumps(config, indent=2) + "\n").encode())
+    return PlannedFile(name, source=path)
+
+
+def _check_no_secret(plan: PushPlan, token: str) -> None:
+    """Refuse a plan with a file that holds `token` (files up to _SECRET_SCAN_BYTES: cards, configs, tokenizers)."""
+    for rev in plan.revisions:
+        for f in rev.files:
+            if f.content is not None:
+                data = f.content
+            elif f.source.is_file() and f.source.stat().st_size <= _SECRET_SCAN_BYTES:
+                data = f.source.read_bytes()
+            else:
+                continue
+            if token.encode() in data:
+                raise ValueError(f"{f.source or f.path_in_repo} ({rev.revision}:{f.path_in_repo}) holds the Hub token: "
+                                 "nothing was sent; remove the token from that file")
 
 
 def _check_repo_id(repo_id: str) -> None:

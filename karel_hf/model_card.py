@@ -2,19 +2,25 @@
 
 - The full card: the top-level `model_card.md` (karel_hf/templates/ links to it, so wheels carry a
   copy), whose `${name}` placeholders `render_model_card` fills as `string.Template` does for
-  dataset_card.md. Training writes it into every checkpoint and the final model (`write_model_card`,
-  values from `karel_hf.training.RunInfo`); `karel-hf push model` renders it for a run folder that
-  has no README.md when the run's files fill every placeholder.
+  dataset_card.md. Its values come from a run config (`card_values`: the resolved configuration a
+  run records in karel_run_config.json) and where the model is: training writes the card into every
+  checkpoint and the final model for their folders (`write_model_card`), and `karel-hf push model`
+  renders it again from the same files for the repository (the repo's name as the model name, the
+  `from_pretrained` arguments of each revision, the dataset repository).
 - The minimal card: the push's fallback when they do not (`render_minimal_card`).
 - The step card: what a `step-N` branch gets when its checkpoint has no card (`render_step_card`).
 
 Every card opens with YAML metadata (`library_name`, `pipeline_tag`, and for the full card a
-`model-index` with the real numbers, `model_index_yaml`), so the Hub shows the model as a
-text-generation model with its results.
+`model-index` with the real numbers, built with huggingface_hub's `EvalResult` and `ModelCardData`,
+and `datasets:` when the data is a Hub dataset), so the Hub shows the model as a text-generation model
+with its results; `check_card` parses a card with huggingface_hub's `ModelCard` and checks its
+model-index round-trips.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from string import Template
 
@@ -26,6 +32,9 @@ CARD_NAME = "README.md"
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 # The headline numbers that go into the card's model-index (all numbers go into its table).
 MODEL_INDEX_METRICS = ("generation_accuracy", "generation_accuracy_all_pairs", "loss")
+REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# What karel_run_config.json holds for a karel_hf run (`karel_hf.training.RunInfo.run_config`).
+RUN_CONFIG_KEYS = ("model_args", "data_args", "training_args", "model_config", "num_parameters")
 
 
 class PlaceholderError(KeyError):
@@ -43,16 +52,42 @@ def default_template() -> Path | None:
 
 def render_model_card(values: dict, template: str | None = None) -> str:
     """Fill the `${name}` placeholders of the template (default: model_card.md); a missing value raises
-    `PlaceholderError` (a KeyError) naming the placeholder."""
+    `PlaceholderError` (a KeyError) naming the placeholder, metadata huggingface_hub cannot read a
+    ValueError (`check_card`)."""
     if template is None:
         path = default_template()
         if path is None:
             raise FileNotFoundError(f"model card template {TEMPLATE_PATH} not found: reinstall karel_hf")
         template = path.read_text(encoding="utf-8")
     try:
-        return Template(template).substitute(values)
+        card = Template(template).substitute(values)
     except KeyError as err:
         raise PlaceholderError(err.args[0]) from None
+    check_card(card)
+    return card
+
+
+def check_card(text: str, model_name: str | None = None):
+    """Parse a model card with huggingface_hub's `ModelCard` and return its `ModelCardData`; raise ValueError
+    when its YAML does not parse, its model-index does not round-trip through `EvalResult`s, its model-index
+    name is not `model_name` (when given), or it still holds a placeholder (`${name}`, `<this repo ...>`)."""
+    from huggingface_hub import ModelCard  # here, not at the top: it loads huggingface_hub's client (seconds)
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    try:
+        data = ModelCard(text, ignore_metadata_errors=False).data
+    except (ValueError, TypeError, KeyError, yaml.YAMLError) as err:  # malformed YAML or model-index
+        raise ValueError(f"the model card's metadata is not valid: {err}") from None
+    index = data.to_dict().get("model-index")
+    if data.eval_results:
+        if eval_results_to_model_index(data.model_name, data.eval_results) != index:
+            raise ValueError("the model card's model-index does not round-trip through huggingface_hub's EvalResult")
+        if model_name is not None and data.model_name != model_name:
+            raise ValueError(f"the model card's model-index names {data.model_name!r}, not {model_name!r}")
+    left = re.search(r"\$\{\w+\}|<(this|your)[^<>\n]*>", text)
+    if left:
+        raise ValueError(f"the model card still holds the placeholder {left.group(0)}")
+    return data
 
 
 def write_model_card(directory, values: dict) -> Path:
@@ -78,21 +113,91 @@ def latest_metrics(log_history: list[dict]) -> tuple[dict, int | None]:
 
 
 def model_index_yaml(name: str, dataset_id: str, dataset_config: str, metrics: dict, samples: int) -> str:
-    """The YAML `model-index` block with the real numbers (empty when there are none yet)."""
+    """The YAML `model-index` block with the real numbers (empty when there are none yet), written by
+    huggingface_hub's `ModelCardData` from one `EvalResult` per number."""
+    from huggingface_hub import EvalResult, ModelCardData  # here, not at the top: as in check_card
+
     metrics = {k: v for k, v in metrics.items() if k in MODEL_INDEX_METRICS}
     if not metrics:
         return ""
-    results = [{
-        "task": {"type": "text-generation", "name": "Karel program synthesis"},
-        "dataset": {"type": dataset_id, "name": f"Karel ({dataset_config})", "config": dataset_config,
-                    "split": "validation"},
-        "metrics": [
-            {"type": key, "value": round(float(value), 4),
-             "name": "validation loss" if key == "loss" else key.replace("_", " ") + f" (first {samples} validation programs)"}
-            for key, value in sorted(metrics.items())
-        ],
-    }]
-    return yaml.safe_dump({"model-index": [{"name": name, "results": results}]}, sort_keys=False)
+    results = [
+        EvalResult(task_type="text-generation", task_name="Karel program synthesis", dataset_type=dataset_id,
+                   dataset_name=f"Karel ({dataset_config})", dataset_config=dataset_config, dataset_split="validation",
+                   metric_type=key, metric_value=round(float(value), 4),
+                   metric_name="validation loss" if key == "loss"
+                   else key.replace("_", " ") + f" (first {samples} validation programs)")
+        for key, value in sorted(metrics.items())
+    ]
+    return ModelCardData(model_name=name, eval_results=results).to_yaml() + "\n"
+
+
+def is_repo_id(value) -> bool:
+    """Whether `value` reads as a Hub repository id (`namespace/name`)."""
+    return isinstance(value, str) and bool(REPO_ID_PATTERN.match(value))
+
+
+def is_run_config(config: dict) -> bool:
+    """Whether `config` is a karel_hf run config (what `card_values` reads)."""
+    return all(key in config for key in RUN_CONFIG_KEYS)
+
+
+def card_values(run_config: dict, *, model_name: str, global_step: int, log_history: list[dict], model_ref: str,
+                dataset_repo_id: str | None = None) -> dict:
+    """The full card's values from a run config (karel_run_config.json) and the Trainer's log at `global_step`.
+
+    `model_name` names the model (the model-index name: the repo's name on the Hub); `model_ref` is the
+    `from_pretrained` arguments as Python source (`'"ns/model", revision="step-20"'`); `dataset_repo_id`, a
+    Hub dataset repository holding the training data, becomes the card's `datasets:` and dataset link
+    (default: the run's `dataset_id` when it is a repo id).
+    """
+    t, d, c, m = (run_config[k] for k in ("training_args", "data_args", "model_config", "model_args"))
+    dataset_repo_id = dataset_repo_id or (d["dataset_id"] if is_repo_id(d.get("dataset_id")) else None)
+    dataset_id = dataset_repo_id or d.get("dataset_id") or "karel"
+    metrics, metrics_step = latest_metrics(log_history)
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())) or "| (no evaluation yet) | |"
+    tokens_per_step = (t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
+                       * run_config.get("world_size", 1) * d["block_size"])
+    versions = run_config.get("versions") or {}
+    return {
+        "model_name": model_name,
+        "model_ref": model_ref,
+        "datasets": f"datasets:\n- {dataset_repo_id}\n" if dataset_repo_id else "",
+        "dataset_link": (f"[`{dataset_repo_id}`](/datasets/{dataset_repo_id}) (config `{d['dataset_config']}`)"
+                         if dataset_repo_id else f"generated with `karel_hf.data.load_karel(\"{d['dataset_config']}\")`"),
+        "dataset_config": d["dataset_config"],
+        "dataset_overrides": d.get("dataset_overrides") or "none",
+        "model_index": model_index_yaml(model_name, dataset_id, d["dataset_config"], metrics, t["generation_eval_samples"]),
+        "preset": run_config.get("preset") or "none (flags only)",
+        "model_preset": m["model_preset"],
+        "n_layer": c["n_layer"],
+        "n_embd": c["n_embd"],
+        "n_head": c["n_head"],
+        "n_positions": c["n_positions"],
+        "position_init": m["position_init"],
+        "vocab_size": c["vocab_size"],
+        "num_parameters": f"{run_config['num_parameters']:,}",
+        "loss_on": d["loss_on"],
+        "block_size": d["block_size"],
+        "packing": "packed" if d["packing"] else "one padded sample per row",
+        "learning_rate": t["learning_rate"],
+        "lr_scheduler_type": t["lr_scheduler_type"],
+        "warmup_steps": t["warmup_steps"],
+        "max_steps": t["max_steps"],
+        "tokens_per_step": f"{tokens_per_step:,}",
+        "global_step": global_step,
+        "tokens_seen": f"{global_step * tokens_per_step:,}",
+        "precision": "bf16 autocast" if t.get("bf16") else ("fp16" if t.get("fp16") else "fp32"),
+        "seed": t["seed"],
+        "results_step": metrics_step if metrics_step is not None else "-",
+        "results_table": rows,
+        "generation_eval_samples": t["generation_eval_samples"],
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+    }
+
+
+def python_args(repo_or_folder: str, revision: str | None = None) -> str:
+    """`from_pretrained` arguments as Python source: `"ns/model"` or `"ns/model", revision="step-20"`."""
+    return json.dumps(str(repo_or_folder)) + (f", revision={json.dumps(revision)}" if revision else "")
 
 
 _MINIMAL_CARD = """---

@@ -12,17 +12,23 @@ the grid cells, the headers, and every statement form of the printer at each ind
 Special tokens: `<s>` (bos, prepended by the post-processor, so a prompt is encoded as the model saw
 samples start in training), `</s>` (eos, appended by the training pipeline after each sample;
 decoding stops there), `<pad>` (padding only, never trained on), `<unk>`.
+
+Saved tokenizers load with `AutoTokenizer` in every transformers that pyproject allows: transformers 5
+writes its own class name (`TokenizersBackend`) into tokenizer_config.json, which transformers 4 does
+not know, so the tokenizer is a `KarelTokenizerFast`, a `PreTrainedTokenizerFast` (the same class
+in 5, an alias) that writes that name instead, wherever it is saved (the Trainer's checkpoints too).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from karel_hf.data.formatting import (
     CODE_HEADER,
@@ -36,6 +42,7 @@ from karel_hf.data.formatting import (
 )
 from karel_hf.karel.program import ACTIONS, CONDITIONS, Action, Condition, If, Program, Repeat, While
 from karel_hf.karel.world import CELL_WORDS
+from karel_hf.utils import atomic_write_json
 
 PIECE_PATTERN = r" *[^ \n]+[ \n]?|\n| +"
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
@@ -78,8 +85,27 @@ def vocabulary() -> tuple[str, ...]:
     return SPECIAL_TOKENS + tuple(sorted(found))
 
 
+# The class tokenizer_config.json names: transformers 4 and 5 both load it (5: an alias of TokenizersBackend).
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+class KarelTokenizerFast(PreTrainedTokenizerFast):
+    """A `PreTrainedTokenizerFast` whose saved tokenizer_config.json names `PreTrainedTokenizerFast`,
+    so that `AutoTokenizer.from_pretrained` loads it with any transformers from 4.x on."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        for name in files:
+            if str(name).endswith(TOKENIZER_CONFIG_FILE):
+                config = json.loads(Path(name).read_text(encoding="utf-8"))
+                config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+                atomic_write_json(name, config)
+        return files
+
+
 def build_tokenizer():
-    """The karel_hf tokenizer as a `PreTrainedTokenizerFast` (save it with `save_pretrained`)."""
+    """The karel_hf tokenizer, a `PreTrainedTokenizerFast` (`KarelTokenizerFast`; save it with `save_pretrained`)."""
     vocab = {token: i for i, token in enumerate(vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
@@ -87,7 +113,7 @@ def build_tokenizer():
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
     )
-    return PreTrainedTokenizerFast(
+    return KarelTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
         eos_token=EOS,
@@ -100,14 +126,15 @@ def build_tokenizer():
 
 
 def load_tokenizer(path):
-    """Load a saved karel_hf tokenizer with `AutoTokenizer`, with a clear error for a bad path."""
+    """Load a saved karel_hf tokenizer (as `KarelTokenizerFast`, so it saves portably again), with a clear
+    error for a bad path."""
     path = Path(path)
     if not (path / "tokenizer.json").is_file():
         raise ValueError(
             f"no tokenizer at {path}: expected a folder with tokenizer.json, as written by "
             "`karel-hf tokenizer save DIR` or `karel-hf dataset export` (DIR/tokenizer)"
         )
-    return AutoTokenizer.from_pretrained(str(path))
+    return KarelTokenizerFast.from_pretrained(str(path))
 
 
 class FastEncoder:

@@ -11,6 +11,9 @@ discovery and key=value overrides.
   and a config (what the reproduction sweeps and the Hub gets); a *resumable* one holds
   `trainer_state.json`, which the Trainer writes after the weights, optimizer and scheduler, so a
   save cut short lacks it (what `--resume_from_checkpoint` needs).
+- Secrets: `redact_argv` replaces the value of every `--*token` flag (`--hub_token hf_...`,
+  `--hub_token=hf_...`) and every occurrence of a known secret in a command line, as transformers'
+  `TrainingArguments.to_dict` masks its `*_token` fields, before a command line is recorded.
 - Overrides: `parse_overrides` reads `key=value` pairs for corpus configs (`--dataset_overrides`,
   `karel-hf dataset export --set`); GPT-2 config overrides go through transformers' own
   `PretrainedConfig.update_from_string` (`apply_config_overrides`), as transformers' causal
@@ -157,6 +160,33 @@ def latest_checkpoint(output_dir) -> Path | None:
     """The resumable `checkpoint-<N>` folder with the largest N (complete saves only), or None."""
     found = [path for _, path in checkpoint_folders(output_dir) if is_resumable(path)]
     return found[-1] if found else None
+
+
+# ------------------------------------------------------------------------------------- secrets
+_SECRET_FLAG = re.compile(r"^--?[\w-]*token$")
+
+
+def redact_argv(argv, secrets=()) -> list[str] | None:
+    """`argv` with the value of each `--<name>token` flag (`--hub_token X`, `--hub_token=X`) replaced by
+    `<NAME_TOKEN>` (transformers' mask for `*_token` fields), and every secret in `secrets` (tokens
+    known to this process; None and "" ignored) replaced by `<SECRET>` wherever it occurs."""
+    if argv is None:
+        return None
+    secrets = [s for s in secrets if s]
+    out, mask = [], None
+    for arg in map(str, argv):
+        flag, sep, _ = arg.partition("=")
+        if mask is not None and not arg.startswith("-"):
+            arg, mask = mask, None
+        elif _SECRET_FLAG.match(flag):
+            name = f"<{flag.lstrip('-').replace('-', '_').upper()}>"
+            arg, mask = (f"{flag}={name}", None) if sep else (arg, name)
+        else:
+            mask = None
+        for secret in secrets:
+            arg = arg.replace(secret, "<SECRET>")
+        out.append(arg)
+    return out
 
 
 # ----------------------------------------------------------------------------------- overrides

@@ -2,6 +2,7 @@
 
 import collections
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -118,6 +119,19 @@ def test_tokenizer_round_trip_extended_language(tokenizer):
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
 
+def test_saved_tokenizer_names_a_class_every_transformers_loads(tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(tmp_path / "a")
+    load_tokenizer(tmp_path / "a").save_pretrained(tmp_path / "b")  # saving a loaded one again
+    text = "Examples:\n\nInput0\n__wall__ __space__\n"
+    for folder in ("a", "b"):
+        config = json.loads((tmp_path / folder / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast"  # transformers 5 would write TokenizersBackend
+        loaded = AutoTokenizer.from_pretrained(tmp_path / folder)
+        assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"] and loaded.padding_side == "left"
+
+
 def test_fast_encoder_matches_the_tokenizer(tiny_dataset, tokenizer):
     rows = tiny_dataset["test"].select(range(12))
     inputs, outputs = np.array(rows["inputs"])[:, :5], np.array(rows["outputs"])[:, :5]
@@ -176,6 +190,7 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "karel_hf" not in code
+    assert "Ignoring part of dataset_info" not in out.stderr  # each split has num_bytes: datasets keeps the infos
 
 
 def test_dataset_cli_reports_bad_override(tmp_path):

@@ -2,17 +2,19 @@
 
 import ast
 import doctest
-import importlib.util
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-import karel_hf.metrics.generation as generation
+import karel_hf.karel.scoring as generation
+from karel_hf import CITATION
 from karel_hf.karel import ACTIONS, Program, World, format_program, parse
+from karel_hf.metrics.space import check_space, requirement_names
 from karel_hf.metrics import (
     accuracy_by_length,
     compute_generation_accuracy,
@@ -49,17 +51,26 @@ def programs(records):
     return [format_program(parse(r["code"]), "lines") for r in records]
 
 
-def _load_module_script():
-    spec = importlib.util.spec_from_file_location("generation_accuracy_script", MODULE_DIR / "generation_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def metric(tmp_path_factory):
+    from karel_hf.metrics import load_metric
+
+    return load_metric("generation_accuracy", cache_dir=str(tmp_path_factory.mktemp("evaluate")))
 
 
-def test_doc_examples_run():
-    for module in (generation, _load_module_script()):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
+def test_doc_examples_run(metric):
+    result = doctest.testmod(generation, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+    script = sys.modules[type(metric).__module__]
+    card = (MODULE_DIR / "README.md").read_text()
+    examples = card[card.index("### Examples"):card.index("## Limitations")].replace("```python", "").replace("```", "")
+    for name, text, globs in (("script", script._KWARGS_DESCRIPTION, {"generation_accuracy": metric}),
+                              ("card", examples, {"metric": metric})):
+        test = doctest.DocTestParser().get_doctest(text, globs, name, None, 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.tries >= 2 and runner.failures == 0, name
+    assert script._CITATION == CITATION
 
 
 def test_reference_programs_score_one(records, rows, programs):
@@ -132,25 +143,39 @@ def test_constant_program_baseline(records, rows):
     assert constant_program_baseline(records)["accuracy"] == baseline["accuracy"]
 
 
-def test_evaluate_load_offline(monkeypatch, rows, programs, records):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from karel_hf.metrics import load_metric
-
-    metric = load_metric("generation_accuracy")
+def test_evaluate_module_takes_every_reference_form(metric, rows, programs, records):
     expected = compute_generation_accuracy(programs[:20], rows[:20])
-    assert metric.compute(predictions=programs[:20], references=[reference_to_json(r) for r in rows[:20]]) == expected
-    assert metric.compute(predictions=programs[:20], references=[json.dumps(r) for r in records[:20]]) == expected
-    dict_refs = [{k: r[k] for k in ("inputs", "outputs", "length")} for r in rows[:20]]
-    assert metric.compute(predictions=programs[:20], references=dict_refs) == expected
-    # batches accumulate like any evaluate metric
-    metric.add_batch(predictions=["nonsense"], references=[reference_to_json(rows[0])])
-    assert metric.compute()["accuracy"] == 0.0
-
-
-def test_module_folder_layout():
-    assert {p.name for p in MODULE_DIR.iterdir() if not p.name.startswith((".", "__"))} >= {
-        "generation_accuracy.py", "README.md", "app.py", "requirements.txt"
+    assert expected["accuracy"] == 1.0
+    forms = {
+        "row json": [reference_to_json(r) for r in rows[:20]],
+        "record json": [json.dumps(r) for r in records[:20]],
+        "records": records[:20],  # json.loads of the authors' lines
+        "rows": rows[:20],  # whole dataset rows (numpy arrays, extra columns)
+        "row dicts": [{k: np.asarray(r[k]).tolist() for k in ("inputs", "outputs", "length")} for r in rows[:20]],
     }
+    for form, references in forms.items():
+        assert metric.compute(predictions=programs[:20], references=references) == expected, form
+    # batches accumulate like any evaluate metric, whatever form each batch has
+    metric.add_batch(predictions=programs[:3], references=records[:3])
+    metric.add(prediction="nonsense", reference=rows[3])
+    assert metric.compute() == compute_generation_accuracy(programs[:3] + ["nonsense"], records[:3] + [rows[3]])
+
+
+def test_evaluate_module_names_the_forms_it_takes(metric, programs):
+    for bad, message in (({"program": "def run() { move() }"}, "'input0', 'output0'"),
+                         ([1, 2, 3], "a dict or a JSON string, got list")):
+        with pytest.raises(ValueError, match=message):
+            metric.compute(predictions=programs[:1], references=[bad])
+
+
+def test_module_folder_is_a_self_contained_space():
+    files = {p.name for p in check_space(MODULE_DIR)}
+    assert files == {"generation_accuracy.py", "README.md", "app.py", "requirements.txt",
+                     "world.py", "program.py", "interpreter.py", "scoring.py"}
+    karel_dir = Path(generation.__file__).resolve().parent
+    for name in ("world.py", "program.py", "interpreter.py", "scoring.py"):  # links: one source of truth
+        assert (MODULE_DIR / name).is_symlink() and (MODULE_DIR / name).resolve() == karel_dir / name
+    assert set(requirement_names((MODULE_DIR / "requirements.txt").read_text())) == {"evaluate", "numpy"}
     text = (MODULE_DIR / "README.md").read_text()
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
@@ -159,7 +184,6 @@ def test_module_folder_layout():
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and {"evaluate", "metric"} <= set(front["tags"])
     app = ast.parse((MODULE_DIR / "app.py").read_text())
     assert "launch_gradio_widget" in ast.unparse(app)
-    assert set((MODULE_DIR / "requirements.txt").read_text().split()) >= {"evaluate", "karel_hf", "numpy"}
 
 
 def test_metrics_package_does_not_import_evaluate():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -80,7 +81,9 @@ def train_dir(workdir, tokenizer_dir) -> Path:
         for name in tokenizer_dir.iterdir():
             shutil.copy(name, folder / name.name)
         (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": log_history}))
-        (folder / "karel_run_config.json").write_text(json.dumps({"seed": seed, "versions": {"torch": "x"}}))
+        # a run config from before karel_hf masked tokens: the push must mask it
+        (folder / "karel_run_config.json").write_text(json.dumps({"seed": seed, "versions": {"torch": "x"},
+                                                                  "argv": ["--hub_token", FAKE_TOKEN]}))
 
     logs = [{"step": 0, "loss": 3.0912, "learning_rate": 0.0}, {"step": 2, "loss": 2.7461, "learning_rate": 5e-4},
             {"step": 2, "eval_loss": 2.6833}, {"step": 4, "loss": 2.3125}]
@@ -439,6 +442,399 @@ def test_metric_round_trip(published, emulator):
     assert f"space {METRIC_REPO}@main" in _ok(published["push"]["metric"])
     assert emulator.repos[("space", METRIC_REPO)].sdk == "gradio"
     assert _loaded(published, "metric") == {"exact_match": pytest.approx(2 / 3)}
+
+
+# ------------------------------------------------------------------ karel_hf's metric Spaces, without karel_hf
+
+SPACE_CONSUMER = r"""
+import importlib.util, json, sys
+for name in ("karel_hf", "torch", "transformers"):  # not installed here
+    assert importlib.util.find_spec(name) is None, name
+import evaluate
+
+out = {}
+for repo, inputs_path in zip(sys.argv[1::2], sys.argv[2::2]):
+    metric = evaluate.load(repo)
+    out[repo] = {case: metric.compute(**kwargs) for case, kwargs in json.load(open(inputs_path)).items()}
+print(json.dumps(out))
+"""
+PACKAGED_SPACES = ("generation_accuracy", "semantic_probe")
+
+
+def _generation_cases() -> dict:
+    """Predictions (right, wrong, unparseable) for the authors' records, as dicts and as JSON strings."""
+    from karel_hf.karel import format_program, parse
+
+    path = Path(__file__).resolve().parent / "data" / "reference" / "straight_line_200.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()[:30]]
+    predictions = [format_program(parse(r["code"]), "lines") if i % 3 == 0 else
+                   "def run() {\n  move()\n}" if i % 3 == 1 else "def run() { move(" for i, r in enumerate(records)]
+    return {"records": {"predictions": predictions, "references": records},
+            "json": {"predictions": predictions, "references": [json.dumps(r) for r in records], "num_spec_pairs": 3}}
+
+
+WITHOUT = ("karel_hf", "torch", "torchgen", "functorch", "transformers", "accelerate")
+
+
+def _site_without(folder: Path, blocked=WITHOUT) -> Path:
+    """A folder of links to this environment's installed packages, less `blocked` (modules, dist-info and
+    karel_hf's editable-install hooks): with `python -S` and PYTHONPATH=folder, they are not installed."""
+    import sysconfig
+
+    if folder.exists():
+        return folder
+    folder.mkdir(parents=True)
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        distribution = re.split(r"-\d", entry.name)[0].removesuffix(".py")
+        if "karel_hf" in entry.name or distribution in blocked or entry.suffix == ".pth":
+            continue
+        (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+def _probe_cases() -> dict:
+    """Model states with one readable and one unreadable label, with the controls' inputs (seeded)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(4, size=(60, 2))
+    states = np.concatenate([np.eye(4)[labels[:, 0]], rng.normal(size=(60, 3))], axis=1) + 0.1 * rng.normal(size=(60, 7))
+    common = {"predictions": states.round(4).tolist(), "references": labels.tolist(),
+              "split": ["train"] * 36 + ["test"] * 24, "task_names": ["readable", "noise"]}
+    return {"plain": {**common, "controls": False},
+            "controls": {**common, "groups": [i // 3 for i in range(60)], "prompt_facts": np.eye(2)[labels[:, 1] % 2].tolist(),
+                         "initial_labels": np.zeros_like(labels).tolist(), "output_labels": labels[:, ::-1].tolist(),
+                         "num_bootstrap": 200, "seed": 3}}
+
+
+def _expected_space_results(cases: dict[str, dict]) -> dict:
+    """What karel_hf computes for the cases, in this process (the plain function; the probe's module)."""
+    from karel_hf.metrics import load_metric
+    from karel_hf.metrics.generation import compute_generation_accuracy
+
+    probe = load_metric("semantic_probe")
+    return {"generation_accuracy": {c: compute_generation_accuracy(**kw) for c, kw in cases["generation_accuracy"].items()},
+            "semantic_probe": {c: probe.compute(**kw) for c, kw in cases["semantic_probe"].items()}}
+
+
+def _space_consumer(endpoint: str, home: Path, cases: dict[str, Path]) -> dict:
+    """SPACE_CONSUMER in a fresh process that has evaluate and its dependencies but not karel_hf, torch
+    or transformers (`python -S` over `_site_without`)."""
+    env = _client_env(endpoint, home)
+    env["PYTHONPATH"] = str(_site_without(home.parent / "site-without-karel-hf"))
+    args = [x for repo, path in cases.items() for x in (repo, str(path))]
+    result = subprocess.run([sys.executable, "-S", "-c", SPACE_CONSUMER, *args], env=env, cwd=home.parent,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class _StaticHub:
+    """A second, independent Hub stand-in for `evaluate.load`: a plain stdlib static file server over
+    `<root>/spaces/<ns>/<name>/resolve/main/<path>` (what evaluate requests); anything else is a 404."""
+
+    def __init__(self, root: Path):
+        import functools
+        import threading
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        class Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def spaces(emulator, workdir) -> dict:
+    """karel_hf's metric folders pushed as Spaces (to the emulator, and as dry runs served by a static server),
+    then loaded back with `evaluate.load` in processes where karel_hf cannot be imported."""
+    import shutil
+
+    cases, dry, pushes = {}, {}, {}
+    inputs = {"generation_accuracy": _generation_cases(), "semantic_probe": _probe_cases()}
+    expected = {f"{NS}/{name}": results for name, results in _expected_space_results(inputs).items()}
+    static_root = workdir / "static-hub"
+    for name in PACKAGED_SPACES:
+        repo = f"{NS}/{name}"
+        cases[repo] = workdir / "space-cases" / f"{name}.json"
+        cases[repo].parent.mkdir(parents=True, exist_ok=True)
+        cases[repo].write_text(json.dumps(inputs[name]))
+        pushes[repo] = _push("metric", name, NS, emulator.url, workdir / "hf-push")  # a packaged metric, by name
+        out = workdir / "dry-spaces" / name
+        _ok(_push("metric", name, NS, "http://127.0.0.1:9", workdir / "hf-dry", "--dry-run", str(out)))
+        dry[repo] = out / "main"
+        shutil.copytree(out / "main", static_root / "spaces" / NS / name / "resolve" / "main")
+    loaded = _space_consumer(emulator.url, workdir / "hf-spaces", cases)
+    with _StaticHub(static_root) as static:
+        loaded_static = _space_consumer(static.url, workdir / "hf-spaces-static", cases)
+    return {"push": pushes, "dry": dry, "expected": expected, "emulator": loaded, "static": loaded_static}
+
+
+def test_metric_spaces_compute_without_karel_hf(spaces, emulator):
+    for repo, push in spaces["push"].items():
+        assert f"space {repo}@main" in _ok(push)
+        stored = emulator.repos[("space", repo)]
+        files = stored.commits[stored.refs["main"]].files
+        pushed = {path: emulator.blob_path(blob.sha256).read_bytes() for path, blob in files.items()
+                  if path != ".gitattributes"}
+        assert pushed == {p: (spaces["dry"][repo] / p).read_bytes() for p in _tree(spaces["dry"][repo])}
+        assert b"karel_hf" not in pushed["requirements.txt"]
+    for hub_name in ("emulator", "static"):  # the same numbers as karel_hf's own code, NaN where it has NaN
+        assert spaces[hub_name].keys() == spaces["expected"].keys()
+        for repo, results in spaces["expected"].items():
+            for case, expected in results.items():
+                assert spaces[hub_name][repo][case] == pytest.approx(expected, nan_ok=True), (hub_name, repo, case)
+    results = spaces["expected"][f"{NS}/generation_accuracy"]
+    assert 0.2 < results["records"]["accuracy"] < 0.5 and results["records"]["parse_rate"] < 1.0
+    probe = spaces["expected"][f"{NS}/semantic_probe"]
+    assert probe["plain"]["accuracy_readable"] > 0.9 > 0.5 > probe["plain"]["accuracy_noise"]
+    assert 0.0 <= probe["controls"]["control_prompt_only"] <= 1.0 and probe["controls"]["num_test"] == 24
+
+
+@pytest.mark.parametrize("name, package, shipped", [
+    ("generation_accuracy", "karel", ("world.py", "program.py", "interpreter.py", "scoring.py")),
+    ("semantic_probe", "probing", ("probes.py",)),
+])
+def test_packaged_metric_space_tree(workdir, name, package, shipped):
+    import karel_hf
+
+    plan = hub.plan_metric_push(name, NS)  # the packaged folder, by name
+    assert plan.repo_id == f"{NS}/{name}"
+    out = hub.write_dry_run(plan, workdir / f"dry-packaged-{name}") / "main"
+    assert _tree(out) == {f"{name}.py", "README.md", "app.py", "requirements.txt", *shipped}
+    source = Path(karel_hf.__file__).parent / package
+    for module in shipped:  # regular files holding the package's modules, byte for byte
+        assert not (out / module).is_symlink() and (out / module).read_bytes() == (source / module).read_bytes()
+    card = (out / "README.md").read_text()
+    assert f'evaluate.load("{NS}/{name}")' in card and "${" not in card
+    assert not re.search(r"<[^<>\n]*(namespace|repo|folder)[^<>\n]*>|path/to", card)
+
+
+def test_metric_space_checks_name_the_problem(metric_dir, workdir):
+    def broken(name: str, edit) -> Path:
+        folder = workdir / "broken-metrics" / name / "toy_exact_match"
+        shutil.copytree(metric_dir, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        edit(folder)
+        return folder
+
+    def script_edit(old: str, new: str):
+        def edit(folder: Path):
+            script = folder / "toy_exact_match.py"
+            script.write_text(script.read_text().replace(old, new, 1))
+        return edit
+
+    import shutil
+
+    cases = {
+        "karel_hf": (script_edit("import evaluate\n", "import evaluate\nfrom karel_hf import CITATION\n"),
+                     "imports karel_hf, which a Space has only if requirements.txt installs it"),
+        "sibling-missing": (script_edit("import evaluate\n", "import evaluate\nfrom .helpers import f\n"),
+                            "has no helpers.py"),
+        "in-a-block": (script_edit("import evaluate\n", "import evaluate\ntry:\n    from .helpers import f\nexcept ImportError:\n    f = None\n"),
+                       "inside a block"),
+        "requirement": (lambda folder: (folder / "requirements.txt").write_text("evaluate\nkarel_hf\n"),
+                        "names karel_hf, which is not on the package index"),
+        "url": (lambda folder: (folder / "requirements.txt").write_text("evaluate @ https://example.org/e.whl\n"),
+                "from the package index only"),
+    }
+
+    def transitive(folder: Path):
+        (folder / "helpers.py").write_text("from .inner import g\n\n\ndef f():\n    return g()\n")
+        (folder / "inner.py").write_text("def g():\n    return 1\n")
+        script_edit("import evaluate\n", "import evaluate\n\nfrom .helpers import f\n")(folder)
+
+    cases["transitive"] = (transitive, "imports .inner, which toy_exact_match.py does not import")
+    for name, (edit, message) in cases.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            hub.plan_metric_push(broken(name, edit), NS)
+
+
+# ----------------------------------------------------------------------------- no secret in any file
+
+RUN_TOKEN, ENV_TOKEN = "hf_runFLAGsecret0123456789abcdefghij", "hf_runENVsecret0123456789abcdefghijk"
+
+
+@pytest.fixture(scope="module")
+def token_runs(workdir) -> dict[str, Path]:
+    """Two 1-step tiny training runs (`karel-hf train`'s main, in this process): one given `--hub_token RUN_TOKEN`,
+    one with HF_TOKEN=ENV_TOKEN in its environment."""
+    from karel_hf.training import main as train_main
+
+    runs = {}
+    for name, flags, token in (("flag", ["--hub_token", RUN_TOKEN], None), ("env", [], ENV_TOKEN)):
+        out = workdir / f"token-run-{name}"
+        saved = os.environ.pop("HF_TOKEN", None)
+        if token:
+            os.environ["HF_TOKEN"] = token
+        try:
+            assert train_main(["--preset", "tiny", "--max_steps", "1", "--save_steps", "1", "--generation_eval_steps",
+                               "1", "--generation_eval_samples", "4", "--report_to", "tensorboard",
+                               "--dataset_cache_dir", str(workdir / "karel-cache"), *flags,
+                               "--output_dir", str(out)]) == 0
+        finally:
+            os.environ.pop("HF_TOKEN", None)
+            if saved is not None:
+                os.environ["HF_TOKEN"] = saved
+        runs[name] = out
+    return runs
+
+
+@pytest.fixture(scope="module")
+def pushed_runs(token_runs, emulator, workdir) -> dict[str, dict]:
+    """Each token run as a dry run (in this process) and pushed with `karel-hf push model` (the env run with
+    `--dataset_repo_id`, for the card tests)."""
+    pushed = {}
+    for name, run in token_runs.items():
+        repo = f"{NS}/karel-gpt2-cards" if name == "env" else f"{NS}/token-run-{name}"
+        dataset_repo = f"{NS}/karel-tiny-data" if name == "env" else None
+        extra = ("--dataset_repo_id", dataset_repo) if dataset_repo else ()
+        dry = hub.write_dry_run(hub.plan_model_push(run, repo, dataset_repo_id=dataset_repo),
+                                workdir / f"dry-token-run-{name}")
+        pushed[name] = {"repo": repo, "dry": dry,
+                        "push": _push("model", run, repo, emulator.url, workdir / "hf-push", *extra)}
+    return pushed
+
+
+def test_no_token_in_any_file_of_a_run_or_its_push(token_runs, pushed_runs, emulator):
+    for name, run in token_runs.items():
+        written = _tree(run)
+        assert {"training_args.bin", "karel_run_config.json", "checkpoint-1/training_args.bin"} <= written
+        assert any(p.startswith("runs/") for p in written)  # TensorBoard's event files too
+        config = json.loads((run / "karel_run_config.json").read_text())
+        assert config["training_args"]["hub_token"] == "<HUB_TOKEN>"
+        if name == "flag":
+            assert config["argv"][config["argv"].index("--hub_token") + 1] == "<HUB_TOKEN>"
+        _ok(pushed_runs[name]["push"])
+        stored = emulator.repos[("model", pushed_runs[name]["repo"])]
+        assert set(stored.refs) == {"main", "step-0", "step-1"}
+        for root in (run, pushed_runs[name]["dry"], emulator.root):  # every byte written: locally, dry run, Hub
+            everything = _read_all_bytes(root)
+            assert RUN_TOKEN.encode() not in everything and ENV_TOKEN.encode() not in everything, (name, root)
+
+
+def test_push_refuses_a_file_holding_its_token(emulator, export_dir, workdir):
+    import shutil
+
+    leaky = workdir / "export-with-token"
+    shutil.copytree(export_dir, leaky)
+    (leaky / "notes.md").write_text(f"pushed with {FAKE_TOKEN}\n")
+    result = _push("dataset", leaky, f"{NS}/leaky", emulator.url, workdir / "hf-push")
+    assert result.returncode != 0 and "holds the Hub token: nothing was sent" in result.stderr
+    assert FAKE_TOKEN not in result.stderr and ("dataset", f"{NS}/leaky") not in emulator.repos
+
+
+# ------------------------------------------------------------------------------ cards for the repository
+
+CARD_CONSUMER = r"""
+import json, re, sys
+from huggingface_hub import hf_hub_download
+data_repo, model_repo = sys.argv[1:3]
+
+
+def code_blocks(repo, heading, **kwargs):
+    text = open(hf_hub_download(repo, "README.md", **kwargs)).read()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+out = {}
+scope = {}
+for block in code_blocks(data_repo, "## How to load", repo_type="dataset"):  # as written in the card
+    exec(block, scope)
+out["dataset"] = {"rows": len(scope["ds"]), "text_ids": scope["tok"](scope["ds"][0]["text"])["input_ids"][:8]}
+scope = {}
+for block in code_blocks(model_repo, "## How to use"):
+    exec(block, scope)
+out["model"] = {"vocab": scope["model"].config.vocab_size, "bos": scope["tokenizer"].bos_token}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def real_export(workdir) -> Path:
+    """`karel-hf dataset export`'s own folder for a small tiny config (its real card)."""
+    from karel_hf.data.export import export_dataset
+
+    return export_dataset("tiny", workdir / "real-export", cache_dir=str(workdir / "karel-cache"),
+                          train_size=40, validation_size=8, test_size=8)
+
+
+@pytest.fixture(scope="module")
+def cards(emulator, real_export, pushed_runs, workdir) -> dict:
+    """The real export and a real run pushed with their cards; the cards' code run as written, in a fresh process."""
+    data_repo, model_repo = f"{NS}/karel-tiny-data", pushed_runs["env"]["repo"]
+    _ok(_push("dataset", real_export, data_repo, emulator.url, workdir / "hf-push"))
+    _ok(pushed_runs["env"]["push"])
+    result = subprocess.run([sys.executable, "-c", CARD_CONSUMER, data_repo, model_repo],
+                            env=_client_env(emulator.url, workdir / "hf-cards"), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return {"data_repo": data_repo, "model_repo": model_repo, "stderr": result.stderr,
+            "loaded": json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def _stored_text(emulator, repo_type: str, repo_id: str, branch: str, path: str = "README.md") -> str:
+    stored = emulator.repos[(repo_type, repo_id)]
+    blob = stored.commits[stored.refs[branch]].files[path]
+    return emulator.blob_path(blob.sha256).read_text()
+
+
+def test_card_code_runs_as_written_against_the_hub(cards, real_export):
+    from datasets import load_dataset
+
+    local = load_dataset(str(real_export), "tiny", split="test")
+    assert cards["loaded"]["dataset"]["rows"] == len(local) == 8
+    assert cards["loaded"]["dataset"]["text_ids"][0] == 1  # <s>, from the tokenizer in the dataset repo
+    assert cards["loaded"]["model"] == {"vocab": cards["loaded"]["model"]["vocab"], "bos": "<s>"}
+    assert "Ignoring part of dataset_info" not in cards["stderr"]  # num_bytes is there: datasets keeps the infos
+
+
+def _without_section(text: str, heading: str) -> str:
+    before, after = text.split(heading, 1)
+    return before + "\n## " + after.split("\n## ", 1)[1]
+
+
+def test_cards_name_the_repositories_and_validate(cards, emulator, real_export):
+    from huggingface_hub import DatasetCard
+
+    from karel_hf.model_card import check_card
+
+    data_repo, model_repo = cards["data_repo"], cards["model_repo"]
+    dataset_card = DatasetCard(_stored_text(emulator, "dataset", data_repo, "main"))
+    assert f'load_dataset("{data_repo}", "tiny", split="test")' in dataset_card.text
+    local_card = DatasetCard((real_export / "README.md").read_text())
+    assert local_card.data == dataset_card.data  # only the How to load section differs
+    assert _without_section(local_card.text, "## How to load") == _without_section(dataset_card.text, "## How to load")
+    info = dataset_card.data.to_dict()["dataset_info"]
+    assert [s["num_bytes"] > 0 for s in info["splits"]] == [True] * 3 and info["download_size"] > 0
+    stored = emulator.repos[("model", model_repo)]
+    assert set(stored.refs) == {"main", "step-0", "step-1"}
+    validated = [r for r in emulator.requests if r[:2] == ("POST", "/api/validate-yaml")]
+    assert len(validated) >= 4  # the Hub's check of each card before the push: 3 model branches, 1 dataset
+    for branch in stored.refs:
+        card = _stored_text(emulator, "model", model_repo, branch)
+        data = check_card(card, model_name="karel-gpt2-cards")  # YAML parses, model-index round-trips
+        assert data.datasets == [data_repo] and f"](/datasets/{data_repo})" in card
+        revision = "" if branch == "main" else f', revision="{branch}"'
+        assert f'AutoModelForCausalLM.from_pretrained("{model_repo}"{revision})' in card
+        if data.eval_results:
+            assert {r.dataset_type for r in data.eval_results} == {data_repo}
+    for (repo_type, repo_id), repo in emulator.repos.items():  # no placeholder in any card pushed by any test
+        for branch, oid in repo.refs.items():
+            if "README.md" in repo.commits[oid].files:
+                text = _stored_text(emulator, repo_type, repo_id, branch)
+                assert not re.search(r"\$\{\w+\}|<(this|your|namespace)[^<>\n]*>", text), (repo_id, branch)
 
 
 @pytest.mark.parametrize("failing, completed", [("step-2", ["step-0"]), ("main", ["step-0", "step-2"])])

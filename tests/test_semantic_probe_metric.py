@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from karel_hf import CITATION
 from karel_hf.probing.probes import probe_report
 
 FOLDER = Path(__file__).resolve().parents[1] / "karel_hf" / "metrics" / "semantic_probe"
@@ -23,8 +24,14 @@ def metric(tmp_path_factory):
     return evaluate.load(str(FOLDER), cache_dir=str(tmp_path_factory.mktemp("evaluate")))
 
 
-def test_folder_layout_and_card():
-    assert {"semantic_probe.py", "README.md", "app.py", "requirements.txt"} <= {p.name for p in FOLDER.iterdir()}
+def test_folder_is_a_self_contained_space_and_card():
+    from karel_hf.metrics.space import check_space, requirement_names
+    from karel_hf.probing import probes
+
+    assert {p.name for p in check_space(FOLDER)} == {"semantic_probe.py", "README.md", "app.py", "requirements.txt",
+                                                      "probes.py"}
+    assert (FOLDER / "probes.py").is_symlink() and (FOLDER / "probes.py").resolve() == Path(probes.__file__).resolve()
+    assert set(requirement_names((FOLDER / "requirements.txt").read_text())) == {"evaluate", "numpy", "scikit-learn"}
     text = (FOLDER / "README.md").read_text()
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
@@ -39,6 +46,7 @@ def test_doctests(metric):
     test = parser.get_doctest(module._KWARGS_DESCRIPTION, {"semantic_probe": metric}, "semantic_probe", None, 0)
     runner = doctest.DocTestRunner()
     runner.run(test)
+    assert module._CITATION == CITATION
     assert runner.failures == 0 and runner.tries >= 6
 
 

@@ -246,6 +246,8 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     assert config["training_args"]["max_steps"] == 20
 
     ckpt = str(out / "checkpoint-20")
+    for folder in (out, out / "checkpoint-0", out / "checkpoint-20"):  # transformers 4 loads these too
+        assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     model = AutoModelForCausalLM.from_pretrained(ckpt)
     tok = AutoTokenizer.from_pretrained(ckpt)
     assert model.generation_config.eos_token_id == tok.eos_token_id

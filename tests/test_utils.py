@@ -1,4 +1,4 @@
-"""The shared helpers: atomic writes, library versions, what counts as a checkpoint, overrides."""
+"""The shared helpers: atomic writes, library versions, what counts as a checkpoint, secrets, overrides."""
 
 import json
 
@@ -17,6 +17,7 @@ from karel_hf.utils import (
     library_versions,
     model_checkpoints,
     parse_overrides,
+    redact_argv,
 )
 
 
@@ -80,3 +81,12 @@ def test_config_overrides_use_transformers_parser():
         apply_config_overrides(GPT2Config(), "n_layers=6")
     with pytest.raises(ValueError, match="config_overrides: .*n_layer=6,n_embd=384"):
         apply_config_overrides(GPT2Config(), "n_layer")
+
+
+def test_redact_argv_masks_token_flags_and_known_secrets():
+    argv = ["--preset", "tiny", "--hub_token", "hf_A", "--hub-token=hf_B", "--push_to_hub_token", "--seed", "1",
+            "--dataset_overrides", "note=hf_C", "--hub_model_id", "me/model"]
+    assert redact_argv(argv, secrets=["hf_C", None, ""]) == [
+        "--preset", "tiny", "--hub_token", "<HUB_TOKEN>", "--hub-token=<HUB_TOKEN>", "--push_to_hub_token", "--seed",
+        "1", "--dataset_overrides", "note=<SECRET>", "--hub_model_id", "me/model"]
+    assert redact_argv(None) is None and redact_argv([]) == []

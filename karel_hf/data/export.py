@@ -4,8 +4,9 @@
     DIR/<config>/<split>-00000-of-00002.parquet
     DIR/tokenizer/                             AutoTokenizer-loadable
 
-so `load_dataset(DIR, "<config>", split="test")` (and `streaming=True`) needs no karel_hf code,
-and `upload_folder` publishes it as is. Several configs can be exported into one DIR: the card
+so `load_dataset(DIR, "<config>", split="test")` (and `streaming=True`) needs no karel_hf code.
+`karel-hf push dataset` publishes it with the card's "How to load" code rewritten for the
+repository (`card_for_repo`). Several configs can be exported into one DIR: the card
 lists all of them, with the number of distinct programs per split and how many evaluation examples
 have a program that also occurs in training (karel_hf.data.overlap).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,9 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from karel_hf import __version__
 from karel_hf.karel.sampling import generate
@@ -57,6 +61,7 @@ ROWS_PER_SHARD = 100_000
 PARQUET_OPTIONS = dict(compression="snappy", use_dictionary=["program"], write_statistics=["id", "length"])
 # The top-level dataset_card.md; karel_hf/templates/ links to it so wheels carry a copy.
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "dataset_card.md"
+HOW_TO_LOAD_HEADING = "## How to load"
 
 
 def _size_category(n: int) -> str:
@@ -66,15 +71,6 @@ def _size_category(n: int) -> str:
         if n < bound:
             return label
     return "10M<n<100M"
-
-
-def _read_front_matter(readme: Path) -> dict:
-    if not readme.is_file():
-        return {}
-    text = readme.read_text(encoding="utf-8")
-    if not text.startswith("---\n"):
-        return {}
-    return yaml.safe_load(text[4 : text.index("\n---", 4)]) or {}
 
 
 def shard_bounds(size: int, rows_per_shard: int) -> list[tuple[int, int]]:
@@ -176,35 +172,38 @@ def export_dataset(config: str, output_dir, *, num_proc: int | None = None, cach
 
     with atomic_path(out / "tokenizer", directory=True) as tmp:
         build_tokenizer().save_pretrained(str(tmp))
-    atomic_write_text(out / "README.md", render_card(out, config, resolved, overlap))
+    split_bytes = {split: dataset[split].data.nbytes for split in splits}
+    atomic_write_text(out / "README.md", render_card(out, config, resolved, overlap, split_bytes))
     return out
 
 
-def render_card(out: Path, config_name: str, config: KarelConfig, overlap: ProgramOverlap) -> str:
-    """The dataset card: front matter merged with configs exported earlier into the same folder."""
+def render_card(out: Path, config_name: str, config: KarelConfig, overlap: ProgramOverlap,
+                split_bytes: dict[str, int]) -> str:
+    """The dataset card: front matter merged with configs exported earlier into the same folder.
+
+    The metadata is written as datasets' own `push_to_hub` writes it (`MetadataConfigs` and
+    `DatasetInfosDict` into a `DatasetCardData`): `configs:` with the data files, `dataset_info:` with
+    the features and, per split, `num_examples` and `num_bytes` (`split_bytes`: the Arrow bytes;
+    datasets ignores a split list without them), the download size (the Parquet bytes) and the total.
+    """
     splits = [s for s in SPLITS if s in overlap.examples]
-    meta = _read_front_matter(out / "README.md")
-    configs = [c for c in meta.get("configs", []) if c.get("config_name") != config_name]
-    configs.append({
-        "config_name": config_name,
-        "data_files": [{"split": s, "path": f"{config_name}/{s}-*.parquet"} for s in splits],
-    })
-    infos = [i for i in meta.get("dataset_info", []) if i.get("config_name") != config_name]
-    info = datasets.DatasetInfo(features=karel_features(config))._to_yaml_dict()
-    infos.append({"config_name": config_name, "features": info["features"], "splits": [
-        {"name": s, "num_examples": overlap.examples[s]} for s in splits]})
-    configs.sort(key=lambda c: c["config_name"])
-    infos.sort(key=lambda c: c["config_name"])
-    total = sum(s["num_examples"] for i in infos for s in i["splits"])
-    front = {
-        "license": _LICENSE.lower(),
-        "task_categories": ["text-generation"],
-        "tags": ["karel", "program-synthesis", "interpretability", "probing", "code"],
-        "pretty_name": "Karel programs with input/output examples",
-        "size_categories": [_size_category(total)],
-        "configs": configs,
-        "dataset_info": infos,
-    }
+    readme = out / "README.md"
+    card_data = DatasetCard.load(readme).data if readme.is_file() else DatasetCardData()
+    info = datasets.DatasetInfo(features=karel_features(config), config_name=config_name)
+    info.splits = datasets.SplitDict(dataset_name=config_name)
+    for split in splits:
+        info.splits.add(datasets.SplitInfo(split, num_bytes=split_bytes[split], num_examples=overlap.examples[split]))
+    info.dataset_size = sum(split_bytes[s] for s in splits)
+    info.download_size = sum(p.stat().st_size for p in (out / config_name).glob("*.parquet"))
+    DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)
+    data_files = [{"split": s, "path": f"{config_name}/{s}-*.parquet"} for s in splits]
+    MetadataConfigs({config_name: {"data_files": data_files}}).to_dataset_card_data(card_data)
+    total = sum(s["num_examples"] for i in _as_list(card_data["dataset_info"]) for s in i["splits"])
+    card_data.license = _LICENSE.lower()
+    card_data.task_categories = ["text-generation"]
+    card_data.tags = ["karel", "program-synthesis", "interpretability", "probing", "code"]
+    card_data.pretty_name = "Karel programs with input/output examples"
+    card_data.size_categories = [_size_category(total)]
 
     example = batch_table(generate(config.corpus_config(splits[0]), 0, 1), config).to_pylist()[0]
     tokenizer = load_tokenizer(out / "tokenizer")
@@ -232,6 +231,7 @@ def render_card(out: Path, config_name: str, config: KarelConfig, overlap: Progr
         "config_name": config_name,
         "version": __version__,
         "split_table": split_table,
+        "how_to_load": how_to_load(_as_list(card_data["configs"]), repo_id=None),
         "heldout": heldout,
         "config_json": json.dumps(config.generator_fields(), indent=2, default=list),
         "example_text": example["text"],
@@ -250,4 +250,44 @@ def render_card(out: Path, config_name: str, config: KarelConfig, overlap: Progr
         "cols": config.width - 2,
     }
     body = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(fields)
-    return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body
+    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
+
+
+def _as_list(entries) -> list:
+    """A card's `configs:` or `dataset_info:` as a list (datasets writes a single entry as a mapping)."""
+    return entries if isinstance(entries, list) else [entries]
+
+
+def how_to_load(configs: list[dict], repo_id: str | None) -> str:
+    """The card's "How to load" code for the first config of `configs` (the card's `configs:` list): from
+    the Hub dataset repo `repo_id`, or, for `repo_id=None`, from the export folder itself."""
+    config = configs[0]["config_name"]
+    files = configs[0].get("data_files") or [{"split": "train"}]
+    split = next((f["split"] for f in files if f.get("split") == "test"), files[0].get("split", "train"))
+    others = f"  # configs: {', '.join(c['config_name'] for c in configs)}" if len(configs) > 1 else ""
+    if repo_id is None:
+        return (f"Run in the export folder (or give its path):\n\n```python\nfrom datasets import load_dataset\n\n"
+                f"ds = load_dataset(\".\", {json.dumps(config)}, split={json.dumps(split)}){others}\nprint(ds[0][\"text\"])\n```\n\n"
+                "The tokenizer the karel_hf models use is in `tokenizer/`:\n\n```python\n"
+                "from transformers import AutoTokenizer\n\ntok = AutoTokenizer.from_pretrained(\"tokenizer\")\n```")
+    return (f"```python\nfrom datasets import load_dataset\n\nds = load_dataset({json.dumps(repo_id)}, {json.dumps(config)}, split={json.dumps(split)})"
+            f"{others}\nprint(ds[0][\"text\"])\n```\n\n"
+            "The tokenizer the karel_hf models use is in `tokenizer/` (a tokenizer folder inside a dataset repo: "
+            "download it, then load the folder):\n\n```python\nfrom huggingface_hub import snapshot_download\n"
+            "from transformers import AutoTokenizer\n\n"
+            f"folder = snapshot_download({json.dumps(repo_id)}, repo_type=\"dataset\", allow_patterns=\"tokenizer/*\")\n"
+            "tok = AutoTokenizer.from_pretrained(f\"{folder}/tokenizer\")\n```")
+
+
+def card_for_repo(text: str, repo_id: str) -> str:
+    """A karel_hf dataset card rendered for the Hub dataset repo `repo_id`: its "How to load" section
+    (from the heading to the next one) rewritten by `how_to_load`. A card without that section is
+    returned as it is."""
+    card = DatasetCard(text)
+    match = re.search(rf"^{re.escape(HOW_TO_LOAD_HEADING)}\n.*?(?=^## |\Z)", card.text, flags=re.S | re.M)
+    configs = card.data.to_dict().get("configs")
+    if match is None or not configs:
+        return text
+    section = f"{HOW_TO_LOAD_HEADING}\n\n{how_to_load(_as_list(configs), repo_id)}\n\n"
+    card.text = card.text[: match.start()] + section + card.text[match.end():]
+    return str(card)

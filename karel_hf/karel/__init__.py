@@ -4,6 +4,8 @@
 - `program`: the AST, the parser and the printers (with the "lines" printer's batched twin), and the
   flat one-code-per-line form of programs;
 - `interpreter`: `execute` runs a parsed program on a world, with traces and a step budget;
+- `scoring`: generation accuracy, whether predicted programs meet their specifications (the
+  `generation_accuracy` metric Space ships it with `world`, `program` and `interpreter`);
 - `batched`: the interpreter's batched twin, programs on many worlds at once (straight-line ones
   step by step, any program compiled to instructions);
 - `semantics`: alternative meanings of the actions, as mappings on the AST;

@@ -4,7 +4,9 @@
     >>> metric = load_metric("generation_accuracy")   # evaluate.load on the packaged folder  # doctest: +SKIP
     >>> probe = load_metric("semantic_probe")          # probe accuracy with its controls  # doctest: +SKIP
 
-`evaluate` is imported only inside `load_metric` (it takes seconds to import).
+Each folder is a self-contained Space (`space.check_space`): its script imports only evaluate, the
+packages its requirements.txt installs and the files beside it, which link to the pure karel_hf
+modules it runs. `evaluate` is imported only inside `load_metric` (it takes seconds to import).
 """
 
 from __future__ import annotations

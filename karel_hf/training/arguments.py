@@ -176,6 +176,13 @@ class KarelTrainingArguments(TrainingArguments):
                 raise TrainArgumentError(f"{name}: must be positive, got {getattr(self, name)}")
         super().__post_init__()
 
+    def __getstate__(self):
+        """The pickled state (the Trainer's training_args.bin) without secrets: `*_token` fields are None there,
+        as `to_dict` masks them; the object itself keeps its token (the Trainer pushes with it)."""
+        state = dict(self.__dict__)
+        state.update({key: None for key in state if key.endswith("_token")})
+        return state
+
 
 def bf16_is_fast(use_cpu: bool = False) -> bool:
     """True on a GPU that supports bf16, or on a CPU with AMX or AVX512-BF16 units."""

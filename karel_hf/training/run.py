@@ -8,7 +8,8 @@ script), plus `RunInfo`, what every output folder records about the run.
 Checkpoints every `save_steps` are standard Trainer directories (model.safetensors, config.json,
 generation_config.json with bos/eos/pad, tokenizer files, trainer_state.json, optimizer, scheduler,
 RNG state) plus the model card (README.md) and the resolved run config with library versions
-(karel_run_config.json). `--resume_from_checkpoint last|PATH` continues with the saved weights,
+(karel_run_config.json). No file of a run holds a token: `RunInfo.run_config` masks them, and
+`KarelTrainingArguments` pickles (training_args.bin) without them. `--resume_from_checkpoint last|PATH` continues with the saved weights,
 optimizer, schedule, RNG and data position; without it an output_dir that already holds
 checkpoints is refused.
 """
@@ -16,6 +17,7 @@ checkpoints is refused.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +28,10 @@ import transformers
 from transformers import AutoModelForCausalLM, Trainer, set_seed
 
 from karel_hf.data.builder import load_karel
-from karel_hf.model_card import latest_metrics, model_index_yaml, write_model_card
+from karel_hf.model_card import card_values, python_args, write_model_card
 from karel_hf.modeling import build_model, count_parameters, set_generation_ids
 from karel_hf.tokenizer import build_tokenizer, load_tokenizer
-from karel_hf.utils import atomic_write_json, is_resumable, latest_checkpoint, library_versions
+from karel_hf.utils import atomic_write_json, is_resumable, latest_checkpoint, library_versions, redact_argv
 
 from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
 from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
@@ -55,9 +57,12 @@ class RunInfo:
     argv: list[str] | None = None
 
     def run_config(self) -> dict:
+        """The resolved config and library versions, with no secret: the command line's token flags and any
+        token this process knows are masked (`redact_argv`), `training_args.to_dict` masks `*_token` fields."""
+        secrets = (self.training_args.hub_token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"))
         return {
             "preset": self.preset,
-            "argv": self.argv,
+            "argv": redact_argv(self.argv, secrets),
             "model_args": asdict(self.model_args),
             "data_args": asdict(self.data_args),
             "training_args": self.training_args.to_dict(),
@@ -71,49 +76,16 @@ class RunInfo:
         t = self.training_args
         return t.per_device_train_batch_size * t.gradient_accumulation_steps * self.world_size * self.data_args.block_size
 
-    def card_values(self, name: str, global_step: int, log_history: list[dict]) -> dict:
-        t, d, c = self.training_args, self.data_args, self.model_config
-        metrics, metrics_step = latest_metrics(log_history)
-        rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())) or "| (no evaluation yet) | |"
-        versions = library_versions()
-        return {
-            "model_name": name,
-            "dataset_id": d.dataset_id,
-            "dataset_config": d.dataset_config,
-            "dataset_overrides": d.dataset_overrides or "none",
-            "model_index": model_index_yaml(name, d.dataset_id, d.dataset_config, metrics, t.generation_eval_samples),
-            "preset": self.preset or "none (flags only)",
-            "model_preset": self.model_args.model_preset,
-            "n_layer": c["n_layer"],
-            "n_embd": c["n_embd"],
-            "n_head": c["n_head"],
-            "n_positions": c["n_positions"],
-            "position_init": self.model_args.position_init,
-            "vocab_size": c["vocab_size"],
-            "num_parameters": f"{self.num_parameters:,}",
-            "loss_on": d.loss_on,
-            "block_size": d.block_size,
-            "packing": "packed" if d.packing else "one padded sample per row",
-            "learning_rate": t.learning_rate,
-            "lr_scheduler_type": getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type),
-            "warmup_steps": t.warmup_steps,
-            "max_steps": t.max_steps,
-            "tokens_per_step": f"{self.tokens_per_step():,}",
-            "global_step": global_step,
-            "tokens_seen": f"{global_step * self.tokens_per_step():,}",
-            "precision": "bf16 autocast" if t.bf16 else ("fp16" if t.fp16 else "fp32"),
-            "seed": t.seed,
-            "results_step": metrics_step if metrics_step is not None else "-",
-            "results_table": rows,
-            "generation_eval_samples": t.generation_eval_samples,
-            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-        }
+    def card_values(self, name: str, global_step: int, log_history: list[dict], folder) -> dict:
+        """The model card's values for the model saved in `folder` (`karel_hf.model_card.card_values`)."""
+        return card_values(self.run_config(), model_name=name, global_step=global_step, log_history=log_history,
+                           model_ref=python_args(folder))
 
 
 def _write_run_files(directory: Path, info: RunInfo, state) -> None:
     atomic_write_json(directory / RUN_CONFIG_NAME, info.run_config(), default=str)
     name = Path(info.training_args.output_dir).resolve().name
-    write_model_card(directory, info.card_values(name, state.global_step, state.log_history))
+    write_model_card(directory, info.card_values(name, state.global_step, state.log_history, directory))
 
 
 # -------------------------------------------------------------------------------------- the run

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from karel_hf.karel.interpreter import execute
 from karel_hf.karel.program import format_program, parse
 from karel_hf.karel.world import DIRECTION_NAMES, World, WorldFormatError
-from karel_hf.metrics.generation import load_reference, pairs_correct
+from karel_hf.karel.scoring import load_reference, pairs_correct
 from karel_hf.probing.labels import OFFSET_NAMES
 
 BUNDLE_FORMAT = 1

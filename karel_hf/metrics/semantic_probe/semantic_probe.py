@@ -4,16 +4,26 @@ beyond what the prompt gives away.
 An `evaluate` metric (docs/protocol.md §6-6b; Jin & Rinard's "semantic content"). Each row is
 one model state (the hidden state where the model emitted an action of its program) with the
 label(s) of the program state at one offset; rows marked for training fit the probe, the others
-score it. The computation is `karel_hf.probing.probes.probe_report` (NumPy, SciPy and
-scikit-learn only), usable without `evaluate`.
+score it. The computation is `probe_report` of `probes.py` beside this script (NumPy and
+scikit-learn only): a link to karel_hf's `karel_hf/probing/probes.py`, which a Space pushed with
+`karel-hf push metric` holds as a copy, so `evaluate.load` needs neither karel_hf nor torch. It is
+usable without `evaluate` as `karel_hf.probing.probes.probe_report`.
 """
 
 import datasets
 import evaluate
 
-from karel_hf import CITATION
+from .probes import PROBES, probe_report
 
-from karel_hf.probing.probes import PROBES, probe_report
+_CITATION = """\
+@inproceedings{jin2024emergent,
+  title     = {Emergent Representations of Program Semantics in Language Models Trained on Programs},
+  author    = {Jin, Charles and Rinard, Martin},
+  booktitle = {Proceedings of the 41st International Conference on Machine Learning},
+  year      = {2024},
+  note      = {arXiv:2305.11169 (first version: Evidence of Meaning in Language Models Trained on Programs)}
+}
+"""
 
 _DESCRIPTION = """\
 Semantic content (Jin & Rinard, "Evidence of Meaning in Language Models Trained on Programs"):
@@ -77,10 +87,7 @@ Returns (plain floats):
 
 Examples:
 
-    Load the metric from its folder (or from the Hub, once pushed):
-
-    >>> import evaluate
-    >>> semantic_probe = evaluate.load("path/to/karel_hf/metrics/semantic_probe")  # doctest: +SKIP
+    `semantic_probe` is this module loaded with `evaluate.load` (the Space's id, or a folder holding it).
 
     The label is readable from the state and the prompt shows nothing of it: a perfect probe, a
     gain far above 0.
@@ -102,8 +109,6 @@ Examples:
     >>> results["control_output_glyph"], results["margin"], results["unobserved"] != results["unobserved"]
     (1.0, 0.0, True)
 """
-
-_CITATION = CITATION
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)

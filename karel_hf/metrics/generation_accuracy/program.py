@@ -1,0 +1,1 @@
+../../karel/program.py

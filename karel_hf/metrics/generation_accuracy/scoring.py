@@ -1,0 +1,1 @@
+../../karel/scoring.py
