@@ -96,6 +96,8 @@ def _cmd_push(args) -> int:
         "metric": lambda: hub.plan_metric_push(args.src, args.repo_id, private=args.private),
         "traces": lambda: hub.plan_traces_push(args.src, args.repo_id, config_name=args.config_name,
                                                private=args.private),
+        "viewer": lambda: hub.plan_viewer_push(args.src, args.repo_id, private=args.private,
+                                               max_specs=args.max_specs, model_repo=args.model_repo),
     }
     if args.dry_run:
         writable_dir(args.dry_run, "--dry-run folder")
@@ -112,6 +114,40 @@ def _cmd_push(args) -> int:
                   f"{published.num_files} files, commit {published.commit}")
     except hub.HubPushError as err:  # names the failed revision and the published ones
         raise ValueError(str(err)) from None
+    return 0
+
+
+def _cmd_view(args) -> int:
+    from karel_hf.viewer.data import DEFAULT_MAX_SPECS, build_bundle
+    from karel_hf.viewer.export import export_html
+
+    if args.max_specs is not None and args.max_specs < 0:
+        raise SystemExit(f"karel-hf view: --max_specs must be >= 0 (0: every test spec), got {args.max_specs}")
+    max_specs = args.max_specs if args.max_specs is not None else (DEFAULT_MAX_SPECS if args.export else 0)
+    try:
+        bundle = build_bundle(args.run_dir, max_specs=max_specs or None)
+    except ValueError as err:
+        raise SystemExit(f"karel-hf view: {err}") from None
+    if args.export:
+        path = export_html(bundle, args.export)
+        print(f"wrote {path} ({len(bundle['specs'])} specs, {len(bundle['checkpoints'])} checkpoints; "
+              f"open it in a browser, no server needed)")
+        return 0
+    try:
+        from karel_hf.viewer.app import launch
+    except ImportError as err:
+        raise SystemExit(f"karel-hf view: the Gradio app needs gradio ({err}): pip install 'karel_hf[viewer]', "
+                         "or write a static page with --export DIR") from None
+    try:
+        demo, url = launch(bundle, host=args.host, port=args.port)
+    except OSError as err:
+        raise SystemExit(f"karel-hf view: cannot serve on {args.host}:{args.port} ({err}): pass a free --port") from None
+    print(f"karel-hf view: serving {len(bundle['specs'])} specs x {len(bundle['checkpoints'])} checkpoints at {url} "
+          "(Ctrl+C stops it)", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        demo.close()
     return 0
 
 
@@ -160,11 +196,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir")
     p.set_defaults(func=_cmd_tokenizer_save)
 
-    p = sub.add_parser("push", help="publish a dataset export, a training run (step-N revisions), a metric Space "
-                       "or trace datasets to the Hub (HF_ENDPOINT; token from HF_TOKEN or `hf auth login`)")
-    p.add_argument("kind", choices=["dataset", "model", "metric", "traces"], help="what SRC holds")
+    p = sub.add_parser("push", help="publish a dataset export, a training run (step-N revisions), a metric Space, "
+                       "trace datasets or a reproduction's trace viewer Space to the Hub (HF_ENDPOINT; token from "
+                       "HF_TOKEN or `hf auth login`)")
+    p.add_argument("kind", choices=["dataset", "model", "metric", "traces", "viewer"], help="what SRC holds")
     p.add_argument("src", help="export dir, training output dir, metric folder (or a packaged metric's name, "
-                   "e.g. generation_accuracy) or save_to_disk dir")
+                   "e.g. generation_accuracy), save_to_disk dir or (viewer) a `karel-hf reproduce` output dir")
     p.add_argument("--repo_id", required=True, help="<namespace>/<name> (for a metric, the namespace alone will do)")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", metavar="DIR", default=None,
                    help="write the exact repository trees (DIR/<revision>/...) and plan.json instead of pushing")
@@ -175,7 +212,24 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_repo_id", default=None,
                    help="model: the dataset repository the run trained on (<namespace>/<name>), for the card's "
                    "`datasets:` and dataset link (default: the run's --dataset_id when it is a repo id)")
+    p.add_argument("--max_specs", type=int, default=None,
+                   help="viewer: test specs bundled, those with the most probe rows first (default 100; 0: all)")
+    p.add_argument("--model_repo", default=None,
+                   help="viewer: the model repository the run was pushed to (`karel-hf push model`), named in the "
+                   "Space with each checkpoint's step-N revision")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("view", help="the trace viewer of a reproduction: a Gradio app on 127.0.0.1, or with "
+                       "--export DIR one static HTML page (programs, robot states and probe predictions step by step)")
+    p.add_argument("run_dir", help="a `karel-hf reproduce --output_dir` folder (results.json, evaluations/)")
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="write DIR/index.html, self-contained (opens from file://), instead of serving the app")
+    p.add_argument("--port", type=int, default=7860, help="port of the app (default: 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address of the app (default: 127.0.0.1, this machine only)")
+    p.add_argument("--max_specs", type=int, default=None,
+                   help="test specs to include, those with the most probe rows first (0: all; default: all for the "
+                   "app, 100 for --export)")
+    p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("train", add_help=False, prefix_chars="+",
                        help=f"train a GPT-2 with transformers.Trainer: --preset {'|'.join(preset_names())} (or a "

@@ -13,6 +13,10 @@ from local files only), which `write_dry_run` materialises as the exact reposito
   metric    `karel_hf/metrics/<name>/` -> a gradio Space `<namespace>/<name>` in the layout
             `evaluate.load("<namespace>/<name>")` reads (script, card, app.py, requirements.txt).
   traces    a `save_to_disk` dataset (probing traces, activation caches) -> `push_to_hub` as a config.
+  viewer    a reproduction folder -> a gradio Space: the trace viewer's app.py, views.py, viewer.css
+            (karel_hf/viewer/) and its data bundled as viewer_data.json (`karel_hf.viewer.data`), so
+            the Space needs gradio alone, not karel_hf; it names the model repository and the
+            step-N revision of each checkpoint when given `model_repo`.
 
 Every revision is one commit, so a revision is either complete or absent; its tree is exactly the
 plan (files the revision held before and the plan lacks are deleted in that commit, `.gitattributes`
@@ -111,7 +115,7 @@ class RevisionPlan:
 class PushPlan:
     """Everything one push will do, in order (for a model: the step branches first, main last)."""
 
-    kind: str  # dataset | model | metric | traces
+    kind: str  # dataset | model | metric | traces | viewer
     repo_id: str
     repo_type: str
     revisions: list[RevisionPlan]
@@ -296,6 +300,77 @@ def plan_traces_push(saved_dir: str | Path, repo_id: str, *, config_name: str = 
     return PushPlan("traces", repo_id, "dataset", [RevisionPlan("main", files, f"Upload traces config {config_name}")],
                     private=private, traces_source=saved_dir, trace_shards=shards, config_name=config_name,
                     notes=[note])
+
+
+VIEWER_APP_FILES = ("app.py", "views.py", "viewer.css")  # karel_hf/viewer/ files the Space runs
+VIEWER_GRADIO_VERSION = "6.31.0"  # the Space's sdk_version: the gradio the viewer's tests ran with
+
+
+def plan_viewer_push(run_dir: str | Path, repo_id: str, *, private: bool = False, max_specs: int | None = None,
+                     model_repo: str | None = None) -> PushPlan:
+    """Plan a reproduction folder's trace viewer as a gradio Space (main branch).
+
+    The Space holds the app (`VIEWER_APP_FILES`, copied from karel_hf/viewer/), its data built
+    from the run folder (`karel_hf.viewer.data.build_bundle`, `max_specs` test specs, default
+    `DEFAULT_MAX_SPECS`) as viewer_data.json, requirements.txt (gradio, from the package index)
+    and a README card with the Space's YAML. `model_repo`: the model repository the run was pushed
+    to (`karel-hf push model`), listed in the card and shown with each checkpoint's revision.
+    """
+    from karel_hf.viewer.data import DEFAULT_MAX_SPECS, build_bundle, bundle_json  # pyarrow + the interpreter
+
+    run_dir = _existing_dir(run_dir, "reproduction folder")
+    _check_repo_id(repo_id)
+    if model_repo is not None:
+        _check_repo_id(model_repo)
+    bundle = build_bundle(run_dir, max_specs=DEFAULT_MAX_SPECS if max_specs is None else (max_specs or None),
+                          model_repo=model_repo)
+    source = Path(__file__).resolve().parent / "viewer"
+    files = [PlannedFile(name, source=source / name) for name in VIEWER_APP_FILES]
+    files.append(PlannedFile("viewer_data.json", content=bundle_json(bundle).encode()))
+    files.append(PlannedFile("requirements.txt", content=_VIEWER_REQUIREMENTS.encode()))
+    files.append(PlannedFile("README.md", content=_viewer_card(bundle, repo_id, run_dir.name).encode()))
+    message = f"Trace viewer of {run_dir.name}: {len(bundle['specs'])} specs, {len(bundle['checkpoints'])} checkpoints"
+    return PushPlan("viewer", repo_id, "space", [RevisionPlan("main", sorted(files, key=lambda f: f.path_in_repo),
+                                                              message)], private=private, space_sdk="gradio")
+
+
+_VIEWER_REQUIREMENTS = """\
+# The trace viewer needs gradio alone (the Space installs it from sdk_version in README.md).
+# Elsewhere: pip install -r requirements.txt && python app.py
+gradio>=6,<7
+"""
+
+
+def _viewer_card(bundle: dict, repo_id: str, run_name: str) -> str:
+    meta = {"title": f"Karel trace viewer ({bundle.get('preset') or run_name})"[:60], "emoji": "🤖",
+            "colorFrom": "indigo", "colorTo": "yellow", "sdk": "gradio", "sdk_version": VIEWER_GRADIO_VERSION,
+            "app_file": "app.py", "pinned": False, "license": "mit", "tags": ["karel", "probing", "interpretability"]}
+    if bundle.get("model_repo"):
+        meta["models"] = [bundle["model_repo"]]
+    steps = [c["step"] for c in bundle["checkpoints"]]
+    model = ""
+    if bundle.get("model_repo"):
+        model = (f"\nThe checkpoints are the revisions `step-N` of the model `{bundle['model_repo']}`: load one with "
+                 f"`AutoModelForCausalLM.from_pretrained(\"{bundle['model_repo']}\", revision=\"step-{steps[-1]}\")`.\n")
+    return ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+            f"# {bundle['title']}\n\n"
+            "What a GPT-2 trained on Karel programs represents, step by step (a reproduction of Jin & Rinard, "
+            "\"Evidence of Meaning in Language Models Trained on Programs\", made with karel_hf). Pick a checkpoint "
+            "and a test spec: the prompt's input/output grids, the program the model wrote beside the reference "
+            "(with correctness per pair), and, action by action, the robot's state on each input with what a linear "
+            "probe reads from the model's hidden state (the direction now, +1 and +2 actions ahead, and behind) "
+            "against the true direction and the prompt-only control. The summary draws the run's accuracy, "
+            "semantic content, strongest control and conditional gain over training, the current checkpoint "
+            "marked.\n\n"
+            f"{len(bundle['specs'])} test specs, {len(steps)} checkpoints (training steps "
+            f"{', '.join(str(s) for s in steps)}), preset `{bundle.get('preset')}`.\n{model}\n"
+            "## Data\n\n"
+            f"`viewer_data.json` was built by `karel-hf push viewer` from the reproduction folder `{run_name}`: its "
+            "results.json and per-checkpoint evaluations (the programs written, the probes' per-row predictions), "
+            "nothing recomputed; the robot's states come from the Karel interpreter. The app (`app.py`, `views.py`, "
+            "`viewer.css`) needs gradio only. Run it locally with `pip install -r requirements.txt && python app.py`. "
+            f"API: `gradio_client.Client(\"{repo_id}\").predict(checkpoint, spec_id, family, step, offset, "
+            "api_name=\"/view\")`.\n")
 
 
 # ------------------------------------------------------------------------------------------- dry run

@@ -11,12 +11,18 @@ stopped (training resumes from its last checkpoint, finished checkpoint evaluati
                checkpoint), each at offsets prev2, prev1, current, next1, next2 with every control
                and the conditional gains (docs/protocol.md §6b), v3 at the current state, the
                intervention (each alternative semantics, a fresh probe on the same states and
-               rows), the future-state analysis, program lengths, perplexity, wall times
+               rows), the future-state analysis, program lengths, perplexity, wall times;
+               DIR/evaluations/step-N.rows.parquet  the v1 probes' per-row predictions (below);
+               DIR/evaluations/step-N.programs.parquet  the program written for each test spec;
+               DIR/evaluations/test_specs.parquet  the test specs (id, inputs, outputs, reference
+               program, length), written once
     analyze    DIR/results.json           regressions across checkpoints (on semantic content,
                margin and conditional gain, per family and offset), future-state analysis,
                length test, baselines, flags, stage wall times
     plot       DIR/figures/*.png          drawn from results.json only (`--stages plot` redraws)
-    report     DIR/report.md              our numbers beside the paper's
+    view       DIR/viewer/index.html      the trace viewer as one static page (`karel_hf.viewer`;
+               `karel-hf view DIR` serves the same as a Gradio app)
+    report     DIR/report.md              our numbers beside the paper's (linking the viewer page)
 
 Probe scores use a fixed budget: the same numbers of probe-training and test specs, and at most
 `max_train_rows` / `max_test_rows` rows (seeded subsample), at every checkpoint.
@@ -29,6 +35,15 @@ code_position, shuffled}, `strongest_control`, `margin`, `conditional_gain` {val
 `checkpoints[i]["intervention"][family][name]` and `["future"][family][name]`;
 `regressions[family][name][metric]` for metric in `semantic_content`, `margin`,
 `conditional_gain`.
+
+step-N.rows.parquet, one row per (family, offset, scored test row, v1 task): `family`, `offset`
+(-2..2), `example_id`, `step` (k), `num_actions` (n), `task` (the label, e.g. `direction_0`),
+`label` (the true class), `probe` (the probe's prediction from the model state), `prompt_only`
+(the prompt-only control's), `conditional` (the probe on the state plus the prompt facts); -1
+where a probe was not fitted. These are the test rows the scores above were computed on (the
+fixed budget's subsample). step-N.programs.parquet: `example_id`, `program` (the generated text
+of the trace dataset, empty when the program gave no trace row: no parse, control flow or no
+action), `num_actions`, `correct` (spec pairs), `correct_all` (all pairs).
 
 Trace datasets (hidden states + labels per action) are cached in DIR/traces/ by a fingerprint of
 the checkpoint weights and options; push them with `karel-hf push traces`.
@@ -65,7 +80,7 @@ from karel_hf.utils import (
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("train", "evaluate", "analyze", "plot", "report")
+STAGES = ("train", "evaluate", "analyze", "plot", "view", "report")
 FAMILIES = ("generated", "teacher_forced")
 REGRESSION_METRICS = ("semantic_content", "margin", "conditional_gain")
 # Offsets of the intervention per family (every probe is a fit; generated rows change with the model).
@@ -249,18 +264,20 @@ def _programs_by_example(traces, ids: list[int]) -> dict:
     return {i: found.get(i, ("", 0)) for i in ids}
 
 
-def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[dict, dict, dict]:
+def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[dict, dict, dict, dict]:
     """Every probe number of one checkpoint: {family: (train traces, test traces)} ->
-    (probes, intervention, future), each keyed by family, then by offset name."""
+    (probes, intervention, future, rows): the first three keyed by family, then by offset name;
+    `rows` the v1 probes' per-row predictions as columns (`prediction_rows`)."""
     from karel_hf.probing.labels import OFFSETS
     from karel_hf.probing.measure import future_analysis, intervention, load_traces, semantic_content, summary
 
     common = dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
                   num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
-    probes, interventions, future = {}, {}, {}
+    probes, interventions, future, rows = {}, {}, {}, []
     for family, (train, test) in traces.items():
         train, test = load_traces(train), load_traces(test)
         results = {o: semantic_content(train, test, o, return_predictions=True, **common) for o in OFFSETS}
+        rows += [prediction_rows(family, o, r, test) for o, r in results.items()]
         probes[family] = {OFFSET_NAMES[o]: summary(r) for o, r in results.items()}
         # v3 (12 probes, 6 tasks) with the glyph controls only: each fitted control costs 12 fits more
         probes[family]["v3_current"] = summary(semantic_content(train, test, 0, "v3", controls=V3_CONTROLS, **common))
@@ -269,7 +286,55 @@ def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[d
             OFFSET_NAMES[o]: intervention(train, test, o, original=results[o]["semantic_content"], **common)
             for o in INTERVENTION_OFFSETS[family]
         }
-    return probes, interventions, future
+    columns = {name: np.concatenate([r[name] for r in rows]) for name in ROW_COLUMNS}
+    return probes, interventions, future, columns
+
+
+ROW_COLUMNS = ("family", "offset", "example_id", "step", "num_actions", "task", "label", "probe", "prompt_only",
+               "conditional")
+
+
+def prediction_rows(family: str, offset: int, result: dict, test: dict) -> dict[str, np.ndarray]:
+    """The per-row predictions of one `semantic_content(..., return_predictions=True)` result on
+    the `test` trace columns: one row per (scored test row, v1 task), columns `ROW_COLUMNS`."""
+    positions = result["test_rows"]
+    tasks = list(result["targets"])
+    missing = np.full(len(positions), -1, dtype=np.int64)
+    controls = result.get("control_predictions", {})
+
+    def per_task(table: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(table.get(t, missing)) for t in tasks]) if tasks else np.zeros(0, np.int64)
+
+    def repeat(values) -> np.ndarray:
+        return np.tile(np.asarray(values), len(tasks))
+
+    size = len(positions) * len(tasks)
+    return {
+        "family": np.full(size, family, dtype=object),
+        "offset": np.full(size, offset, dtype=np.int8),
+        "example_id": repeat(np.asarray(test["example_id"])[positions]).astype(np.int64),
+        "step": repeat(np.asarray(test["step"])[positions]).astype(np.int16),
+        "num_actions": repeat(np.asarray(test["num_actions"])[positions]).astype(np.int16),
+        "task": np.repeat(np.array(tasks, dtype=object), len(positions)),
+        "label": per_task(result["targets"]).astype(np.int8),
+        "probe": per_task(result["predictions"]).astype(np.int8),
+        "prompt_only": per_task(controls.get("prompt_only", {})).astype(np.int8),
+        "conditional": per_task(controls.get("conditional", {})).astype(np.int8),
+    }
+
+
+def write_parquet(path: Path, columns: dict) -> Path:
+    """`columns` ({name: array or list}) as one Parquet file, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    grids = pa.list_(pa.list_(pa.list_(pa.int8())))  # (pairs, rows, cols) view codes
+    table = pa.table({name: pa.array(list(values), type=grids if name in ("inputs", "outputs") else None)
+                      if not isinstance(values, np.ndarray) or values.dtype == object else values
+                      for name, values in columns.items()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
 def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: ReproducePreset,
@@ -312,6 +377,11 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     generation = compute_generation_accuracy(predictions, test_rows, num_spec_pairs=pairs)
 
     per_example = compute_correctness(predictions, test_rows, pairs)
+    per_example_all = compute_correctness(predictions, test_rows, len(test_rows[0]["inputs"]) if ids else pairs)
+    write_parquet(out / "evaluations" / f"step-{step}.programs.parquet", {
+        "example_id": np.asarray(ids, dtype=np.int64), "program": np.array(predictions, dtype=object),
+        "num_actions": np.array([generated[i][1] for i in ids], dtype=np.int16),
+        "correct": np.array(per_example, dtype=bool), "correct_all": np.array(per_example_all, dtype=bool)})
     correct_gen = [generated[i][1] for i, ok in zip(ids, per_example) if ok]
     correct_ref = [int(n) for n, ok in zip(test_rows["length"], per_example) if ok]
     lengths = {
@@ -325,7 +395,8 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
 
     tick = time.perf_counter()
     traces = {"generated": (train_traces, test_traces), "teacher_forced": (tf_train, tf_test)}
-    probes, interventions, future = probe_families(traces, preset, pairs)
+    probes, interventions, future, rows = probe_families(traces, preset, pairs)
+    write_parquet(out / "evaluations" / f"step-{step}.rows.parquet", rows)
     timings["probes"] = time.perf_counter() - tick
     tick = time.perf_counter()
     perplexity = program_perplexity(model, tokenizer, texts, batch_size=min(32, preset.batch_size))
@@ -365,14 +436,26 @@ def compute_correctness(predictions, rows, num_spec_pairs: int = 5) -> list[bool
     return flags
 
 
+EVALUATION_FILES = ("step-{}.rows.parquet", "step-{}.programs.parquet", "step-{}.json")  # the JSON last: it marks a finished checkpoint
+TEST_SPECS_FILE = "test_specs.parquet"
+TEST_SPEC_COLUMNS = ("id", "program", "length", "inputs", "outputs")
+
+
 def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[Path]:
+    """Evaluate every checkpoint that lacks one of its files (`EVALUATION_FILES`: an evaluation
+    from before the per-row files is redone, the trace datasets coming from the cache)."""
     from tqdm.auto import tqdm
 
     found = model_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
-    todo = [(s, p) for s, p in found if not (out / "evaluations" / f"step-{s}.json").is_file()]
-    data = _data_rows(model_dir, preset) if todo else None
+    evaluations = out / "evaluations"
+    todo = [(s, p) for s, p in found if not all((evaluations / f.format(s)).is_file() for f in EVALUATION_FILES)]
+    specs_missing = not (evaluations / TEST_SPECS_FILE).is_file()
+    data = _data_rows(model_dir, preset) if todo or specs_missing else None
+    if specs_missing:
+        test_rows = data[0]
+        write_parquet(evaluations / TEST_SPECS_FILE, {name: list(test_rows[name]) for name in TEST_SPEC_COLUMNS})
     label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
     for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
         atomic_write_json(out / "evaluations" / f"step-{step}.json",
@@ -628,6 +711,19 @@ def plot_results(out: Path) -> list[Path]:
     return written
 
 
+# ------------------------------------------------------------------------------------------ view
+VIEWER_DIR = "viewer"
+
+
+def view_stage(out: Path) -> Path:
+    """The trace viewer as one static page, DIR/viewer/index.html (karel_hf.viewer: read from the
+    saved files only, the default number of specs; seconds)."""
+    from karel_hf.viewer.data import build_bundle
+    from karel_hf.viewer.export import export_html
+
+    return export_html(build_bundle(out), out / VIEWER_DIR)
+
+
 # ---------------------------------------------------------------------------------------- report
 def _pct(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
@@ -696,6 +792,15 @@ def _caveats(results: dict) -> list[str]:
     return ["", "## Caveats", "", *notes] if notes else []
 
 
+def _viewer_link(out: Path) -> list[str]:
+    page = out / VIEWER_DIR / "index.html"
+    if not page.is_file():
+        return []
+    return ["", f"Trace viewer: [{VIEWER_DIR}/index.html]({VIEWER_DIR}/index.html), one static page (open it in a "
+            "browser): each test spec's grids, the program step by step, the probes' predictions against the true "
+            "direction and the prompt-only control, the curves. `karel-hf view DIR` serves the same as a Gradio app."]
+
+
 def render_report(out: Path) -> Path:
     if not (out / "results.json").is_file():
         raise ValueError(f"no results.json in {out}: run the analyze stage first")
@@ -715,6 +820,7 @@ def render_report(out: Path) -> Path:
         f"per family and offset, probe: {config['probe']}, rows whose label is the initial or final state dropped "
         f"(drop_last={head['drop_last']}). Teacher-forced programs: reference programs with >= "
         f"{final_eval.get('teacher_forced_min_length', 1)} actions.",
+        *_viewer_link(out),
         "",
         "## Headline numbers",
         "",
@@ -811,6 +917,8 @@ def reproduce(args: ReproduceArguments) -> Path:
         timer.run("analyze", analyze_stage, out, args.preset, preset, timer.times)
     if "plot" in stages:
         timer.run("plot", plot_results, out)
+    if "view" in stages:
+        timer.run("view", view_stage, out)
     if "report" in stages:
         timer.run("report", render_report, out)
     return out
@@ -836,7 +944,9 @@ def reproduce_command(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[StdoutHandler()])
     out = reproduce(args)
-    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'figures'}")
+    page = out / VIEWER_DIR / "index.html"
+    print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'figures'}"
+          + (f" and the trace viewer {page}" if page.is_file() else ""))
     return 0
 
 

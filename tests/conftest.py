@@ -17,3 +17,14 @@ def tiny_dataset(tmp_path_factory):
     from karel_hf.data import load_karel
 
     return load_karel("tiny", cache_dir=str(tmp_path_factory.mktemp("karel_cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """`karel-hf reproduce --preset tiny` once per test session (about a minute): every stage's
+    files, shared by test_reproduce and test_viewer (tests that change it work on a copy)."""
+    from karel_hf.reproduce import main
+
+    out = tmp_path_factory.mktemp("repro") / "tiny"
+    assert main(["--preset", "tiny", "--output_dir", str(out)]) == 0
+    return out

@@ -530,6 +530,13 @@ def test_semantic_content_on_traces(monkeypatch):
     assert set(result["controls"]) == set(probes.CONTROLS) and result["family"] == "current"
     assert set(result["per_step"]) <= set(range(1, 7))  # k = n is never scored (drop_last)
     assert len(result["predictions"]["direction_0"]) == len(result["test_rows"]) == result["num_test"]
+    # per-row predictions of the prompt-only control and the state + facts probe give back their scores
+    targets = result["targets"]
+    assert set(result["control_predictions"]) == {"prompt_only", "conditional"}
+    prompt_only = result["control_predictions"]["prompt_only"]
+    per_task = [np.mean(prompt_only[t][targets[t] >= 0] == targets[t][targets[t] >= 0]) for t in targets]
+    assert np.mean(per_task) == pytest.approx(result["controls"]["prompt_only"])
+    assert "control_predictions" not in measure.summary(result)
     inter = measure.intervention(train, test, 0, semantics=("swap", "authors3"), original=result["semantic_content"])
     assert set(inter["accuracy"]) == {"original", "swap", "authors3"}
     assert inter["original_minus_best_alternative"] == pytest.approx(

@@ -12,10 +12,8 @@ from karel_hf.reproduce import FAMILIES, OFFSET_NAMES, ReproduceArguments, main,
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro") / "tiny"
-    assert main(["--preset", "tiny", "--output_dir", str(out)]) == 0
-    return out
+def run_dir(tiny_run):
+    return tiny_run
 
 
 FIGURES = {"fig2_semantic_content.png", "fig3_future_states.png", "fig_conditional_gain.png", "fig6a_program_length.png",
@@ -67,6 +65,45 @@ def test_pipeline_writes_every_artifact(run_dir):
     assert set(results["timings_seconds"]) >= {"train", "evaluate"}
     report = (run_dir / "report.md").read_text()
     assert "| 20 |" in report and "0.968" in report and "conditional gain" in report and "## Caveats" in report
+    assert (run_dir / "viewer" / "index.html").is_file() and "(viewer/index.html)" in report  # the view stage's page
+
+
+def test_per_row_files_reproduce_the_saved_scores(run_dir):
+    """evaluations/step-N.rows.parquet: the test rows each score was computed on, with the probe's
+    and the prompt-only control's predictions (they give back semantic_content and prompt_only);
+    step-N.programs.parquet gives back the generation accuracy; test_specs.parquet the specs."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from karel_hf.probing.labels import scored_rows
+
+    results = json.loads((run_dir / "results.json").read_text())
+    specs = pq.read_table(run_dir / "evaluations" / "test_specs.parquet").to_pydict()
+    assert set(specs) == {"id", "program", "length", "inputs", "outputs"} and len(specs["id"]) == 24
+    names = dict((v, k) for k, v in OFFSET_NAMES.items())
+    for e in results["checkpoints"]:
+        rows = pq.read_table(run_dir / "evaluations" / f"step-{e['step']}.rows.parquet").to_pandas()
+        assert set(rows.columns) == {"family", "offset", "example_id", "step", "num_actions", "task", "label", "probe",
+                                     "prompt_only", "conditional"}
+        assert set(rows["example_id"]) <= set(specs["id"])
+        for family in FAMILIES:
+            for name, offset in names.items():
+                saved = e["probes"][family][name]
+                part = rows[(rows["family"] == family) & (rows["offset"] == offset)]
+                assert part["task"].nunique() == len(saved["per_task"]) == 5
+                assert len(part) == saved["num_test"] * 5  # every scored test row, once per task
+                assert scored_rows(part["step"], part["num_actions"], offset).all()  # drop_last's row rule
+                part = part[part["label"] >= 0]
+                for column, value in (("probe", saved["semantic_content"]),
+                                      ("prompt_only", saved["controls"]["prompt_only"])):
+                    per_task = (part[column] == part["label"]).groupby(part["task"]).mean()
+                    assert per_task.mean() == pytest.approx(value, abs=1e-9), (e["step"], family, name, column)
+        programs = pq.read_table(run_dir / "evaluations" / f"step-{e['step']}.programs.parquet").to_pandas()
+        assert sorted(programs["example_id"]) == sorted(specs["id"])
+        assert programs["correct"].mean() == pytest.approx(e["generation"]["accuracy"])
+        assert programs["correct_all"].mean() == pytest.approx(e["generation"]["accuracy_all_pairs"])
+        assert (programs["num_actions"] > 0).mean() == pytest.approx(e["generation"]["parse_rate"])
+        assert np.all(programs.loc[programs["correct_all"], "correct"])
 
 
 def test_rerun_skips_finished_stages(run_dir):
@@ -75,6 +112,22 @@ def test_rerun_skips_finished_stages(run_dir):
     assert main(["--preset", "tiny", "--output_dir", str(run_dir), "--stages", "train,evaluate"]) == 0
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "evaluations").glob("*.json")} == before
     assert json.loads((run_dir / "timings.json").read_text())["train"] < timings["train"] + 5
+
+
+def test_evaluate_redoes_a_checkpoint_missing_its_rows(run_dir, tmp_path):
+    """A run from before the per-row files: the evaluate stage redoes only the checkpoints that
+    lack one (trace datasets from the cache) and writes the same rows as the first time."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    evaluations = copy / "evaluations"
+    before = (evaluations / "step-10.rows.parquet").read_bytes()
+    (evaluations / "step-10.rows.parquet").unlink()
+    (evaluations / "test_specs.parquet").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in evaluations.glob("step-[02]*")}
+    assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "evaluate"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in evaluations.glob("step-[02]*")} == kept
+    assert (evaluations / "step-10.rows.parquet").read_bytes() == before
+    assert (evaluations / "test_specs.parquet").read_bytes() == (run_dir / "evaluations" / "test_specs.parquet").read_bytes()
 
 
 def test_plot_redraws_from_results_json_alone(run_dir, tmp_path):

@@ -119,7 +119,9 @@ def semantic_content(
     `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs` (specs with
     a scored row); with
     `return_predictions` also `test_rows` (positions in `test` of the scored test rows, the order
-    of `predictions` and `targets`, which are keyed by label name).
+    of `predictions` and `targets`, which are keyed by label name) and `control_predictions`
+    ({"prompt_only": ..., "conditional": ...} keyed by label name likewise, when the controls fit
+    them; `probes.score_family`).
     """
     tasks = _tasks(label_set, num_prompt_pairs)
     labels = list(dict.fromkeys(l for parts in tasks.values() for l in parts))
@@ -173,8 +175,10 @@ def semantic_content(
         result["test_rows"] = keep_te[used]
         result["predictions"] = {labels[c]: p for c, p in result.get("predictions", {}).items()}
         result["targets"] = {labels[c]: t for c, t in result.get("targets", {}).items()}
+        result["control_predictions"] = {name: {labels[c]: p for c, p in by_column.items()}
+                                         for name, by_column in result.get("control_predictions", {}).items()}
     else:
-        for key in ("test_index", "predictions", "targets"):
+        for key in ("test_index", "predictions", "targets", "control_predictions"):
             result.pop(key, None)
     return result
 
@@ -191,7 +195,7 @@ def _empty(tasks, num_train, num_test, max_train_rows, max_test_rows) -> dict:
         "conditional_gain": dict(gain), "conditional_gain_code": dict(gain),
         "controls": dict.fromkeys(("initial_glyph", "output_glyph", "prompt_only", "code_position", "shuffled"), nan),
         "margin": nan, "strongest_control": None,
-        "test_index": np.zeros(0, dtype=np.int64), "predictions": {}, "targets": {},
+        "test_index": np.zeros(0, dtype=np.int64), "predictions": {}, "targets": {}, "control_predictions": {},
     }
 
 
@@ -284,5 +288,5 @@ def future_analysis(current: dict, future: dict, test) -> dict:
 
 def summary(result: dict) -> dict:
     """The JSON part of a `semantic_content` result (no arrays): what `results.json` keeps."""
-    skip = {"test_rows", "predictions", "targets", "test_index"}
+    skip = {"test_rows", "predictions", "targets", "test_index", "control_predictions"}
     return {k: v for k, v in result.items() if k not in skip}

@@ -272,7 +272,10 @@ def score_family(
     `conditional_gain_code` ({value, low, high}), `chance` ({uniform, majority}), `per_task`,
     `per_step`, `num_train`, `num_test`, `num_unobserved`, `budget` ({max_train_rows, max_test_rows,
     met}), and with `return_predictions` `test_index` (positions of the test rows used, in the
-    input's order), `predictions` and `targets` ({column: (test rows,) array}).
+    input's order), `predictions` and `targets` ({column: (test rows,) array}) and
+    `control_predictions` ({"prompt_only": ..., "conditional": ...}, each {column: (test rows,)
+    array}: the prompt-only probe's and the probe on [states, prompt_facts]'s, when fitted; -1
+    where a column had no labelled training row).
     """
     if probe not in PROBES:
         raise ValueError(f"unknown probe {probe!r}; expected one of {PROBES}")
@@ -447,12 +450,15 @@ def score_family(
         control_values["shuffled"] = _nanmean(accuracy(correct(predict(states, shuffle=True))))
     if code is not None and "code_position" in wanted:
         control_values["code_position"] = _nanmean(accuracy(correct(predict(code))))
+    row_predictions = {}  # kept with return_predictions: per-row predictions of the fitted controls
     if facts is not None and wanted & {"prompt_only", "conditional_gain"}:
-        facts_hits = correct(predict(facts))
+        row_predictions["prompt_only"] = predict(facts)
+        facts_hits = correct(row_predictions["prompt_only"])
         if "prompt_only" in wanted:
             control_values["prompt_only"] = _nanmean(accuracy(facts_hits))
         if "conditional_gain" in wanted:
-            both = correct(predict(states, facts))
+            row_predictions["conditional"] = predict(states, facts)
+            both = correct(row_predictions["conditional"])
             result["conditional_gain"] = bootstrap_difference(both & fitted[:, None], facts_hits & fitted[:, None],
                                                               valid & fitted[:, None], test_groups,
                                                               num_resamples=num_bootstrap, seed=seed)
@@ -468,10 +474,14 @@ def score_family(
     result["strongest_control"] = (max((k for k in CONTROLS if not math.isnan(control_values[k])),
                                        key=control_values.get) if available else None)
     if return_predictions:
+        def by_column(predictions):
+            return {c: (np.full(len(test_rows), MISSING, dtype=np.int64) if p is None else p)
+                    for c, p in enumerate(predictions)}
+
         result["test_index"] = test_rows
-        result["predictions"] = {c: (np.full(len(test_rows), MISSING, dtype=np.int64) if p is None else p)
-                                 for c, p in enumerate(main_predictions)}
+        result["predictions"] = by_column(main_predictions)
         result["targets"] = {c: y_test[:, c] for c in range(columns)}
+        result["control_predictions"] = {name: by_column(p) for name, p in row_predictions.items()}
     return result
 
 
