@@ -54,7 +54,8 @@ def atomic_path(path, *, directory: bool = False) -> Iterator[Path]:
     when the block ends without an error it is renamed onto `path`, else removed.
 
     The temporary name keeps the suffix (`savefig` reads the format from it). An existing folder at
-    `path` is moved aside, replaced, then deleted.
+    `path` is moved aside, replaced, then deleted. The result gets the permissions a plain `open` or
+    `mkdir` would give it (the process umask), not the owner-only mode of `tempfile`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,7 @@ def atomic_path(path, *, directory: bool = False) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
         os.close(fd)
         tmp = Path(name)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
     try:
         yield tmp
         if directory and path.is_dir():
@@ -80,6 +82,12 @@ def atomic_path(path, *, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def writable_dir(path, what: str = "output folder") -> Path:

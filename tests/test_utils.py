@@ -44,6 +44,23 @@ def test_atomic_writes_replace_files_and_folders_and_leave_nothing_on_error(tmp_
         assert tmp.suffix == ".png"  # writers that read the format from the suffix
 
 
+def test_atomic_writes_get_the_umask_permissions_not_tempfiles_owner_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "card.md", "x\n")
+        with atomic_path(tmp_path / "folder", directory=True):
+            pass
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.md", "x\n")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE((tmp_path / p).stat().st_mode)  # noqa: E731
+    assert (mode("card.md"), mode("folder"), mode("private.md")) == (0o644, 0o755, 0o600)
+
+
 def test_library_versions():
     versions = library_versions()
     assert versions["transformers"] and versions["torch"] and versions["python"]

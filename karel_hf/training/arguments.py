@@ -57,9 +57,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "Start from this saved model instead of a freshly initialised preset."},
     )
-    position_init: Literal["normal", "sinusoidal"] = field(
+    position_init: Literal["normal", "sinusoidal", "grid"] = field(
         default="normal",
-        metadata={"help": "Start of the learned position table: normal (GPT-2) or sinusoidal (karel_hf.modeling)."},
+        metadata={"help": "Start of the learned position table: normal (GPT-2), sinusoidal, or grid "
+                          "(row/column/grid codes for the prompt's cells; karel_hf.modeling)."},
     )
 
     def __post_init__(self):

@@ -185,8 +185,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation="eager")
         set_generation_ids(model, tokenizer)
     else:
+        layout = None
+        if model_args.position_init == "grid":
+            from karel_hf.data.builder import get_config
+            from karel_hf.modeling import corpus_layout
+
+            layout = corpus_layout(tokenizer, get_config(data_args.dataset_config, **data_args.load_karel_overrides()))
         model = build_model(model_args.model_preset, tokenizer, position_init=model_args.position_init,
-                            config_overrides=model_args.config_overrides)
+                            config_overrides=model_args.config_overrides, layout=layout)
     if data_args.block_size > model.config.n_positions:
         raise TrainArgumentError(
             f"block_size {data_args.block_size} exceeds the model's context n_positions {model.config.n_positions}"

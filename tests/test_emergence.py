@@ -1,0 +1,71 @@
+"""benchmarks/emergence/run.py: specs become presets, a finished run becomes a results row."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "benchmarks" / "emergence" / "specs").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def emergence():
+    spec = importlib.util.spec_from_file_location("emergence_run", ROOT / "benchmarks" / "emergence" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_builds_a_preset_that_loads(emergence, path, tmp_path):
+    from karel_hf.data.builder import get_config
+    from karel_hf.presets import load_preset
+
+    spec = emergence.read_spec(path)
+    sections = emergence.build_preset(spec, seed=3, precision="fp32")
+    file = tmp_path / "preset.yaml"
+    file.write_text(yaml.safe_dump(sections))
+    preset = load_preset(file)
+    args = preset.train_arguments()
+    assert args["seed"] == 3 and args["bf16"] is False and args["bf16_auto"] is False
+    assert args["position_init"] == spec.get("model", {}).get("position_init", args["position_init"])
+    config = get_config(preset.corpus, **{k: v for k, v in preset.corpus_fields.items() if k != "description"})
+    for key, value in spec.get("dataset", {}).items():
+        assert getattr(config, key) == value
+
+
+def test_bad_specs_get_one_line_errors(emergence, tmp_path):
+    cases = {"x.json": "{not json", "y.json": '{"about": "no name"}', "z.json": '{"name": "a", "trainig": {}}'}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(emergence.SpecError) as err:
+            emergence.read_spec(tmp_path / name)
+        assert "\n" not in str(err.value)
+    with pytest.raises(emergence.SpecError, match="precision"):
+        emergence.build_preset({"name": "a"}, 0, "fp16")
+    with pytest.raises(emergence.SpecError, match="base"):
+        emergence.build_preset({"name": "a", "base": "nope"}, 0, "bf16")
+
+
+def test_a_finished_run_becomes_a_row(emergence, tiny_run, tmp_path, monkeypatch):
+    results = json.loads((tiny_run / "results.json").read_text())
+    summary = emergence.summarize(tiny_run)
+    assert summary["steps"] == results["steps"]
+    assert summary["accuracy_end"] == results["checkpoints"][-1]["generation"]["accuracy"]
+    assert summary["floor"] == results["baselines"]["constant_program"]
+    tf = results["checkpoints"][-1]["probes"]["teacher_forced"]["prev1"]["conditional_gain"]
+    assert summary["gain_tf_end"]["value"] == pytest.approx(tf["value"], nan_ok=True)
+    assert set(summary["offsets_end"]["teacher_forced"]) == {"prev2", "prev1", "current", "next1", "next2"}
+    monkeypatch.setattr(emergence, "RESULTS_JSONL", tmp_path / "results.jsonl")
+    monkeypatch.setattr(emergence, "RESULTS_MD", tmp_path / "results.md")
+    row = {"date": "2026-12-02 00:00", "spec": "tiny", "seed": 0, "precision": "fp32", "wall_seconds": 1.0,
+           "machine": {"cpu": "cpu", "flags": ["avx2"], "threads": 1}, "summary": summary}
+    emergence.append(row)
+    emergence.append(row)
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert table.count(table[-1]) == 2 and table[-1].startswith("| 2026-12-02 00:00 | tiny | 0 | fp32 | cpu (avx2) | 1 |")
+    assert len(table[-1].split(" | ")) == len(emergence.MD_HEADER.splitlines()[0].split(" | "))
+    assert [json.loads(x)["spec"] for x in (tmp_path / "results.jsonl").read_text().splitlines()] == ["tiny", "tiny"]
