@@ -112,10 +112,14 @@ def writable_dir(path, what: str = "output folder") -> Path:
 
 def writable_file(path, what: str = "output file") -> Path:
     """Check that file `path` can be written (its folder is made if needed); an OSError names `what`
-    and the path when it is a folder or its folder cannot be written."""
+    and the path when it is a folder, a link or a special file (a device, a pipe: the atomic rename
+    would replace it rather than write through it) or its folder cannot be written."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"the {what} {path} is a folder; pass a file path")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(errno.EINVAL, f"the {what} {path} is a link or a special file, which a write would replace; "
+                      "pass a regular file path")
     writable_dir(path.parent, f"folder of the {what}")
     return path
 

@@ -37,6 +37,8 @@ def paths(tmp_path_factory):
     for name, lines in files.items():
         (base / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     (base / "a_file").write_text("x")
+    (base / "empty.jsonl").write_text("")
+    (base / "a_link").symlink_to(base / "a_file")
     (base / "a_folder").mkdir()
     (base / "empty_run").mkdir()
     if os.geteuid() != 0:
@@ -96,6 +98,11 @@ FAILURE = [
     (["tokenizer", "save", "{base}/a_file"], r"karel-hf tokenizer save: error: the tokenizer folder .*a_file cannot be made: .*a_file is a file"),
     (["tokenizer", "save", "{unwritable}"], r"karel-hf tokenizer save: error: cannot write the tokenizer folder \((Operation not permitted|Permission denied)\)"),
     (["generate", "--num_programs", "3", "--output", "{base}/a_folder"], r"karel-hf generate: error: the --output file .*a_folder is a folder"),
+    (["generate", "--num_programs", "3", "--output", "{base}/a_link"],
+     r"karel-hf generate: error: the --output file .*a_link is a link or a special file, which a write would replace"),
+    (["generate", "--num_programs", "3", "--output", "/dev/null"],
+     r"karel-hf generate: error: the --output file /dev/null is a link or a special file"),
+    (["verify-corpus", "{base}/empty.jsonl"], r"karel-hf verify-corpus: error: .*empty\.jsonl: no input/output pairs to verify"),
     (["generate", "--num_programs", "3", "--output", "{unwritable}/c.jsonl"], r"karel-hf generate: error: cannot write the folder of the --output file"),
     (["train", "--preset", "tiny", "--output_dir", "{base}/a_file"], r"karel-hf train: error: the --output_dir .*a_file cannot be made"),
     (["train", "--preset", "tiny", "--output_dir", "{unwritable}"], r"karel-hf train: error: cannot write the --output_dir"),

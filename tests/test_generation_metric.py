@@ -143,6 +143,23 @@ def test_constant_program_baseline(records, rows):
     assert constant_program_baseline(records)["accuracy"] == baseline["accuracy"]
 
 
+def test_best_constant_program_baseline_is_the_best_of_all_short_programs(rows):
+    from itertools import product
+
+    from karel_hf.karel.program import ACTIONS, Program, format_program
+
+    best = generation.best_constant_program_baseline(rows[:60], num_spec_pairs=2)
+    scores = {}
+    for length in (1, 2):
+        for actions in product(ACTIONS, repeat=length):
+            text = format_program(Program.from_actions(list(actions)), "lines")
+            scores[text] = compute_generation_accuracy([text] * 60, rows[:60], num_spec_pairs=2)["accuracy"]
+    assert len(scores) == 30 and best["accuracy"] == max(scores.values()) and scores[best["program"]] == best["accuracy"]
+    assert best["accuracy"] >= generation.constant_program_baseline(rows[:60], 2)["accuracy"]
+    with pytest.raises(ValueError, match="reference 1"):
+        generation.best_constant_program_baseline([rows[0], {"program": "x"}])
+
+
 def test_evaluate_module_takes_every_reference_form(metric, rows, programs, records):
     expected = compute_generation_accuracy(programs[:20], rows[:20])
     assert expected["accuracy"] == 1.0

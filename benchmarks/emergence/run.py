@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--runs", type=Path, default=Path("runs/emergence"), help="Folder for the run folders.")
-    parser.add_argument("--stages", default="train,evaluate,analyze,report", help="karel-hf reproduce stages.")
+    parser.add_argument("--stages", default="train,evaluate,analyze,plot,report", help="karel-hf reproduce stages.")
     parser.add_argument("--no_record", action="store_true", help="Do not append to the results table.")
     args = parser.parse_args(argv)
     try:

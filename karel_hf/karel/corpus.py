@@ -128,6 +128,8 @@ def verify_jsonl(path, extended: bool = True, *, file=None) -> int:
                     matched += 1
                 elif first_failure is None:
                     first_failure = (lineno, k, record, expected, got)
+    if total == 0:
+        raise ValueError(f"{path}: no input/output pairs to verify (the corpus is empty)")
     print(f"{matched}/{total} examples match", file=file)
     if first_failure is not None:
         lineno, k, record, expected, got = first_failure

@@ -10,6 +10,7 @@ from karel_hf.karel.scoring import (
     LENGTH_KEY_PREFIX,
     Spec,
     accuracy_by_length,
+    best_constant_program_baseline,
     compute_generation_accuracy,
     constant_program_baseline,
     load_reference,
@@ -19,6 +20,7 @@ from karel_hf.karel.scoring import (
 )
 
 __all__ = [
-    "CONSTANT_PROGRAM", "LENGTH_KEY_PREFIX", "Spec", "accuracy_by_length", "compute_generation_accuracy",
-    "constant_program_baseline", "load_reference", "pairs_correct", "parse_prediction", "reference_to_json",
+    "CONSTANT_PROGRAM", "LENGTH_KEY_PREFIX", "Spec", "accuracy_by_length", "best_constant_program_baseline",
+    "compute_generation_accuracy", "constant_program_baseline", "load_reference", "pairs_correct", "parse_prediction",
+    "reference_to_json",
 ]
