@@ -171,3 +171,15 @@ def test_dataset_cli_reports_bad_override(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode != 0 and "test_size" in out.stderr
+
+
+def test_heldout_fraction_gives_unseen_test_programs(tmp_path):
+    ds = load_karel("tiny", cache_dir=str(tmp_path), train_size=2000, validation_size=50, test_size=100,
+                    max_length=6, eval_min_length=4, heldout_fraction=0.15, num_pairs=3, num_prompt_pairs=2)
+    train = set(ds["train"]["program"])
+    assert not train & set(ds["test"]["program"]) and not train & set(ds["validation"]["program"])
+    assert min(ds["test"]["length"]) == 4 and min(ds["train"]["length"]) == 1
+    config = get_config("tiny", heldout_fraction=0.15, eval_min_length=4)
+    assert config.lengths("test") == (4, 10) and config.lengths("train") == (1, 10)
+    # configs that keep the new fields' defaults keep their fingerprint
+    assert get_config("tiny").fingerprint() == get_config("tiny", heldout_fraction=0.0).fingerprint()

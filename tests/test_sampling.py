@@ -258,3 +258,53 @@ def test_karel_package_imports_no_heavy_libraries():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------ held-out programs
+from karel_hf.karel.sampling import heldout_mass, is_heldout, program_hash  # noqa: E402
+
+_HELD = dict(num_pairs=4, height=6, width=6, heldout_fraction=0.2, heldout_key=11)
+
+
+def test_program_hash_ignores_padding_and_depends_on_key_and_order():
+    a = program_hash(3, np.array([[0, 1, 2, -1, -1]]))
+    assert a == program_hash(3, np.array([[0, 1, 2]])) == program_hash(3, np.array([[0, 1, 2, -1, -1, -1, -1]]))
+    assert a != program_hash(4, np.array([[0, 1, 2]]))
+    assert a != program_hash(3, np.array([[0, 2, 1]]))
+    assert program_hash(3, np.array([[0, -1]])) != program_hash(3, np.array([[0, 0]]))
+
+
+def test_heldout_split_is_program_disjoint_and_per_example_deterministic():
+    train = CorpusConfig(num_programs=3000, min_length=1, max_length=6, heldout_role="exclude", seed=30, **_HELD)
+    test = CorpusConfig(num_programs=400, min_length=3, max_length=6, heldout_role="only", seed=32, **_HELD)
+    a, b = generate(train, 0, 3000), generate(test, 0, 400)
+    assert not is_heldout(train, a.actions).any() and is_heldout(test, b.actions).all()
+    assert not set(a.programs) & set(b.programs)
+    assert set(np.unique(b.lengths)) == {3, 4, 5, 6}
+    assert_same(b, ProgramBatch.concatenate([generate(test, 0, 123), generate(test, 123, 400)]))
+    assert_same(generate(test, 200, 201), ProgramBatch.concatenate(iter_batches(test, 5, start=200, stop=201)))
+    check_against_interpreter(b, test, range(0, 400, 20))
+    check_against_interpreter(a, train, range(0, 3000, 150))
+    # without the split the same examples draw (mostly) other programs: the split redraws some
+    plain = generate(CorpusConfig(num_programs=400, min_length=3, max_length=6, seed=32, num_pairs=4, height=6, width=6), 0, 400)
+    assert np.array_equal(plain.inputs, b.inputs) and not np.array_equal(plain.actions, b.actions)
+
+
+def test_heldout_mass_and_impossible_lengths():
+    config = CorpusConfig(num_programs=10, min_length=3, max_length=6, heldout_role="only", **_HELD)
+    assert 0.1 < heldout_mass(config, 5) < 0.3
+    # length-1 programs: five of them, for this key none or few are held out
+    masses = [heldout_mass(CorpusConfig(num_programs=10, **{**_HELD, "heldout_key": k}), 1) for k in range(30)]
+    key = masses.index(0.0)
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        CorpusConfig(num_programs=10, min_length=1, max_length=3, heldout_role="only", **{**_HELD, "heldout_key": key})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"heldout_fraction": 1.0}, {"heldout_fraction": -0.1}, {"heldout_role": "test"},
+     {"heldout_role": "only"}, {"heldout_fraction": 0.1, "heldout_role": "only", "extended": True}],
+)
+def test_heldout_config_errors(kwargs):
+    with pytest.raises(ValueError, match="heldout"):
+        CorpusConfig(num_programs=10, min_length=3, max_length=5, **kwargs)

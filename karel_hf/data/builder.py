@@ -64,6 +64,14 @@ class KarelConfig(datasets.BuilderConfig):
     action_weights: tuple = (5, 3, 3, 2, 2)
     extended: bool = False
     seed: int = 1234
+    # Program-disjoint splits (unseen test programs): a program is held out iff a keyed hash of
+    # (seed, its action sequence) falls below heldout_fraction; training never draws a held-out
+    # program, validation and test draw only held-out ones (both by deterministic redraws).
+    heldout_fraction: float = 0.0
+    # Lengths of the validation/test programs (default min_length..max_length): short lengths have
+    # too few distinct programs to hold some out.
+    eval_min_length: int | None = None
+    eval_max_length: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -84,7 +92,10 @@ class KarelConfig(datasets.BuilderConfig):
                 self.min_length if self.train_min_length is None else self.train_min_length,
                 self.max_length if self.train_max_length is None else self.train_max_length,
             )
-        return self.min_length, self.max_length
+        return (
+            self.min_length if self.eval_min_length is None else self.eval_min_length,
+            self.max_length if self.eval_max_length is None else self.eval_max_length,
+        )
 
     def corpus_config(self, split: str, num_programs: int | None = None) -> CorpusConfig:
         min_length, max_length = self.lengths(split)
@@ -101,6 +112,9 @@ class KarelConfig(datasets.BuilderConfig):
             extended=self.extended,
             # one independent stream per (seed, split)
             seed=self.seed * len(SPLITS) + SPLITS.index(split),
+            heldout_fraction=self.heldout_fraction,
+            heldout_role="none" if not self.heldout_fraction else ("exclude" if split == "train" else "only"),
+            heldout_key=self.seed,  # the same for every split: they agree on what is held out
         )
 
     def generator_fields(self) -> dict:
@@ -108,8 +122,14 @@ class KarelConfig(datasets.BuilderConfig):
         return {k: v for k, v in asdict(self).items() if k in keep}
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.generator_fields(), sort_keys=True, default=list)
+        # fields added later leave the fingerprint of configs that keep their defaults unchanged
+        values = {k: v for k, v in self.generator_fields().items()
+                  if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        blob = json.dumps(values, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = {"heldout_fraction": 0.0, "eval_min_length": None, "eval_max_length": None}
 
 
 # The scaled-down task of the `cpu` and `demo` configs (they differ only in training programs), chosen

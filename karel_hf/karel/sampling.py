@@ -59,6 +59,7 @@ MAX_GRID_SIDE = 64
 EXTENDED_STEP_BUDGET = 100
 EXTENDED_MAX_DEPTH = 2
 MAX_ATTEMPTS = 1000
+HELDOUT_ROLES = ("none", "exclude", "only")
 
 # ------------------------------------------------------------------------------ configuration
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class CorpusConfig:
     action_weights: tuple = (5, 3, 3, 2, 2)  # order = karel.program.ACTIONS
     extended: bool = False  # programs with if/ifelse/repeat/while
     seed: int = 0
+    # Program-disjoint splits: a program (its action sequence) is held out iff
+    # program_hash(heldout_key, actions) < heldout_fraction * 2^64. heldout_role "exclude" (training
+    # split) redraws held-out programs, "only" (evaluation splits) redraws all others, "none" keeps all.
+    heldout_fraction: float = 0.0
+    heldout_role: str = "none"
+    heldout_key: int = 0
 
     def __post_init__(self):
         _check_int("num_programs", self.num_programs, 1, None, "use a positive number of programs")
@@ -106,6 +113,27 @@ class CorpusConfig:
         if not isinstance(self.extended, bool):
             raise ValueError(f"CorpusConfig.extended must be True or False, got {self.extended!r}")
         _check_int("seed", self.seed, 0, 2**63 - 1, "use a non-negative integer seed")
+        value = self.heldout_fraction
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"CorpusConfig.heldout_fraction must be in [0, 1), got {value!r}")
+        if self.heldout_role not in HELDOUT_ROLES:
+            raise ValueError(f"CorpusConfig.heldout_role must be one of {HELDOUT_ROLES}, got {self.heldout_role!r}")
+        if self.heldout_role != "none" and self.heldout_fraction == 0.0:
+            raise ValueError("CorpusConfig.heldout_role needs heldout_fraction > 0")
+        if self.heldout_role != "none" and self.extended:
+            raise ValueError("CorpusConfig.heldout_role: held-out programs are defined for straight-line corpora only")
+        _check_int("heldout_key", self.heldout_key, 0, 2**63 - 1, "use a non-negative integer key")
+        if self.heldout_role != "none":
+            for length in range(self.min_length, self.max_length + 1):
+                mass = heldout_mass(self, length)
+                side = None if mass is None else (mass if self.heldout_role == "only" else 1.0 - mass)
+                if side is not None and side < 1e-3:
+                    raise ValueError(
+                        f"CorpusConfig.heldout_fraction: length {length} has (almost) no "
+                        f"{'held-out' if self.heldout_role == 'only' else 'training'} programs "
+                        f"(held-out probability mass {mass:.4f}); narrow this split's lengths "
+                        "(eval_min_length) or change heldout_fraction"
+                    )
 
     @property
     def num_lengths(self) -> int:
@@ -253,6 +281,69 @@ def _draw_actions(u32: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     for t in thresholds:
         codes += u >= t
     return codes
+
+
+def program_hash(key: int, actions: np.ndarray) -> np.ndarray:
+    """(n,) uint64 keyed hash of each program's action sequence, from (n, T) codes (-1 = padding).
+
+    Depends only on the key and the actions before the first -1, so the same program hashes alike
+    in corpora of any max_length (training and evaluation splits agree on what is held out).
+    """
+    actions = np.asarray(actions)
+    n = actions.shape[0]
+    h = np.full(n, np.uint64(_splitmix(key)), dtype=np.uint64)
+    live = np.ones(n, dtype=bool)
+    s30, s27, s31 = np.uint64(30), np.uint64(27), np.uint64(31)
+    m1, m2, gamma = np.uint64(_MIX1), np.uint64(_MIX2), np.uint64(_GAMMA)
+    with np.errstate(over="ignore"):
+        for t in range(actions.shape[1]):
+            a = actions[:, t].astype(np.int64)
+            live &= a >= 0
+            z = (h ^ (a + 1).astype(np.uint64)) + gamma
+            z = (z ^ (z >> s30)) * m1
+            z = (z ^ (z >> s27)) * m2
+            z = z ^ (z >> s31)
+            h = np.where(live, z, h)
+    return h
+
+
+def _heldout_threshold(fraction: float) -> np.uint64:
+    return np.uint64(min(int(round(fraction * 2.0**64)), 2**64 - 1))
+
+
+def is_heldout(config: "CorpusConfig", actions: np.ndarray) -> np.ndarray:
+    """(n,) bool: the program of each row of (n, T) action codes is held out under `config`."""
+    if config.heldout_fraction == 0.0:
+        return np.zeros(len(actions), dtype=bool)
+    return program_hash(config.heldout_key, actions) < _heldout_threshold(config.heldout_fraction)
+
+
+def _wrong_side(config: "CorpusConfig", actions: np.ndarray) -> np.ndarray:
+    """(n,) bool: the program may not appear in this split (held out in training, or not held out in evaluation)."""
+    if config.heldout_role == "none":
+        return np.zeros(len(actions), dtype=bool)
+    held = is_heldout(config, actions)
+    return held if config.heldout_role == "exclude" else ~held
+
+
+_MASS_ENUMERATION_LIMIT = 5**8
+
+
+@lru_cache(maxsize=256)
+def _heldout_mass(key: int, fraction: float, weights: tuple, length: int) -> float | None:
+    k = len(weights)
+    if k**length > _MASS_ENUMERATION_LIMIT:
+        return None
+    codes = np.indices((k,) * length).reshape(length, -1).T.astype(np.int8)  # every program of this length
+    p = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    prob = p[codes].prod(axis=1)
+    held = program_hash(key, codes) < _heldout_threshold(fraction)
+    return float(prob[held].sum())
+
+
+def heldout_mass(config: "CorpusConfig", length: int) -> float | None:
+    """Probability that a random program of `length` actions is held out (None: too many to enumerate)."""
+    return _heldout_mass(config.heldout_key, float(config.heldout_fraction), tuple(float(w) for w in config.action_weights), int(length))
 
 
 # ----------------------------------------------------------------------------- program lengths
@@ -411,9 +502,10 @@ def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray,
     actions = _sample_actions(config, index, lengths, attempt=0)
     markers, robot, direction, trace_pos, trace_dir = _run_straight_line(config, worlds, actions)
     outputs = _view_codes(worlds.walls, markers, robot, direction)  # (N, c)
-    # A visible cell with more than 9 markers cannot be rendered: resample those programs (same
-    # length, same worlds, next attempt). Impossible for max_length <= 10.
-    bad = np.flatnonzero(_overfull(outputs, n))
+    # A visible cell with more than 9 markers cannot be rendered, and a program-disjoint split
+    # (heldout_role) keeps each program on its side: resample those programs (same length, same
+    # worlds, next attempt). Overfull cells are impossible for max_length <= 10.
+    bad = np.flatnonzero(_overfull(outputs, n) | _wrong_side(config, actions))
     for attempt in range(1, MAX_ATTEMPTS + 1):
         if not len(bad):
             break
@@ -423,11 +515,12 @@ def _straight_line(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray,
         sub_outputs = _view_codes(sub_worlds.walls, sub_markers, sub_robot, sub_direction)  # (len(bad) * P, c)
         actions[bad], trace_pos[bad], trace_dir[bad] = sub_actions, sub_pos, sub_dir
         outputs.reshape(n, P, -1)[bad] = sub_outputs.reshape(len(bad), P, -1)
-        bad = bad[_overfull(sub_outputs, len(bad))]
+        bad = bad[_overfull(sub_outputs, len(bad)) | _wrong_side(config, sub_actions)]
     if len(bad):
         raise RuntimeError(
             f"{len(bad)} programs still leave more than {MAX_VISIBLE_MARKERS} markers on a visible cell "
-            f"after {MAX_ATTEMPTS} attempts; lower max_length or the put_marker weight"
+            f"or fall on the wrong side of the held-out split after {MAX_ATTEMPTS} attempts; lower "
+            "max_length or the put_marker weight, or narrow this split's lengths"
         )
     # Straight-line programs execute every action: the trace ends after `length` steps. Interior
     # cells map to grid (x, y) through lookup tables whose extra last entry is the -1 padding.
