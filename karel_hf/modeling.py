@@ -32,8 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 EAGER = "eager"
-POSITION_INITS = ("normal", "sinusoidal")
+POSITION_INITS = ("normal", "sinusoidal", "grid")
+# Grid start: weight of the sinusoidal code in the last quarter of a grid cell's position vector.
+GRID_SINUSOIDAL_WEIGHT = 0.7
+# ... and of the grid code (which grid), so that the same cell of two grids starts at cosine ~0.85.
+GRID_CODE_WEIGHT = 0.5
 # Amplitude of the sinusoidal table: per-dimension spread ~0.02, like GPT-2's token embeddings.
 SINUSOIDAL_POSITION_SCALE = 0.03
 
@@ -136,10 +142,87 @@ def sinusoidal_table(num_positions: int, dim: int, scale: float = SINUSOIDAL_POS
     return table * scale
 
 
-def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", **overrides):
+@dataclass(frozen=True)
+class PromptLayout:
+    """Where the grid cells sit in a tokenised prompt (`<s>` included, as the model sees it).
+
+    `cells[g, r, c]` is the token position of row r, column c of grid g, grids in prompt order
+    (Input0, Output0, Input1, ...); `prompt_length` counts every token up to and including "Code:\n".
+    """
+
+    cells: np.ndarray  # (2 * num_prompt_pairs, rows, cols) int
+    prompt_length: int
+
+    @property
+    def num_grids(self) -> int:
+        return self.cells.shape[0]
+
+
+def prompt_layout(tokenizer, num_prompt_pairs: int, rows: int, cols: int) -> PromptLayout:
+    """The grid-cell positions of a prompt with `num_prompt_pairs` pairs of rows x cols interiors.
+
+    Read off the tokenised text of `format_prompt` (never hard-coded): every cell word is one token,
+    and each grid's cells must be one contiguous run in row-major order.
+    """
+    from karel_hf.data.formatting import format_prompt
+    from karel_hf.karel.world import CELL_WORDS
+
+    grids = np.zeros((num_prompt_pairs, rows, cols), dtype=np.int8)
+    ids = tokenizer(format_prompt(grids, grids))["input_ids"]
+    vocab = tokenizer.get_vocab()
+    cell_ids = {vocab[w + sep] for w in CELL_WORDS for sep in (" ", "\n") if w + sep in vocab}
+    positions = np.array([i for i, t in enumerate(ids) if t in cell_ids])
+    num_grids = 2 * num_prompt_pairs
+    if len(positions) != num_grids * rows * cols:
+        raise ValueError(f"expected {num_grids * rows * cols} cell tokens in the prompt, found {len(positions)}: "
+                         "the tokenizer does not spend one token per cell")
+    cells = positions.reshape(num_grids, rows, cols)
+    runs = cells.reshape(num_grids, -1)
+    if not (np.diff(runs, axis=1) == 1).all():
+        raise ValueError("a grid's cell tokens are not contiguous in the tokenised prompt")
+    return PromptLayout(cells=cells, prompt_length=len(ids))
+
+
+def grid_position_table(num_positions: int, dim: int, layout: PromptLayout, *, generator=None,
+                        scale: float = SINUSOIDAL_POSITION_SCALE, sinusoidal_weight: float = GRID_SINUSOIDAL_WEIGHT,
+                        grid_code_weight: float = GRID_CODE_WEIGHT):
+    """(num_positions, dim) float32 start for GPT-2's position table that knows the prompt's grids.
+
+    Every grid-cell position gets a row code, a column code and a grid code (which of the 2P grids):
+    fixed random N(0, 1) vectors (the grid code times `grid_code_weight`), each in its own quarter of
+    the dimensions; the last quarter holds the sinusoidal code of the absolute position times
+    `sinusoidal_weight`. So the same cell of
+    every input and output grid starts with nearly the same position vector, cells of one row share
+    the row code, and far cells are near-orthogonal. Every other position (headers, the program)
+    gets the full-width sinusoidal code. The table is scaled to standard deviation `scale`.
+    """
+    import torch
+
+    q = dim // 4
+    if q == 0:
+        raise ValueError(f"the grid position start needs n_embd >= 4, got {dim}")
+    if layout.cells.max() >= num_positions:
+        raise ValueError(f"the prompt ({layout.cells.max() + 1} positions) exceeds the model's {num_positions}")
+    num_grids, rows, cols = layout.cells.shape
+    table = sinusoidal_table(num_positions, dim, scale=1.0)
+    row_code = torch.randn(rows, q, generator=generator)
+    col_code = torch.randn(cols, q, generator=generator)
+    grid_code = torch.randn(num_grids, q, generator=generator) * grid_code_weight
+    tail = sinusoidal_table(num_positions, dim - 3 * q, scale=sinusoidal_weight)
+    g, r, c = np.meshgrid(np.arange(num_grids), np.arange(rows), np.arange(cols), indexing="ij")
+    pos = torch.as_tensor(layout.cells.reshape(-1))
+    g, r, c = (torch.as_tensor(a.reshape(-1)) for a in (g, r, c))
+    table[pos] = torch.cat([row_code[r], col_code[c], grid_code[g], tail[pos]], dim=1)
+    return table * (scale / table.std())
+
+
+def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", layout: PromptLayout | None = None,
+                **overrides):
     """A freshly initialised `GPT2LMHeadModel` (call `transformers.set_seed` first for reproducibility).
 
-    `position_init`: "normal" (GPT-2's N(0, 0.02)) or "sinusoidal" (see the module docstring).
+    `position_init`: "normal" (GPT-2's N(0, 0.02)), "sinusoidal" (see the module docstring) or
+    "grid" (`grid_position_table`; needs the prompt `layout`, see `prompt_layout`; its random codes
+    come from torch's global generator, so `set_seed` fixes them).
 
     The generation config carries the tokenizer's bos/eos/pad ids, so `generate` and
     `pipeline("text-generation")` stop at `</s>` and pad with `<pad>` without extra arguments.
@@ -153,12 +236,16 @@ def build_model(preset_or_config, tokenizer, *, position_init: str = "normal", *
         config._attn_implementation = EAGER
     if position_init not in POSITION_INITS:
         raise ValueError(f"position_init: unknown value {position_init!r}; expected one of {', '.join(POSITION_INITS)}")
+    if position_init == "grid" and layout is None:
+        raise ValueError("position_init='grid' needs the prompt layout (karel_hf.modeling.prompt_layout)")
     model = GPT2LMHeadModel(config)
-    if position_init == "sinusoidal":
+    if position_init in ("sinusoidal", "grid"):
         import torch
 
+        shape = model.transformer.wpe.weight.shape
+        table = sinusoidal_table(*shape) if position_init == "sinusoidal" else grid_position_table(*shape, layout)
         with torch.no_grad():
-            model.transformer.wpe.weight.copy_(sinusoidal_table(*model.transformer.wpe.weight.shape))
+            model.transformer.wpe.weight.copy_(table)
     set_generation_ids(model, tokenizer)
     return model
 

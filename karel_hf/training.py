@@ -96,9 +96,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "Start from this saved model instead of a freshly initialised preset."},
     )
-    position_init: Literal["normal", "sinusoidal"] = field(
+    position_init: Literal["normal", "sinusoidal", "grid"] = field(
         default="normal",
-        metadata={"help": "Start of the learned position table: normal (GPT-2) or sinusoidal (karel_hf.modeling)."},
+        metadata={"help": "Start of the learned position table: normal (GPT-2), sinusoidal, or grid "
+                          "(row/column/grid codes for the prompt's cells; karel_hf.modeling)."},
     )
 
     def __post_init__(self):
@@ -896,7 +897,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation="eager")
         set_generation_ids(model, tokenizer)
     else:
-        model = build_model(model_args.model_preset, tokenizer, position_init=model_args.position_init,
+        layout = None
+        if model_args.position_init == "grid":
+            from karel_hf.data.builder import get_config
+            from karel_hf.modeling import prompt_layout
+
+            corpus = get_config(data_args.dataset_config, **data_args.load_karel_overrides())
+            layout = prompt_layout(tokenizer, corpus.num_prompt_pairs, corpus.height - 2, corpus.width - 2)
+        model = build_model(model_args.model_preset, tokenizer, position_init=model_args.position_init, layout=layout,
                             **parse_config_overrides(model_args.config_overrides))
     if data_args.block_size > model.config.n_positions:
         raise TrainArgumentError(

@@ -88,3 +88,52 @@ def test_sinusoidal_position_init(tokenizer, tmp_path):
     assert torch.equal(loaded.transformer.wpe.weight, table)
     with pytest.raises(ValueError, match="position_init: unknown value 'rotary'"):
         build_model("tiny", tokenizer, position_init="rotary")
+
+
+def test_prompt_layout_is_read_off_the_tokenised_prompt(tokenizer):
+    import numpy as np
+
+    from karel_hf.data.formatting import format_prompt
+    from karel_hf.modeling import prompt_layout
+
+    layout = prompt_layout(tokenizer, 2, 4, 4)
+    assert layout.cells.shape == (4, 4, 4) and layout.num_grids == 4
+    rng = np.random.default_rng(0)
+    grids = rng.integers(0, 14, size=(2, 2, 4, 4)).astype(np.int8)
+    text = format_prompt(grids[0], grids[1])
+    ids = tokenizer(text)["input_ids"]
+    assert len(ids) == layout.prompt_length
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    from karel_hf.karel.world import CELL_WORDS
+
+    order = [grids[0][0], grids[1][0], grids[0][1], grids[1][1]]  # Input0, Output0, Input1, Output1
+    for g, grid in enumerate(order):
+        for r in range(4):
+            for c in range(4):
+                assert pieces[layout.cells[g, r, c]].strip() == CELL_WORDS[grid[r, c]]
+
+
+def test_grid_position_init(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from karel_hf.modeling import prompt_layout
+
+    layout = prompt_layout(tokenizer, 2, 4, 4)
+    torch.manual_seed(0)
+    model = build_model("cpu", tokenizer, position_init="grid", layout=layout)
+    table = model.transformer.wpe.weight.detach()
+    assert table.std() == pytest.approx(SINUSOIDAL_POSITION_SCALE, rel=1e-4)
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(table[a], table[b], dim=0))  # noqa: E731
+    cells = layout.cells
+    assert cos(cells[0, 1, 1], cells[1, 1, 1]) > 0.7  # the same cell of Input0 and Output0
+    assert cos(cells[0, 1, 1], cells[0, 1, 2]) > 0.5  # neighbours in a row share the row code
+    assert abs(cos(cells[0, 0, 0], cells[2, 3, 3])) < 0.4  # far cells of other grids
+    q = table.shape[1] // 4
+    assert torch.equal(table[cells[0, 2, 1], :q], table[cells[3, 2, 3], :q])  # row code
+    torch.manual_seed(0)
+    again = build_model("cpu", tokenizer, position_init="grid", layout=layout)
+    assert torch.equal(again.transformer.wpe.weight, table)
+    model.save_pretrained(tmp_path)  # still a stock GPT-2 checkpoint
+    assert torch.equal(AutoModelForCausalLM.from_pretrained(tmp_path).transformer.wpe.weight, table)
+    with pytest.raises(ValueError, match="layout"):
+        build_model("cpu", tokenizer, position_init="grid")
