@@ -334,7 +334,7 @@ def probe_offset(train, test, offset: int, max_length: int, kinds=("linear",), l
             res["unobserved"] = accuracy(pred_m[unobserved], yte[unobserved])
             res["unobserved_with_facts"] = accuracy(pred_mj[unobserved], yte[unobserved])
             res["unobserved_prompt_only"] = accuracy(joint_pred[unobserved], yte[unobserved])
-            if controls:
+            if controls and layer == "mean":
                 pred_ms = fit_predict(np.hstack([mtr, ftr]), ytr, np.hstack([mte, fte]), kind, seed)
                 a2, b2 = (pred_ms == yte).astype(float), (sep_pred == yte).astype(float)
                 res["conditional_gain_sep"] = float(a2.mean() - b2.mean())
@@ -345,7 +345,7 @@ def probe_offset(train, test, offset: int, max_length: int, kinds=("linear",), l
                 res["conditional_gain_vs_code_position"] = float(a.mean() - np.mean(pred_cj == yte))
                 res["shuffled"] = accuracy(fit_predict(mtr, rng.permutation(ytr), mte, kind, seed), yte)
             alt = {}
-            for s in semantics:
+            for s in semantics if layer == "mean" else ():
                 if s == "original":
                     continue
                 ys_tr, ys_te = lab(rtr, s), lab(rte, s)
@@ -374,10 +374,30 @@ def generation(model, tokenizer, specs: Specs, num_prompt_pairs: int, batch_size
     res = evaluate_generation(model, tokenizer, specs.rows, batch_size=batch_size, num_prompt_pairs=num_prompt_pairs,
                               max_new_actions=14)
     floor = constant_program_baseline(specs.rows, num_spec_pairs=num_prompt_pairs)
+    best_name, best = best_constant_program(specs.rows, num_prompt_pairs)
     return {"accuracy": res["accuracy"], "accuracy_all_pairs": res["accuracy_all_pairs"],
             "mean_generated_length": res["mean_generated_length"], "floor": floor["accuracy"],
-            "floor_all_pairs": floor["accuracy_all_pairs"], "num_examples": res["num_examples"],
+            "floor_all_pairs": floor["accuracy_all_pairs"], "best_constant": best, "best_constant_program": best_name,
+            "num_examples": res["num_examples"],
             "by_length": {k: v for k, v in res.items() if k.startswith("accuracy_length_")}}
+
+
+CONSTANT_PROGRAMS = [["put_marker"], ["turn_left"], ["turn_right"], ["turn_left", "turn_left"]] + [
+    ["move"] * k for k in range(1, 15)]
+
+
+def best_constant_program(rows, num_prompt_pairs: int):
+    """The best of a few constant programs (put_marker, turns, move x 1..14) on these specs: a floor that
+    the untrained model's "14 moves" babbling also reaches."""
+    from karel_hf.metrics.generation import compute_generation_accuracy
+
+    best = ("", -1.0)
+    for prog in CONSTANT_PROGRAMS:
+        text = "def run() {\n" + "".join(f"  {a}()\n" for a in prog) + "}"
+        acc = compute_generation_accuracy([text] * len(rows), rows, num_prompt_pairs)["accuracy"]
+        if acc > best[1]:
+            best = (" ".join(prog), acc)
+    return best
 
 
 # -------------------------------------------------------------------------------------- main

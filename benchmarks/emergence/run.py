@@ -78,7 +78,7 @@ def preset_values(spec: dict, seed: int, precision: str) -> dict:
     values["dataset_overrides"] = overrides_string(corpus) or None
     values["seed"] = seed
     values["report_to"] = []
-    values["generation_eval_steps"] = 0
+    values["generation_eval_steps"] = spec.get("train", {}).get("generation_eval_steps", 0)
     if precision == "fp32":
         values["bf16_auto"], values["bf16"] = False, False
     else:
@@ -115,14 +115,18 @@ def train(spec: dict, run_dir: Path, seed: int, precision: str) -> dict:
         cmd += ["--resume_from_checkpoint", "last"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1")}
-    t0 = time.time()
+    import resource
+
+    t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(run_dir / "train.log", "a") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
     wall = time.time() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)  # includes corpus generation
     state = json.loads((train_dir / "trainer_state.json").read_text())
     runtime = next((e["train_runtime"] for e in reversed(state["log_history"]) if "train_runtime" in e), None)
     tokens = state.get("num_input_tokens_seen")
-    info = {"wall_s": wall, "train_runtime_s": runtime, "tokens": tokens, "steps": state.get("global_step")}
+    info = {"wall_s": wall, "cpu_s": cpu, "train_runtime_s": runtime, "tokens": tokens, "steps": state.get("global_step")}
     (run_dir / "train_info.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -154,6 +158,8 @@ def measure_run(spec: dict, run_dir: Path, full_every: int) -> list[dict]:
             r = json.loads(line)
             done[(r["step"], r["mode"])] = r
     ckpts = checkpoints(run_dir / "train")
+    if m.get("every"):  # measure only every N-th checkpoint (and the last)
+        ckpts = [c for i, c in enumerate(ckpts) if i % m["every"] == 0 or i == len(ckpts) - 1]
     if not ckpts:
         raise SystemExit(f"no checkpoints in {run_dir / 'train'}")
     measurer = None
@@ -200,6 +206,8 @@ def summarise(spec: dict, results: list[dict], seed: int, precision: str, train_
         "train_info": train_info, **unseen,
         "final_step": final["step"], "accuracy": final["generation"]["accuracy"],
         "accuracy_all_pairs": final["generation"]["accuracy_all_pairs"], "floor": final["generation"]["floor"],
+        "best_constant": final["generation"].get("best_constant"),
+        "untrained_accuracy": first["generation"]["accuracy"],
         "mean_generated_length": final["generation"]["mean_generated_length"],
         "accuracy_curve": list(zip(steps, [r["generation"]["accuracy"] for r in by_step])),
         "gain_curve": list(zip(steps, gains)),
@@ -258,8 +266,9 @@ def markdown_row(row: dict) -> str:
     ti = row["train_info"]
     return ("| " + " | ".join([
         row["spec"], task, recipe, str(row["seed"]), row["precision"], f"{mc['cpu']} ({flags}), {mc['threads']} thr",
-        f"{ti.get('train_runtime_s') or 0:.0f}", str(ti.get("steps")), f"{(ti.get('tokens') or 0) / 1e6:.1f}M",
-        f"{pct(row['accuracy'])} / {pct(row['floor'])}", pct(row["unseen_fraction"]),
+        f"{ti.get('train_runtime_s') or 0:.0f} ({ti.get('cpu_s') or 0:.0f} cpu)", str(ti.get("steps")), f"{(ti.get('tokens') or 0) / 1e6:.1f}M",
+        f"{pct(row['accuracy'])} / {pct(row['floor'])} / {pct(row.get('best_constant'))} / {pct(row.get('untrained_accuracy'))}",
+        pct(row["unseen_fraction"]),
         *gains, pct(u.get("conditional_gain"), True), pct(f1.get("original_minus_best_alternative"), True),
         pct(f1.get("gain_minus_best_alternative_gain"), True),
         pct(mlp.get("conditional_gain"), True), pct(rel.get("conditional_gain"), True),
@@ -267,7 +276,7 @@ def markdown_row(row: dict) -> str:
     ]) + " |")
 
 
-HEADER = ("| spec | task | recipe | seed | precision | machine | train s | steps | tokens | acc / floor | unseen % "
+HEADER = ("| spec | task | recipe | seed | precision | machine | train s (cpu s) | steps | tokens | acc / put_marker / best const / step 0 | unseen % "
           "| gain -2 | gain -1 | gain 0 | gain +1 | gain +2 | step-0 gain -1 | orig-alt sc -1 | orig-alt gain -1 "
           "| MLP gain -1 | rel gain -1 | R2 acc~gain -1 (ckpts) |\n" + "|---" * 22 + "|\n")
 
