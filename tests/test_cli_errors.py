@@ -131,21 +131,22 @@ def test_bad_invocations_exit_with_one_line(paths, capsys, status, template, pat
 
 
 def test_unpacked_rows_longer_than_block_size_are_refused_not_cut(paths, capsys):
-    """The issue's example: a corpus change makes samples longer than the preset's block_size."""
+    """The issue's example: a corpus change makes samples longer than the preset's block_size (the
+    cpu preset's 96 tokens fit its 2 pairs of 1..6 actions; 4 pairs do not)."""
     import datasets
 
     datasets.disable_progress_bars()
     try:
         argv = ["train", "--preset", "cpu", "--output_dir", str(paths["base"] / "cut"), "--dataset_cache_dir",
                 str(paths["base"] / "hf"), "--dataset_overrides",
-                "num_prompt_pairs=2,max_length=6,train_size=64,validation_size=8,test_size=8"]
+                "num_prompt_pairs=4,max_length=6,train_size=64,validation_size=8,test_size=8"]
         assert main(argv) == 2
     finally:
         datasets.enable_progress_bars()
     err = capsys.readouterr().err
     match = re.fullmatch(r"karel-hf train: error: packing is off and the longest sample has (\d+) tokens, more than "
-                         r"block_size 64: pass --block_size \1 \(or more\) so that no sample is cut, or --packing true\n", err)
-    assert match and int(match.group(1)) > 64, err
+                         r"block_size 96: pass --block_size \1 \(or more\) so that no sample is cut, or --packing true\n", err)
+    assert match and int(match.group(1)) > 96, err
 
 
 def test_help_exits_zero(capsys):

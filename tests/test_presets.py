@@ -40,7 +40,8 @@ def test_corpora_come_from_the_presets_and_demo_shares_the_cpu_task():
     for name in preset_names():
         assert load_preset(name).corpus in CONFIG_NAMES
     cpu, demo = get_config("cpu").generator_fields(), get_config("demo").generator_fields()
-    assert {k for k in cpu if cpu[k] != demo[k]} == {"train_size"}  # the cpu task, fewer training programs
+    # the cpu task, fewer training programs and a smaller test split
+    assert {k for k in cpu if cpu[k] != demo[k]} == {"train_size", "test_size"}
 
 
 def test_a_preset_file_of_your_own(tmp_path):

@@ -17,7 +17,8 @@ Each run writes RUNS/<name>-s<seed>-<precision>/ (the preset it ran as preset.ya
 files) and appends one line to benchmarks/emergence/results.jsonl (everything summarised) and one
 row to benchmarks/emergence/results.md (the table a reader scans): the spec, seed, machine (CPU
 model and the flags that decide bf16's speed), precision, threads, wall and train time, and the
-outcome. `--summarize RUN_DIR` re-reads a finished run without training.
+outcome. `--summarize` re-reads the finished run of that spec, seed and precision without running
+it again (its wall time is then the sum of the stages' times).
 
 Precision: `bf16` turns bf16 autocast on for training, `fp32` turns it off, `auto` keeps the preset's
 `bf16_auto` (bf16 only where the CPU has AMX/AVX512-BF16). Evaluation runs in fp32 either way.
@@ -137,7 +138,11 @@ def summarize(run_dir: Path) -> dict:
     overlap = results.get("program_overlap") or {}
     return {
         "steps": results["steps"],
-        "floor": _num(results["baselines"]["constant_program"]),
+        # the stricter of put_marker() and the best constant program of 1-2 actions
+        "floor": max(_num(results["baselines"]["constant_program"]),
+                     (results["baselines"].get("best_constant_program") or {}).get("accuracy", 0.0)),
+        "floor_put_marker": _num(results["baselines"]["constant_program"]),
+        "best_constant_program": results["baselines"].get("best_constant_program"),
         "accuracy": [_num(c["generation"]["accuracy"]) for c in checkpoints],
         "accuracy_start": _num(first["generation"]["accuracy"]),
         "accuracy_end": _num(last["generation"]["accuracy"]),
@@ -197,6 +202,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/emergence"), help="Folder for the run folders.")
     parser.add_argument("--stages", default="train,evaluate,analyze,plot,report", help="karel-hf reproduce stages.")
     parser.add_argument("--no_record", action="store_true", help="Do not append to the results table.")
+    parser.add_argument("--summarize", action="store_true", help="Only re-read the finished run and record it.")
     args = parser.parse_args(argv)
     try:
         spec = read_spec(args.spec)
@@ -205,18 +211,24 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     run_dir = args.runs / f"{spec['name']}-s{args.seed}-{args.precision}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    preset_file = run_dir / "preset.yaml"
-    preset_file.write_text(yaml.safe_dump(preset, sort_keys=False), encoding="utf-8")
-    start = time.perf_counter()
-    command = [sys.executable, "-m", "karel_hf.cli", "reproduce", "--preset", str(preset_file),
-               "--output_dir", str(run_dir), "--stages", args.stages]
-    print("running:", " ".join(command), flush=True)
-    rc = subprocess.call(command)
-    wall = time.perf_counter() - start
-    if rc != 0:
-        print(f"error: karel-hf reproduce exited with {rc}; nothing recorded", file=sys.stderr)
-        return rc
+    if args.summarize:
+        if not (run_dir / "results.json").is_file():
+            print(f"error: no finished run at {run_dir} (results.json is missing)", file=sys.stderr)
+            return 1
+        wall = sum(json.loads((run_dir / "results.json").read_text())["timings_seconds"].values())
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        preset_file = run_dir / "preset.yaml"
+        preset_file.write_text(yaml.safe_dump(preset, sort_keys=False), encoding="utf-8")
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "karel_hf.cli", "reproduce", "--preset", str(preset_file),
+                   "--output_dir", str(run_dir), "--stages", args.stages]
+        print("running:", " ".join(command), flush=True)
+        rc = subprocess.call(command)
+        wall = time.perf_counter() - start
+        if rc != 0:
+            print(f"error: karel-hf reproduce exited with {rc}; nothing recorded", file=sys.stderr)
+            return rc
     summary = summarize(run_dir)
     if summary["unseen_test"] is None:
         from karel_hf.data.overlap import program_overlap
