@@ -69,3 +69,21 @@ def test_a_finished_run_becomes_a_row(emergence, tiny_run, tmp_path, monkeypatch
     assert table.count(table[-1]) == 2 and table[-1].startswith("| 2026-12-02 00:00 | tiny | 0 | fp32 | cpu (avx2) | 1 |")
     assert len(table[-1].split(" | ")) == len(emergence.MD_HEADER.splitlines()[0].split(" | "))
     assert [json.loads(x)["spec"] for x in (tmp_path / "results.jsonl").read_text().splitlines()] == ["tiny", "tiny"]
+
+
+def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergence):
+    spec = importlib.util.spec_from_file_location("emergence_summary", ROOT / "benchmarks" / "emergence" / "summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+
+    def row(seed, accuracy, gain, precision="bf16"):
+        g = {"value": gain, "low": gain - 0.01, "high": gain + 0.01}
+        return {"spec": "s", "seed": seed, "precision": precision, "summary": {
+            "floor": 0.1, "accuracy_end": accuracy, "gain_tf_end": g, "gain_tf_untrained": g, "gain_gen_end": g,
+            "timings_seconds": {"train": 100.0}}}
+
+    rows = [row(0, 0.5, 0.0), row(0, 0.2, 0.1), row(1, 0.4, 0.3), row(0, 0.9, 0.2, "fp32")]
+    lines = summary.summarize(rows).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == "| s | bf16 | 0,1 | 10.0 ± 0.0% | 30.0 ± 14.1% | +20.0 ± 14.1 | +20.0 ± 14.1 | +20.0 ± 14.1 | 100 ± 0 |"
+    assert lines[3].startswith("| s | fp32 | 0 | 10.0% | 90.0% | +20.0 |")

@@ -1,0 +1,68 @@
+"""Mean and spread over seeds of the emergence runs in results.jsonl, one row per spec and precision.
+
+    python benchmarks/emergence/summary.py [--specs p2l6-demo,p2l6-cpu]
+
+Prints a Markdown table (the one in the README): seeds, floor, final generation accuracy, the
+teacher-forced and generated conditional gains at offset -1 (points) and the untrained model's
+teacher-forced gain, each as mean +- sample sd over the seeds (sd only with >= 2 seeds). The last
+row of a (spec, seed, precision) wins when a run was recorded twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+RESULTS_JSONL = Path(__file__).resolve().parent / "results.jsonl"
+
+
+def _fmt(values, scale=100.0, signed=False, unit="", digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    mean = scale * statistics.fmean(values)
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if len(values) >= 2:
+        text += f" ± {scale * statistics.stdev(values):.{digits}f}"
+    return text + unit
+
+
+def summarize(rows: list[dict], specs: list[str] | None = None) -> str:
+    latest = {}
+    for row in rows:
+        latest[(row["spec"], row["seed"], row["precision"])] = row
+    groups: dict[tuple, list[dict]] = {}
+    for (spec, _, precision), row in sorted(latest.items()):
+        if specs is None or spec in specs:
+            groups.setdefault((spec, precision), []).append(row)
+    lines = ["| spec | precision | seeds | floor | accuracy, final | gain -1 teacher-forced | (untrained) "
+             "| gain -1 generated | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (spec, precision), group in groups.items():
+        s = [r["summary"] for r in group]
+        lines.append(" | ".join([
+            f"| {spec}", precision, ",".join(str(r["seed"]) for r in group),
+            _fmt([x["floor"] for x in s], unit="%"),
+            _fmt([x["accuracy_end"] for x in s], unit="%"),
+            _fmt([x["gain_tf_end"]["value"] for x in s], signed=True),
+            _fmt([x["gain_tf_untrained"]["value"] for x in s], signed=True),
+            _fmt([x["gain_gen_end"]["value"] for x in s], signed=True),
+            _fmt([x["timings_seconds"].get("train") for x in s], scale=1.0, digits=0) + " |",
+        ]))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--specs", default=None, help="Comma-separated spec names (default: all).")
+    parser.add_argument("--results", type=Path, default=RESULTS_JSONL)
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in args.results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    print(summarize(rows, args.specs.split(",") if args.specs else None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
