@@ -69,8 +69,9 @@ def test_verify_straight_line_only_rejects_control_flow(capsys):
 
 def test_verify_empty_file_fails(tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("\n")
-    assert verify_jsonl(tmp_path / "empty.jsonl") == 1
-    assert capsys.readouterr().out.startswith("0/0 examples match")
+    with pytest.raises(ValueError, match="empty.jsonl: no input/output pairs to verify"):
+        verify_jsonl(tmp_path / "empty.jsonl")
+    assert capsys.readouterr().out == ""  # no "0/0 examples match" that reads like a result
 
 
 # ------------------------------------------------------------------------------------ exporting

@@ -55,7 +55,9 @@ def test_a_finished_run_becomes_a_row(emergence, tiny_run, tmp_path, monkeypatch
     summary = emergence.summarize(tiny_run)
     assert summary["steps"] == results["steps"]
     assert summary["accuracy_end"] == results["checkpoints"][-1]["generation"]["accuracy"]
-    assert summary["floor"] == results["baselines"]["constant_program"]
+    baselines = results["baselines"]
+    assert summary["floor"] == max(baselines["constant_program"], baselines["best_constant_program"]["accuracy"])
+    assert summary["floor_put_marker"] == baselines["constant_program"]
     tf = results["checkpoints"][-1]["probes"]["teacher_forced"]["prev1"]["conditional_gain"]
     assert summary["gain_tf_end"]["value"] == pytest.approx(tf["value"], nan_ok=True)
     assert set(summary["offsets_end"]["teacher_forced"]) == {"prev2", "prev1", "current", "next1", "next2"}
