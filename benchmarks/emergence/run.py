@@ -135,7 +135,6 @@ def summarize(run_dir: Path) -> dict:
     offsets = {family: {key: {**gain(last, family, key), "margin": _num(probe(last, family, key).get("margin"))}
                         for key in ("prev2", "prev1", "current", "next1", "next2")}
                for family in ("teacher_forced", "generated")}
-    overlap = results.get("program_overlap") or {}
     return {
         "steps": results["steps"],
         # the stricter of put_marker() and the best constant program of 1-2 actions
@@ -153,7 +152,6 @@ def summarize(run_dir: Path) -> dict:
         "best_alternative_tf": intervention.get("best_alternative"),
         "r2_accuracy_gain_tf": _num((regression or {}).get("r2")),
         "offsets_end": offsets,
-        "unseen_test": _num(overlap.get("unseen_test")),
         "timings_seconds": results.get("timings_seconds", {}),
     }
 
@@ -171,7 +169,7 @@ def table_row(row: dict) -> str:
     cells = [
         row["date"], row["spec"], str(row["seed"]), row["precision"], f"{m['cpu']} ({', '.join(m['flags'])})",
         str(m["threads"]), f"{row['wall_seconds']:.0f}", f"{s['timings_seconds'].get('train', float('nan')):.0f}",
-        str(s["steps"][-1]), _pct(s["unseen_test"]), _pct(s["floor"]),
+        str(s["steps"][-1]), _pct(s.get("unseen_test")), _pct(s["floor"]),
         f"{_pct(s['accuracy_start'])} -> {_pct(s['accuracy_end'])}",
         f"{_gain(s['gain_tf_end'])} ({_pct(s['gain_tf_untrained']['value'], True)})", _gain(s["gain_gen_end"]),
         _pct(s["original_minus_best_alternative_tf"], True),
@@ -230,14 +228,13 @@ def main(argv=None) -> int:
             print(f"error: karel-hf reproduce exited with {rc}; nothing recorded", file=sys.stderr)
             return rc
     summary = summarize(run_dir)
-    if summary["unseen_test"] is None:
-        from karel_hf.data.overlap import program_overlap
+    from karel_hf.data.overlap import program_overlap
 
-        dataset = dict(preset["dataset"])
-        overlap = program_overlap(dataset.pop("name"), **dataset)
-        seen = overlap.seen_in_train.get("test")
-        summary["unseen_test"] = None if seen is None else 1.0 - seen
-        summary["distinct_programs"] = overlap.distinct
+    dataset = dict(preset["dataset"])
+    overlap = program_overlap(dataset.pop("name"), **{k: v for k, v in dataset.items() if k != "description"})
+    seen = overlap.seen_in_train.get("test")
+    summary["unseen_test"] = None if seen is None else 1.0 - seen
+    summary["distinct_programs"] = overlap.distinct
     row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "spec": spec["name"],
            "about": spec.get("about", ""), "seed": args.seed, "precision": args.precision, "machine": machine(),
            "wall_seconds": wall, "preset": preset, "run_dir": str(run_dir), "summary": summary}
