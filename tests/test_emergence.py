@@ -89,3 +89,75 @@ def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergenc
     assert len(lines) == 4
     assert lines[2] == "| s | bf16 | 0,1 | 10.0 ± 0.0% | 30.0 ± 14.1% | +20.0 ± 14.1 | +20.0 ± 14.1 | +20.0 ± 14.1 | 100 ± 0 |"
     assert lines[3].startswith("| s | fp32 | 0 | 10.0% | 90.0% | +20.0 |")
+
+
+def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tmp_path, capsys):
+    from karel_hf.probing.measure import load_traces, semantic_content
+
+    spec = importlib.util.spec_from_file_location("emergence_probe_study", ROOT / "benchmarks" / "emergence" / "probe_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    out = tmp_path / "study.json"
+    argv = [str(tiny_run), "--features", "state,layer_0", "--probes", "linear", "--budgets", "40,all",
+            "--offsets=-1,0", "--intervention", "--conditional_intervention", "--intervention_offsets=-1", "--num_bootstrap", "20", "--output", str(out)]
+    assert study.main(argv) == 0
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    steps = sorted({r["step"] for r in rows})
+    assert len(steps) == 2 and steps[0] == 0  # default: the first and the last checkpoint
+    assert len(rows) == 2 * 2 * 2 * 2  # steps x features x budgets x offsets
+    assert {r["feature"] for r in rows} == {"state", "layer_0"}
+    for r in rows:
+        assert (r["budget"] is None) or r["num_train"] <= 40
+        assert ("intervention" in r) == ("conditional_intervention" in r) == (r["offset"] == -1)
+        if r["offset"] == -1:
+            cond = r["conditional_intervention"]
+            assert set(cond["gain"]) >= {"original", "swap", "authors3"}
+            assert cond["gain"]["swap"] == cond["gain"]["authors0"]  # one fit per distinct map
+            # swap is a function of (original, initial direction): never the informative alternative
+            assert cond["determined_by_original_and_initial"]["swap"] == pytest.approx(1.0)
+            assert cond["best_alternative"] != "swap"
+            assert cond["gain"]["original"] == r["conditional_gain"]  # the same probe, seed and rows
+            best = cond["gain"][cond["best_alternative"]]["value"]
+            assert cond["original_minus_best_alternative"] == pytest.approx(r["conditional_gain"]["value"] - best)
+        gain = r["conditional_gain"]
+        assert -1 <= gain["low"] <= gain["value"] <= gain["high"] <= 1
+    assert capsys.readouterr().out.count(" | linear | ") == len(rows)  # the markdown table, one line per row
+    # the layer-0 state (token embeddings) is not the layer-mean state: the two features give different probes
+    state = [r for r in rows if r["feature"] == "state" and r["budget"] is None]
+    layer0 = [r for r in rows if r["feature"] == "layer_0" and r["budget"] is None]
+    assert [r["semantic_content"] for r in state] != [r["semantic_content"] for r in layer0]
+    assert payload["machine"]["threads"] >= 1 and payload["teacher_forced_min_length"] >= 1
+
+    # every checkpoint, the layer-mean state only (the reproduction's cached traces): accuracy
+    # regressed on the conditional gain across checkpoints, as the analyse stage does for its probes
+    import shutil
+
+    from karel_hf.probing.analysis import regress
+
+    run = tmp_path / "run"  # a copy whose accuracies differ (the tiny model writes no correct program)
+    shutil.copytree(tiny_run, run)
+    results = json.loads((run / "results.json").read_text())
+    for i, checkpoint in enumerate(results["checkpoints"]):
+        checkpoint["generation"]["accuracy"] = 0.1 + 0.2 * i
+    (run / "results.json").write_text(json.dumps(results))
+    argv = [str(run), "--steps", "all", "--features", "state", "--probes", "linear", "--budgets", "all",
+            "--offsets=0", "--num_bootstrap", "20", "--output", str(out)]
+    assert study.main(argv) == 0
+    payload = json.loads(out.read_text())
+    accuracy = {c["step"]: c["generation"]["accuracy"]
+                for c in json.loads((run / "results.json").read_text())["checkpoints"]}
+    assert sorted(r["step"] for r in payload["rows"]) == sorted(accuracy)
+    (fit,) = payload["regressions"]
+    expected = regress([accuracy[r["step"]] for r in payload["rows"]], [r["conditional_gain"]["value"] for r in payload["rows"]])
+    assert fit["n"] == len(accuracy) == 3 and 0 <= fit["r2"] <= 1
+    assert fit["r2"] == pytest.approx(expected["r2"])
+    assert "R^2" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as err:
+        study.main([str(tmp_path), "--output", str(tmp_path / "x.json")])
+    assert err.value.code == 2 and "reproduction folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main([str(tiny_run), "--features", "layer_99", "--output", str(tmp_path / "x.json")])
+    assert "unknown feature" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

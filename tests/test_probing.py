@@ -543,6 +543,12 @@ def test_semantic_content_on_traces(monkeypatch):
         result["semantic_content"] - max(inter["accuracy"]["swap"], inter["accuracy"]["authors3"]))
     v3 = measure.semantic_content(train, test, offset=1, label_set="v3", controls=False)
     assert set(v3["per_task"]) == set(labels.V3_TASKS)
+    position = measure.semantic_content(train, test, offset=1, label_set="position", num_bootstrap=50)
+    assert set(position["per_task"]) == {"position"}  # one v3 task alone, with its own controls and gain
+    assert position["semantic_content"] == pytest.approx(v3["per_task"]["position"])
+    assert 0 <= position["controls"]["prompt_only"] <= 1 and -1 <= position["conditional_gain"]["value"] <= 1
+    with pytest.raises(ValueError, match="one v3 task"):
+        measure.semantic_content(train, test, label_set="positions")
     future = measure.semantic_content(train, test, offset=1, return_predictions=True, controls=False)
     analysis_ = measure.future_analysis(result, future, test)
     assert analysis_["num_rows"] == future["num_test"] and 0 <= analysis_["best_future_classifier"] <= 1

@@ -81,7 +81,9 @@ def _tasks(label_set: str, num_prompt_pairs: int) -> dict[str, tuple[str, ...]]:
         return {t: (t,) for t in v1_labels(num_prompt_pairs)}
     if label_set == "v3":
         return dict(V3_TASKS)
-    raise ValueError(f"unknown label set {label_set!r}; expected 'v1' or 'v3'")
+    if label_set in V3_TASKS:  # one of the v3 tasks alone, e.g. "position" (x and y of spec input 0)
+        return {label_set: V3_TASKS[label_set]}
+    raise ValueError(f"unknown label set {label_set!r}; expected 'v1', 'v3' or one v3 task ({', '.join(V3_TASKS)})")
 
 
 # -------------------------------------------------------------------------- semantic content
@@ -109,7 +111,9 @@ def semantic_content(
     mappings), on the rows the row rule keeps (`drop_last`).
 
     `label_set` "v1": one task per direction of the spec inputs the prompt shows
-    (`num_prompt_pairs`, at most 5); "v3": the authors' 6 tasks (original semantics only).
+    (`num_prompt_pairs`, at most 5); "v3": the authors' 6 tasks (original semantics only); the
+    name of one v3 task (`labels.V3_TASKS`, e.g. "position"): that task alone, so that its controls
+    and conditional gain are its own.
     `controls` adds the initial/output glyphs, the prompt-only, code-position and shuffled
     probes, `margin` and the conditional gains (`probes.score_family`); False fits the probe
     alone (the intervention); a list of names picks some (`probes.CONTROLS`, `probes.GAINS`).

@@ -1,0 +1,250 @@
+"""Probe study on a finished run: linear and MLP probes, on the layer mean and on each layer, with
+more probe-training rows, at offsets -2..+2 (issue 17's "measuring" lever).
+
+`karel-hf reproduce` measures one probe (the preset's: linear, on the layer-mean state, 2,000
+training rows for the cpu preset). This script asks whether the program state is there but read
+the wrong way: for each checkpoint STEP of a `karel-hf reproduce` output folder (run.py's runs
+are), it builds the teacher-forced traces of the run's own test and probe-training specs
+with every hidden-state layer (cached in RUN/traces), then scores, for each (feature, probe,
+training-row budget, offset), the v1 direction probe with its prompt-facts controls
+(`karel_hf.probing.measure.semantic_content`): the probe's accuracy, the prompt-only probe's and the
+conditional gain with its 95% bootstrap interval (`--label_set position`: the robot's cell instead
+of its direction, which depends on the walls). With `--intervention` it also fits the
+alternative-semantics probes on the same states and rows and reports the original minus the best
+alternative; with `--conditional_intervention` the original's conditional gain minus the best
+alternative's (`conditional_intervention`), the form that matches the conditional gain.
+
+    python benchmarks/emergence/probe_study.py /work/runs/emergence/p2l6-cpu24k-s0-bf16 \\
+        --steps 0,24000 --probes linear,mlp1 --budgets 2000,all --offsets=-2,-1,0,1,2 --intervention
+
+Writes RUN/probe_study.json (every number, with the machine and the options) and prints a markdown
+table (one row per step, feature, probe, budget and offset). Scoring uses every scored test row
+unless --max_test_rows is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OFFSETS = (-2, -1, 0, 1, 2)
+
+
+def cpu_flags() -> str:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return platform.processor() or "unknown"
+    return ",".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags) or "none of avx2/avx512/amx"
+
+
+def parse_list(text: str, kind=str) -> list:
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"probe_study.py: error: expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+
+
+def parse_budget(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def conditional_intervention(train, test, offset: int, options: dict) -> dict:
+    """The intervention in the conditional form: for the original semantics and each distinct
+    alternative map, the conditional gain (probe on [state, prompt facts] minus the probe on the
+    prompt facts alone) for that semantics' labels, and the original's gain minus the best
+    alternative's.
+
+    Gains, not accuracies: the prompt facts include the output grid, which shows the original
+    semantics' final state, so the facts alone already predict the original labels better than an
+    alternative's (on an untrained model the accuracies differ by ~10 points, the gains by ~0).
+    A probe given the initial direction can also turn any encoding of the original state into the
+    label of an alternative whose labels are a function of (original label, initial label) (swap:
+    d0 - r where the original is d0 + r), so such an alternative says nothing: `determined` gives,
+    per semantics, the best any function of (original, initial) label does at predicting its label
+    on the scored rows, and `best_alternative` is taken among those below `UNINFORMATIVE_BEST`."""
+    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
+    from karel_hf.probing.analysis import best_future_classifier
+    from karel_hf.probing.labels import label_column
+    from karel_hf.probing.measure import UNINFORMATIVE_BEST, load_traces, semantic_content
+
+    gain, determined, done = {}, {}, {}
+    for name in ("original", *ALTERNATIVE_SEMANTICS):
+        key = tuple(sorted(get_semantics(name).mapping.items()))
+        if key not in done:
+            scored = semantic_content(train, test, offset, semantics=name, controls=("prompt_only", "conditional_gain"),
+                                      return_predictions=True, **options)
+            rows, labels = scored["test_rows"], list(scored["targets"])
+            table = load_traces(test, [label_column(l, w) for l in labels for w in (offset, "initial")])
+            joint = {l: np.asarray(table[label_column(l, offset)])[rows] * 4 + np.asarray(table[label_column(l, "initial")])[rows]
+                     for l in labels}
+            done[key] = (scored["conditional_gain"],
+                         best_future_classifier(joint, scored["targets"]) if len(rows) else float("nan"))
+        gain[name], determined[name] = done[key]
+    informative = {k: v["value"] for k, v in gain.items()
+                   if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
+    best = max(informative, key=informative.get) if informative else None
+    return {"gain": gain, "determined_by_original_and_initial": determined, "best_alternative": best,
+            "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan")}
+
+
+def accuracy_regressions(run: Path, rows: list[dict]) -> list[dict]:
+    """Generation accuracy (RUN/results.json, per checkpoint) regressed on the conditional gain,
+    per (feature, probe, budget, offset) measured at >= 3 checkpoints (`karel_hf.probing.analysis.regress`)."""
+    from karel_hf.probing.analysis import regress
+
+    try:
+        accuracy = {c["step"]: c["generation"]["accuracy"]
+                    for c in json.loads((run / "results.json").read_text())["checkpoints"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no analyse stage yet: nothing to regress on
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["step"] in accuracy:
+            groups.setdefault((row["feature"], row["probe"], row["budget"], row["offset"]), []).append(row)
+    found = []
+    for (feature, probe, budget, offset), members in groups.items():
+        if len(members) >= 3:
+            try:
+                fit = regress([accuracy[m["step"]] for m in members], [m["conditional_gain"]["value"] for m in members])
+            except ValueError:  # gains all equal: no line
+                continue
+            found.append({"feature": feature, "probe": probe, "budget": budget, "offset": offset, **fit})
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a `karel-hf reproduce` output folder (model/checkpoint-N, reproduce_config.json)")
+    parser.add_argument("--steps", default="", help="checkpoint steps, comma-separated, or all (default: the first and the last)")
+    parser.add_argument("--features", default="", help="state (layer mean), layer_0 .. layer_<n_layer> (default: all)")
+    parser.add_argument("--probes", default="linear,mlp1")
+    parser.add_argument("--budgets", default="2000,all", help="probe-training rows: numbers or 'all'")
+    parser.add_argument("--offsets", default="-2,-1,0,1,2")
+    parser.add_argument("--label_set", default="v1",
+                        help="v1 (the direction in each prompt input, the protocol's probe) or one v3 task alone, "
+                             "e.g. position (x and y in input 0: moves blocked by walls need the world)")
+    parser.add_argument("--max_test_rows", type=int, default=None)
+    parser.add_argument("--intervention", action="store_true", help="also original minus best alternative semantics")
+    parser.add_argument("--conditional_intervention", action="store_true",
+                        help="also the intervention on [state, prompt facts] (conditional_intervention)")
+    parser.add_argument("--intervention_offsets", default="-1,0")
+    parser.add_argument("--num_bootstrap", type=int, default=1000)
+    parser.add_argument("--output", type=Path, default=None, help="default: RUN/probe_study.json")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.probing.labels import OFFSET_NAMES
+    from karel_hf.probing.measure import intervention, load_traces, semantic_content
+    from karel_hf.probing.traces import build_trace_dataset
+    from karel_hf.reproduce import _data_rows, model_checkpoints, prompt_pairs, reproduce_preset, teacher_forced_min_length
+
+    run = args.run
+    try:
+        preset_name = json.loads((run / "reproduce_config.json").read_text())["preset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        parser.error(f"{run} is not a reproduction folder: it needs reproduce_config.json (with its preset) and model/")
+    if not (run / "model").is_dir():
+        parser.error(f"{run} is not a reproduction folder: it has no model/ (run the train stage first)")
+    try:
+        preset = reproduce_preset(str(preset_name))
+    except ValueError as err:
+        parser.error(f"{run}: {err}")
+    found = dict(model_checkpoints(run / "model"))
+    steps = sorted(found) if args.steps == "all" else parse_list(args.steps, int) or [min(found), max(found)]
+    missing = [s for s in steps if s not in found]
+    if missing:
+        parser.error(f"no checkpoint for step(s) {missing} in {run / 'model'}; found {sorted(found)}")
+    data = _data_rows(run / "model", preset)
+    test_rows, probe_rows, _ = data
+    pairs = prompt_pairs(test_rows)
+    min_length = teacher_forced_min_length(preset, test_rows)
+    budgets = parse_list(args.budgets, parse_budget)
+    offsets = parse_list(args.offsets, int)
+    if (args.intervention or args.conditional_intervention) and args.label_set != "v1":
+        parser.error("--intervention needs --label_set v1 (alternative semantics relabel the directions only)")
+    if not set(offsets) <= set(OFFSETS) or any(b is not None and b < 1 for b in budgets):
+        parser.error(f"offsets must be in {OFFSETS} and budgets positive or 'all', got {args.offsets!r}, {args.budgets!r}")
+    for name in parse_list(args.probes):
+        if name not in ("linear", "mlp1", "mlp2"):
+            parser.error(f"unknown probe {name!r}: expected linear, mlp1 or mlp2")
+    machine = {"cpu_flags": cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    results, lines = [], []
+    header = ("| step | feature | probe | train rows | offset | probe acc | prompt only | conditional gain [95%] "
+              "| orig - best alt (alt) |")
+    print(header)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for step in steps:
+        tick = time.perf_counter()
+        path = found[step]
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+        layers = tuple(range(model.config.num_hidden_layers + 1))
+        known = ["state", *(f"layer_{i}" for i in layers)]
+        features = parse_list(args.features) or known
+        if not set(features) <= set(known):
+            parser.error(f"unknown feature(s) {sorted(set(features) - set(known))}: expected some of {known}")
+        if features == ["state"]:
+            layers = ()  # the layer-mean state only: the traces `karel-hf reproduce` cached serve
+        common = dict(batch_size=preset.batch_size, cache_dir=str(run / "traces"), fingerprint_extra={"step": step},
+                      num_prompt_pairs=pairs, mode="teacher_forced", min_length=min_length, layers=layers,
+                      progress=False)
+        train = load_traces(build_trace_dataset(model, tokenizer, probe_rows, **common))
+        test = load_traces(build_trace_dataset(model, tokenizer, test_rows, **common))
+        for feature in features:
+            for probe in parse_list(args.probes):
+                for budget in budgets:
+                    for offset in offsets:
+                        options = dict(label_set=args.label_set, probe=probe, feature=feature, max_train_rows=budget,
+                                       max_test_rows=args.max_test_rows, num_bootstrap=args.num_bootstrap,
+                                       num_prompt_pairs=pairs)
+                        scored = semantic_content(train, test, offset, controls=("prompt_only", "conditional_gain"),
+                                                  **options)
+                        row = {"step": step, "label_set": args.label_set, "feature": feature, "probe": probe, "budget": budget, "offset": offset,
+                               "semantic_content": scored["semantic_content"],
+                               "prompt_only": scored["controls"]["prompt_only"],
+                               "conditional_gain": scored["conditional_gain"], "num_train": scored["num_train"],
+                               "num_test": scored["num_test"]}
+                        alt = ""
+                        if args.intervention and offset in parse_list(args.intervention_offsets, int):
+                            found_alt = intervention(train, test, offset, original=scored["semantic_content"], **options)
+                            row["intervention"] = found_alt
+                            alt = (f"{100 * found_alt['original_minus_best_alternative']:+.1f} "
+                                   f"({found_alt['best_alternative']})")
+                        if args.conditional_intervention and offset in parse_list(args.intervention_offsets, int):
+                            cond = conditional_intervention(train, test, offset, options)
+                            row["conditional_intervention"] = cond
+                            alt += (f" gain: {100 * cond['original_minus_best_alternative']:+.1f} "
+                                    f"({cond['best_alternative']})")
+                        results.append(row)
+                        gain = scored["conditional_gain"]
+                        line = (f"| {step} | {feature} | {probe} | {scored['num_train']} | {OFFSET_NAMES[offset]} "
+                                f"| {100 * scored['semantic_content']:.1f} | {100 * row['prompt_only']:.1f} "
+                                f"| {100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
+                                f"| {alt} |")
+                        print(line, flush=True)
+                        lines.append(line)
+        print(f"<!-- step {step}: {time.perf_counter() - tick:.0f} s -->", flush=True)
+    regressions = accuracy_regressions(run, results)
+    for r in regressions:
+        print(f"accuracy ~ conditional gain, {r['feature']} {r['probe']} {r['budget'] or 'all'} rows, offset "
+              f"{r['offset']:+d}: R^2 {r['r2']:.2f} over {r['n']} checkpoints (slope {r['slope']:.2f})")
+    output = args.output or run / "probe_study.json"
+    payload = {"run": str(run), "argv": sys.argv[1:], "machine": machine, "test_specs": len(test_rows),
+               "probe_train_specs": len(probe_rows), "teacher_forced_min_length": min_length, "rows": results,
+               "regressions": regressions}
+    output.write_text(json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
