@@ -26,22 +26,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-OFFSETS = (-2, -1, 0, 1, 2)
+HERE = Path(__file__).resolve().parent
 
 
-def cpu_flags() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
-    except (OSError, IndexError):
-        return platform.processor() or "unknown"
-    return ",".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags) or "none of avx2/avx512/amx"
+def machine_info() -> dict:
+    """run.py's description of the machine (CPU model and flags, cores, threads, torch)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("emergence_run", HERE / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run.machine()
 
 
 def parse_list(text: str, kind=str) -> list:
@@ -139,10 +140,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="default: RUN/probe_study.json")
     args = parser.parse_args(argv)
 
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from karel_hf.probing.labels import OFFSET_NAMES
+    from karel_hf.probing.labels import OFFSET_NAMES, OFFSETS
     from karel_hf.probing.measure import intervention, load_traces, semantic_content
     from karel_hf.probing.traces import build_trace_dataset
     from karel_hf.reproduce import _data_rows, model_checkpoints, prompt_pairs, reproduce_preset, teacher_forced_min_length
@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     min_length = teacher_forced_min_length(preset, test_rows)
     budgets = parse_list(args.budgets, parse_budget)
     offsets = parse_list(args.offsets, int)
+    intervention_offsets = set(parse_list(args.intervention_offsets, int))
     if (args.intervention or args.conditional_intervention) and args.label_set != "v1":
         parser.error("--intervention needs --label_set v1 (alternative semantics relabel the directions only)")
     if not set(offsets) <= set(OFFSETS) or any(b is not None and b < 1 for b in budgets):
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     for name in parse_list(args.probes):
         if name not in ("linear", "mlp1", "mlp2"):
             parser.error(f"unknown probe {name!r}: expected linear, mlp1 or mlp2")
-    machine = {"cpu_flags": cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    machine = machine_info()
     results, lines = [], []
     header = ("| step | feature | probe | train rows | offset | probe acc | prompt only | conditional gain [95%] "
               "| orig - best alt (alt) |")
@@ -214,12 +215,12 @@ def main(argv=None) -> int:
                                "conditional_gain": scored["conditional_gain"], "num_train": scored["num_train"],
                                "num_test": scored["num_test"]}
                         alt = ""
-                        if args.intervention and offset in parse_list(args.intervention_offsets, int):
+                        if args.intervention and offset in intervention_offsets:
                             found_alt = intervention(train, test, offset, original=scored["semantic_content"], **options)
                             row["intervention"] = found_alt
                             alt = (f"{100 * found_alt['original_minus_best_alternative']:+.1f} "
                                    f"({found_alt['best_alternative']})")
-                        if args.conditional_intervention and offset in parse_list(args.intervention_offsets, int):
+                        if args.conditional_intervention and offset in intervention_offsets:
                             cond = conditional_intervention(train, test, offset, options)
                             row["conditional_intervention"] = cond
                             alt += (f" gain: {100 * cond['original_minus_best_alternative']:+.1f} "
