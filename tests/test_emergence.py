@@ -91,6 +91,18 @@ def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergenc
     assert lines[3].startswith("| s | fp32 | 0 | 10.0% | 90.0% | +20.0 |")
 
 
+    def evaluation_row(step, offset, gain, moved=None):
+        return {"probe": "mlp1", "step": step, "family": "teacher_forced", "offset": offset, "accuracy": 0.5,
+                "conditional_gain": {"value": gain}, "margin": -gain,
+                "intervention": None if moved is None else {"original_minus_best_alternative": moved}}
+
+    runs = [{"rows": [evaluation_row(24, "prev1", 0.30, 0.02), evaluation_row(0, "prev1", 0.1)]},
+            {"rows": [evaluation_row(24, "prev1", 0.34, -0.04), evaluation_row(0, "prev1", 0.1)]}]
+    lines = summary.summarize_evaluations(runs).splitlines()
+    assert lines[2] == "| mlp1 | 24 | teacher_forced | prev1 | 2 | 50.0 ± 0.0% | +32.0 ± 2.8 | -32.0 ± 2.8 | -1.0 ± 4.2 |"
+    assert lines[3] == "| mlp1 | 0 | teacher_forced | prev1 | 2 | 50.0 ± 0.0% | +10.0 ± 0.0 | -10.0 ± 0.0 |  |"
+
+
 def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tmp_path, capsys):
     from karel_hf.probing.measure import load_traces, semantic_content
 
@@ -161,3 +173,37 @@ def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tm
         study.main([str(tiny_run), "--features", "layer_99", "--output", str(tmp_path / "x.json")])
     assert "unknown feature" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny_run, tmp_path, capsys):
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("emergence_probe_study", ROOT / "benchmarks" / "emergence" / "probe_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last = max(int(p.stem.split("-")[1].split(".")[0]) for p in (run / "evaluations").glob("step-*.json"))
+    official = json.loads((run / "evaluations" / f"step-{last}.json").read_text())
+    before = {p.name: p.read_bytes() for p in (run / "evaluations").iterdir()}
+    out = tmp_path / "evaluation.json"
+    argv = [str(run), "--evaluation", "--probes", "linear,mlp1", "--steps", str(last), "--output", str(out)]
+    assert study.main(argv) == 0
+    assert {p.name: p.read_bytes() for p in (run / "evaluations").iterdir()} == before  # the run's own files untouched
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * 2 * 5  # probes x families x offsets
+    linear = json.loads((run / "probe_study_linear" / "evaluations" / f"step-{last}.json").read_text())
+    mlp = json.loads((run / "probe_study_mlp1" / "evaluations" / f"step-{last}.json").read_text())
+    # the preset's probe is linear: the same evaluation as the reproduction's, number for number
+    assert linear["probes"] == official["probes"] and linear["intervention"] == official["intervention"]
+    assert mlp["generation"] == official["generation"]  # the same programs: only the probes change
+    assert mlp["probes"] != official["probes"]
+    for r in rows:
+        source = linear if r["probe"] == "linear" else mlp
+        assert r["conditional_gain"] == source["probes"][r["family"]][r["offset"]]["conditional_gain"]
+        assert (r["intervention"] is not None) == (r["offset"] in source["intervention"][r["family"]])
+    assert capsys.readouterr().out.count(f"| {last} | mlp1 | ") == 10  # the markdown table
+    # a rerun reads the finished evaluations back instead of refitting
+    stamp = (run / "probe_study_mlp1" / "evaluations" / f"step-{last}.json").stat().st_mtime_ns
+    assert study.main(argv) == 0
+    assert (run / "probe_study_mlp1" / "evaluations" / f"step-{last}.json").stat().st_mtime_ns == stamp

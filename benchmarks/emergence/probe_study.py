@@ -20,6 +20,15 @@ alternative's (`conditional_intervention`), the form that matches the conditiona
 Writes RUN/probe_study.json (every number, with the machine and the options) and prints a markdown
 table (one row per step, feature, probe, budget and offset). Scoring uses every scored test row
 unless --max_test_rows is given.
+
+With `--evaluation` it runs instead the reproduction's own evaluation of each STEP
+(`karel_hf.reproduce.evaluate_checkpoint`: both probe families, offsets -2..+2, every control, the
+conditional gains and the intervention, at the preset's row budgets) with each probe of `--probes`
+in place of the preset's, into RUN/probe_study_PROBE/evaluations/step-N.json (the format of
+RUN/evaluations; the trace datasets come from RUN/traces), and prints the headline table:
+
+    python benchmarks/emergence/probe_study.py /work/runs/emergence/p2l6-cpu24k-s0-bf16 \\
+        --evaluation --probes mlp1 --steps 0,24000
 """
 
 from __future__ import annotations
@@ -95,6 +104,55 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
             "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan")}
 
 
+def full_evaluations(run: Path, preset, data, found: dict, steps: list[int], probes: list[str]) -> list[dict]:
+    """The reproduction's evaluation of each step with each probe (the preset's otherwise), written to
+    RUN/probe_study_PROBE/evaluations/step-N.json; a step whose file exists is read back, not redone."""
+    import dataclasses
+
+    from karel_hf.probing.labels import OFFSET_NAMES
+    from karel_hf.reproduce import _json_default, evaluate_checkpoint
+    from karel_hf.utils import atomic_write_json
+
+    found_rows = []
+    for probe in probes:
+        out = run / f"probe_study_{probe}"
+        (out / "evaluations").mkdir(parents=True, exist_ok=True)
+        if not (out / "traces").exists():
+            (out / "traces").symlink_to((run / "traces").resolve(), target_is_directory=True)
+        chosen = dataclasses.replace(preset, probe=probe)
+        for step in steps:
+            path = out / "evaluations" / f"step-{step}.json"
+            if not path.is_file():
+                atomic_write_json(path, evaluate_checkpoint(step, found[step], data, out, chosen, {}),
+                                  default=_json_default)
+            evaluation = json.loads(path.read_text())
+            for family, by_offset in evaluation["probes"].items():
+                for name in OFFSET_NAMES.values():  # v1 at -2..+2 (v3_current has no conditional gain)
+                    result, moved = by_offset[name], evaluation["intervention"].get(family, {}).get(name)
+                    found_rows.append({"step": step, "probe": probe, "family": family, "offset": name,
+                                       "accuracy": evaluation["generation"]["accuracy"],
+                                       "semantic_content": result["semantic_content"],
+                                       "strongest_control": result["strongest_control"], "margin": result["margin"],
+                                       "conditional_gain": result["conditional_gain"],
+                                       "num_train": result["num_train"], "num_test": result["num_test"],
+                                       "intervention": moved, "evaluation": str(path)})
+    return found_rows
+
+
+def evaluation_table(rows: list[dict]) -> list[str]:
+    """The markdown table of `full_evaluations`' rows."""
+    lines = ["| step | probe | family | offset | accuracy | probe acc | margin (strongest control) "
+             "| conditional gain [95%] | orig - best alt (alt) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gain, moved = r["conditional_gain"], r["intervention"]
+        alt = (f"{100 * moved['original_minus_best_alternative']:+.1f} ({moved['best_alternative']})"
+               if moved else "")
+        lines.append(f"| {r['step']} | {r['probe']} | {r['family']} | {r['offset']} | {100 * r['accuracy']:.1f} "
+                     f"| {100 * r['semantic_content']:.1f} | {100 * r['margin']:+.1f} ({r['strongest_control']}) "
+                     f"| {100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] | {alt} |")
+    return lines
+
+
 def accuracy_regressions(run: Path, rows: list[dict]) -> list[dict]:
     """Generation accuracy (RUN/results.json, per checkpoint) regressed on the conditional gain,
     per (feature, probe, budget, offset) measured at >= 3 checkpoints (`karel_hf.probing.analysis.regress`)."""
@@ -137,6 +195,9 @@ def main(argv=None) -> int:
                         help="also the intervention on [state, prompt facts] (conditional_intervention)")
     parser.add_argument("--intervention_offsets", default="-1,0")
     parser.add_argument("--num_bootstrap", type=int, default=1000)
+    parser.add_argument("--evaluation", action="store_true",
+                        help="instead: the reproduction's whole evaluation of each step with each of --probes "
+                             "(full_evaluations), into RUN/probe_study_PROBE/evaluations")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN/probe_study.json")
     args = parser.parse_args(argv)
 
@@ -178,6 +239,14 @@ def main(argv=None) -> int:
         if name not in ("linear", "mlp1", "mlp2"):
             parser.error(f"unknown probe {name!r}: expected linear, mlp1 or mlp2")
     machine = machine_info()
+    if args.evaluation:
+        rows = full_evaluations(run, preset, data, found, steps, parse_list(args.probes))
+        print("\n".join(evaluation_table(rows)))
+        output = args.output or run / "probe_study_evaluation.json"
+        output.write_text(json.dumps({"run": str(run), "argv": sys.argv[1:], "machine": machine, "rows": rows},
+                                     indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+        print(f"wrote {output}")
+        return 0
     results, lines = [], []
     header = ("| step | feature | probe | train rows | offset | probe acc | prompt only | conditional gain [95%] "
               "| orig - best alt (alt) |")

@@ -1,11 +1,17 @@
 """Mean and spread over seeds of the emergence runs in results.jsonl, one row per spec and precision.
 
     python benchmarks/emergence/summary.py [--specs p2l6-demo,p2l6-cpu]
+    python benchmarks/emergence/summary.py --evaluations benchmarks/emergence/probe_study/*evaluation*.json
 
 Prints a Markdown table (the one in the README): seeds, floor, final generation accuracy, the
 teacher-forced and generated conditional gains at offset -1 (points) and the untrained model's
 teacher-forced gain, each as mean +- sample sd over the seeds (sd only with >= 2 seeds). The last
 row of a (spec, seed, precision) wins when a run was recorded twice.
+
+With `--evaluations` it summarises instead the files of `probe_study.py --evaluation` (one per run:
+the reproduction's evaluation with another probe): per probe, step, family and offset, the mean +-
+sd over the files of the conditional gain, of the margin over the strongest control and of the
+intervention's original minus best alternative, in points.
 """
 
 from __future__ import annotations
@@ -54,11 +60,39 @@ def summarize(rows: list[dict], specs: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def summarize_evaluations(payloads: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for payload in payloads:
+        for row in payload["rows"]:
+            groups.setdefault((row["probe"], row["step"], row["family"], row["offset"]), []).append(row)
+    lines = ["| probe | step | family | offset | runs | accuracy | conditional gain | margin over strongest control "
+             "| orig - best alt |", "|---|---|---|---|---|---|---|---|---|"]
+    for (probe, step, family, offset), group in groups.items():
+        moved = [r["intervention"]["original_minus_best_alternative"] for r in group if r["intervention"]]
+        lines.append(" | ".join([
+            f"| {probe}", str(step), family, offset, str(len(group)),
+            _fmt([r["accuracy"] for r in group], unit="%"),
+            _fmt([r["conditional_gain"]["value"] for r in group], signed=True),
+            _fmt([r["margin"] for r in group], signed=True),
+            (_fmt(moved, signed=True) if moved else "") + " |",
+        ]))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--specs", default=None, help="Comma-separated spec names (default: all).")
     parser.add_argument("--results", type=Path, default=RESULTS_JSONL)
+    parser.add_argument("--evaluations", type=Path, nargs="+", default=None,
+                        help="probe_study.py --evaluation files to summarise instead of the results table")
     args = parser.parse_args(argv)
+    if args.evaluations:
+        try:
+            payloads = [json.loads(path.read_text(encoding="utf-8")) for path in args.evaluations]
+            print(summarize_evaluations(payloads))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            parser.error(f"--evaluations: not a probe_study.py --evaluation file: {err}")
+        return 0
     rows = [json.loads(line) for line in args.results.read_text(encoding="utf-8").splitlines() if line.strip()]
     print(summarize(rows, args.specs.split(",") if args.specs else None))
     return 0
