@@ -207,3 +207,6 @@ def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny
     stamp = (run / "probe_study_mlp1" / "evaluations" / f"step-{last}.json").stat().st_mtime_ns
     assert study.main(argv) == 0
     assert (run / "probe_study_mlp1" / "evaluations" / f"step-{last}.json").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit) as err:  # options the whole evaluation does not take: an error, not ignored
+        study.main([*argv, "--budgets", "all"])
+    assert err.value.code == 2 and "does not take --budgets" in capsys.readouterr().err

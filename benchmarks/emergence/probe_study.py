@@ -153,6 +153,11 @@ def evaluation_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    print(f"wrote {path}")
+
+
 def accuracy_regressions(run: Path, rows: list[dict]) -> list[dict]:
     """Generation accuracy (RUN/results.json, per checkpoint) regressed on the conditional gain,
     per (feature, probe, budget, offset) measured at >= 3 checkpoints (`karel_hf.probing.analysis.regress`)."""
@@ -200,6 +205,12 @@ def main(argv=None) -> int:
                              "(full_evaluations), into RUN/probe_study_PROBE/evaluations")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN/probe_study.json")
     args = parser.parse_args(argv)
+    if args.evaluation:  # the evaluation takes the preset's features, budgets and offsets: say so, not ignore
+        ignored = [f"--{k}" for k in ("features", "budgets", "offsets", "label_set", "max_test_rows", "intervention",
+                                     "conditional_intervention", "intervention_offsets", "num_bootstrap")
+                   if getattr(args, k) != parser.get_default(k)]
+        if ignored:
+            parser.error(f"--evaluation runs the reproduction's own measurement; it does not take {', '.join(ignored)}")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -242,10 +253,8 @@ def main(argv=None) -> int:
     if args.evaluation:
         rows = full_evaluations(run, preset, data, found, steps, parse_list(args.probes))
         print("\n".join(evaluation_table(rows)))
-        output = args.output or run / "probe_study_evaluation.json"
-        output.write_text(json.dumps({"run": str(run), "argv": sys.argv[1:], "machine": machine, "rows": rows},
-                                     indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-        print(f"wrote {output}")
+        write_json(args.output or run / "probe_study_evaluation.json",
+                   {"run": str(run), "argv": sys.argv[1:], "machine": machine, "rows": rows})
         return 0
     results, lines = [], []
     header = ("| step | feature | probe | train rows | offset | probe acc | prompt only | conditional gain [95%] "
@@ -311,8 +320,7 @@ def main(argv=None) -> int:
     payload = {"run": str(run), "argv": sys.argv[1:], "machine": machine, "test_specs": len(test_rows),
                "probe_train_specs": len(probe_rows), "teacher_forced_min_length": min_length, "rows": results,
                "regressions": regressions}
-    output.write_text(json.dumps(payload, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-    print(f"wrote {output}")
+    write_json(output, payload)
     return 0
 
 
