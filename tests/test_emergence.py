@@ -78,17 +78,19 @@ def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergenc
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
 
-    def row(seed, accuracy, gain, precision="bf16"):
+    def row(seed, accuracy, gain, precision="bf16", flags=("amx_bf16", "avx512f", "avx2")):
         g = {"value": gain, "low": gain - 0.01, "high": gain + 0.01}
-        return {"spec": "s", "seed": seed, "precision": precision, "summary": {
+        return {"spec": "s", "seed": seed, "precision": precision, "machine": {"flags": list(flags)}, "summary": {
             "floor": 0.1, "accuracy_end": accuracy, "gain_tf_end": g, "gain_tf_untrained": g, "gain_gen_end": g,
             "timings_seconds": {"train": 100.0}}}
 
-    rows = [row(0, 0.5, 0.0), row(0, 0.2, 0.1), row(1, 0.4, 0.3), row(0, 0.9, 0.2, "fp32")]
+    rows = [row(0, 0.5, 0.0), row(0, 0.2, 0.1), row(1, 0.4, 0.3), row(0, 0.9, 0.2, "fp32"),
+            row(0, 0.7, 0.2, "fp32", flags=("avx2",))]  # another machine: its own row, not a rerun
     lines = summary.summarize(rows).splitlines()
-    assert len(lines) == 4
-    assert lines[2] == "| s | bf16 | 0,1 | 10.0 ± 0.0% | 30.0 ± 14.1% | +20.0 ± 14.1 | +20.0 ± 14.1 | +20.0 ± 14.1 | 100 ± 0 |"
-    assert lines[3].startswith("| s | fp32 | 0 | 10.0% | 90.0% | +20.0 |")
+    assert len(lines) == 5
+    assert lines[2] == "| s | bf16 | AMX | 0,1 | 10.0 ± 0.0% | 30.0 ± 14.1% | +20.0 ± 14.1 | +20.0 ± 14.1 | +20.0 ± 14.1 | 100 ± 0 |"
+    assert lines[3].startswith("| s | fp32 | AMX | 0 | 10.0% | 90.0% | +20.0 |")
+    assert lines[4].startswith("| s | fp32 | AVX2 | 0 | 10.0% | 70.0% | +20.0 |")
 
 
     def evaluation_row(step, offset, gain, moved=None):

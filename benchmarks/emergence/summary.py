@@ -5,8 +5,9 @@
 
 Prints a Markdown table (the one in the README): seeds, floor, final generation accuracy, the
 teacher-forced and generated conditional gains at offset -1 (points) and the untrained model's
-teacher-forced gain, each as mean +- sample sd over the seeds (sd only with >= 2 seeds). The last
-row of a (spec, seed, precision) wins when a run was recorded twice.
+teacher-forced gain, each as mean +- sample sd over the seeds (sd only with >= 2 seeds). Runs on
+different kinds of CPU (AMX, AVX512, AVX2: what decides bf16's speed) are kept apart. The last row
+of a (spec, seed, precision, CPU kind) wins when a run was recorded twice.
 
 With `--evaluations` it summarises instead the files of `probe_study.py --evaluation` (one per run:
 the reproduction's evaluation with another probe): per probe, step, family and offset, the mean +-
@@ -35,21 +36,30 @@ def _fmt(values, scale=100.0, signed=False, unit="", digits=1):
     return text + unit
 
 
+def cpu_kind(row: dict) -> str:
+    """AMX, AVX512 or AVX2: the best of the CPU flags a results row recorded (? without any)."""
+    flags = set(row.get("machine", {}).get("flags", []))
+    for kind, flag in (("AMX", "amx_bf16"), ("AVX512", "avx512f"), ("AVX2", "avx2")):
+        if flag in flags:
+            return kind
+    return "?"
+
+
 def summarize(rows: list[dict], specs: list[str] | None = None) -> str:
     latest = {}
     for row in rows:
-        latest[(row["spec"], row["seed"], row["precision"])] = row
+        latest[(row["spec"], row["precision"], cpu_kind(row), row["seed"])] = row
     groups: dict[tuple, list[dict]] = {}
-    for (spec, _, precision), row in sorted(latest.items()):
+    for (spec, precision, kind, _), row in sorted(latest.items()):
         if specs is None or spec in specs:
-            groups.setdefault((spec, precision), []).append(row)
-    lines = ["| spec | precision | seeds | floor | accuracy, final | gain -1 teacher-forced | (untrained) "
+            groups.setdefault((spec, precision, kind), []).append(row)
+    lines = ["| spec | precision | CPU | seeds | floor | accuracy, final | gain -1 teacher-forced | (untrained) "
              "| gain -1 generated | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (spec, precision), group in groups.items():
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (spec, precision, kind), group in groups.items():
         s = [r["summary"] for r in group]
         lines.append(" | ".join([
-            f"| {spec}", precision, ",".join(str(r["seed"]) for r in group),
+            f"| {spec}", precision, kind, ",".join(str(r["seed"]) for r in group),
             _fmt([x["floor"] for x in s], unit="%"),
             _fmt([x["accuracy_end"] for x in s], unit="%"),
             _fmt([x["gain_tf_end"]["value"] for x in s], signed=True),

@@ -90,7 +90,8 @@ Examples:
     `semantic_probe` is this module loaded with `evaluate.load` (the Space's id, or a folder holding it).
 
     The label is readable from the state and the prompt shows nothing of it: a perfect probe, a
-    gain far above 0.
+    gain far above 0, its interval above 0. (Where in (0, 0.5] the interval starts depends on how
+    the prompt-only probe breaks ties between equally likely labels, which differs between CPUs.)
 
     >>> states = [[float(i % 4 == d) for d in range(4)] + [0.1 * (i % 3)] for i in range(80)]
     >>> labels = [i % 4 for i in range(80)]
@@ -99,7 +100,7 @@ Examples:
     ...                                  prompt_facts=facts, groups=[i // 2 for i in range(80)])
     >>> results["semantic_content"], results["chance_uniform"], results["num_test"]
     (1.0, 0.25, 32.0)
-    >>> results["conditional_gain"], results["conditional_gain_low"] > 0.3
+    >>> results["conditional_gain"], results["conditional_gain_low"] > 0
     (0.5, True)
 
     The label is the one the output grid shows: the controls match the probe, the margin is 0.
