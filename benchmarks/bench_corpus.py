@@ -6,16 +6,18 @@
 (b) `load_karel("paper", train_size=...)` into a fresh datasets cache with num_proc=--workers;
 (c) then `export_dataset("paper", ..., num_proc=--workers)` on that cache: Parquet shards read from
     it, the tokenizer, the card (an export without a cache builds it first, as (b));
-(d) the extended-language generator (`extended=True`) against the per-example path it replaced
-    (copied below as the baseline: `np.random.default_rng([seed, i])`, a recursive AST sampler and
-    the AST interpreter, one example at a time), on the same examples' worlds.
+(d) the extended-language generator (`extended=True`), its NumPy engine and (with numba installed)
+    its numba engine, against the per-example path they replaced (copied below as the baseline:
+    `np.random.default_rng([seed, i])`, a recursive AST sampler and the AST interpreter, one example
+    at a time), on the same examples' worlds; the two engines' outputs are compared.
 
 (a)-(c) each run in a fresh subprocess, which reports its wall time and CPU time (both from after
 its imports) and peak RSS (its own, and the largest of its worker processes, from
 resource.getrusage). Prints programs/s, the
 ratio to (a), the time of the full 1,020,000-program paper corpus (extrapolated linearly from the
 measured size, or measured with --train_size 1000000) and the peak RSS; for (d) the per-program
-CPU time of both paths and their ratio.
+CPU and wall time of each path, the CPU ratio to the baseline and each engine's first call (numba
+compiles then, or loads its cache).
 
     python benchmarks/bench_corpus.py                          # 200k training programs
     python benchmarks/bench_corpus.py --train_size 1000000     # the real paper config
@@ -36,7 +38,7 @@ import numpy as np
 
 from karel_hf.karel import ACTIONS, execute, format_program
 from karel_hf.karel.corpus_config import EXTENDED_STEP_BUDGET, MAX_ATTEMPTS
-from karel_hf.karel.extended_sampling import sample_extended_program
+from karel_hf.karel.extended_sampling import _compiled, extended_examples, sample_extended_program
 from karel_hf.karel.program import Action, walk
 from karel_hf.karel.sampling import CorpusConfig, generate, program_lengths
 from karel_hf.karel.world import WorldFormatError
@@ -127,18 +129,34 @@ def extended_per_example(config: CorpusConfig, start: int, stop: int) -> list[st
     return programs
 
 
+def _timed(function, *args) -> tuple[float, float, object]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = function(*args)
+    return time.process_time() - cpu, time.perf_counter() - wall, out
+
+
 def bench_extended(old_programs: int, new_programs: int, seed: int) -> dict:
+    """CPU and wall time per program of the per-example path (old), the NumPy engine and, when numba
+    is installed, the numba engine, on the same examples; the engines' outputs are compared."""
     config = CorpusConfig(num_programs=max(old_programs, new_programs), extended=True, seed=seed)
-    generate(config, 0, 64)  # warm-up
-    cpu, wall = time.process_time(), time.perf_counter()
-    batch = generate(config, 0, new_programs)
-    new_cpu, new_wall = time.process_time() - cpu, time.perf_counter() - wall
-    cpu, wall = time.process_time(), time.perf_counter()
-    extended_per_example(config, 0, old_programs)
-    old_cpu, old_wall = time.process_time() - cpu, time.perf_counter() - wall
-    return dict(new_us=1e6 * new_cpu / new_programs, old_us=1e6 * old_cpu / old_programs,
-                new_wall_us=1e6 * new_wall / new_programs, old_wall_us=1e6 * old_wall / old_programs,
-                control_flow=float(np.mean(["if" in p or "while" in p or "repeat" in p for p in batch.programs])))
+    index = np.arange(new_programs)
+    lengths, worlds = program_lengths(config, 0, new_programs), sample_worlds(config, 0, new_programs)
+    engines = ["numpy"] + (["numba"] if _compiled() is not None else [])
+    out, first, arrays = {}, {}, {}
+    for engine in engines:  # the first call: numba compiles, or loads its cache
+        first[engine] = _timed(extended_examples, config, index[:64], lengths[:64],
+                               worlds.examples(np.arange(64), config.num_pairs), engine)[1]
+    for engine in engines:
+        cpu, wall, arrays[engine] = _timed(extended_examples, config, index, lengths, worlds, engine)
+        out[engine] = dict(us=1e6 * cpu / new_programs, wall_us=1e6 * wall / new_programs, first_call_s=first[engine])
+    if "numba" in arrays:
+        a, b = arrays["numpy"], arrays["numba"]
+        out["same"] = a["programs"] == b["programs"] and all(np.array_equal(a[k], b[k]) for k in a if k != "programs")
+    texts = arrays["numpy"]["programs"]
+    out["control_flow"] = float(np.mean(["if" in p or "while" in p or "repeat" in p for p in texts]))
+    cpu, wall, _ = _timed(extended_per_example, config, 0, old_programs)
+    out["old"] = dict(us=1e6 * cpu / old_programs, wall_us=1e6 * wall / old_programs)
+    return out
 
 
 def main(argv=None) -> None:
@@ -170,12 +188,18 @@ def main(argv=None) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     if "extended" not in args.skip:
         r = bench_extended(args.extended_old, args.extended_new, seed=1)
-        print(f"\nextended language (control flow in {100 * r['control_flow']:.0f}% of programs), CPU per program: "
-              f"per-example path {r['old_us']:,.0f} us ({args.extended_old:,} programs), batched "
-              f"{r['new_us']:,.1f} us ({args.extended_new:,} programs): {r['old_us'] / r['new_us']:.1f}x "
-              f"(wall: {r['old_wall_us']:,.0f} vs {r['new_wall_us']:,.1f} us, "
-              f"{r['old_wall_us'] / r['new_wall_us']:.1f}x)")
-
+        print(f"\nextended language, {args.extended_new:,} programs per engine ({args.extended_old:,} per example), "
+              f"control flow in {100 * r['control_flow']:.0f}% of programs; same examples from both engines: "
+              f"{r.get('same', 'numba not installed')}")
+        print("| path | CPU per program | wall per program | vs per-example (CPU) | first call |")
+        print("|---|---|---|---|---|")
+        old = r["old"]
+        print(f"| per-example (baseline) | {old['us']:,.0f} us | {old['wall_us']:,.0f} us | 1.0x | - |")
+        for engine in ("numpy", "numba"):
+            if engine in r:
+                e = r[engine]
+                print(f"| {engine} engine | {e['us']:,.1f} us | {e['wall_us']:,.1f} us | {old['us'] / e['us']:.1f}x | "
+                      f"{e['first_call_s']:.2f} s |")
 
 if __name__ == "__main__":
     main()

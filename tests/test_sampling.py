@@ -346,6 +346,72 @@ def test_compiled_engine_equals_the_interpreter(one_at_a_time):
     assert 0 < incomplete < n * P // 2
 
 
+def test_numba_engine_equals_the_interpreter_on_random_programs_and_worlds():
+    """karel_hf.karel.compiled's interpreter against execute, on the programs and worlds of
+    test_compiled_engine_equals_the_interpreter (nesting to depth 3, repeat(0), empty bodies)."""
+    compiled = pytest.importorskip("karel_hf.karel.compiled")
+    if not compiled.AVAILABLE:
+        pytest.skip("numba is not installed (pip install karel_hf[fast])")
+    rng = np.random.default_rng(3)
+    height, width, T = 6, 7, 40
+    c = (height - 2) * (width - 2)
+    programs = [_random_program(rng) for _ in range(300)]
+    programs += [parse("def run() { while(front_is_clear()) { turn_left(); turn_left() } }"),
+                 parse("def run() { repeat(3) { while(no_markers_present()) { put_marker() } } }")]
+    codes, _ = _as_line_codes(programs)
+    outcomes = {True: 0, False: 0}
+    for i, program in enumerate(programs):
+        walls = rng.random(c) < 0.25
+        robot = int(rng.integers(0, c))
+        walls[robot] = False
+        markers = np.where(walls, 0, rng.integers(0, 3, c))
+        start = WorldBatch(walls[None], markers[None], np.array([robot]), np.array([rng.integers(0, 4)], np.int8))
+        world = start.world(0, height, width)
+        result = execute(program, world, trace=True, max_steps=T)
+        completed, end_markers, cells, directions = compiled.run_line_codes(
+            codes[i], walls, markers, robot, int(start.direction[0]), budget=T, width=width)
+        assert completed == result.completed, format_program(program)
+        outcomes[completed] += 1
+        if not completed:
+            continue
+        states = [world, *result.states]
+        assert cells.tolist() == [(s.y - 1) * (width - 2) + s.x - 1 for s in states]
+        assert directions.tolist() == [s.direction for s in states]
+        end = WorldBatch(walls[None], end_markers[None], cells[-1:], directions[-1:].astype(np.int8))
+        assert end.world(0, height, width) == result.world
+        # the budget's edge: the fewest steps the interpreter completes in, and one fewer
+        least = next(b for b in range(T + 1) if execute(program, world, max_steps=b).completed)
+        for budget in (least, least - 1):
+            if budget >= 0:
+                done = compiled.run_line_codes(codes[i], walls, markers, robot, int(start.direction[0]),
+                                               budget=budget, width=width)[0]
+                assert done == (budget == least), (budget, format_program(program))
+    assert outcomes[True] > 100 and outcomes[False] > 10
+
+
+@pytest.mark.parametrize("overrides", [dict(seed=4), dict(seed=9, num_pairs=3, max_length=12),
+                                       dict(seed=2, height=6, width=9, action_weights=(1, 1, 0, 3, 1))],
+                         ids=["default", "long", "small-grid-weights"])
+def test_numba_and_numpy_engines_make_the_same_examples(overrides):
+    """The extended generator's two engines, array for array and text for text."""
+    from karel_hf.karel import compiled
+    from karel_hf.karel.extended_sampling import extended_examples
+
+    if not compiled.AVAILABLE:
+        pytest.skip("numba is not installed (pip install karel_hf[fast])")
+    config = CorpusConfig(num_programs=2000, extended=True, **overrides)
+    index = np.arange(1000, 1600)
+    lengths, worlds = program_lengths(config, 1000, 1600), _sample_worlds(config, 1000, 1600)
+    fast = extended_examples(config, index, lengths, worlds, engine="numba")
+    slow = extended_examples(config, index, lengths, worlds, engine="numpy")
+    assert fast.keys() == slow.keys() and fast["programs"] == slow["programs"]
+    for name in fast.keys() - {"programs"}:
+        assert fast[name].dtype == slow[name].dtype and np.array_equal(fast[name], slow[name]), name
+    assert any("while" in p or "repeat" in p for p in fast["programs"])
+    with pytest.raises(ValueError, match="engine must be"):
+        extended_examples(config, index, lengths, worlds, engine="cuda")
+
+
 def test_compiled_engine_tells_long_loops_from_endless_ones():
     """A loop that repeats its instructions but moves the robot is not an endless one: a robot
     crossing an empty 3x30 interior, then spinning forever once it meets the wall."""
@@ -461,7 +527,7 @@ def test_to_worlds():
 def test_karel_package_imports_no_heavy_libraries():
     code = (
         "import sys, karel_hf.karel, karel_hf.karel.sampling, karel_hf.karel.corpus\n"
-        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'evaluate') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'evaluate', 'numba') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,12 +18,16 @@ checks that both samplers give the same distribution.
 (karel_hf.karel.batched.run_compiled). A program that exhausts the step budget
 (`EXTENDED_STEP_BUDGET`) or leaves more than 9 markers on a visible cell on any input is drawn
 again (attempt 1, 2, ...): each example takes its first valid attempt. Examples still waiting after
-a round try several next attempts at once, which changes only the speed, never the choice.
+a round try several next attempts at once, which changes only the speed, never the choice. With
+numba installed (`pip install karel_hf[fast]`), karel_hf.karel.compiled makes the same examples,
+byte for byte, one example at a time in compiled code (benchmarks/bench_corpus.py: the ratios).
 
-Pure Python + NumPy.
+Python + NumPy; numba optional.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 
@@ -191,13 +195,71 @@ def _action_columns(codes: np.ndarray, max_length: int) -> np.ndarray:
 _MAX_VISIBLE_CODE = MARKER_CODE_OFFSET + MAX_VISIBLE_MARKERS - 1
 
 
-def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, worlds: WorldBatch) -> dict:
-    """The `ProgramBatch` arrays of examples `index` (program lengths `lengths`, input worlds `worlds`)."""
+def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarray, worlds: WorldBatch,
+                      engine: str = "auto") -> dict:
+    """The `ProgramBatch` arrays of examples `index` (program lengths `lengths`, input worlds `worlds`).
+
+    `engine`: "numpy" (the batched sampler and interpreter below), "numba" (karel_hf.karel.compiled,
+    the same examples compiled per example; needs numba: `pip install karel_hf[fast]`), or "auto"
+    (numba when it is installed).
+    """
+    if engine not in ("auto", "numpy", "numba"):
+        raise ValueError(f"engine must be 'auto', 'numpy' or 'numba', got {engine!r}")
+    compiled = _compiled() if engine != "numpy" else None
+    if engine == "numba" and compiled is None:
+        raise ImportError("engine='numba' needs numba: pip install karel_hf[fast]")
+    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (n * P, c)
+    if compiled is not None:
+        return _compiled_examples(compiled, config, index, lengths, worlds, inputs)
+    return _numpy_examples(config, index, lengths, worlds, inputs)
+
+
+def _compiled():
+    """karel_hf.karel.compiled when numba is installed, else None. Imported on first use: numba
+    takes about a second to load, and straight-line corpora never need it."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    from . import compiled
+
+    return compiled if compiled.AVAILABLE else None
+
+
+def _compiled_examples(compiled, config: CorpusConfig, index, lengths, worlds: WorldBatch, inputs) -> dict:
+    n, P, T = len(index), config.num_pairs, config.trace_steps
+    steps = max_lines(config)
+    codes = np.full((n, steps), -1, dtype=np.int16)
+    depths = np.zeros((n, steps), dtype=np.int8)
+    markers = np.empty(worlds.markers.shape, dtype=np.int8)
+    robot, direction = np.empty(n * P, dtype=np.int64), np.empty(n * P, dtype=np.int8)
+    trace_x, trace_y, trace_dir = (np.empty((n, P, T + 1), dtype=np.int8) for _ in range(3))
+    trace_len = np.empty((n, P), dtype=np.int16)
+    failed = compiled.extended_kernel(
+        np.ascontiguousarray(index, dtype=np.int64), np.ascontiguousarray(lengths, dtype=np.int64),
+        np.ascontiguousarray(worlds.walls, dtype=np.bool_), np.ascontiguousarray(worlds.markers, dtype=np.int8),
+        np.ascontiguousarray(worlds.robot, dtype=np.int64), np.ascontiguousarray(worlds.direction, dtype=np.int8),
+        np.uint64(stream_key(config.seed, STREAM_EXTENDED)), steps, MAX_ATTEMPTS, action_thresholds(config.action_weights),
+        np.uint64(round(CONTROL_PROBABILITY * 2**32)), EXTENDED_MAX_DEPTH, EXTENDED_STEP_BUDGET, MAX_VISIBLE_MARKERS,
+        P, config.width - 2, codes, depths, markers, robot, direction, trace_x, trace_y, trace_dir, trace_len)
+    if failed >= 0:
+        raise RuntimeError(f"example {int(index[failed])}: no valid extended program in {MAX_ATTEMPTS} "
+                           "attempts; lower max_length")
+    return dict(
+        actions=_action_columns(codes, config.max_length),
+        programs=format_line_codes_batch(codes, depths),
+        inputs=inputs,
+        outputs=view_codes(worlds.walls, markers, robot, direction),
+        trace_x=trace_x,
+        trace_y=trace_y,
+        trace_dir=trace_dir,
+        trace_len=trace_len,
+    )
+
+
+def _numpy_examples(config: CorpusConfig, index, lengths, worlds: WorldBatch, inputs) -> dict:
     n, P, T = len(index), config.num_pairs, config.trace_steps
     h, w = config.height - 2, config.width - 2
     c = h * w
     steps = max_lines(config)
-    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (n * P, c)
     outputs = np.empty_like(inputs)
     chosen_codes = np.full((n, steps), -1, dtype=np.int16)
     chosen_depths = np.zeros((n, steps), dtype=np.int8)
