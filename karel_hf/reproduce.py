@@ -117,8 +117,17 @@ class ReproducePreset:
     num_bootstrap: int = 1000  # resamples of the conditional gain's interval
     perplexity_programs: int = 256
     probe: str = "linear"
+    # BLAS / OpenMP threads while the probes are fitted (threadpoolctl); 0: the libraries' default,
+    # every core. One thread was 5.5x faster than two for the cpu preset's probes on an AVX2 CPU
+    # (benchmarks/bench_probe_threads.py), and it makes the probe numbers the same whatever the
+    # machine's thread count.
+    probe_threads: int = 1
     batch_size: int = 64
     description: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.probe_threads, bool) or not isinstance(self.probe_threads, int) or self.probe_threads < 0:
+            raise ValueError(f"probe_threads: must be an integer >= 0 (0: every core), got {self.probe_threads!r}")
 
 
 def reproduce_preset_names() -> tuple[str, ...]:
@@ -139,7 +148,7 @@ def reproduce_preset(preset: str) -> ReproducePreset:
     values["train_overrides"] = tuple(str(v) for v in values.get("train_overrides", ()))
     try:
         return ReproducePreset(train_preset=loaded.name, **values)
-    except TypeError as err:  # a key ReproducePreset does not have
+    except (TypeError, ValueError) as err:  # a key ReproducePreset does not have, or a bad value
         raise ValueError(f"preset {loaded.path}: reproduce section: {err}") from None
 
 
@@ -158,6 +167,8 @@ class ReproduceArguments:
     max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
     max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
+    probe_threads: int | None = field(default=None, metadata={
+        "help": "BLAS threads while fitting the probes (preset default 1; 0: every core)."})
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
 
     def __post_init__(self):
@@ -171,6 +182,8 @@ class ReproduceArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value}")
+        if self.probe_threads is not None and self.probe_threads < 0:
+            raise ValueError(f"probe_threads: must be an integer >= 0 (0: every core), got {self.probe_threads}")
 
     def stage_list(self) -> list[str]:
         return [s.strip() for s in self.stages.split(",") if s.strip()]
@@ -178,7 +191,8 @@ class ReproduceArguments:
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size",
-                                                 "max_train_rows", "max_test_rows") if getattr(self, k) is not None}
+                                                 "max_train_rows", "max_test_rows", "probe_threads")
+                   if getattr(self, k) is not None}
         if self.train_args.strip():
             changes["train_overrides"] = base.train_overrides + tuple(self.train_args.split())
         return ReproducePreset(**{**asdict(base), **changes})
@@ -268,6 +282,13 @@ def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[d
     """Every probe number of one checkpoint: {family: (train traces, test traces)} ->
     (probes, intervention, future, rows): the first three keyed by family, then by offset name;
     `rows` the v1 probes' per-row predictions as columns (`prediction_rows`)."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn requirement
+
+    with threadpool_limits(limits=preset.probe_threads or None):
+        return _probe_families(traces, preset, pairs)
+
+
+def _probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[dict, dict, dict, dict]:
     from karel_hf.probing.labels import OFFSETS
     from karel_hf.probing.measure import future_analysis, intervention, load_traces, semantic_content, summary
 

@@ -62,6 +62,15 @@ def test_a_preset_file_of_your_own(tmp_path):
     assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == (3, 96, 3, 128)
     resolved = ReproduceArguments(output_dir=str(tmp_path), preset=str(mine)).resolved()
     assert resolved.train_preset == str(mine) and resolved.test_specs == 4
+    assert resolved.probe_threads == 1  # the default: one BLAS thread for the probes
+    assert ReproduceArguments(output_dir=str(tmp_path), preset=str(mine), probe_threads=0).resolved().probe_threads == 0
+    with pytest.raises(ValueError, match="probe_threads: must be an integer >= 0"):
+        ReproduceArguments(output_dir=str(tmp_path), preset=str(mine), probe_threads=-1)
+    text = mine.read_text()
+    for bad in ("-2", "two", "true"):  # a bad value in the file: one line naming the key
+        mine.write_text(text.replace("probe_train_specs: 8}", f"probe_train_specs: 8, probe_threads: {bad}}}"))
+        with pytest.raises(ValueError, match=r"reproduce section: probe_threads: must be an integer >= 0"):
+            ReproduceArguments(output_dir=str(tmp_path), preset=str(mine))
 
 
 @pytest.mark.parametrize(

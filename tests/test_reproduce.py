@@ -149,3 +149,24 @@ def test_cli_plot_stage_and_errors(run_dir, tmp_path):
         ReproduceArguments(output_dir=str(tmp_path), stages="train,plto")
     with pytest.raises(ValueError, match="analyze stage"):
         plot_results(tmp_path)
+
+
+def test_probes_are_fitted_under_the_presets_thread_limit(monkeypatch):
+    """probe_threads caps the BLAS / OpenMP pools while the probes are fitted (0 leaves them as they are)."""
+    import dataclasses
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from karel_hf import reproduce
+
+    seen = []
+    monkeypatch.setattr(reproduce, "_probe_families", lambda traces, preset, pairs: seen.append(
+        {p["internal_api"]: p["num_threads"] for p in threadpool_info()}) or ({}, {}, {}, {}))
+    preset = reproduce.reproduce_preset("tiny")
+    assert preset.probe_threads == 1
+    with threadpool_limits(limits=2):
+        outside = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+        reproduce.probe_families({}, preset, 1)
+        reproduce.probe_families({}, dataclasses.replace(preset, probe_threads=0), 1)
+    assert seen[0] and set(seen[0].values()) == {1}
+    assert seen[1] == outside
