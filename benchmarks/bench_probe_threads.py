@@ -31,7 +31,8 @@ def _evaluate(run: Path, step: int, threads: int, out: Path) -> tuple[float, flo
     preset = reproduce_preset(json.loads((run / "reproduce_config.json").read_text())["preset"])
     found = dict(model_checkpoints(run / "model"))
     (out / "evaluations").mkdir(parents=True, exist_ok=True)
-    if not (out / "traces").exists():
+    (run / "traces").mkdir(exist_ok=True)
+    if not (out / "traces").is_symlink():
         (out / "traces").symlink_to((run / "traces").resolve(), target_is_directory=True)
     data = _data_rows(run / "model", dataclasses.replace(preset))
     cpu = time.process_time()

@@ -192,6 +192,12 @@ def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny
     spec.loader.exec_module(study)
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    # a run trained but never evaluated (no traces/ yet) is measured too: its traces are built
+    untraced = tmp_path / "untraced"
+    shutil.copytree(tiny_run, untraced, ignore=shutil.ignore_patterns("traces", "evaluations"))
+    assert study.main([str(untraced), "--evaluation", "--probes", "linear", "--steps", "0",
+                       "--output", str(tmp_path / "untraced.json")]) == 0
+    assert (untraced / "probe_study_linear" / "evaluations" / "step-0.json").is_file()
     last = max(int(p.stem.split("-")[1].split(".")[0]) for p in (run / "evaluations").glob("step-*.json"))
     official = json.loads((run / "evaluations" / f"step-{last}.json").read_text())
     before = {p.name: p.read_bytes() for p in (run / "evaluations").iterdir()}
@@ -219,3 +225,17 @@ def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny
     with pytest.raises(SystemExit) as err:  # options the whole evaluation does not take: an error, not ignored
         study.main([*argv, "--budgets", "all"])
     assert err.value.code == 2 and "does not take --budgets" in capsys.readouterr().err
+
+
+def test_a_train_only_run_ends_cleanly_without_a_row(emergence, tmp_path, monkeypatch, capsys):
+    """--stages train leaves no results.json: the runner says so and records nothing (it used to crash reading it)."""
+    calls = []
+    monkeypatch.setattr(emergence.subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(emergence, "RESULTS_JSONL", tmp_path / "results.jsonl")
+    monkeypatch.setattr(emergence, "RESULTS_MD", tmp_path / "results.md")
+    spec = ROOT / "benchmarks" / "emergence" / "specs" / "p2l6-demo.json"
+    assert emergence.main([str(spec), "--seed", "0", "--precision", "fp32", "--runs", str(tmp_path),
+                           "--stages", "train"]) == 0
+    assert calls and calls[0][calls[0].index("--stages") + 1] == "train"
+    assert "nothing recorded" in capsys.readouterr().out
+    assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "results.md").exists()

@@ -117,7 +117,8 @@ def full_evaluations(run: Path, preset, data, found: dict, steps: list[int], pro
     for probe in probes:
         out = run / f"probe_study_{probe}"
         (out / "evaluations").mkdir(parents=True, exist_ok=True)
-        if not (out / "traces").exists():
+        (run / "traces").mkdir(exist_ok=True)  # a run whose evaluate stage never ran has none yet
+        if not (out / "traces").is_symlink():
             (out / "traces").symlink_to((run / "traces").resolve(), target_is_directory=True)
         chosen = dataclasses.replace(preset, probe=probe)
         for step in steps:

@@ -227,6 +227,10 @@ def main(argv=None) -> int:
         if rc != 0:
             print(f"error: karel-hf reproduce exited with {rc}; nothing recorded", file=sys.stderr)
             return rc
+        if not (run_dir / "results.json").is_file():  # e.g. --stages train: nothing to summarise yet
+            print(f"stages {args.stages} done in {wall:.0f} s; no results.json in {run_dir} yet (the analyze stage "
+                  "writes it): nothing recorded")
+            return 0
     summary = summarize(run_dir)
     from karel_hf.data.overlap import program_overlap
 
