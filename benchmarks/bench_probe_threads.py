@@ -15,7 +15,6 @@ run's cache (built once, on the first call, if missing), so only the probes diff
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -34,7 +33,7 @@ def _evaluate(run: Path, step: int, threads: int, out: Path) -> tuple[float, flo
     (run / "traces").mkdir(exist_ok=True)
     if not (out / "traces").is_symlink():
         (out / "traces").symlink_to((run / "traces").resolve(), target_is_directory=True)
-    data = _data_rows(run / "model", dataclasses.replace(preset))
+    data = _data_rows(run / "model", preset)
     cpu = time.process_time()
     with threadpool_limits(limits=threads):
         result = evaluate_checkpoint(step, found[step], data, out, preset, {})
@@ -56,7 +55,7 @@ def main(argv=None) -> None:
         run = work / "tiny"
         reproduce(["--preset", "tiny", "--output_dir", str(run)])
     step = args.step if args.step is not None else max(dict(model_checkpoints(run / "model")))
-    settings = [int(t) for t in args.threads.split(",")]
+    settings = list(dict.fromkeys(int(t) for t in args.threads.split(",")))  # each setting once
     print(f"{run}, step {step}, cpu count {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     _evaluate(run, step, settings[0], work / "warmup")  # builds the traces if the run has none cached
     times = {t: [] for t in settings}
