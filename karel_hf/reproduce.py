@@ -172,7 +172,7 @@ class ReproduceArguments:
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
 
     def __post_init__(self):
-        reproduce_preset(self.preset)  # raises, naming the presets there are, for an unknown one
+        self.resolved()  # raises, naming the presets there are for an unknown one, or a bad probe_threads
         unknown = [s for s in self.stage_list() if s not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
@@ -182,8 +182,6 @@ class ReproduceArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value}")
-        if self.probe_threads is not None and self.probe_threads < 0:
-            raise ValueError(f"probe_threads: must be an integer >= 0 (0: every core), got {self.probe_threads}")
 
     def stage_list(self) -> list[str]:
         return [s.strip() for s in self.stages.split(",") if s.strip()]
