@@ -122,12 +122,17 @@ class ReproducePreset:
     # (benchmarks/bench_probe_threads.py), and it makes the probe numbers the same whatever the
     # machine's thread count.
     probe_threads: int = 1
+    # Checkpoints evaluated at once, each in its own process with an equal share of the torch
+    # threads (so at most one worker per thread); the numbers are the same as with one worker.
+    eval_workers: int = 1
     batch_size: int = 64
     description: str = ""
 
     def __post_init__(self):
-        if isinstance(self.probe_threads, bool) or not isinstance(self.probe_threads, int) or self.probe_threads < 0:
-            raise ValueError(f"probe_threads: must be an integer >= 0 (0: every core), got {self.probe_threads!r}")
+        for name, least, meaning in (("probe_threads", 0, " (0: every core)"), ("eval_workers", 1, "")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: must be an integer >= {least}{meaning}, got {value!r}")
 
 
 def reproduce_preset_names() -> tuple[str, ...]:
@@ -169,10 +174,12 @@ class ReproduceArguments:
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
     probe_threads: int | None = field(default=None, metadata={
         "help": "BLAS threads while fitting the probes (preset default 1; 0: every core)."})
+    eval_workers: int | None = field(default=None, metadata={
+        "help": "Checkpoints evaluated at once, one process each (the preset's value; 1: in this process)."})
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
 
     def __post_init__(self):
-        self.resolved()  # raises, naming the presets there are for an unknown one, or a bad probe_threads
+        self.resolved()  # raises, naming the presets there are for an unknown one, or a bad probe_threads / eval_workers
         unknown = [s for s in self.stage_list() if s not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
@@ -189,7 +196,8 @@ class ReproduceArguments:
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size",
-                                                 "max_train_rows", "max_test_rows", "probe_threads")
+                                                 "max_train_rows", "max_test_rows", "probe_threads",
+                                                 "eval_workers")
                    if getattr(self, k) is not None}
         if self.train_args.strip():
             changes["train_overrides"] = base.train_overrides + tuple(self.train_args.split())
@@ -471,15 +479,68 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[
     evaluations = out / "evaluations"
     todo = [(s, p) for s, p in found if not all((evaluations / f.format(s)).is_file() for f in EVALUATION_FILES)]
     specs_missing = not (evaluations / TEST_SPECS_FILE).is_file()
-    data = _data_rows(model_dir, preset) if todo or specs_missing else None
+    workers = _eval_workers(preset, len(todo))
+    data = _data_rows(model_dir, preset) if (todo and workers == 1) or specs_missing else None
     if specs_missing:
         test_rows = data[0]
         write_parquet(evaluations / TEST_SPECS_FILE, {name: list(test_rows[name]) for name in TEST_SPEC_COLUMNS})
-    label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
-    for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-        atomic_write_json(out / "evaluations" / f"step-{step}.json",
-                          evaluate_checkpoint(step, path, data, out, preset, label_cache), default=_json_default)
+    if workers > 1:
+        _evaluate_in_workers(todo, workers, out, model_dir, preset)
+    else:
+        label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
+        for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
+            _write_evaluation(out, step, evaluate_checkpoint(step, path, data, out, preset, label_cache))
     return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
+
+
+def _eval_workers(preset: ReproducePreset, checkpoints: int) -> int:
+    """The preset's `eval_workers`, at most one per checkpoint and per torch thread (OMP_NUM_THREADS=1
+    keeps the stage in this process)."""
+    import torch
+
+    return max(1, min(preset.eval_workers, checkpoints, torch.get_num_threads()))
+
+
+def _write_evaluation(out: Path, step: int, evaluation: dict) -> None:
+    atomic_write_json(out / "evaluations" / f"step-{step}.json", evaluation, default=_json_default)
+
+
+def _evaluate_in_workers(todo: list, workers: int, out: Path, model_dir: Path, preset: ReproducePreset) -> None:
+    """Evaluate the `todo` checkpoints in `workers` fresh processes (spawned: no forked thread pools),
+    each with an equal share of this process's torch threads; the parent writes each result as it
+    arrives, so an interrupted stage keeps the finished checkpoints. A worker's error stops the stage."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+    from tqdm.auto import tqdm
+
+    threads = max(1, torch.get_num_threads() // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                             initargs=(model_dir, preset, threads)) as pool:
+        jobs = {pool.submit(_worker_evaluate, step, path, out): step for step, path in todo}
+        try:
+            for job in tqdm(as_completed(jobs), total=len(jobs), desc=f"checkpoints ({workers} workers)", unit="ckpt"):
+                _write_evaluation(out, jobs[job], job.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+_WORKER = {}  # one evaluation worker's data rows, preset and label cache (set by _worker_start)
+
+
+def _worker_start(model_dir: Path, preset: ReproducePreset, threads: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    _WORKER["limits"] = threadpool_limits(limits=threads)  # numpy's BLAS too (probe fits set their own)
+    _WORKER.update(data=_data_rows(model_dir, preset), preset=preset, label_cache={})
+
+
+def _worker_evaluate(step: int, path: Path, out: Path) -> dict:
+    return evaluate_checkpoint(step, path, _WORKER["data"], out, _WORKER["preset"], _WORKER["label_cache"])
 
 
 # --------------------------------------------------------------------------------------- analyze

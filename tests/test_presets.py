@@ -71,6 +71,14 @@ def test_a_preset_file_of_your_own(tmp_path):
         mine.write_text(text.replace("probe_train_specs: 8}", f"probe_train_specs: 8, probe_threads: {bad}}}"))
         with pytest.raises(ValueError, match=r"reproduce section: probe_threads: must be an integer >= 0"):
             ReproduceArguments(output_dir=str(tmp_path), preset=str(mine))
+    mine.write_text(text)
+    assert resolved.eval_workers == 1  # the default: the evaluate stage in this process
+    assert ReproduceArguments(output_dir=str(tmp_path), preset=str(mine), eval_workers=3).resolved().eval_workers == 3
+    with pytest.raises(ValueError, match="eval_workers: must be an integer >= 1, got 0"):
+        ReproduceArguments(output_dir=str(tmp_path), preset=str(mine), eval_workers=0)
+    mine.write_text(text.replace("probe_train_specs: 8}", "probe_train_specs: 8, eval_workers: 1.5}"))
+    with pytest.raises(ValueError, match=r"reproduce section: eval_workers: must be an integer >= 1, got 1.5"):
+        ReproduceArguments(output_dir=str(tmp_path), preset=str(mine))
 
 
 @pytest.mark.parametrize(

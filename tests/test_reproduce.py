@@ -130,6 +130,33 @@ def test_evaluate_redoes_a_checkpoint_missing_its_rows(run_dir, tmp_path):
     assert (evaluations / "test_specs.parquet").read_bytes() == (run_dir / "evaluations" / "test_specs.parquet").read_bytes()
 
 
+def test_evaluation_workers_write_what_one_process_writes(run_dir, tmp_path, capfd):
+    """eval_workers 2 (two spawned processes of one torch thread each, as the tiny run had):
+    the checkpoints' evaluations, decoded afresh (no trace cache), equal the in-process ones."""
+    import torch
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "traces")
+    evaluations = copy / "evaluations"
+    for step in (10, 20):
+        for name in ("step-{}.json", "step-{}.rows.parquet", "step-{}.programs.parquet"):
+            (evaluations / name.format(step)).unlink()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the two workers' share: one thread each
+    try:
+        assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "evaluate", "--eval_workers", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "checkpoints (2 workers)" in capfd.readouterr().err
+    for step in (10, 20):
+        for name in ("step-{}.rows.parquet", "step-{}.programs.parquet"):
+            assert (evaluations / name.format(step)).read_bytes() == (run_dir / "evaluations" / name.format(step)).read_bytes()
+        new, old = (json.loads((d / f"step-{step}.json").read_text()) for d in (evaluations, run_dir / "evaluations"))
+        assert new.pop("timings_seconds") and old.pop("timings_seconds")
+        assert new == old
+
+
 def test_plot_redraws_from_results_json_alone(run_dir, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
