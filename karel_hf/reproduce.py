@@ -72,6 +72,7 @@ from karel_hf.utils import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    checkpoint_problem,
     latest_checkpoint,
     library_versions,
     model_checkpoints,
@@ -177,12 +178,18 @@ class ReproduceArguments:
     eval_workers: int | None = field(default=None, metadata={
         "help": "Checkpoints evaluated at once, one process each (the preset's value; 1: in this process)."})
     train_args: str = field(default="", metadata={"help": "Extra `karel-hf train` flags, quoted, e.g. '--max_steps 100'."})
+    follow: bool = field(default=False, metadata={
+        "help": "With the evaluate stage: evaluate each new checkpoint as it is saved, until the training "
+        "(another `karel-hf reproduce` or `karel-hf train` on the same folder) has finished."})
 
     def __post_init__(self):
         self.resolved()  # raises, naming the presets there are for an unknown one, or a bad probe_threads / eval_workers
         unknown = [s for s in self.stage_list() if s not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
+        if self.follow and (set(self.stage_list()) & {"train", "evaluate"}) != {"evaluate"}:
+            raise ValueError("follow: needs the evaluate stage without the train stage (the training runs in "
+                             "another process), e.g. --stages evaluate,analyze,plot,report --follow")
         if self.probe is not None and self.probe not in ("linear", "mlp1", "mlp2"):
             raise ValueError(f"probe: unknown value {self.probe!r}; expected linear, mlp1 or mlp2")
         for name in ("test_specs", "probe_train_specs", "batch_size", "max_train_rows", "max_test_rows"):
@@ -226,6 +233,8 @@ class _Timer:
         try:
             return fn(*args)
         finally:
+            if self.path.is_file():  # another process on this folder (--follow) may have added its own
+                self.times = {**self.times, **json.loads(self.path.read_text())}
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
             atomic_write_json(self.path, self.times, default=_json_default)
 
@@ -468,14 +477,35 @@ TEST_SPECS_FILE = "test_specs.parquet"
 TEST_SPEC_COLUMNS = ("id", "program", "length", "inputs", "outputs")
 
 
-def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[Path]:
-    """Evaluate every checkpoint that lacks one of its files (`EVALUATION_FILES`: an evaluation
-    from before the per-row files is redone, the trace datasets coming from the cache)."""
-    from tqdm.auto import tqdm
+FOLLOW_POLL_SECONDS = 30.0  # --follow: how often to look for new checkpoints
 
+
+def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset, follow: bool = False) -> list[Path]:
+    """Evaluate every checkpoint that lacks one of its files (`EVALUATION_FILES`: an evaluation
+    from before the per-row files is redone, the trace datasets coming from the cache). With
+    `follow`, beside a training in another process: evaluate the checkpoints saved so far (complete
+    ones: `checkpoint_problem` finds nothing), wait for more, and stop after the pass that starts
+    once the training has written model/train_results.json."""
+    while follow:
+        finished = (model_dir / "train_results.json").is_file()  # read first: the last pass sees every checkpoint
+        complete = [(s, p) for s, p in model_checkpoints(model_dir) if checkpoint_problem(p) is None]
+        if complete:
+            _evaluate_checkpoints(out, complete, preset, model_dir)
+        if finished:
+            break
+        logger.info("evaluate: %d checkpoint(s) evaluated, waiting for the training in %s", len(complete), model_dir)
+        time.sleep(FOLLOW_POLL_SECONDS)
     found = model_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
+    _evaluate_checkpoints(out, found, preset, model_dir)
+    return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
+
+
+def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model_dir: Path) -> None:
+    """Evaluate those of the (step, folder) `found` that lack one of their files."""
+    from tqdm.auto import tqdm
+
     evaluations = out / "evaluations"
     todo = [(s, p) for s, p in found if not all((evaluations / f.format(s)).is_file() for f in EVALUATION_FILES)]
     specs_missing = not (evaluations / TEST_SPECS_FILE).is_file()
@@ -490,7 +520,6 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset) -> list[
         label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
         for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
             _write_evaluation(out, step, evaluate_checkpoint(step, path, data, out, preset, label_cache))
-    return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
 
 
 def _eval_workers(preset: ReproducePreset, checkpoints: int) -> int:
@@ -1008,14 +1037,15 @@ def reproduce(args: ReproduceArguments) -> Path:
     preset = args.resolved()
     stages = args.stage_list()
     timer = _Timer(out / "timings.json")
-    atomic_write_json(out / "reproduce_config.json", {"preset": args.preset, "resolved": asdict(preset),
-                                                      "stages": stages, "versions": library_versions()},
-                      default=_json_default)
+    if not (args.follow and (out / "reproduce_config.json").is_file()):  # a follower keeps the training run's
+        atomic_write_json(out / "reproduce_config.json", {"preset": args.preset, "resolved": asdict(preset),
+                                                          "stages": stages, "versions": library_versions()},
+                          default=_json_default)
     model_dir = out / "model"
     if "train" in stages:
         timer.run("train", train_stage, out, preset)
     if "evaluate" in stages:
-        timer.run("evaluate", evaluate_stage, out, model_dir, preset)
+        timer.run("evaluate", evaluate_stage, out, model_dir, preset, args.follow)
     if "analyze" in stages:
         timer.run("analyze", analyze_stage, out, args.preset, preset, timer.times)
     if "plot" in stages:

@@ -157,6 +157,63 @@ def test_evaluation_workers_write_what_one_process_writes(run_dir, tmp_path, cap
         assert new == old
 
 
+def test_follow_evaluates_checkpoints_as_the_training_saves_them(run_dir, tmp_path, monkeypatch):
+    """`--stages evaluate --follow` beside a training: it evaluates the complete checkpoints saved so
+    far, skips one still being written (no trainer_state.json yet), waits, and stops after the pass
+    that follows model/train_results.json; the numbers equal the run's own, and the training run's
+    reproduce_config.json and timings are kept."""
+    import threading
+    import time
+
+    from karel_hf import reproduce
+
+    passes = []  # the steps each pass was given
+    original = reproduce._evaluate_checkpoints
+
+    def spy(out, found, *args):
+        passes.append([step for step, _ in found])
+        return original(out, found, *args)
+
+    monkeypatch.setattr(reproduce, "_evaluate_checkpoints", spy)
+    monkeypatch.setattr(reproduce, "FOLLOW_POLL_SECONDS", 0.2)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    evaluations, model = copy / "evaluations", copy / "model"
+    for step in (10, 20):
+        for name in ("step-{}.json", "step-{}.rows.parquet", "step-{}.programs.parquet"):
+            (evaluations / name.format(step)).unlink()
+    done = model / "train_results.json"
+    done.rename(tmp_path / "train_results.json")
+    state = model / "checkpoint-20" / "trainer_state.json"
+    state.rename(tmp_path / "trainer_state.json")  # checkpoint-20: still being saved
+    config, timings = (copy / "reproduce_config.json").read_text(), json.loads((copy / "timings.json").read_text())
+    outcome = {}
+    follower = threading.Thread(daemon=True, target=lambda: outcome.update(rc=main(
+        ["--preset", "tiny", "--output_dir", str(copy), "--stages", "evaluate", "--follow"])))
+    follower.start()
+    try:
+        deadline = time.monotonic() + 300
+        while len(passes) < 3 and time.monotonic() < deadline:  # a few passes: it waits for the training
+            time.sleep(0.1)
+        assert len(passes) >= 3 and all(p == [0, 10] for p in passes[:3])  # not the incomplete 20
+        assert (evaluations / "step-10.json").is_file() and not (evaluations / "step-20.json").exists()
+        assert follower.is_alive()
+    finally:  # the training finishes
+        (tmp_path / "trainer_state.json").rename(state)
+        (tmp_path / "train_results.json").rename(done)
+    follower.join(timeout=300)
+    assert not follower.is_alive() and outcome["rc"] == 0
+    for step in (10, 20):
+        new, old = (json.loads((d / f"step-{step}.json").read_text()) for d in (evaluations, run_dir / "evaluations"))
+        assert new.pop("timings_seconds") and old.pop("timings_seconds")
+        assert new == old
+    assert (copy / "reproduce_config.json").read_text() == config
+    after = json.loads((copy / "timings.json").read_text())
+    assert after["train"] == timings["train"] and after["evaluate"] > timings["evaluate"]
+    with pytest.raises(ValueError, match="follow: needs the evaluate stage without the train stage"):
+        ReproduceArguments(output_dir=str(tmp_path), preset="tiny", stages="train,evaluate", follow=True)
+
+
 def test_plot_redraws_from_results_json_alone(run_dir, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
