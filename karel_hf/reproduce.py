@@ -486,6 +486,7 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset, follow: 
     `follow`, beside a training in another process: evaluate the checkpoints saved so far (complete
     ones: `checkpoint_problem` finds nothing), wait for more, and stop after the pass that starts
     once the training has written model/train_results.json."""
+    reported = None
     while follow:
         finished = (model_dir / "train_results.json").is_file()  # read first: the last pass sees every checkpoint
         complete = [(s, p) for s, p in model_checkpoints(model_dir) if checkpoint_problem(p) is None]
@@ -493,7 +494,9 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset, follow: 
             _evaluate_checkpoints(out, complete, preset, model_dir)
         if finished:
             break
-        logger.info("evaluate: %d checkpoint(s) evaluated, waiting for the training in %s", len(complete), model_dir)
+        if len(complete) != reported:  # one line per new checkpoint, not per poll
+            logger.info("evaluate: %d checkpoint(s) evaluated, waiting for the training in %s", len(complete), model_dir)
+            reported = len(complete)
         time.sleep(FOLLOW_POLL_SECONDS)
     found = model_checkpoints(model_dir)
     if not found:
