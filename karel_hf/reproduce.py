@@ -486,12 +486,12 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset, follow: 
     `follow`, beside a training in another process: evaluate the checkpoints saved so far (complete
     ones: `checkpoint_problem` finds nothing), wait for more, and stop after the pass that starts
     once the training has written model/train_results.json."""
-    reported = None
+    kept, reported = {}, None  # the data rows and label cache, loaded once for every pass
     while follow:
         finished = (model_dir / "train_results.json").is_file()  # read first: the last pass sees every checkpoint
         complete = [(s, p) for s, p in model_checkpoints(model_dir) if checkpoint_problem(p) is None]
         if complete:
-            _evaluate_checkpoints(out, complete, preset, model_dir)
+            _evaluate_checkpoints(out, complete, preset, model_dir, kept)
         if finished:
             break
         if len(complete) != reported:  # one line per new checkpoint, not per poll
@@ -501,28 +501,31 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset, follow: 
     found = model_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
-    _evaluate_checkpoints(out, found, preset, model_dir)
+    _evaluate_checkpoints(out, found, preset, model_dir, kept if follow else {})
     return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
 
 
-def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model_dir: Path) -> None:
-    """Evaluate those of the (step, folder) `found` that lack one of their files."""
+def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model_dir: Path, kept: dict) -> None:
+    """Evaluate those of the (step, folder) `found` that lack one of their files; `kept` holds the
+    data rows and the label cache between calls."""
     from tqdm.auto import tqdm
 
     evaluations = out / "evaluations"
     todo = [(s, p) for s, p in found if not all((evaluations / f.format(s)).is_file() for f in EVALUATION_FILES)]
     specs_missing = not (evaluations / TEST_SPECS_FILE).is_file()
     workers = _eval_workers(preset, len(todo))
-    data = _data_rows(model_dir, preset) if (todo and workers == 1) or specs_missing else None
+    if ((todo and workers == 1) or specs_missing) and "data" not in kept:
+        kept["data"] = _data_rows(model_dir, preset)
     if specs_missing:
-        test_rows = data[0]
+        test_rows = kept["data"][0]
         write_parquet(evaluations / TEST_SPECS_FILE, {name: list(test_rows[name]) for name in TEST_SPEC_COLUMNS})
     if workers > 1:
         _evaluate_in_workers(todo, workers, out, model_dir, preset)
     else:
-        label_cache = {}  # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
+        # labels depend on (program, spec) only: teacher-forced ones are computed once per sweep
+        label_cache = kept.setdefault("label_cache", {})
         for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-            _write_evaluation(out, step, evaluate_checkpoint(step, path, data, out, preset, label_cache))
+            _write_evaluation(out, step, evaluate_checkpoint(step, path, kept["data"], out, preset, label_cache))
 
 
 def _eval_workers(preset: ReproducePreset, checkpoints: int) -> int:
