@@ -224,8 +224,8 @@ def test_plot_redraws_from_results_json_alone(run_dir, tmp_path):
 
 
 def test_cli_plot_stage_and_errors(run_dir, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "karel_hf.cli", "reproduce", "--output_dir", str(run_dir),
-                          "--stages", "plot"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "karel_hf.cli", "reproduce", "--preset", "tiny",  # the run's own preset
+                          "--output_dir", str(run_dir), "--stages", "plot"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     with pytest.raises(ValueError, match="preset"):
         ReproduceArguments(output_dir=str(tmp_path), preset="laptop")
