@@ -177,6 +177,8 @@ def card_values(run_config: dict, *, model_name: str, global_step: int, log_hist
         "vocab_size": c["vocab_size"],
         "num_parameters": f"{run_config['num_parameters']:,}",
         "loss_on": d["loss_on"],
+        "program_weight_note": ("" if d.get("program_loss_weight", 1) == 1
+                                else f", each program token weighted {d['program_loss_weight']:g}x"),
         "block_size": d["block_size"],
         "packing": "packed" if d["packing"] else "one padded sample per row",
         "learning_rate": t["learning_rate"],

@@ -745,7 +745,8 @@ def cli_argvs(draw, paths):
     elif command in ("train", "reproduce"):
         flags = (["--per_device_train_batch_size", "--learning_rate", "--dataset_overrides", "--dataset_config",
                   "--block_size", "--max_steps", "--packing", "--loss_on", "--resume_from_checkpoint",
-                  "--generation_eval_samples", "--warmup_steps", "--max_train_samples", "--bogus"]
+                  "--generation_eval_samples", "--warmup_steps", "--max_train_samples", "--program_loss_weight",
+                  "--bogus"]
                  if command == "train" else ["--stages", "--batch_size", "--test_specs", "--probe", "--train_args",
                                              "--preset", "--bogus"])
         argv = [command, "--preset", draw(st.sampled_from(["tiny", "demo", "nope", ""])),

@@ -110,6 +110,52 @@ def test_collator_stacks_packed_blocks_and_pads_samples(tokenizer, tiny):
         assert (batch["labels"][i, n:] == -100).all() and (batch["input_ids"][i, n:] == tokenizer.pad_token_id).all()
 
 
+@pytest.mark.parametrize("block", [37, 96, 512])
+def test_program_token_mask_finds_the_tokens_loss_on_program_keeps(tokenizer, tiny, block):
+    """On packed blocks (37: blocks that start inside a prompt or a program), the mask computed from the
+    labels of loss_on all is exactly where loss_on program keeps a label."""
+    from karel_hf.training.loss import ProgramWeightedLoss, program_token_mask
+
+    texts = tiny["train"]["text"][:12]
+    every = pack_blocks(tokenize_samples(texts, tokenizer, "all"), block)
+    program = pack_blocks(tokenize_samples(texts, tokenizer, "program"), block)
+    loss = ProgramWeightedLoss.for_tokenizer(2.0, tokenizer)
+    mask = program_token_mask(torch.tensor(every["labels"]), loss.code_id, loss.bos_id)
+    assert torch.equal(mask, torch.tensor(program["labels"]) != -100)
+    assert 0 < mask.float().mean() < 0.5
+
+
+def test_program_weighted_loss_is_the_models_loss_at_weight_1_and_a_weighted_mean_otherwise(tokenizer, tiny):
+    from transformers import GPT2LMHeadModel
+
+    from karel_hf.modeling import model_config
+    from karel_hf.training.loss import ProgramWeightedLoss
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(model_config("tiny", tokenizer)).eval()
+    texts = tiny["train"]["text"][:6]
+    rows = [{"input_ids": i, "labels": l} for i, l in zip(*tokenize_samples(texts, tokenizer, "all").values())]
+    batch = CausalLMCollator(tokenizer.pad_token_id)(rows)  # padded: -100 labels on the padding
+    program = CausalLMCollator(tokenizer.pad_token_id)(
+        [{"input_ids": i, "labels": l} for i, l in zip(*tokenize_samples(texts, tokenizer, "program").values())])
+    with torch.no_grad():
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        own = model(**batch).loss
+        n = (batch["labels"][:, 1:] != -100).sum()
+        assert torch.allclose(ProgramWeightedLoss.for_tokenizer(1.0, tokenizer)(outputs, batch["labels"]), own)
+        assert torch.allclose(ProgramWeightedLoss.for_tokenizer(1.0, tokenizer)(outputs, batch["labels"], n), own)
+        ce = torch.nn.functional.cross_entropy(outputs.logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
+                                               reduction="none")
+        prog = program["labels"][:, 1:] != -100
+        kept = batch["labels"][:, 1:] != -100
+        expected = (ce[kept].sum() + 3 * ce[prog].sum()) / (kept.sum() + 3 * prog.sum())
+        weighted = ProgramWeightedLoss.for_tokenizer(4.0, tokenizer)(outputs, batch["labels"], n)
+        assert torch.allclose(weighted, expected) and not torch.allclose(weighted, own)
+        # two micro-batches of one optimizer step: their sum is the step's loss when each has the same weights
+        half = ProgramWeightedLoss.for_tokenizer(4.0, tokenizer)(outputs, batch["labels"], 2 * n)
+        assert torch.allclose(2 * half, weighted)
+
+
 # ----------------------------------------------------------------------------- presets and flags
 def test_preset_values_and_flag_overrides(tmp_path):
     model_args, data_args, args, preset = parse_train_args(
@@ -133,6 +179,10 @@ def test_preset_values_and_flag_overrides(tmp_path):
         (["--preset", "tiny", "--model_preset", "huge"], r"--model_preset.*invalid choice"),
         (["--preset", "tiny", "--block_size", "4"], r"block_size: must be at least 8"),
         (["--preset", "tiny", "--position_init", "rotary"], r"--position_init.*invalid choice: 'rotary'"),
+        (["--preset", "tiny", "--program_loss_weight", "0"], r"program_loss_weight: must be a finite number > 0, got 0"),
+        (["--preset", "tiny", "--program_loss_weight", "nan"], r"program_loss_weight: must be a finite number > 0"),
+        (["--preset", "tiny", "--program_loss_weight", "4", "--loss_on", "program"],
+         r"program_loss_weight: .* needs loss_on all, got loss_on program"),
     ],
 )
 def test_flag_errors_name_the_flag(argv, message, tmp_path):
@@ -268,6 +318,23 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     assert "karel-hf train --preset tiny" in card and "step 20" in card
     assert "position table initialised sinusoidal" in card
     assert (out / "checkpoint-10" / "README.md").is_file()
+
+
+def test_program_loss_weight_trains_on_the_weighted_loss_and_says_so(reference_run, tmp_path):
+    ref_out, _ = reference_run
+    out = tmp_path / "weighted"
+    model_args, data_args, args, preset = parse_train_args(
+        RUN_FLAGS + ["--max_steps", "2", "--generation_eval_steps", "0", "--program_loss_weight", "4",
+                     "--output_dir", str(out)])
+    training.run_training(model_args, data_args, args, preset=preset)
+    weighted, plain = _losses(out / "trainer_state.json"), _losses(ref_out / "trainer_state.json")
+    assert sorted(weighted) == [1, 2]
+    # the same model, data and seed: at step 1 another mean of the same token losses (at initialisation every
+    # token's loss is near log(vocabulary), so the two differ by ~5e-4), at step 2 another update (~1e-2)
+    assert abs(weighted[1] - plain[1]) > 1e-4 and abs(weighted[2] - plain[2]) > 5e-3
+    assert json.loads((out / "karel_run_config.json").read_text())["data_args"]["program_loss_weight"] == 4
+    assert "next-token loss on `all`, each program token weighted 4x" in (out / "README.md").read_text()
+    assert "next-token loss on `all` (" in (ref_out / "README.md").read_text()
 
 
 def test_kill_then_resume_continues_from_the_saved_step(reference_run, tmp_path):

@@ -14,6 +14,8 @@ One module per concept:
   (a preset plus flag overrides; errors name the flag and the fix);
 - `lm_dataset`: corpus rows -> token ids and labels (from the world arrays), program-only loss
   masking, packing into blocks, the collator;
+- `loss`: `ProgramWeightedLoss`, the whole-text loss with the program's tokens weighted
+  (`--program_loss_weight`);
 - `callbacks`: the generation check every K steps, checkpoint 0 and the files every checkpoint gets;
 - `run`: `run_training` (train or resume, save the model, metrics and card) and `main`, with
   `RunInfo`, what the run config and the model card (`karel_hf.model_card`) record.
@@ -52,6 +54,7 @@ from .lm_dataset import (
     tokenize_from_arrays,
     tokenize_samples,
 )
+from .loss import ProgramWeightedLoss, program_token_mask
 from .run import (
     GENERATION_LOG_NAME,
     RUN_CONFIG_NAME,
@@ -66,8 +69,8 @@ from .run import (
 __all__ = [
     "GENERATION_LOG_NAME", "IGNORE_INDEX", "LOSS_ON", "PRESET_NAMES", "RUN_CONFIG_NAME", "CausalLMCollator",
     "CheckpointExtrasCallback", "DataArguments", "GenerationAccuracyCallback", "KarelTrainingArguments",
-    "ModelArguments", "RunInfo", "TrainArgumentError", "bf16_is_fast", "generation_rows", "latest_checkpoint",
+    "ModelArguments", "ProgramWeightedLoss", "RunInfo", "TrainArgumentError", "bf16_is_fast", "generation_rows", "latest_checkpoint",
     "load_raw_datasets", "main", "make_generation_eval_fn", "model_index_yaml", "pack_blocks", "parse_train_args",
-    "prepare_lm_dataset", "render_model_card", "resolve_resume", "run_training", "tokenize_from_arrays",
+    "prepare_lm_dataset", "program_token_mask", "render_model_card", "resolve_resume", "run_training", "tokenize_from_arrays",
     "tokenize_samples", "train_command", "write_model_card",
 ]

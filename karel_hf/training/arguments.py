@@ -119,6 +119,12 @@ class DataArguments:
         default="all",
         metadata={"help": "'all': next-token loss on the whole text (the paper); 'program': program tokens and </s> only."},
     )
+    program_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "With loss_on all: each program token (after 'Code:', through </s>) counts this many times "
+                  "in the mean next-token loss, each prompt token once; 1 is the paper's objective "
+                  "(karel_hf.training.loss)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N validation samples for the eval loss."}
@@ -130,6 +136,11 @@ class DataArguments:
     def __post_init__(self):
         if self.loss_on not in LOSS_ON:
             raise TrainArgumentError(f"loss_on: unknown value {self.loss_on!r}; expected one of {', '.join(LOSS_ON)}")
+        if not (isinstance(self.program_loss_weight, (int, float)) and 0 < self.program_loss_weight < float("inf")):
+            raise TrainArgumentError(f"program_loss_weight: must be a finite number > 0, got {self.program_loss_weight}")
+        if self.program_loss_weight != 1 and self.loss_on != "all":
+            raise TrainArgumentError("program_loss_weight: weights the program against the prompt, so it needs "
+                                     f"loss_on all, got loss_on {self.loss_on}")
         if self.block_size < 8:
             raise TrainArgumentError(f"block_size: must be at least 8 tokens, got {self.block_size}")
         for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):

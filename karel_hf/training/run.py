@@ -45,6 +45,7 @@ from karel_hf.utils import (
 from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
 from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
 from .lm_dataset import CausalLMCollator, prepare_lm_dataset
+from .loss import ProgramWeightedLoss
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         )
     info = RunInfo(preset, model_args, data_args, training_args, model.config.to_dict(), count_parameters(model),
                    training_args.world_size, argv)
-    logger.info("model: %s preset, %s parameters; loss on %s; %d training blocks of %d tokens",
-                model_args.model_preset, f"{info.num_parameters:,}", data_args.loss_on, len(train_dataset),
+    logger.info("model: %s preset, %s parameters; loss on %s (program weight %g); %d training blocks of %d tokens",
+                model_args.model_preset, f"{info.num_parameters:,}", data_args.loss_on,
+                data_args.program_loss_weight, len(train_dataset),
                 data_args.block_size)
 
     trainer = Trainer(
@@ -210,6 +212,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         eval_dataset=eval_dataset,
         data_collator=CausalLMCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
+        compute_loss_func=(ProgramWeightedLoss.for_tokenizer(data_args.program_loss_weight, tokenizer)
+                           if data_args.program_loss_weight != 1 else None),
     )
     generation = None
     if training_args.generation_eval_steps and "validation" in raw:
