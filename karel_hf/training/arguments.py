@@ -32,6 +32,7 @@ from karel_hf.presets import PresetError, load_preset, preset_names
 from karel_hf.utils import apply_config_overrides, parse_overrides
 
 from .lm_dataset import LOSS_ON
+from .loss import check_program_weight
 
 PRESET_NAMES = preset_names()  # the files of karel_hf/presets, smallest run first
 
@@ -136,8 +137,10 @@ class DataArguments:
     def __post_init__(self):
         if self.loss_on not in LOSS_ON:
             raise TrainArgumentError(f"loss_on: unknown value {self.loss_on!r}; expected one of {', '.join(LOSS_ON)}")
-        if not (isinstance(self.program_loss_weight, (int, float)) and 0 < self.program_loss_weight < float("inf")):
-            raise TrainArgumentError(f"program_loss_weight: must be a finite number > 0, got {self.program_loss_weight}")
+        try:
+            check_program_weight(self.program_loss_weight)
+        except ValueError as err:
+            raise TrainArgumentError(str(err)) from None
         if self.program_loss_weight != 1 and self.loss_on != "all":
             raise TrainArgumentError("program_loss_weight: weights the program against the prompt, so it needs "
                                      f"loss_on all, got loss_on {self.loss_on}")

@@ -17,6 +17,13 @@ import torch.nn.functional as F
 from .lm_dataset import IGNORE_INDEX
 
 
+def check_program_weight(program_weight) -> float:
+    """The weight as a float; a ValueError naming it unless it is a finite number > 0."""
+    if not (isinstance(program_weight, (int, float)) and 0 < program_weight < float("inf")):
+        raise ValueError(f"program_loss_weight: must be a finite number > 0, got {program_weight}")
+    return float(program_weight)
+
+
 def program_token_mask(labels: torch.Tensor, code_id: int, bos_id: int) -> torch.Tensor:
     """Bool mask, shape of `labels` (batch, tokens): True where the token belongs to a program.
 
@@ -47,9 +54,7 @@ class ProgramWeightedLoss:
     """
 
     def __init__(self, program_weight: float, code_id: int, bos_id: int):
-        if not (program_weight > 0 and program_weight < float("inf")):
-            raise ValueError(f"program_loss_weight: must be a finite number > 0, got {program_weight}")
-        self.program_weight = float(program_weight)
+        self.program_weight = check_program_weight(program_weight)
         self.code_id, self.bos_id = int(code_id), int(bos_id)
 
     @classmethod
