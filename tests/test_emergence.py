@@ -239,3 +239,12 @@ def test_a_train_only_run_ends_cleanly_without_a_row(emergence, tmp_path, monkey
     assert calls and calls[0][calls[0].index("--stages") + 1] == "train"
     assert "nothing recorded" in capsys.readouterr().out
     assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "results.md").exists()
+
+
+def test_specs_keep_the_loss_their_recorded_runs_trained_on(emergence):
+    """The cpu preset counts program tokens 4x since LOG.md E13; the specs recorded before say 1."""
+    weights = {}
+    for name in ("p2l6-cpu", "p2l6-cpu24k", "p2l6-cpu-plw4", "p2l6-cpu-plw10", "p2l6-demo"):
+        spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / f"{name}.json")
+        weights[name] = emergence.build_preset(spec, seed=0, precision="fp32")["training"].get("program_loss_weight", 1)
+    assert weights == {"p2l6-cpu": 1, "p2l6-cpu24k": 1, "p2l6-cpu-plw4": 4, "p2l6-cpu-plw10": 10, "p2l6-demo": 1}
