@@ -9,11 +9,14 @@ is the minimal equivalent: DataLoader, autocast, backward, clip, step. Each meas
 median is reported.
 
 Prints tokens/s per (path, precision) and the ratios Trainer/loop (goal: Trainer within 10%) and
-bf16/fp32. bf16 autocast pays off on CPUs with AMX (or AVX512-BF16); on AVX2-only CPUs it is
+bf16/fp32. With --program_loss_weight W (not 1) a third path, `weighted`, is the Trainer with the
+weighted program loss (karel_hf.training.loss.ProgramWeightedLoss, as `--program_loss_weight W`
+trains), and the ratio weighted/Trainer says what the weight costs. bf16 autocast pays off on CPUs with AMX (or AVX512-BF16); on AVX2-only CPUs it is
 slower than fp32 (the output says which the CPU has).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py --precisions fp32 --program_loss_weight 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ def _model(args, tokenizer):
     return build_model(args.model_preset, tokenizer)
 
 
-def run_trainer(args, tokenizer, data, bf16: bool) -> float:
+def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1) -> float:
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from karel_hf.training import CausalLMCollator, KarelTrainingArguments
+    from karel_hf.training.loss import ProgramWeightedLoss
 
     times = []
 
@@ -68,7 +72,8 @@ def run_trainer(args, tokenizer, data, bf16: bool) -> float:
             save_initial_checkpoint=False,
         )
         trainer = Trainer(model=_model(args, tokenizer), args=targs, train_dataset=data,
-                          data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()])
+                          data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()],
+                          compute_loss_func=ProgramWeightedLoss.for_tokenizer(weight, tokenizer) if weight != 1 else None)
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     return args.steps * args.batch_size * args.block_size / (times[-1] - times[args.warmup - 1])
@@ -117,6 +122,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--program_loss_weight", type=float, default=1,
+                        help="also time the Trainer with this program-token weight (path `weighted`)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.warmup < 1:
@@ -132,13 +139,16 @@ def main(argv=None) -> dict:
     tokenizer = build_tokenizer()
     data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size)
     precisions = args.precisions.split(",")
-    runs = {(path, p): [] for p in precisions for path in ("trainer", "loop")}
+    paths = ("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
+    runs = {(path, p): [] for p in precisions for path in paths}
     for r in range(args.rounds):
         for p in precisions:
-            order = ("trainer", "loop") if r % 2 == 0 else ("loop", "trainer")
-            for path in order:
-                fn = run_trainer if path == "trainer" else run_loop
-                runs[(path, p)].append(fn(args, tokenizer, data, p == "bf16"))
+            for path in (paths if r % 2 == 0 else paths[::-1]):
+                if path == "loop":
+                    runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
+                else:
+                    weight = args.program_loss_weight if path == "weighted" else 1
+                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", weight))
     median = {k: statistics.median(v) for k, v in runs.items()}
     cpu = {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
            "capability": torch.backends.cpu.get_cpu_capability()}
@@ -148,15 +158,22 @@ def main(argv=None) -> dict:
         "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
         "trainer_over_loop": {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions},
     }
+    if "weighted" in paths:
+        result["program_loss_weight"] = args.program_loss_weight
+        result["weighted_over_trainer"] = {p: round(median[("weighted", p)] / median[("trainer", p)], 3)
+                                           for p in precisions}
     if "fp32" in precisions and "bf16" in precisions:
         result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
                                     for path in ("trainer", "loop")}
     print(f"model {args.model_preset}, batch {result['batch']} tokens, {args.steps} timed steps, "
           f"{result['threads']} thread(s), CPU {cpu}")
     print(f"{'path':<10}" + "".join(f"{p + ' tok/s':>14}" for p in precisions))
-    for path in ("trainer", "loop"):
+    for path in paths:
         print(f"{path:<10}" + "".join(f"{median[(path, p)]:>14.0f}" for p in precisions))
     print("Trainer / loop: " + ", ".join(f"{p} {v:.3f}" for p, v in result["trainer_over_loop"].items()))
+    if "weighted_over_trainer" in result:
+        print(f"weighted (W = {args.program_loss_weight:g}) / Trainer: "
+              + ", ".join(f"{p} {v:.3f}" for p, v in result["weighted_over_trainer"].items()))
     if "bf16_over_fp32" in result:
         print("bf16 / fp32:    " + ", ".join(f"{k} {v:.3f}" for k, v in result["bf16_over_fp32"].items()))
     if args.output:
