@@ -9,10 +9,10 @@ is the minimal equivalent: DataLoader, autocast, backward, clip, step. Each meas
 median is reported.
 
 Prints tokens/s per (path, precision) and the ratios Trainer/loop (goal: Trainer within 10%) and
-bf16/fp32. With --program_loss_weight W (not 1) a third path, `weighted`, is the Trainer with the
-weighted program loss (karel_hf.training.loss.ProgramWeightedLoss, as `--program_loss_weight W`
-trains), and the ratio weighted/Trainer says what the weight costs. bf16 autocast pays off on CPUs with AMX (or AVX512-BF16); on AVX2-only CPUs it is
-slower than fp32 (the output says which the CPU has).
+bf16/fp32. bf16 autocast pays off on CPUs with AMX (or AVX512-BF16); on AVX2-only CPUs it is
+slower than fp32 (the output says which the CPU has). With --program_loss_weight W (not 1) a third
+path, `weighted`, is the Trainer with the weighted program loss (karel_hf.training.loss, as
+`karel-hf train --program_loss_weight W` trains), and weighted/Trainer says what the weight costs.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
