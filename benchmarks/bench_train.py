@@ -55,7 +55,7 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1) -> float:
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from karel_hf.training import CausalLMCollator, KarelTrainingArguments
-    from karel_hf.training.loss import ProgramWeightedLoss
+    from karel_hf.training.loss import compute_loss_func
 
     times = []
 
@@ -73,7 +73,7 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1) -> float:
         )
         trainer = Trainer(model=_model(args, tokenizer), args=targs, train_dataset=data,
                           data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()],
-                          compute_loss_func=ProgramWeightedLoss.for_tokenizer(weight, tokenizer) if weight != 1 else None)
+                          compute_loss_func=compute_loss_func(weight, tokenizer))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     return args.steps * args.batch_size * args.block_size / (times[-1] - times[args.warmup - 1])

@@ -156,6 +156,17 @@ def test_program_weighted_loss_is_the_models_loss_at_weight_1_and_a_weighted_mea
         assert torch.allclose(2 * half, weighted)
 
 
+def test_the_trainer_gets_the_models_own_loss_at_weight_1_and_the_weighted_one_otherwise(tokenizer):
+    from karel_hf.training.loss import ProgramWeightedLoss, compute_loss_func
+
+    assert compute_loss_func(1, tokenizer) is None and compute_loss_func(1.0, tokenizer) is None
+    weighted = compute_loss_func(4, tokenizer)
+    assert isinstance(weighted, ProgramWeightedLoss) and weighted.program_weight == 4.0
+    for bad in (0, -1, float("nan"), float("inf"), "4"):
+        with pytest.raises(ValueError, match="program_loss_weight"):
+            compute_loss_func(bad, tokenizer)
+
+
 # ----------------------------------------------------------------------------- presets and flags
 def test_preset_values_and_flag_overrides(tmp_path):
     model_args, data_args, args, preset = parse_train_args(

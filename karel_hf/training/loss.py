@@ -76,3 +76,10 @@ class ProgramWeightedLoss:
         if num_items_in_batch is not None:
             loss = loss * labelled.sum() / num_items_in_batch
         return loss
+
+
+def compute_loss_func(program_weight: float, tokenizer) -> ProgramWeightedLoss | None:
+    """The Trainer's `compute_loss_func` for a program weight: None (the model's own loss) at weight 1."""
+    if check_program_weight(program_weight) == 1:
+        return None
+    return ProgramWeightedLoss.for_tokenizer(program_weight, tokenizer)

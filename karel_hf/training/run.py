@@ -45,7 +45,7 @@ from karel_hf.utils import (
 from .arguments import DataArguments, KarelTrainingArguments, ModelArguments, TrainArgumentError, parse_train_args
 from .callbacks import CheckpointExtrasCallback, GenerationAccuracyCallback, generation_rows, make_generation_eval_fn
 from .lm_dataset import CausalLMCollator, prepare_lm_dataset
-from .loss import ProgramWeightedLoss
+from .loss import compute_loss_func
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         eval_dataset=eval_dataset,
         data_collator=CausalLMCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        compute_loss_func=(ProgramWeightedLoss.for_tokenizer(data_args.program_loss_weight, tokenizer)
-                           if data_args.program_loss_weight != 1 else None),
+        compute_loss_func=compute_loss_func(data_args.program_loss_weight, tokenizer),
     )
     generation = None
     if training_args.generation_eval_steps and "validation" in raw:
