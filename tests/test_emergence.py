@@ -2,6 +2,11 @@
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -230,7 +235,7 @@ def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny
 def test_a_train_only_run_ends_cleanly_without_a_row(emergence, tmp_path, monkeypatch, capsys):
     """--stages train leaves no results.json: the runner says so and records nothing (it used to crash reading it)."""
     calls = []
-    monkeypatch.setattr(emergence.subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(emergence, "run_child", lambda command: calls.append(command) or 0)
     monkeypatch.setattr(emergence, "RESULTS_JSONL", tmp_path / "results.jsonl")
     monkeypatch.setattr(emergence, "RESULTS_MD", tmp_path / "results.md")
     spec = ROOT / "benchmarks" / "emergence" / "specs" / "p2l6-demo.json"
@@ -239,6 +244,32 @@ def test_a_train_only_run_ends_cleanly_without_a_row(emergence, tmp_path, monkey
     assert calls and calls[0][calls[0].index("--stages") + 1] == "train"
     assert "nothing recorded" in capsys.readouterr().out
     assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "results.md").exists()
+
+
+def test_stopping_the_runner_stops_the_run_it_started(tmp_path):
+    """SIGTERM to run.py reaches `karel-hf reproduce`: it used to train on as an orphan after the runner died."""
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    runner = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('r', {str(ROOT / 'benchmarks' / 'emergence' / 'run.py')!r}); "
+              f"r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r); "
+              f"sys.exit(r.run_child([sys.executable, '-c', {child!r}]))")
+    proc = subprocess.Popen([sys.executable, "-c", runner])
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM  # the child's status, in the shell's convention
+        with pytest.raises(ProcessLookupError):  # reaped by the runner, not left running
+            os.kill(pid, 0)
+    finally:
+        for leftover in (proc.pid, pid):  # a failed run of this test leaves nothing behind either
+            try:
+                os.kill(leftover, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_specs_keep_the_loss_their_recorded_runs_trained_on(emergence):

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +95,26 @@ def build_preset(spec: dict, seed: int, precision: str) -> dict:
     if precision != "auto":
         sections["training"].update(bf16_auto=False, bf16=precision == "bf16")
     return sections
+
+
+def run_child(command: list[str]) -> int:
+    """Run `command` and return its exit status (128 + N if signal N ended it); SIGTERM, SIGINT and SIGHUP
+    sent to this runner reach it too.
+
+    Without the forwarding, killing the runner left `karel-hf reproduce` training on as an orphan.
+    """
+    child = subprocess.Popen(command)
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        rc = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - rc if rc < 0 else rc
 
 
 def machine() -> dict:
@@ -222,7 +243,7 @@ def main(argv=None) -> int:
         command = [sys.executable, "-m", "karel_hf.cli", "reproduce", "--preset", str(preset_file),
                    "--output_dir", str(run_dir), "--stages", args.stages]
         print("running:", " ".join(command), flush=True)
-        rc = subprocess.call(command)
+        rc = run_child(command)
         wall = time.perf_counter() - start
         if rc != 0:
             print(f"error: karel-hf reproduce exited with {rc}; nothing recorded", file=sys.stderr)
