@@ -272,10 +272,14 @@ def test_stopping_the_runner_stops_the_run_it_started(tmp_path):
                 pass
 
 
-def test_specs_keep_the_loss_their_recorded_runs_trained_on(emergence):
-    """The cpu preset counts program tokens 4x since LOG.md E13; the specs recorded before say 1."""
-    weights = {}
-    for name in ("p2l6-cpu", "p2l6-cpu24k", "p2l6-cpu-plw4", "p2l6-cpu-plw10", "p2l6-demo"):
+def test_specs_keep_the_loss_and_rate_their_recorded_runs_trained_on(emergence):
+    """A spec says what its recorded runs trained with, whatever the base preset says now: the cpu
+    preset counts program tokens 4x since LOG.md E13, and the specs recorded before say 1; the cpu specs
+    recorded at lr 2e-3 say so."""
+    trained = {}
+    for name in ("p2l6-cpu", "p2l6-cpu24k", "p2l6-cpu-plw4", "p2l6-cpu-plw10", "p2l6-cpu-plw4-lr05", "p2l6-demo"):
         spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / f"{name}.json")
-        weights[name] = emergence.build_preset(spec, seed=0, precision="fp32")["training"].get("program_loss_weight", 1)
-    assert weights == {"p2l6-cpu": 1, "p2l6-cpu24k": 1, "p2l6-cpu-plw4": 4, "p2l6-cpu-plw10": 10, "p2l6-demo": 1}
+        training = emergence.build_preset(spec, seed=0, precision="fp32")["training"]
+        trained[name] = (training.get("program_loss_weight", 1), training["learning_rate"])
+    assert trained == {"p2l6-cpu": (1, 2e-3), "p2l6-cpu24k": (1, 2e-3), "p2l6-cpu-plw4": (4, 2e-3),
+                       "p2l6-cpu-plw10": (10, 2e-3), "p2l6-cpu-plw4-lr05": (4, 5e-4), "p2l6-demo": (1, 2e-3)}
