@@ -283,3 +283,16 @@ def test_specs_keep_the_loss_and_rate_their_recorded_runs_trained_on(emergence):
         trained[name] = (training.get("program_loss_weight", 1), training["learning_rate"])
     assert trained == {"p2l6-cpu": (1, 2e-3), "p2l6-cpu24k": (1, 2e-3), "p2l6-cpu-plw4": (4, 2e-3),
                        "p2l6-cpu-plw10": (10, 2e-3), "p2l6-cpu-plw4-lr05": (4, 5e-4), "p2l6-demo": (1, 2e-3)}
+
+
+def test_the_cpu_preset_is_the_spec_its_recorded_seeds_ran(emergence):
+    """README and cpu.yaml quote spec p2l6-cpu-plw4-lr05-16k's three seeds for the cpu preset: a change
+    to the preset that the spec does not follow (or the other way round) leaves those numbers behind."""
+    from karel_hf.presets import load_preset
+
+    spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / "p2l6-cpu-plw4-lr05-16k.json")
+    ran = emergence.build_preset(spec, seed=0, precision="auto")
+    cpu = load_preset("cpu")
+    assert ran["model"] == cpu.model and ran["reproduce"] == cpu.reproduce
+    assert ran["training"] == cpu.training and ran["training"]["learning_rate"] == 5e-4
+    assert ran["dataset"] == {"name": "cpu", **{k: v for k, v in cpu.corpus_fields.items() if k != "description"}}
