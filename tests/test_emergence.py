@@ -250,9 +250,8 @@ def test_stopping_the_runner_stops_the_run_it_started(tmp_path):
     """SIGTERM to run.py reaches `karel-hf reproduce`: it used to train on as an orphan after the runner died."""
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    runner = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('r', {str(ROOT / 'benchmarks' / 'emergence' / 'run.py')!r}); "
-              f"r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r); "
-              f"sys.exit(r.run_child([sys.executable, '-c', {child!r}]))")
+    runner = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks' / 'emergence')!r}); import run; "
+              f"sys.exit(run.run_child([sys.executable, '-c', {child!r}]))")
     proc = subprocess.Popen([sys.executable, "-c", runner])
     deadline = time.monotonic() + 60
     while not pid_file.is_file() or not pid_file.read_text():
