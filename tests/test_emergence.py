@@ -83,19 +83,22 @@ def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergenc
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
 
-    def row(seed, accuracy, gain, precision="bf16", flags=("amx_bf16", "avx512f", "avx2")):
+    def row(seed, accuracy, gain, precision="bf16", flags=("amx_bf16", "avx512f", "avx2"), threads=1):
         g = {"value": gain, "low": gain - 0.01, "high": gain + 0.01}
-        return {"spec": "s", "seed": seed, "precision": precision, "machine": {"flags": list(flags)}, "summary": {
+        return {"spec": "s", "seed": seed, "precision": precision, "machine": {"flags": list(flags), "threads": threads},
+                "summary": {
             "floor": 0.1, "accuracy_end": accuracy, "gain_tf_end": g, "gain_tf_untrained": g, "gain_gen_end": g,
             "timings_seconds": {"train": 100.0}}}
 
     rows = [row(0, 0.5, 0.0), row(0, 0.2, 0.1), row(1, 0.4, 0.3), row(0, 0.9, 0.2, "fp32"),
-            row(0, 0.7, 0.2, "fp32", flags=("avx2",))]  # another machine: its own row, not a rerun
+            row(0, 0.7, 0.2, "fp32", flags=("avx2",)),  # another machine: its own row, not a rerun
+            row(0, 0.6, 0.2, "fp32", flags=("avx2",), threads=2)]  # another thread count: its own row too
     lines = summary.summarize(rows).splitlines()
-    assert len(lines) == 5
-    assert lines[2] == "| s | bf16 | AMX | 0,1 | 10.0 ± 0.0% | 30.0 ± 14.1% | +20.0 ± 14.1 | +20.0 ± 14.1 | +20.0 ± 14.1 | 100 ± 0 |"
-    assert lines[3].startswith("| s | fp32 | AMX | 0 | 10.0% | 90.0% | +20.0 |")
-    assert lines[4].startswith("| s | fp32 | AVX2 | 0 | 10.0% | 70.0% | +20.0 |")
+    assert len(lines) == 6
+    assert lines[2] == "| s | bf16 | AMX | 1 | 0,1 | 10.0 ± 0.0% | 30.0 ± 14.1% | +20.0 ± 14.1 | +20.0 ± 14.1 | +20.0 ± 14.1 | 100 ± 0 |"
+    assert lines[3].startswith("| s | fp32 | AMX | 1 | 0 | 10.0% | 90.0% | +20.0 |")
+    assert lines[4].startswith("| s | fp32 | AVX2 | 1 | 0 | 10.0% | 70.0% | +20.0 |")
+    assert lines[5].startswith("| s | fp32 | AVX2 | 2 | 0 | 10.0% | 60.0% | +20.0 |")
 
 
     def evaluation_row(step, offset, gain, moved=None):

@@ -6,8 +6,9 @@
 Prints a Markdown table (the one in the README): seeds, floor, final generation accuracy, the
 teacher-forced and generated conditional gains at offset -1 (points) and the untrained model's
 teacher-forced gain, each as mean +- sample sd over the seeds (sd only with >= 2 seeds). Runs on
-different kinds of CPU (AMX, AVX512, AVX2: what decides bf16's speed) are kept apart. The last row
-of a (spec, seed, precision, CPU kind) wins when a run was recorded twice.
+different kinds of CPU (AMX, AVX512, AVX2: what decides bf16's speed) or with different torch thread
+counts (which change the order of the fp32 sums, and with it the run) are kept apart. The last row
+of a (spec, seed, precision, CPU kind, threads) wins when a run was recorded twice.
 
 With `--evaluations` it summarises instead the files of `probe_study.py --evaluation` (one per run:
 the reproduction's evaluation with another probe): per probe, step, family and offset, the mean +-
@@ -48,18 +49,19 @@ def cpu_kind(row: dict) -> str:
 def summarize(rows: list[dict], specs: list[str] | None = None) -> str:
     latest = {}
     for row in rows:
-        latest[(row["spec"], row["precision"], cpu_kind(row), row["seed"])] = row
+        threads = row.get("machine", {}).get("threads", 0)
+        latest[(row["spec"], row["precision"], cpu_kind(row), threads, row["seed"])] = row
     groups: dict[tuple, list[dict]] = {}
-    for (spec, precision, kind, _), row in sorted(latest.items()):
+    for (spec, precision, kind, threads, _), row in sorted(latest.items()):
         if specs is None or spec in specs:
-            groups.setdefault((spec, precision, kind), []).append(row)
-    lines = ["| spec | precision | CPU | seeds | floor | accuracy, final | gain -1 teacher-forced | (untrained) "
-             "| gain -1 generated | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for (spec, precision, kind), group in groups.items():
+            groups.setdefault((spec, precision, kind, threads), []).append(row)
+    lines = ["| spec | precision | CPU | threads | seeds | floor | accuracy, final | gain -1 teacher-forced "
+             "| (untrained) | gain -1 generated | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (spec, precision, kind, threads), group in groups.items():
         s = [r["summary"] for r in group]
         lines.append(" | ".join([
-            f"| {spec}", precision, kind, ",".join(str(r["seed"]) for r in group),
+            f"| {spec}", precision, kind, str(threads or "?"), ",".join(str(r["seed"]) for r in group),
             _fmt([x["floor"] for x in s], unit="%"),
             _fmt([x["accuracy_end"] for x in s], unit="%"),
             _fmt([x["gain_tf_end"]["value"] for x in s], signed=True),
