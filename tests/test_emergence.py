@@ -85,10 +85,10 @@ def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergenc
 
     def row(seed, accuracy, gain, precision="bf16", flags=("amx_bf16", "avx512f", "avx2"), threads=1):
         g = {"value": gain, "low": gain - 0.01, "high": gain + 0.01}
-        return {"spec": "s", "seed": seed, "precision": precision, "machine": {"flags": list(flags), "threads": threads},
-                "summary": {
-            "floor": 0.1, "accuracy_end": accuracy, "gain_tf_end": g, "gain_tf_untrained": g, "gain_gen_end": g,
-            "timings_seconds": {"train": 100.0}}}
+        outcome = {"floor": 0.1, "accuracy_end": accuracy, "gain_tf_end": g, "gain_tf_untrained": g, "gain_gen_end": g,
+                   "timings_seconds": {"train": 100.0}}
+        machine = {"flags": list(flags), "threads": threads}
+        return {"spec": "s", "seed": seed, "precision": precision, "machine": machine, "summary": outcome}
 
     rows = [row(0, 0.5, 0.0), row(0, 0.2, 0.1), row(1, 0.4, 0.3), row(0, 0.9, 0.2, "fp32"),
             row(0, 0.7, 0.2, "fp32", flags=("avx2",)),  # another machine: its own row, not a rerun
