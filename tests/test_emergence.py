@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -298,3 +299,56 @@ def test_the_cpu_preset_is_the_spec_its_recorded_seeds_ran(emergence):
     assert ran["model"] == cpu.model and ran["reproduce"] == cpu.reproduce
     assert ran["training"] == cpu.training and ran["training"]["learning_rate"] == 5e-4
     assert ran["dataset"] == {"name": "cpu", **{k: v for k, v in cpu.corpus_fields.items() if k != "description"}}
+
+
+def _rotation_probe():
+    spec = importlib.util.spec_from_file_location("emergence_rotation_probe", ROOT / "benchmarks" / "emergence" / "rotation_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rotation_probe_tells_a_held_rotation_from_the_direction_and_from_alternatives():
+    """States that hold the rotation r (not the direction d = d0 + r): a linear probe reads r and
+    not d, an MLP given d0 reads d, swap (-r) is left out and a rotation the states do not hold is
+    read at chance, so the original beats the best alternative."""
+    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
+    from karel_hf.probing.labels import label_column
+
+    probe = _rotation_probe()
+    rng = np.random.default_rng(0)
+
+    def table(n):
+        d0, r = rng.integers(0, 4, n), rng.integers(0, 4, n)
+        state = np.eye(4)[r] + 0.05 * rng.standard_normal((n, 4))
+        t = {"state": np.hstack([state, rng.standard_normal((n, 4))]).astype(np.float32),
+             "direction_0_prev1": (d0 + r) % 4, "direction_0_initial": d0}
+        for name in ALTERNATIVE_SEMANTICS:
+            t[label_column("direction_0", -1, name)] = (d0 - r) % 4 if name == "swap" else rng.integers(0, 4, n)
+        t["direction_0_prev1"][:5] = -1  # undefined labels are left out
+        return t
+
+    out = probe.score(table(1200), table(600))
+    assert out["num_train"] == 1195 and out["num_test"] == 595
+    assert out["linear_r"] > 0.95 and out["linear_r_swap"] > 0.95
+    assert out["linear_d"] < 0.4 and out["linear_d_d0"] < 0.5 and out["mlp_d_d0"] > 0.9
+    assert abs(out["lookup_d0"] - 0.25) < 0.1 and abs(out["majority_r"] - 0.25) < 0.1
+    assert out["best_informative_alternative"] not in (None, "swap")
+    assert out["linear_r_minus_best_alternative"] > 0.5
+    assert probe.rotation(np.array([0, 3, 1]), np.array([1, 1, 1])).tolist() == [3, 2, 0]
+
+
+def test_rotation_probe_reads_a_finished_run_and_refuses_a_folder_that_is_not_one(tiny_run, tmp_path, capsys):
+    probe = _rotation_probe()
+    out = tmp_path / "rotation.json"
+    assert probe.main([str(tiny_run), "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and rows[0]["step"] == 0
+    for row in rows:
+        assert row["num_train"] > 0 and row["num_test"] > 0
+        assert all(0.0 <= row[k] <= 1.0 for k in ("linear_d", "lookup_d0", "linear_r", "mlp_r", "majority_r"))
+    assert "| step | linear d |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "is not a reproduction folder" in capsys.readouterr().err
