@@ -348,7 +348,20 @@ def test_rotation_probe_reads_a_finished_run_and_refuses_a_folder_that_is_not_on
         assert row["num_train"] > 0 and row["num_test"] > 0
         assert all(0.0 <= row[k] <= 1.0 for k in ("linear_d", "lookup_d0", "linear_r", "mlp_r", "majority_r"))
     assert "| step | linear d |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["regressions"] == {}  # two checkpoints: no line to fit
     with pytest.raises(SystemExit) as exit_info:
         probe.main([str(tmp_path)])
     assert exit_info.value.code == 2
     assert "is not a reproduction folder" in capsys.readouterr().err
+
+
+def test_rotation_probe_regresses_accuracy_on_the_rotation_reading(tmp_path):
+    probe = _rotation_probe()
+    checkpoints = [{"step": s, "generation": {"accuracy": a}} for s, a in ((0, 0.1), (10, 0.3), (20, 0.5), (30, 0.2))]
+    (tmp_path / "results.json").write_text(json.dumps({"checkpoints": checkpoints}))
+    rows = [{"step": s, "linear_r": r, "linear_r_minus_best_alternative": m}
+            for s, r, m in ((0, 0.6, -0.1), (10, 0.8, 0.3), (20, 1.0, 0.0), (40, 0.9, 0.9))]  # step 40: no accuracy
+    fits = probe.accuracy_regressions(tmp_path, rows)
+    assert fits["linear_r"]["n"] == 3 and abs(fits["linear_r"]["r2"] - 1.0) < 1e-9 and abs(fits["linear_r"]["slope"] - 1.0) < 1e-9
+    assert fits["linear_r_minus_best_alternative"]["r2"] < 0.9
+    assert probe.accuracy_regressions(tmp_path / "missing", rows) == {}

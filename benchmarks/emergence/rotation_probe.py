@@ -20,7 +20,9 @@ scikit-learn's LogisticRegression, or an MLP with one hidden layer of 256); ever
 
     python benchmarks/emergence/rotation_probe.py RUNS/p2l6-cpu-plw4-lr05-16k-s0-bf16 --steps 0,16000
 
-Writes RUN/rotation_probe.json (or --output) and prints a markdown table.
+Writes RUN/rotation_probe.json (or --output) and prints a markdown table; over >= 3 checkpoints of
+a run with the analyse stage's results.json, also R^2 of generation accuracy on `linear_r` and on
+the margin over the best alternative.
 """
 
 from __future__ import annotations
@@ -118,6 +120,24 @@ def score(train: dict, test: dict) -> dict:
     return out
 
 
+def accuracy_regressions(run: Path, rows: list[dict]) -> dict:
+    """Generation accuracy (RUN/results.json, per checkpoint) regressed on `linear_r` and on
+    `linear_r_minus_best_alternative` across the measured checkpoints (>= 3 of them;
+    `karel_hf.probing.analysis.regress`); empty without the analyse stage's results."""
+    from karel_hf.probing.analysis import regress
+
+    try:
+        accuracy = {c["step"]: c["generation"]["accuracy"]
+                    for c in json.loads((run / "results.json").read_text())["checkpoints"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    measured = [r for r in rows if r["step"] in accuracy]
+    if len(measured) < 3:
+        return {}
+    return {key: regress([accuracy[r["step"]] for r in measured], [r[key] for r in measured])
+            for key in ("linear_r", "linear_r_minus_best_alternative")}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `karel-hf reproduce` output folder (model/checkpoint-N, reproduce_config.json)")
@@ -168,9 +188,12 @@ def main(argv=None) -> int:
               f"| {100 * row['mlp_d_d0']:.1f} | {100 * row['linear_r']:.1f} | {100 * row['majority_r']:.1f} "
               f"| {100 * row[f'linear_r_{best}']:.1f} ({best}) | {100 * row['linear_r_minus_best_alternative']:+.1f} |"
               if best else f"| {step} | ... no informative alternative |", flush=True)
+    regressions = accuracy_regressions(run, results)
+    for key, fit in regressions.items():
+        print(f"accuracy ~ {key}: R^2 {fit['r2']:.2f} over {fit['n']} checkpoints (slope {fit['slope']:.2f})")
     output = args.output or run / "rotation_probe.json"
-    output.write_text(json.dumps({"run": str(run), "argv": sys.argv[1:] if argv is None else list(argv), "rows": results},
-                                 indent=1) + "\n", encoding="utf-8")
+    output.write_text(json.dumps({"run": str(run), "argv": sys.argv[1:] if argv is None else list(argv), "rows": results,
+                                  "regressions": regressions}, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {output}")
     return 0
 
