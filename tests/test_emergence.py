@@ -278,7 +278,7 @@ def test_stopping_the_runner_stops_the_run_it_started(tmp_path):
 def test_specs_keep_the_loss_and_rate_their_recorded_runs_trained_on(emergence):
     """A spec says what its recorded runs trained with, whatever the base preset says now: the cpu
     preset counts program tokens 4x since LOG.md E13, and the specs recorded before say 1; the cpu specs
-    recorded at lr 2e-3 say so."""
+    recorded at lr 2e-3 say so; the demo specs recorded before E22 say 4 layers."""
     trained = {}
     for name in ("p2l6-cpu", "p2l6-cpu24k", "p2l6-cpu-plw4", "p2l6-cpu-plw10", "p2l6-cpu-plw4-lr05", "p2l6-demo"):
         spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / f"{name}.json")
@@ -286,19 +286,27 @@ def test_specs_keep_the_loss_and_rate_their_recorded_runs_trained_on(emergence):
         trained[name] = (training.get("program_loss_weight", 1), training["learning_rate"])
     assert trained == {"p2l6-cpu": (1, 2e-3), "p2l6-cpu24k": (1, 2e-3), "p2l6-cpu-plw4": (4, 2e-3),
                        "p2l6-cpu-plw10": (10, 2e-3), "p2l6-cpu-plw4-lr05": (4, 5e-4), "p2l6-demo": (1, 2e-3)}
+    # the demo preset has 2 layers since LOG.md E22; every demo spec recorded before ran 4
+    for path in sorted((ROOT / "benchmarks" / "emergence" / "specs").glob("*.json")):
+        spec = emergence.read_spec(path)
+        if spec.get("base") == "demo" and spec["name"] != "p2l6-demo-l2":
+            assert emergence.build_preset(spec, seed=0, precision="fp32")["model"]["n_layer"] == 4, spec["name"]
 
 
-def test_the_cpu_preset_is_the_spec_its_recorded_seeds_ran(emergence):
-    """README and cpu.yaml quote spec p2l6-cpu-plw4-lr05-16k's three seeds for the cpu preset: a change
+@pytest.mark.parametrize("preset, spec_name, learning_rate, n_layer",
+                         [("cpu", "p2l6-cpu-plw4-lr05-16k", 5e-4, 4), ("demo", "p2l6-demo-l2", 2.5e-4, 2)])
+def test_a_preset_is_the_spec_its_recorded_seeds_ran(emergence, preset, spec_name, learning_rate, n_layer):
+    """README and the preset files quote a spec's recorded seeds for the cpu and demo presets: a change
     to the preset that the spec does not follow (or the other way round) leaves those numbers behind."""
     from karel_hf.presets import load_preset
 
-    spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / "p2l6-cpu-plw4-lr05-16k.json")
+    spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / f"{spec_name}.json")
     ran = emergence.build_preset(spec, seed=0, precision="auto")
-    cpu = load_preset("cpu")
-    assert ran["model"] == cpu.model and ran["reproduce"] == cpu.reproduce
-    assert ran["training"] == cpu.training and ran["training"]["learning_rate"] == 5e-4
-    assert ran["dataset"] == {"name": "cpu", **{k: v for k, v in cpu.corpus_fields.items() if k != "description"}}
+    loaded = load_preset(preset)
+    assert ran["model"] == loaded.model and ran["reproduce"] == loaded.reproduce
+    assert ran["training"] == loaded.training and ran["training"]["learning_rate"] == learning_rate
+    assert ran["training"]["program_loss_weight"] == 4 and ran["model"]["n_layer"] == n_layer
+    assert ran["dataset"] == {"name": preset, **{k: v for k, v in loaded.corpus_fields.items() if k != "description"}}
 
 
 def _rotation_probe():
@@ -341,18 +349,24 @@ def test_rotation_probe_tells_a_held_rotation_from_the_direction_and_from_altern
 def test_rotation_probe_reads_a_finished_run_and_refuses_a_folder_that_is_not_one(tiny_run, tmp_path, capsys):
     probe = _rotation_probe()
     out = tmp_path / "rotation.json"
-    assert probe.main([str(tiny_run), "--output", str(out)]) == 0
+    assert probe.main([str(tiny_run), "--output", str(out), "--features", "state,layer_1"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 2 and rows[0]["step"] == 0
+    assert [(r["step"], r["feature"]) for r in rows] == [(0, "state"), (0, "layer_1"), (rows[-1]["step"], "state"),
+                                                         (rows[-1]["step"], "layer_1")]
     for row in rows:
         assert row["num_train"] > 0 and row["num_test"] > 0
         assert all(0.0 <= row[k] <= 1.0 for k in ("linear_d", "lookup_d0", "linear_r", "mlp_r", "majority_r"))
-    assert "| step | linear d |" in capsys.readouterr().out
+    # the layer's states are not the layer mean's: the two features read differently somewhere
+    assert any(a["linear_r"] != b["linear_r"] or a["linear_d"] != b["linear_d"] for a, b in zip(rows[::2], rows[1::2]))
+    assert "| step | feature | linear d |" in capsys.readouterr().out
     assert json.loads(out.read_text())["regressions"] == {}  # two checkpoints: no line to fit
-    with pytest.raises(SystemExit) as exit_info:
-        probe.main([str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert "is not a reproduction folder" in capsys.readouterr().err
+    for argv, message in (([str(tmp_path)], "is not a reproduction folder"),
+                          ([str(tiny_run), "--features", "layer_x"], "--features: expected state and/or layer_<i>"),
+                          ([str(tiny_run), "--features", "layer_99"], "--features: the model has layers 0..")):
+        with pytest.raises(SystemExit) as exit_info:
+            probe.main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_rotation_probe_regresses_accuracy_on_the_rotation_reading(tmp_path):
@@ -365,3 +379,43 @@ def test_rotation_probe_regresses_accuracy_on_the_rotation_reading(tmp_path):
     assert fits["linear_r"]["n"] == 3 and abs(fits["linear_r"]["r2"] - 1.0) < 1e-9 and abs(fits["linear_r"]["slope"] - 1.0) < 1e-9
     assert fits["linear_r_minus_best_alternative"]["r2"] < 0.9
     assert probe.accuracy_regressions(tmp_path / "missing", rows) == {}
+
+
+def _token_init():
+    spec = importlib.util.spec_from_file_location("emergence_token_init", ROOT / "benchmarks" / "emergence" / "token_init.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_token_init_restarts_the_cell_and_action_rows_and_nothing_else(tiny_run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    module = _token_init()
+    src = tiny_run / "model" / "checkpoint-0"
+    assert module.main([str(src), str(tmp_path / "a")]) == 0
+    assert module.main([str(src), str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    before, after = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in ("transformer.wte.weight", "lm_head.weight"))
+    vocab = AutoTokenizer.from_pretrained(str(src)).get_vocab()
+    old, new = before["transformer.wte.weight"], after["transformer.wte.weight"]
+    changed = {w for w, i in vocab.items() if not torch.equal(old[i], new[i])}
+    assert "__up__ " in changed and "    move()\n" in changed and "Input0\n" not in changed and "<s>" not in changed
+
+    def cos(a, b):
+        return float(torch.nn.functional.cosine_similarity(new[vocab[a]], new[vocab[b]], dim=0))
+
+    # the same cell with either separator starts close; two robots share the robot code; a robot and a wall do not
+    assert cos("__up__ ", "__up__\n") > 0.9 > cos("__up__ ", "__left__ ") > 0.3 > abs(cos("__up__ ", "__wall__ "))
+    assert abs(float(new.std()) - float(old.std())) < 0.1 * float(old.std())
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a"))  # a stock checkpoint, tied head included
+    assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)
+    for argv, message in (([str(tmp_path), str(tmp_path / "c")], "is not a checkpoint folder"),
+                          ([str(src), str(tmp_path / "a")], "exists; give a new folder")):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -19,6 +19,7 @@ Every training row of the run's probe-training specs fits the probes (standardis
 scikit-learn's LogisticRegression, or an MLP with one hidden layer of 256); every test row scores.
 
     python benchmarks/emergence/rotation_probe.py RUNS/p2l6-cpu-plw4-lr05-16k-s0-bf16 --steps 0,16000
+    python benchmarks/emergence/rotation_probe.py RUN --steps 16000 --features state,layer_1,layer_2,layer_3,layer_4
 
 Writes RUN/rotation_probe.json (or --output) and prints a markdown table; over >= 3 checkpoints of
 a run with the analyse stage's results.json, also R^2 of generation accuracy on `linear_r` and on
@@ -49,11 +50,12 @@ def rotation(direction: np.ndarray, initial: np.ndarray) -> np.ndarray:
     return (np.asarray(direction) - np.asarray(initial)) % 4
 
 
-def rows(table: dict, column: str = OFFSET_COLUMN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(states, direction, initial direction) of the rows where both labels are defined (>= 0)."""
+def rows(table: dict, column: str = OFFSET_COLUMN, feature: str = "state") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, direction, initial direction) of the rows where both labels are defined (>= 0);
+    `feature` is the traces' layer-mean `state` or one `layer_<i>`."""
     direction, initial = np.asarray(table[column]), np.asarray(table[INITIAL_COLUMN])
     keep = (direction >= 0) & (initial >= 0)
-    return np.asarray(table["state"], dtype=np.float32)[keep], direction[keep], initial[keep]
+    return np.asarray(table[feature], dtype=np.float32)[keep], direction[keep], initial[keep]
 
 
 def fit_score(kind: str, x, y, x_test, y_test) -> float:
@@ -83,13 +85,13 @@ def lookup(keys, y, keys_test, y_test) -> float:
     return float(np.mean([table.get(k, fallback) == t for k, t in zip(keys_test, y_test)]))
 
 
-def score(train: dict, test: dict) -> dict:
-    """Every number of the module docstring for one checkpoint's traces."""
+def score(train: dict, test: dict, feature: str = "state") -> dict:
+    """Every number of the module docstring for one checkpoint's traces, read from `feature`."""
     from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     from karel_hf.probing.labels import label_column
 
-    x, d, d0 = rows(train)
-    xt, dt, d0t = rows(test)
+    x, d, d0 = rows(train, feature=feature)
+    xt, dt, d0t = rows(test, feature=feature)
     onehot = np.eye(4, dtype=np.float32)
     r, rt = rotation(d, d0), rotation(dt, d0t)
     out = {"num_train": int(len(d)), "num_test": int(len(dt)),
@@ -101,8 +103,8 @@ def score(train: dict, test: dict) -> dict:
     informative = {}
     for name in ALTERNATIVE_SEMANTICS:
         column = label_column("direction_0", -1, name)
-        xa, da, d0a = rows(train, column)
-        xat, dat, d0at = rows(test, column)
+        xa, da, d0a = rows(train, column, feature)
+        xat, dat, d0at = rows(test, column, feature)
         ra, rat = rotation(da, d0a), rotation(dat, d0at)
         out[f"linear_r_{name}"] = fit_score("linear", xa, ra, xat, rat)
         out[f"majority_r_{name}"] = majority(ra, rat)
@@ -142,8 +144,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `karel-hf reproduce` output folder (model/checkpoint-N, reproduce_config.json)")
     parser.add_argument("--steps", default="", help="checkpoint steps, comma-separated, or all (default: the first and the last)")
+    parser.add_argument("--features", default="state",
+                        help="comma-separated: state (the layer mean, the default) and/or layer_0 .. layer_<n_layer>")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN/rotation_probe.json")
     args = parser.parse_args(argv)
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    bad = [f for f in features if f != "state" and not (f.startswith("layer_") and f[6:].isdigit())]
+    if not features or bad:
+        parser.error(f"--features: expected state and/or layer_<i>, got {args.features!r}")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -169,26 +177,34 @@ def main(argv=None) -> int:
         parser.error(f"no checkpoint for step(s) {missing} in {run / 'model'}; found {sorted(found)}")
     test_rows, probe_rows, _ = _data_rows(run / "model", preset)
     common = dict(batch_size=preset.batch_size, cache_dir=str(run / "traces"), num_prompt_pairs=prompt_pairs(test_rows),
-                  mode="teacher_forced", min_length=teacher_forced_min_length(preset, test_rows), layers=(), progress=False)
+                  mode="teacher_forced", min_length=teacher_forced_min_length(preset, test_rows),
+                  layers=tuple(sorted({int(f[6:]) for f in features if f != "state"})), progress=False)
     results = []
-    print("| step | linear d | lookup d0 | linear [state, d0] -> d | MLP [state, d0] -> d | linear r | majority r "
+    print("| step | feature | linear d | lookup d0 | linear [state, d0] -> d | MLP [state, d0] -> d | linear r | majority r "
           "| best alternative's linear r | linear r - best alternative |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for step in steps:
         path = found[step]
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+        if max(common["layers"], default=0) > model.config.num_hidden_layers:
+            parser.error(f"--features: the model has layers 0..{model.config.num_hidden_layers}")
         extra = dict(common, fingerprint_extra={"step": step})
         train = load_traces(build_trace_dataset(model, tokenizer, probe_rows, **extra))
         test = load_traces(build_trace_dataset(model, tokenizer, test_rows, **extra))
-        row = {"step": step, **score(train, test)}
-        results.append(row)
-        best = row["best_informative_alternative"]
-        print(f"| {step} | {100 * row['linear_d']:.1f} | {100 * row['lookup_d0']:.1f} | {100 * row['linear_d_d0']:.1f} "
-              f"| {100 * row['mlp_d_d0']:.1f} | {100 * row['linear_r']:.1f} | {100 * row['majority_r']:.1f} "
-              f"| {100 * row[f'linear_r_{best}']:.1f} ({best}) | {100 * row['linear_r_minus_best_alternative']:+.1f} |"
-              if best else f"| {step} | ... no informative alternative |", flush=True)
-    regressions = accuracy_regressions(run, results)
+        for feature in features:
+            row = {"step": step, "feature": feature, **score(train, test, feature)}
+            results.append(row)
+            best = row["best_informative_alternative"]
+            print(f"| {step} | {feature} | {100 * row['linear_d']:.1f} | {100 * row['lookup_d0']:.1f} "
+                  f"| {100 * row['linear_d_d0']:.1f} | {100 * row['mlp_d_d0']:.1f} | {100 * row['linear_r']:.1f} "
+                  f"| {100 * row['majority_r']:.1f} | {100 * row[f'linear_r_{best}']:.1f} ({best}) "
+                  f"| {100 * row['linear_r_minus_best_alternative']:+.1f} |"
+                  if best else f"| {step} | {feature} | ... no informative alternative |", flush=True)
+    regressions = {}  # keyed by measure, with " (layer_<i>)" after it for a single layer
+    for feature in features:
+        fits = accuracy_regressions(run, [r for r in results if r["feature"] == feature])
+        regressions.update({key if feature == "state" else f"{key} ({feature})": fit for key, fit in fits.items()})
     for key, fit in regressions.items():
         print(f"accuracy ~ {key}: R^2 {fit['r2']:.2f} over {fit['n']} checkpoints (slope {fit['slope']:.2f})")
     output = args.output or run / "rotation_probe.json"
