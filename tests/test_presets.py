@@ -44,10 +44,10 @@ def test_corpora_come_from_the_presets_and_demo_shares_the_cpu_task():
     assert {k for k in cpu if cpu[k] != demo[k]} == {"train_size", "test_size"}
 
 
-def test_the_cpu_preset_counts_program_tokens_four_times_and_the_others_once(tmp_path):
+def test_the_cpu_and_demo_presets_count_program_tokens_four_times_and_the_others_once(tmp_path):
     weights = {name: parse_train_args(["--preset", name, "--output_dir", str(tmp_path)])[1].program_loss_weight
                for name in preset_names()}
-    assert weights == {**{name: 1 for name in preset_names()}, "cpu": 4}
+    assert weights == {**{name: 1 for name in preset_names()}, "cpu": 4, "demo": 4}
     flag = parse_train_args(["--preset", "cpu", "--output_dir", str(tmp_path), "--program_loss_weight", "1"])
     assert flag[1].program_loss_weight == 1  # the paper's loss, from the flag
 
