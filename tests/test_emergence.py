@@ -17,12 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "benchmarks" / "emergence" / "specs").glob("*.json"))
 
 
-@pytest.fixture(scope="module")
-def emergence():
-    spec = importlib.util.spec_from_file_location("emergence_run", ROOT / "benchmarks" / "emergence" / "run.py")
+def _script(name: str):
+    """benchmarks/emergence/<name>.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"emergence_{name}", ROOT / "benchmarks" / "emergence" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def emergence():
+    return _script("run")
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
@@ -80,9 +85,7 @@ def test_a_finished_run_becomes_a_row(emergence, tiny_run, tmp_path, monkeypatch
 
 
 def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergence):
-    spec = importlib.util.spec_from_file_location("emergence_summary", ROOT / "benchmarks" / "emergence" / "summary.py")
-    summary = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summary)
+    summary = _script("summary")
 
     def row(seed, accuracy, gain, precision="bf16", flags=("amx_bf16", "avx512f", "avx2"), threads=1):
         g = {"value": gain, "low": gain - 0.01, "high": gain + 0.01}
@@ -117,9 +120,7 @@ def test_summary_gives_mean_and_sd_over_seeds_and_keeps_the_last_record(emergenc
 def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tmp_path, capsys):
     from karel_hf.probing.measure import load_traces, semantic_content
 
-    spec = importlib.util.spec_from_file_location("emergence_probe_study", ROOT / "benchmarks" / "emergence" / "probe_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _script("probe_study")
     out = tmp_path / "study.json"
     argv = [str(tiny_run), "--features", "state,layer_0", "--probes", "linear", "--budgets", "40,all",
             "--offsets=-1,0", "--intervention", "--conditional_intervention", "--intervention_offsets=-1", "--num_bootstrap", "20", "--output", str(out)]
@@ -196,9 +197,7 @@ def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny
     # AVX2 CPU; 10 epochs each keep the MLP's numbers apart from the linear probe's.
     monkeypatch.setitem(probes.DEFAULT_MAX_ITER, "mlp1", 10)
 
-    spec = importlib.util.spec_from_file_location("emergence_probe_study", ROOT / "benchmarks" / "emergence" / "probe_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _script("probe_study")
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     # a run trained but never evaluated (no traces/ yet) is measured too: its traces are built
@@ -309,13 +308,6 @@ def test_a_preset_is_the_spec_its_recorded_seeds_ran(emergence, preset, spec_nam
     assert ran["dataset"] == {"name": preset, **{k: v for k, v in loaded.corpus_fields.items() if k != "description"}}
 
 
-def _rotation_probe():
-    spec = importlib.util.spec_from_file_location("emergence_rotation_probe", ROOT / "benchmarks" / "emergence" / "rotation_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rotation_probe_tells_a_held_rotation_from_the_direction_and_from_alternatives():
     """States that hold the rotation r (not the direction d = d0 + r): a linear probe reads r and
     not d, an MLP given d0 reads d, swap (-r) is left out and a rotation the states do not hold is
@@ -323,7 +315,7 @@ def test_rotation_probe_tells_a_held_rotation_from_the_direction_and_from_altern
     from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     from karel_hf.probing.labels import label_column
 
-    probe = _rotation_probe()
+    probe = _script("rotation_probe")
     rng = np.random.default_rng(0)
 
     def table(n):
@@ -347,7 +339,7 @@ def test_rotation_probe_tells_a_held_rotation_from_the_direction_and_from_altern
 
 
 def test_rotation_probe_reads_a_finished_run_and_refuses_a_folder_that_is_not_one(tiny_run, tmp_path, capsys):
-    probe = _rotation_probe()
+    probe = _script("rotation_probe")
     out = tmp_path / "rotation.json"
     assert probe.main([str(tiny_run), "--output", str(out), "--features", "state,layer_1"]) == 0
     rows = json.loads(out.read_text())["rows"]
@@ -370,7 +362,7 @@ def test_rotation_probe_reads_a_finished_run_and_refuses_a_folder_that_is_not_on
 
 
 def test_rotation_probe_regresses_accuracy_on_the_rotation_reading(tmp_path):
-    probe = _rotation_probe()
+    probe = _script("rotation_probe")
     checkpoints = [{"step": s, "generation": {"accuracy": a}} for s, a in ((0, 0.1), (10, 0.3), (20, 0.5), (30, 0.2))]
     (tmp_path / "results.json").write_text(json.dumps({"checkpoints": checkpoints}))
     rows = [{"step": s, "linear_r": r, "linear_r_minus_best_alternative": m}
@@ -381,19 +373,12 @@ def test_rotation_probe_regresses_accuracy_on_the_rotation_reading(tmp_path):
     assert probe.accuracy_regressions(tmp_path / "missing", rows) == {}
 
 
-def _token_init():
-    spec = importlib.util.spec_from_file_location("emergence_token_init", ROOT / "benchmarks" / "emergence" / "token_init.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_token_init_restarts_the_cell_and_action_rows_and_nothing_else(tiny_run, tmp_path, capsys):
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    module = _token_init()
+    module = _script("token_init")
     src = tiny_run / "model" / "checkpoint-0"
     assert module.main([str(src), str(tmp_path / "a")]) == 0
     assert module.main([str(src), str(tmp_path / "b")]) == 0
