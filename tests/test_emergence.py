@@ -187,6 +187,40 @@ def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tm
     assert not (tmp_path / "x.json").exists()
 
 
+def test_probe_study_reads_the_programs_a_checkpoint_writes(tiny_run, tmp_path, capsys):
+    """--mode generated probes the checkpoint's own programs; --programs_from STEP teacher-forces
+    those programs through any checkpoint: through the same one it gives the same rows and numbers,
+    through another the same rows with that model's states (the untrained control)."""
+    study = _script("probe_study")
+    last = max(json.loads((tiny_run / "results.json").read_text())["steps"])
+    common = ["--features", "state", "--probes", "linear", "--budgets", "all", "--offsets=-1,0",
+              "--num_bootstrap", "20"]
+
+    def rows(*argv):
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.json"
+        assert study.main([str(tiny_run), *argv, *common, "--output", str(out)]) == 0
+        payload = json.loads(out.read_text())
+        return payload, {r["offset"]: r for r in payload["rows"]}
+
+    generated, own = rows("--mode", "generated", "--steps", str(last))
+    forced, same = rows("--programs_from", str(last), "--steps", str(last))
+    _, untrained = rows("--programs_from", str(last), "--steps", "0")
+    assert generated["mode"] == "generated" and forced["programs_from"] == last
+    for offset in (-1, 0):
+        assert same[offset]["num_train"] == own[offset]["num_train"] == untrained[offset]["num_train"] > 0
+        assert same[offset]["num_test"] == own[offset]["num_test"] == untrained[offset]["num_test"]
+        assert same[offset]["semantic_content"] == pytest.approx(own[offset]["semantic_content"], abs=0.02)
+        assert same[offset]["prompt_only"] == untrained[offset]["prompt_only"]  # the same rows and labels
+    assert [untrained[o]["semantic_content"] for o in (-1, 0)] != [same[o]["semantic_content"] for o in (-1, 0)]
+    capsys.readouterr()
+    for bad, message in ((["--mode", "generated", "--programs_from", str(last)], "needs --mode teacher_forced"),
+                         (["--programs_from", "999999"], "no checkpoint for step 999999")):
+        with pytest.raises(SystemExit) as err:
+            study.main([str(tiny_run), *bad, "--output", str(tmp_path / "x.json")])
+        assert err.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_probe_study_evaluation_is_the_reproductions_own_with_another_probe(tiny_run, tmp_path, capsys, monkeypatch):
     import shutil

@@ -5,7 +5,8 @@ more probe-training rows, at offsets -2..+2 (issue 17's "measuring" lever).
 training rows for the cpu preset). This script asks whether the program state is there but read
 the wrong way: for each checkpoint STEP of a `karel-hf reproduce` output folder (run.py's runs
 are), it builds the teacher-forced traces of the run's own test and probe-training specs
-with every hidden-state layer (cached in RUN/traces), then scores, for each (feature, probe,
+with every hidden-state layer (cached in RUN/traces; `--mode generated`: the programs the
+checkpoint writes itself, as the paper probes them), then scores, for each (feature, probe,
 training-row budget, offset), the v1 direction probe with its prompt-facts controls
 (`karel_hf.probing.measure.semantic_content`): the probe's accuracy, the prompt-only probe's and the
 conditional gain with its 95% bootstrap interval (`--label_set position`: the robot's cell instead
@@ -184,6 +185,26 @@ def accuracy_regressions(run: Path, rows: list[dict]) -> list[dict]:
     return found
 
 
+def written_programs(run: Path, preset, path: Path, step: int, rows, pairs: int):
+    """`rows` with each reference program replaced by the one checkpoint `path` (step `step`) writes
+    for the spec, read from its generated traces (the evaluate stage's cache, built if missing);
+    specs it wrote no scoreable program for are left out."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.probing.traces import build_trace_dataset
+    from karel_hf.reproduce import _programs_by_example
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    traces = build_trace_dataset(model, tokenizer, rows, batch_size=preset.batch_size, cache_dir=str(run / "traces"),
+                                 fingerprint_extra={"step": step}, num_prompt_pairs=pairs, progress=False)
+    ids = [int(i) for i in rows["id"]]
+    written = _programs_by_example(traces, ids)
+    keep = [j for j, i in enumerate(ids) if written[i][1] > 0]
+    rows = rows.select(keep)
+    return rows.map(lambda row: {"program": written[int(row["id"])][0]}, desc=f"programs of step {step}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `karel-hf reproduce` output folder (model/checkpoint-N, reproduce_config.json)")
@@ -196,6 +217,15 @@ def main(argv=None) -> int:
                         help="v1 (the direction in each prompt input, the protocol's probe) or one v3 task alone, "
                              "e.g. position (x and y in input 0: moves blocked by walls need the world)")
     parser.add_argument("--max_test_rows", type=int, default=None)
+    parser.add_argument("--mode", default="teacher_forced", choices=("teacher_forced", "generated"),
+                        help="the traces: the reference programs teacher-forced (default), or the programs the "
+                             "checkpoint decodes itself (the paper's setting; the layer-mean ones the evaluate "
+                             "stage cached serve)")
+    parser.add_argument("--programs_from", type=int, default=None, metavar="STEP",
+                        help="teacher-force, instead of the references, the programs checkpoint STEP wrote for the "
+                             "same specs (its generated traces), every length: e.g. --steps 0 --programs_from 16000 "
+                             "reads the untrained model's states on the trained model's programs, the control for "
+                             "--mode generated, whose untrained model writes programs the prompt already explains")
     parser.add_argument("--intervention", action="store_true", help="also original minus best alternative semantics")
     parser.add_argument("--conditional_intervention", action="store_true",
                         help="also the intervention on [state, prompt facts] (conditional_intervention)")
@@ -240,6 +270,14 @@ def main(argv=None) -> int:
     test_rows, probe_rows, _ = data
     pairs = prompt_pairs(test_rows)
     min_length = teacher_forced_min_length(preset, test_rows)
+    if args.programs_from is not None:
+        if args.mode != "teacher_forced":
+            parser.error("--programs_from teacher-forces another checkpoint's programs: it needs --mode teacher_forced")
+        if args.programs_from not in found:
+            parser.error(f"--programs_from: no checkpoint for step {args.programs_from} in {run / 'model'}; found {sorted(found)}")
+        test_rows, probe_rows = (written_programs(run, preset, found[args.programs_from], args.programs_from, rows, pairs)
+                                 for rows in (test_rows, probe_rows))
+        min_length = 1  # as the generated traces: every program, whatever its length
     budgets = parse_list(args.budgets, parse_budget)
     offsets = parse_list(args.offsets, int)
     intervention_offsets = set(parse_list(args.intervention_offsets, int))
@@ -275,7 +313,7 @@ def main(argv=None) -> int:
         if features == ["state"]:
             layers = ()  # the layer-mean state only: the traces `karel-hf reproduce` cached serve
         common = dict(batch_size=preset.batch_size, cache_dir=str(run / "traces"), fingerprint_extra={"step": step},
-                      num_prompt_pairs=pairs, mode="teacher_forced", min_length=min_length, layers=layers,
+                      num_prompt_pairs=pairs, mode=args.mode, min_length=min_length, layers=layers,
                       progress=False)
         train = load_traces(build_trace_dataset(model, tokenizer, probe_rows, **common))
         test = load_traces(build_trace_dataset(model, tokenizer, test_rows, **common))
@@ -318,7 +356,8 @@ def main(argv=None) -> int:
         print(f"accuracy ~ conditional gain, {r['feature']} {r['probe']} {r['budget'] or 'all'} rows, offset "
               f"{r['offset']:+d}: R^2 {r['r2']:.2f} over {r['n']} checkpoints (slope {r['slope']:.2f})")
     output = args.output or run / "probe_study.json"
-    payload = {"run": str(run), "argv": sys.argv[1:], "machine": machine, "test_specs": len(test_rows),
+    payload = {"run": str(run), "argv": sys.argv[1:], "machine": machine, "mode": args.mode,
+               "programs_from": args.programs_from, "test_specs": len(test_rows),
                "probe_train_specs": len(probe_rows), "teacher_forced_min_length": min_length, "rows": results,
                "regressions": regressions}
     write_json(output, payload)
