@@ -212,13 +212,41 @@ def test_probe_study_reads_the_programs_a_checkpoint_writes(tiny_run, tmp_path, 
         assert same[offset]["semantic_content"] == pytest.approx(own[offset]["semantic_content"], abs=0.02)
         assert same[offset]["prompt_only"] == untrained[offset]["prompt_only"]  # the same rows and labels
     assert [untrained[o]["semantic_content"] for o in (-1, 0)] != [same[o]["semantic_content"] for o in (-1, 0)]
+    # --given_previous: the facts also hold the true label one offset earlier; the same rows, a
+    # facts-only probe that knows more (at 0 it knows the state before the action: most of the label)
+    given, previous = rows("--mode", "generated", "--steps", str(last), "--given_previous")
+    assert all(r["given_previous"] for r in given["rows"]) and not any(r["given_previous"] for r in generated["rows"])
+    assert previous[0]["num_train"] == own[0]["num_train"] and previous[0]["num_test"] == own[0]["num_test"]
     capsys.readouterr()
     for bad, message in ((["--mode", "generated", "--programs_from", str(last)], "needs --mode teacher_forced"),
-                         (["--programs_from", "999999"], "no checkpoint for step 999999")):
+                         (["--programs_from", "999999"], "no checkpoint for step 999999"),
+                         (["--given_previous", "--intervention"], "--given_previous takes")):
         with pytest.raises(SystemExit) as err:
             study.main([str(tiny_run), *bad, "--output", str(tmp_path / "x.json")])
         assert err.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_given_previous_puts_the_earlier_state_among_the_facts():
+    """A label at +1 that the true label at 0 fixes: the prompt facts alone read it at chance, the
+    facts with the earlier state (`with_previous`) read all of it, and the state adds nothing."""
+    from karel_hf.probing.measure import semantic_content
+
+    study = _script("probe_study")
+    rng = np.random.default_rng(0)
+    n = 800
+    current = rng.integers(0, 4, n)
+    table = {"example_id": np.arange(n), "step": np.ones(n, dtype=np.int64), "num_actions": np.full(n, 3),
+             "state": rng.normal(size=(n, 8)).astype(np.float32), "code_state": rng.normal(size=(n, 8)).astype(np.float32),
+             "direction_0_initial": rng.integers(0, 4, n), "direction_0_output": rng.integers(0, 4, n),
+             "direction_0": current, "direction_0_next1": (current + 1) % 4}
+    train, test = ({k: v[:600] for k, v in table.items()}, {k: v[600:] for k, v in table.items()})
+    options = dict(offset=1, controls=("prompt_only", "conditional_gain"), num_prompt_pairs=1, num_bootstrap=20)
+    plain = semantic_content(train, test, **options)
+    given = semantic_content(study.with_previous(train, 1, 1), study.with_previous(test, 1, 1), **options)
+    assert plain["controls"]["prompt_only"] < 0.45
+    assert given["controls"]["prompt_only"] == pytest.approx(1.0)
+    assert given["conditional_gain"]["value"] == pytest.approx(0.0, abs=0.02)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -185,6 +185,24 @@ def accuracy_regressions(run: Path, rows: list[dict]) -> list[dict]:
     return found
 
 
+def with_previous(table: dict, offset: int, pairs: int) -> dict:
+    """`table` (load_traces columns) whose initial direction of each v1 label also carries the true
+    direction at `offset - 1` (initial * 4 + previous; -1 where either is undefined), so that the
+    prompt facts, the joint one-hot of (initial, output, k, n), hold the earlier state too.
+
+    >>> t = {"direction_0_initial": np.array([1, 2, -1]), "direction_0": np.array([3, -1, 0])}
+    >>> with_previous(t, 1, 1)["direction_0_initial"].tolist()
+    [7, -1, -1]
+    """
+    from karel_hf.probing.labels import INITIAL, label_column, v1_labels
+
+    out = dict(table)
+    for label in v1_labels(pairs):
+        initial, previous = np.asarray(table[label_column(label, INITIAL)]), np.asarray(table[label_column(label, offset - 1)])
+        out[label_column(label, INITIAL)] = np.where((initial >= 0) & (previous >= 0), initial * 4 + previous, -1)
+    return out
+
+
 def written_programs(run: Path, preset, path: Path, step: int, rows, pairs: int):
     """`rows` with each reference program replaced by the one checkpoint `path` (step `step`) writes
     for the spec, read from its generated traces (the evaluate stage's cache, built if missing);
@@ -226,6 +244,10 @@ def main(argv=None) -> int:
                              "same specs (its generated traces), every length: e.g. --steps 0 --programs_from 16000 "
                              "reads the untrained model's states on the trained model's programs, the control for "
                              "--mode generated, whose untrained model writes programs the prompt already explains")
+    parser.add_argument("--given_previous", action="store_true",
+                        help="the prompt facts also hold the true label one offset earlier (at +1: the true "
+                             "state after the coming action): is the later state in the model's state, or only "
+                             "derived by the probe from the earlier one (the paper's check, as a conditional gain)")
     parser.add_argument("--intervention", action="store_true", help="also original minus best alternative semantics")
     parser.add_argument("--conditional_intervention", action="store_true",
                         help="also the intervention on [state, prompt facts] (conditional_intervention)")
@@ -281,6 +303,9 @@ def main(argv=None) -> int:
     budgets = parse_list(args.budgets, parse_budget)
     offsets = parse_list(args.offsets, int)
     intervention_offsets = set(parse_list(args.intervention_offsets, int))
+    if args.given_previous and (args.label_set != "v1" or args.intervention or args.conditional_intervention
+                                or min(parse_list(args.offsets, int) or [0]) < -1):
+        parser.error("--given_previous takes --label_set v1, offsets from -1 and no intervention")
     if (args.intervention or args.conditional_intervention) and args.label_set != "v1":
         parser.error("--intervention needs --label_set v1 (alternative semantics relabel the directions only)")
     if not set(offsets) <= set(OFFSETS) or any(b is not None and b < 1 for b in budgets):
@@ -324,9 +349,12 @@ def main(argv=None) -> int:
                         options = dict(label_set=args.label_set, probe=probe, feature=feature, max_train_rows=budget,
                                        max_test_rows=args.max_test_rows, num_bootstrap=args.num_bootstrap,
                                        num_prompt_pairs=pairs)
-                        scored = semantic_content(train, test, offset, controls=("prompt_only", "conditional_gain"),
+                        tables = ((with_previous(train, offset, pairs), with_previous(test, offset, pairs))
+                                  if args.given_previous else (train, test))
+                        scored = semantic_content(*tables, offset, controls=("prompt_only", "conditional_gain"),
                                                   **options)
                         row = {"step": step, "label_set": args.label_set, "feature": feature, "probe": probe, "budget": budget, "offset": offset,
+                               "given_previous": args.given_previous,
                                "semantic_content": scored["semantic_content"],
                                "prompt_only": scored["controls"]["prompt_only"],
                                "conditional_gain": scored["conditional_gain"], "num_train": scored["num_train"],
