@@ -414,9 +414,20 @@ def test_rotation_probe_reads_a_finished_run_and_refuses_a_folder_that_is_not_on
     assert any(a["linear_r"] != b["linear_r"] or a["linear_d"] != b["linear_d"] for a, b in zip(rows[::2], rows[1::2]))
     assert "| step | feature | linear d |" in capsys.readouterr().out
     assert json.loads(out.read_text())["regressions"] == {}  # two checkpoints: no line to fit
+    # the checkpoint's own programs, and the same programs teacher-forced: the same rows and readings
+    last = str(rows[-1]["step"])
+    own, forced = tmp_path / "own.json", tmp_path / "forced.json"
+    assert probe.main([str(tiny_run), "--steps", last, "--mode", "generated", "--output", str(own)]) == 0
+    assert probe.main([str(tiny_run), "--steps", last, "--programs_from", last, "--output", str(forced)]) == 0
+    (a,), (b,) = (json.loads(p.read_text())["rows"] for p in (own, forced))
+    assert json.loads(own.read_text())["mode"] == "generated" and json.loads(forced.read_text())["programs_from"] == int(last)
+    assert (a["num_train"], a["num_test"], a["majority_r"]) == (b["num_train"], b["num_test"], b["majority_r"])
+    assert a["linear_r"] == pytest.approx(b["linear_r"], abs=0.02)
     for argv, message in (([str(tmp_path)], "is not a reproduction folder"),
                           ([str(tiny_run), "--features", "layer_x"], "--features: expected state and/or layer_<i>"),
-                          ([str(tiny_run), "--features", "layer_99"], "--features: the model has layers 0..")):
+                          ([str(tiny_run), "--features", "layer_99"], "--features: the model has layers 0.."),
+                          ([str(tiny_run), "--mode", "generated", "--programs_from", "0"], "needs --mode teacher_forced"),
+                          ([str(tiny_run), "--programs_from", "999999"], "no checkpoint for step 999999")):
         with pytest.raises(SystemExit) as exit_info:
             probe.main(argv)
         assert exit_info.value.code == 2

@@ -20,6 +20,11 @@ scikit-learn's LogisticRegression, or an MLP with one hidden layer of 256); ever
 
     python benchmarks/emergence/rotation_probe.py RUNS/p2l6-cpu-plw4-lr05-16k-s0-bf16 --steps 0,16000
     python benchmarks/emergence/rotation_probe.py RUN --steps 16000 --features state,layer_1,layer_2,layer_3,layer_4
+    python benchmarks/emergence/rotation_probe.py RUN --steps 16000 --features layer_4 --mode generated
+    python benchmarks/emergence/rotation_probe.py RUN --steps 0 --features layer_4 --programs_from 16000
+
+`--mode generated` reads the programs the checkpoint writes itself; `--programs_from STEP` the
+programs checkpoint STEP wrote, teacher-forced (probe_study.py's options).
 
 Writes RUN/rotation_probe.json (or --output) and prints a markdown table; over >= 3 checkpoints of
 a run with the analyse stage's results.json, also R^2 of generation accuracy on `linear_r` and on
@@ -59,7 +64,14 @@ def rows(table: dict, column: str = OFFSET_COLUMN, feature: str = "state") -> tu
 
 
 def fit_score(kind: str, x, y, x_test, y_test) -> float:
-    """Test accuracy of a linear or one-hidden-layer MLP probe fitted on (x, y)."""
+    """Test accuracy of a linear or one-hidden-layer MLP probe fitted on (x, y); with one class in
+    `y` (e.g. programs without a turn) the probe can only answer it.
+
+    >>> fit_score("linear", np.zeros((3, 2)), np.array([1, 1, 1]), np.zeros((2, 2)), np.array([1, 0]))
+    0.5
+    """
+    if len(np.unique(y)) < 2:
+        return float(np.mean(np.asarray(y_test) == y[0]))
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -140,14 +152,31 @@ def accuracy_regressions(run: Path, rows: list[dict]) -> dict:
             for key in ("linear_r", "linear_r_minus_best_alternative")}
 
 
+def _probe_study():
+    """benchmarks/emergence/probe_study.py, imported as a module (its `written_programs`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("emergence_probe_study", HERE / "probe_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a `karel-hf reproduce` output folder (model/checkpoint-N, reproduce_config.json)")
     parser.add_argument("--steps", default="", help="checkpoint steps, comma-separated, or all (default: the first and the last)")
     parser.add_argument("--features", default="state",
                         help="comma-separated: state (the layer mean, the default) and/or layer_0 .. layer_<n_layer>")
+    parser.add_argument("--mode", default="teacher_forced", choices=("teacher_forced", "generated"),
+                        help="the reference programs teacher-forced (default) or the checkpoint's own (probe_study.py's)")
+    parser.add_argument("--programs_from", type=int, default=None, metavar="STEP",
+                        help="teacher-force the programs checkpoint STEP wrote (probe_study.py's; with --steps 0: "
+                             "the untrained control for --mode generated)")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN/rotation_probe.json")
     args = parser.parse_args(argv)
+    if args.programs_from is not None and args.mode != "teacher_forced":
+        parser.error("--programs_from teacher-forces another checkpoint's programs: it needs --mode teacher_forced")
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     bad = [f for f in features if f != "state" and not (f.startswith("layer_") and f[6:].isdigit())]
     if not features or bad:
@@ -176,8 +205,17 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"no checkpoint for step(s) {missing} in {run / 'model'}; found {sorted(found)}")
     test_rows, probe_rows, _ = _data_rows(run / "model", preset)
+    min_length = teacher_forced_min_length(preset, test_rows)
+    if args.programs_from is not None:
+        if args.programs_from not in found:
+            parser.error(f"--programs_from: no checkpoint for step {args.programs_from} in {run / 'model'}; found {sorted(found)}")
+        written = _probe_study().written_programs
+        pairs = prompt_pairs(test_rows)
+        test_rows, probe_rows = (written(run, preset, found[args.programs_from], args.programs_from, rows, pairs)
+                                 for rows in (test_rows, probe_rows))
+        min_length = 1  # every program, as the generated traces
     common = dict(batch_size=preset.batch_size, cache_dir=str(run / "traces"), num_prompt_pairs=prompt_pairs(test_rows),
-                  mode="teacher_forced", min_length=teacher_forced_min_length(preset, test_rows),
+                  mode=args.mode, min_length=min_length,
                   layers=tuple(sorted({int(f[6:]) for f in features if f != "state"})), progress=False)
     results = []
     print("| step | feature | linear d | lookup d0 | linear [state, d0] -> d | MLP [state, d0] -> d | linear r | majority r "
@@ -208,7 +246,8 @@ def main(argv=None) -> int:
     for key, fit in regressions.items():
         print(f"accuracy ~ {key}: R^2 {fit['r2']:.2f} over {fit['n']} checkpoints (slope {fit['slope']:.2f})")
     output = args.output or run / "rotation_probe.json"
-    output.write_text(json.dumps({"run": str(run), "argv": sys.argv[1:] if argv is None else list(argv), "rows": results,
+    output.write_text(json.dumps({"run": str(run), "argv": sys.argv[1:] if argv is None else list(argv),
+                                  "mode": args.mode, "programs_from": args.programs_from, "rows": results,
                                   "regressions": regressions}, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {output}")
     return 0
