@@ -203,24 +203,31 @@ def with_previous(table: dict, offset: int, pairs: int) -> dict:
     return out
 
 
-def written_programs(run: Path, preset, path: Path, step: int, rows, pairs: int):
-    """`rows` with each reference program replaced by the one checkpoint `path` (step `step`) writes
-    for the spec, read from its generated traces (the evaluate stage's cache, built if missing);
-    specs it wrote no scoreable program for are left out."""
+def written_programs(run: Path, preset, found: dict, step: int, row_sets, pairs: int, mode: str = "teacher_forced"):
+    """Each of `row_sets` with every reference program replaced by the one checkpoint `step` (of
+    `found`, step -> path) writes for the spec, read from its generated traces (the evaluate stage's
+    cache, built if missing); specs it wrote no scoreable program for are left out. A ValueError
+    (one line) for a step with no checkpoint or a `mode` other than teacher_forced."""
+    if mode != "teacher_forced":
+        raise ValueError("--programs_from teacher-forces another checkpoint's programs: it needs --mode teacher_forced")
+    if step not in found:
+        raise ValueError(f"--programs_from: no checkpoint for step {step} in {run / 'model'}; found {sorted(found)}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.probing.traces import build_trace_dataset
     from karel_hf.reproduce import _programs_by_example
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    traces = build_trace_dataset(model, tokenizer, rows, batch_size=preset.batch_size, cache_dir=str(run / "traces"),
-                                 fingerprint_extra={"step": step}, num_prompt_pairs=pairs, progress=False)
-    ids = [int(i) for i in rows["id"]]
-    written = _programs_by_example(traces, ids)
-    keep = [j for j, i in enumerate(ids) if written[i][1] > 0]
-    rows = rows.select(keep)
-    return rows.map(lambda row: {"program": written[int(row["id"])][0]}, desc=f"programs of step {step}")
+    model = AutoModelForCausalLM.from_pretrained(str(found[step]), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(found[step]))
+    out = []
+    for rows in row_sets:
+        traces = build_trace_dataset(model, tokenizer, rows, batch_size=preset.batch_size, cache_dir=str(run / "traces"),
+                                     fingerprint_extra={"step": step}, num_prompt_pairs=pairs, progress=False)
+        ids = [int(i) for i in rows["id"]]
+        written = _programs_by_example(traces, ids)
+        kept = rows.select([j for j, i in enumerate(ids) if written[i][1] > 0])
+        out.append(kept.map(lambda row: {"program": written[int(row["id"])][0]}, desc=f"programs of step {step}"))
+    return tuple(out)
 
 
 def main(argv=None) -> int:
@@ -293,18 +300,17 @@ def main(argv=None) -> int:
     pairs = prompt_pairs(test_rows)
     min_length = teacher_forced_min_length(preset, test_rows)
     if args.programs_from is not None:
-        if args.mode != "teacher_forced":
-            parser.error("--programs_from teacher-forces another checkpoint's programs: it needs --mode teacher_forced")
-        if args.programs_from not in found:
-            parser.error(f"--programs_from: no checkpoint for step {args.programs_from} in {run / 'model'}; found {sorted(found)}")
-        test_rows, probe_rows = (written_programs(run, preset, found[args.programs_from], args.programs_from, rows, pairs)
-                                 for rows in (test_rows, probe_rows))
+        try:
+            test_rows, probe_rows = written_programs(run, preset, found, args.programs_from, (test_rows, probe_rows),
+                                                     pairs, args.mode)
+        except ValueError as err:
+            parser.error(str(err))
         min_length = 1  # as the generated traces: every program, whatever its length
     budgets = parse_list(args.budgets, parse_budget)
     offsets = parse_list(args.offsets, int)
     intervention_offsets = set(parse_list(args.intervention_offsets, int))
     if args.given_previous and (args.label_set != "v1" or args.intervention or args.conditional_intervention
-                                or min(parse_list(args.offsets, int) or [0]) < -1):
+                                or min(offsets, default=0) < -1):
         parser.error("--given_previous takes --label_set v1, offsets from -1 and no intervention")
     if (args.intervention or args.conditional_intervention) and args.label_set != "v1":
         parser.error("--intervention needs --label_set v1 (alternative semantics relabel the directions only)")
@@ -342,6 +348,8 @@ def main(argv=None) -> int:
                       progress=False)
         train = load_traces(build_trace_dataset(model, tokenizer, probe_rows, **common))
         test = load_traces(build_trace_dataset(model, tokenizer, test_rows, **common))
+        tables = {offset: (with_previous(train, offset, pairs), with_previous(test, offset, pairs))
+                  if args.given_previous else (train, test) for offset in offsets}
         for feature in features:
             for probe in parse_list(args.probes):
                 for budget in budgets:
@@ -349,9 +357,7 @@ def main(argv=None) -> int:
                         options = dict(label_set=args.label_set, probe=probe, feature=feature, max_train_rows=budget,
                                        max_test_rows=args.max_test_rows, num_bootstrap=args.num_bootstrap,
                                        num_prompt_pairs=pairs)
-                        tables = ((with_previous(train, offset, pairs), with_previous(test, offset, pairs))
-                                  if args.given_previous else (train, test))
-                        scored = semantic_content(*tables, offset, controls=("prompt_only", "conditional_gain"),
+                        scored = semantic_content(*tables[offset], offset, controls=("prompt_only", "conditional_gain"),
                                                   **options)
                         row = {"step": step, "label_set": args.label_set, "feature": feature, "probe": probe, "budget": budget, "offset": offset,
                                "given_previous": args.given_previous,

@@ -175,8 +175,6 @@ def main(argv=None) -> int:
                              "the untrained control for --mode generated)")
     parser.add_argument("--output", type=Path, default=None, help="default: RUN/rotation_probe.json")
     args = parser.parse_args(argv)
-    if args.programs_from is not None and args.mode != "teacher_forced":
-        parser.error("--programs_from teacher-forces another checkpoint's programs: it needs --mode teacher_forced")
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     bad = [f for f in features if f != "state" and not (f.startswith("layer_") and f[6:].isdigit())]
     if not features or bad:
@@ -207,12 +205,11 @@ def main(argv=None) -> int:
     test_rows, probe_rows, _ = _data_rows(run / "model", preset)
     min_length = teacher_forced_min_length(preset, test_rows)
     if args.programs_from is not None:
-        if args.programs_from not in found:
-            parser.error(f"--programs_from: no checkpoint for step {args.programs_from} in {run / 'model'}; found {sorted(found)}")
-        written = _probe_study().written_programs
-        pairs = prompt_pairs(test_rows)
-        test_rows, probe_rows = (written(run, preset, found[args.programs_from], args.programs_from, rows, pairs)
-                                 for rows in (test_rows, probe_rows))
+        try:
+            test_rows, probe_rows = _probe_study().written_programs(run, preset, found, args.programs_from,
+                                                                    (test_rows, probe_rows), prompt_pairs(test_rows), args.mode)
+        except ValueError as err:
+            parser.error(str(err))
         min_length = 1  # every program, as the generated traces
     common = dict(batch_size=preset.batch_size, cache_dir=str(run / "traces"), num_prompt_pairs=prompt_pairs(test_rows),
                   mode=args.mode, min_length=min_length,
