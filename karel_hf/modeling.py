@@ -37,6 +37,9 @@ from karel_hf.presets import MODEL_SHAPE, PresetError, load_preset, preset_names
 from karel_hf.utils import apply_config_overrides
 
 EAGER = "eager"
+# GPT-2's own activation, and the preset default: the tanh approximation of GELU written as
+# elementwise ops. "gelu_pytorch_tanh" is the same function as one fused kernel (a preset may choose it).
+DEFAULT_ACTIVATION = "gelu_new"
 POSITION_INITS = ("normal", "sinusoidal", "grid")
 # Grid start: weight of the sinusoidal code in the last quarter of a grid cell's position vector.
 GRID_SINUSOIDAL_WEIGHT = 0.7
@@ -48,12 +51,20 @@ SINUSOIDAL_POSITION_SCALE = 0.03
 
 @dataclass(frozen=True)
 class ModelPreset:
-    """The GPT-2 shape of a preset (its `model` section)."""
+    """The GPT-2 of a preset (its `model` section): the shape, and the activation (GPT-2's own unless the
+    section names another of transformers' activations)."""
 
     n_layer: int
     n_embd: int
     n_head: int
     n_positions: int
+    activation_function: str = DEFAULT_ACTIVATION
+
+    @classmethod
+    def from_section(cls, model: dict) -> ModelPreset:
+        """From a preset's model section (already checked by karel_hf.presets)."""
+        return cls(**{k: model[k] for k in MODEL_SHAPE},
+                   activation_function=model.get("activation_function", DEFAULT_ACTIVATION))
 
     @classmethod
     def of(cls, preset: str) -> ModelPreset:
@@ -69,12 +80,12 @@ class ModelPreset:
             raise ValueError(f"model preset {preset!r}: {err}") from None
         if not model:
             raise ValueError(f"model preset {preset!r} has no model section; {expected}")
-        return cls(**{k: model[k] for k in MODEL_SHAPE})
+        return cls.from_section(model)
 
 
 # Every preset's shape, smallest run first (karel_hf.presets.preset_names).
 MODEL_PRESETS: dict[str, ModelPreset] = {
-    name: ModelPreset(**{k: load_preset(name).model[k] for k in MODEL_SHAPE}) for name in preset_names()
+    name: ModelPreset.from_section(load_preset(name).model) for name in preset_names()
 }
 
 
@@ -108,6 +119,7 @@ def model_config(preset: str, tokenizer, *, config_overrides: str | None = None,
         "n_embd": shape.n_embd,
         "n_head": shape.n_head,
         "n_positions": shape.n_positions,
+        "activation_function": shape.activation_function,
         "vocab_size": len(tokenizer),
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,

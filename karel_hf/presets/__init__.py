@@ -32,7 +32,7 @@ from karel_hf.utils import format_overrides
 PRESET_DIR = Path(__file__).resolve().parent
 SECTIONS = ("model", "dataset", "training", "reproduce")
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "n_positions")
-MODEL_KEYS = (*MODEL_SHAPE, "position_init")
+MODEL_KEYS = (*MODEL_SHAPE, "position_init", "activation_function")
 # `karel-hf train` flags that the model and dataset sections set; a training section may not repeat them.
 SECTION_FLAGS = {"model_preset": "model", "position_init": "model", "dataset_config": "dataset",
                  "dataset_overrides": "dataset"}
@@ -157,12 +157,23 @@ def _check_sections(preset: Preset) -> None:
         bad = [k for k in MODEL_SHAPE if isinstance(preset.model[k], bool) or not isinstance(preset.model[k], int)]
         if bad:
             raise PresetError(f"{where}: model {', '.join(bad)} must be integers")
+        activation = preset.model.get("activation_function", "gelu_new")
+        if not isinstance(activation, str) or activation not in _activations():
+            raise PresetError(f"{where}: model activation_function {activation!r} is not one of transformers' "
+                              f"activations ({', '.join(_activations())})")
     if preset.dataset and not isinstance(preset.corpus, str):
         raise PresetError(f"{where}: the dataset section needs `name`, the corpus (dataset config) to train on")
     owned = [k for k in preset.training if k in SECTION_FLAGS]
     if owned:
         raise PresetError(f"{where}: training sets {owned}; set them in the "
                           f"{' and '.join(sorted({SECTION_FLAGS[k] for k in owned}))} section instead")
+
+
+@lru_cache(maxsize=1)
+def _activations() -> tuple[str, ...]:
+    from transformers.activations import ACT2FN
+
+    return tuple(sorted(ACT2FN))
 
 
 @lru_cache(maxsize=1)
