@@ -13,10 +13,15 @@ bf16/fp32. bf16 autocast pays off on CPUs with AMX (or AVX512-BF16); on AVX2-onl
 slower than fp32 (the output says which the CPU has). With --program_loss_weight W (not 1) a third
 path, `weighted`, is the Trainer with the weighted program loss (karel_hf.training.loss, as
 `karel-hf train --program_loss_weight W` trains), and weighted/Trainer says what the weight costs.
+With --activations A,B,... the paths are instead the Trainer with each GPT-2 `activation_function`
+(the model preset's shape, that activation), and each is reported over the first (the baseline):
+the demo preset's fused GELU (`gelu_pytorch_tanh`) against GPT-2's own `gelu_new`, for instance.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py --precisions fp32 --program_loss_weight 4 --rounds 3
+    python benchmarks/bench_train.py --model_preset demo --block_size 96 --precisions fp32 --rounds 3 \
+        --steps 100 --warmup 5 --activations gelu_new,gelu_pytorch_tanh
 """
 
 from __future__ import annotations
@@ -42,16 +47,16 @@ def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int
     return data.select(range(blocks_needed))
 
 
-def _model(args, tokenizer):
+def _model(args, tokenizer, activation: str | None = None):
     from transformers import set_seed
 
     from karel_hf.modeling import build_model
 
     set_seed(args.seed)
-    return build_model(args.model_preset, tokenizer)
+    return build_model(args.model_preset, tokenizer, **({"activation_function": activation} if activation else {}))
 
 
-def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1) -> float:
+def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, activation: str | None = None) -> float:
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from karel_hf.training import CausalLMCollator, KarelTrainingArguments
@@ -71,7 +76,7 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1) -> float:
             logging_steps=10**9, disable_tqdm=True, dataloader_pin_memory=False, seed=args.seed,
             save_initial_checkpoint=False,
         )
-        trainer = Trainer(model=_model(args, tokenizer), args=targs, train_dataset=data,
+        trainer = Trainer(model=_model(args, tokenizer, activation), args=targs, train_dataset=data,
                           data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()],
                           compute_loss_func=compute_loss_func(weight, tokenizer))
         trainer.remove_callback(PrinterCallback)
@@ -124,10 +129,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--program_loss_weight", type=float, default=1,
                         help="also time the Trainer with this program-token weight (path `weighted`)")
+    parser.add_argument("--activations", default=None,
+                        help="time the Trainer with each of these GPT-2 activation_function values instead "
+                             "(comma-separated; ratios over the first)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1 (the clock starts at the end of a step)")
+    activations = args.activations.split(",") if args.activations else []
+    if activations:
+        from transformers.activations import ACT2FN
+
+        unknown = [a for a in activations if a not in ACT2FN]
+        if unknown or len(activations) < 2:
+            parser.error(f"--activations: two or more of {', '.join(sorted(ACT2FN))}"
+                         f"{f' (unknown: {unknown})' if unknown else ''}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -139,13 +155,19 @@ def main(argv=None) -> dict:
     tokenizer = build_tokenizer()
     data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size)
     precisions = args.precisions.split(",")
-    paths = ("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
+    if activations:
+        paths = tuple(f"trainer:{a}" for a in activations)
+    else:
+        paths = ("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
     runs = {(path, p): [] for p in precisions for path in paths}
     for r in range(args.rounds):
         for p in precisions:
             for path in (paths if r % 2 == 0 else paths[::-1]):
                 if path == "loop":
                     runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
+                elif path.startswith("trainer:"):
+                    activation = path.split(":", 1)[1]
+                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", activation=activation))
                 else:
                     weight = args.program_loss_weight if path == "weighted" else 1
                     runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", weight))
@@ -156,21 +178,31 @@ def main(argv=None) -> dict:
         "model_preset": args.model_preset, "batch": f"{args.batch_size} x {args.block_size}", "steps": args.steps,
         "rounds": args.rounds, "threads": torch.get_num_threads(), "cpu": cpu,
         "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
-        "trainer_over_loop": {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions},
     }
+    if "loop" in paths:
+        result["trainer_over_loop"] = {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions}
+    if activations:
+        base = paths[0]
+        result["over_first_activation"] = {
+            p: {path.split(":", 1)[1]: round(median[(path, p)] / median[(base, p)], 3) for path in paths[1:]}
+            for p in precisions}
     if "weighted" in paths:
         result["program_loss_weight"] = args.program_loss_weight
         result["weighted_over_trainer"] = {p: round(median[("weighted", p)] / median[("trainer", p)], 3)
                                            for p in precisions}
     if "fp32" in precisions and "bf16" in precisions:
         result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
-                                    for path in ("trainer", "loop")}
+                                    for path in paths if path != "weighted"}
     print(f"model {args.model_preset}, batch {result['batch']} tokens, {args.steps} timed steps, "
           f"{result['threads']} thread(s), CPU {cpu}")
-    print(f"{'path':<10}" + "".join(f"{p + ' tok/s':>14}" for p in precisions))
+    width = max(10, *(len(path) + 2 for path in paths))
+    print(f"{'path':<{width}}" + "".join(f"{p + ' tok/s':>14}" for p in precisions))
     for path in paths:
-        print(f"{path:<10}" + "".join(f"{median[(path, p)]:>14.0f}" for p in precisions))
-    print("Trainer / loop: " + ", ".join(f"{p} {v:.3f}" for p, v in result["trainer_over_loop"].items()))
+        print(f"{path:<{width}}" + "".join(f"{median[(path, p)]:>14.0f}" for p in precisions))
+    if "trainer_over_loop" in result:
+        print("Trainer / loop: " + ", ".join(f"{p} {v:.3f}" for p, v in result["trainer_over_loop"].items()))
+    for p, ratios in result.get("over_first_activation", {}).items():
+        print(f"{p}, over {activations[0]}: " + ", ".join(f"{a} {v:.3f}" for a, v in ratios.items()))
     if "weighted_over_trainer" in result:
         print(f"weighted (W = {args.program_loss_weight:g}) / Trainer: "
               + ", ".join(f"{p} {v:.3f}" for p, v in result["weighted_over_trainer"].items()))

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.activations import ACT2FN
 
 from karel_hf.presets import MODEL_SHAPE, PresetError, load_preset, preset_names
 from karel_hf.utils import apply_config_overrides
@@ -61,10 +62,14 @@ class ModelPreset:
     activation_function: str = DEFAULT_ACTIVATION
 
     @classmethod
-    def from_section(cls, model: dict) -> ModelPreset:
-        """From a preset's model section (already checked by karel_hf.presets)."""
-        return cls(**{k: model[k] for k in MODEL_SHAPE},
-                   activation_function=model.get("activation_function", DEFAULT_ACTIVATION))
+    def from_section(cls, model: dict, source: str = "") -> ModelPreset:
+        """From a preset's model section (its keys and types checked by karel_hf.presets); an activation
+        transformers does not know raises `PresetError` naming it and `source`."""
+        activation = model.get("activation_function", DEFAULT_ACTIVATION)
+        if activation not in ACT2FN:
+            raise PresetError(f"preset {source}: model activation_function {activation!r} is not one of "
+                              f"transformers' activations ({', '.join(sorted(ACT2FN))})")
+        return cls(**{k: model[k] for k in MODEL_SHAPE}, activation_function=activation)
 
     @classmethod
     def of(cls, preset: str) -> ModelPreset:
@@ -80,12 +85,12 @@ class ModelPreset:
             raise ValueError(f"model preset {preset!r}: {err}") from None
         if not model:
             raise ValueError(f"model preset {preset!r} has no model section; {expected}")
-        return cls.from_section(model)
+        return cls.from_section(model, preset)
 
 
 # Every preset's shape, smallest run first (karel_hf.presets.preset_names).
 MODEL_PRESETS: dict[str, ModelPreset] = {
-    name: ModelPreset.from_section(load_preset(name).model) for name in preset_names()
+    name: ModelPreset.from_section(load_preset(name).model, name) for name in preset_names()
 }
 
 

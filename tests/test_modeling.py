@@ -136,3 +136,31 @@ def test_grid_position_init(tokenizer, tmp_path):
     assert torch.equal(AutoModelForCausalLM.from_pretrained(tmp_path).transformer.wpe.weight, table)
     with pytest.raises(ValueError, match="layout"):
         build_model("cpu", tokenizer, position_init="grid")
+
+
+def test_the_fused_gelu_is_gpt2s_gelu(tokenizer, tmp_path):
+    """`gelu_pytorch_tanh` (the demo preset's) computes the function GPT-2's `gelu_new` computes: the same
+    weights give the same logits and gradients up to float rounding, and the checkpoint loads as a stock
+    GPT-2 that keeps its activation."""
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(0)
+    fused = build_model("demo", tokenizer, position_init="normal")
+    assert fused.config.activation_function == "gelu_pytorch_tanh"
+    plain = build_model("demo", tokenizer, position_init="normal", activation_function="gelu_new")
+    plain.load_state_dict(fused.state_dict())
+    ids = tokenizer(["Examples:\n\nInput0\n"] * 3, return_tensors="pt")["input_ids"]
+    outputs = [model(input_ids=ids, labels=ids) for model in (fused, plain)]
+    assert torch.allclose(outputs[0].logits, outputs[1].logits, atol=1e-5)
+    for out in outputs:
+        out.loss.backward()
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    x = torch.linspace(-6, 6, 1001)
+    act = fused.transformer.h[0].mlp.act
+    assert torch.allclose(act(x), plain.transformer.h[0].mlp.act(x), atol=1e-6)
+    exact = build_model("demo", tokenizer, position_init="normal", activation_function="gelu").transformer.h[0].mlp.act
+    assert (act(x) - exact(x)).abs().max() > 1e-4  # the tanh form, not the erf one: the check can tell them apart
+    fused.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "GPT2LMHeadModel" and loaded.config.activation_function == "gelu_pytorch_tanh"

@@ -52,6 +52,42 @@ def test_the_cpu_and_demo_presets_count_program_tokens_four_times_and_the_others
     assert flag[1].program_loss_weight == 1  # the paper's loss, from the flag
 
 
+def test_the_demo_preset_computes_gpt2s_gelu_as_one_kernel_and_the_others_as_gpt2_does(tmp_path):
+    from karel_hf.modeling import model_config
+    from karel_hf.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    activation = {name: model_config(name, tokenizer).activation_function for name in preset_names()}
+    assert activation == {name: "gelu_pytorch_tanh" if name == "demo" else "gelu_new" for name in preset_names()}
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, activation_function: relu}\n")
+    assert model_config(str(mine), tokenizer).activation_function == "relu"
+    # a flag still wins over the file
+    assert model_config(str(mine), tokenizer, config_overrides="activation_function=gelu_new").activation_function \
+        == "gelu_new"
+
+
+def test_an_activation_transformers_does_not_know_is_one_line_naming_it(tmp_path):
+    from karel_hf.modeling import ModelPreset
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, activation_function: gelu_fancy}\n")
+    message = r"model activation_function 'gelu_fancy' is not one of transformers' activations \(gelu, "
+    with pytest.raises(PresetError, match=message):
+        ModelPreset.of(str(mine))
+    with pytest.raises(TrainArgumentError, match=message) as err:
+        parse_train_args(["--preset", str(mine), "--output_dir", str(tmp_path)])
+    assert "\n" not in str(err.value)
+
+
+def test_reading_the_presets_does_not_import_torch():
+    """`karel-hf --help` reads every preset: it must stay fast (no torch, no transformers models)."""
+    code = "import sys; from karel_hf.presets import load_preset, preset_names; [load_preset(n) for n in preset_names()]; " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_a_preset_file_of_your_own(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text(
@@ -96,6 +132,8 @@ def test_a_preset_file_of_your_own(tmp_path):
         ("model: {n_layer: 2}\n", r"missing: \['n_embd', 'n_head', 'n_positions'\]"),
         ("dataset: {train_size: 5}\n", "needs `name`"),
         ("training: {dataset_config: tiny}\n", "set them in the dataset section"),
+        ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, activation_function: 3}\n",
+         "model activation_function must be the name of one of transformers' activations, got 3"),
     ],
 )
 def test_preset_file_errors_name_the_key(tmp_path, text, message):

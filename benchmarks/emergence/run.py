@@ -46,6 +46,9 @@ RESULTS_MD = HERE / "results.md"
 SPEC_KEYS = {"name", "about", "base", "model", "dataset", "training", "reproduce"}
 PRECISIONS = ("bf16", "fp32", "auto")
 CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+# Variables that make torch (ATen), oneDNN and MKL use a lower instruction set than the CPU has: set to
+# avx2 / AVX2 / AVX2, a run takes the code paths of an AVX2-only CPU (LOG.md E27). A row records them.
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 MD_HEADER = (
     "| date (UTC) | spec | seed | precision | CPU | threads | wall s | train s | steps | unseen test | floor "
     "| accuracy start -> end | gain -1 TF (untrained) | gain -1 gen | orig - best alt -1 TF | R^2 acc~gain -1 |\n"
@@ -118,7 +121,8 @@ def run_child(command: list[str]) -> int:
 
 
 def machine() -> dict:
-    """CPU model, the flags that decide bf16's speed, thread count, torch."""
+    """CPU model, the flags that decide bf16's speed, thread count, torch, and any instruction-set limits
+    (`ISA_LIMITS`) the process runs under."""
     flags, model = set(), platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -130,8 +134,12 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": model, "flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count(),
-            "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())), "torch": torch.__version__}
+    found = {"cpu": model, "flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count(),
+             "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())), "torch": torch.__version__}
+    limits = {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
+    if limits:
+        found["isa_limits"] = limits
+    return found
 
 
 def _num(x):
@@ -188,7 +196,9 @@ def _gain(g):
 def table_row(row: dict) -> str:
     s, m = row["summary"], row["machine"]
     cells = [
-        row["date"], row["spec"], str(row["seed"]), row["precision"], f"{m['cpu']} ({', '.join(m['flags'])})",
+        row["date"], row["spec"], str(row["seed"]), row["precision"], f"{m['cpu']} ({', '.join(m['flags'])}"
+        + (f"; limited to {', '.join(f'{k}={v}' for k, v in m['isa_limits'].items())}" if m.get("isa_limits") else "")
+        + ")",
         str(m["threads"]), f"{row['wall_seconds']:.0f}", f"{s['timings_seconds'].get('train', float('nan')):.0f}",
         str(s["steps"][-1]), _pct(s.get("unseen_test")), _pct(s["floor"]),
         f"{_pct(s['accuracy_start'])} -> {_pct(s['accuracy_end'])}",

@@ -38,12 +38,16 @@ def _fmt(values, scale=100.0, signed=False, unit="", digits=1):
 
 
 def cpu_kind(row: dict) -> str:
-    """AMX, AVX512 or AVX2: the best of the CPU flags a results row recorded (? without any)."""
-    flags = set(row.get("machine", {}).get("flags", []))
-    for kind, flag in (("AMX", "amx_bf16"), ("AVX512", "avx512f"), ("AVX2", "avx2")):
-        if flag in flags:
-            return kind
-    return "?"
+    """AMX, AVX512 or AVX2: the best of the CPU flags a results row recorded (? without any); a run made
+    with its kernels limited to AVX2 (run.py's `ISA_LIMITS`) is "AVX2 on <kind>"."""
+    machine = row.get("machine", {})
+    flags = set(machine.get("flags", []))
+    kind = next((kind for kind, flag in (("AMX", "amx_bf16"), ("AVX512", "avx512f"), ("AVX2", "avx2"))
+                 if flag in flags), "?")
+    limits = {str(v).lower() for v in (machine.get("isa_limits") or {}).values()}
+    if "avx2" in limits and kind != "AVX2":
+        return f"AVX2 on {kind}"
+    return kind
 
 
 def summarize(rows: list[dict], specs: list[str] | None = None) -> str:

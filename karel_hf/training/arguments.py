@@ -72,6 +72,8 @@ class ModelArguments:
 
         try:
             ModelPreset.of(self.model_preset)
+        except PresetError as err:  # a preset file whose model section cannot be built: say what is wrong
+            raise TrainArgumentError(f"--model_preset: {err}") from None
         except ValueError:
             raise TrainArgumentError(
                 f"--model_preset: invalid choice: {self.model_preset!r}; expected one of {', '.join(PRESET_NAMES)} "
