@@ -40,8 +40,11 @@ def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int
     from karel_hf.training import prepare_lm_dataset
 
     raw = load_karel(dataset_config, split="train")
-    samples = min(len(raw), blocks_needed * block_size // 300 + 64)  # ~390 tokens per sample
+    samples = min(len(raw), blocks_needed * block_size // 300 + 64)  # ~390 tokens per sample on 8x8 worlds
     data = prepare_lm_dataset(raw, tokenizer, block_size=block_size, max_samples=samples)
+    while len(data) < blocks_needed and samples < len(raw):  # shorter samples (the demo's ~80 tokens): more
+        samples = min(len(raw), 2 * samples * blocks_needed // max(len(data), 1))
+        data = prepare_lm_dataset(raw, tokenizer, block_size=block_size, max_samples=samples)
     if len(data) < blocks_needed:
         raise SystemExit(f"{dataset_config} gives {len(data)} blocks, {blocks_needed} needed: use a bigger --dataset_config")
     return data.select(range(blocks_needed))
