@@ -2,8 +2,9 @@
 
 A preset file holds everything a run sets, in four sections:
 
-- `model`: the GPT-2 shape (`n_layer`, `n_embd`, `n_head`, `n_positions`) and `position_init`
-  (karel_hf.modeling);
+- `model`: the GPT-2 shape (`n_layer`, `n_embd`, `n_head`, `n_positions`), `position_init` and,
+  optionally, `activation_function` (one of transformers' activations; GPT-2's `gelu_new` when
+  absent) (karel_hf.modeling);
 - `dataset`: the corpus, by `name`. In a file of this folder the other fields *define* that corpus
   (the fields of `karel_hf.data.KarelConfig`, with `description`): it becomes the dataset config
   `name` (`load_karel(name)`, config `name` of an exported dataset). A preset whose section only
