@@ -74,7 +74,9 @@ from karel_hf.utils import (
     atomic_write_text,
     checkpoint_problem,
     latest_checkpoint,
+    describe_machine,
     library_versions,
+    machine_info,
     model_checkpoints,
     writable_dir,
 )
@@ -667,9 +669,24 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
         "paper": PAPER,
         "timings_seconds": timings,
         "versions": library_versions(),
+        "machine": {"training": _training_machine(out / "model"), "analysis": machine_info()},
     }
     atomic_write_json(out / "results.json", results, default=_json_default)
     return results
+
+
+def _training_machine(model_dir: Path) -> dict | None:
+    """The precision and machine of the training run in `model_dir` (its karel_run_config.json; the machine
+    only for runs made since it is recorded); None without a readable run config."""
+    from karel_hf.training.run import RUN_CONFIG_NAME
+
+    try:
+        config = json.loads((model_dir / RUN_CONFIG_NAME).read_text())
+        args = config["training_args"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    precision = "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "fp32"
+    return {"precision": precision, "machine": config.get("machine")}
 
 
 # ------------------------------------------------------------------------------------------ plot
@@ -938,6 +955,19 @@ def _viewer_link(out: Path) -> list[str]:
             "direction and the prompt-only control, the curves. `karel-hf view DIR` serves the same as a Gradio app."]
 
 
+def _machine_lines(results: dict) -> list[str]:
+    """Where the numbers came from: the training's precision and machine, and the evaluating machine."""
+    machine = results.get("machine") or {}
+    training, analysis = machine.get("training"), machine.get("analysis")
+    lines = []
+    if training:
+        where = f" on {describe_machine(training['machine'])}" if training.get("machine") else ""
+        lines.append(f"Trained in {training['precision']}{where}.")
+    if analysis:
+        lines.append(f"Analysed on {describe_machine(analysis)}.")
+    return ["", " ".join(lines)] if lines else []
+
+
 def render_report(out: Path) -> Path:
     if not (out / "results.json").is_file():
         raise ValueError(f"no results.json in {out}: run the analyze stage first")
@@ -958,6 +988,7 @@ def render_report(out: Path) -> Path:
         f"(drop_last={head['drop_last']}). Teacher-forced programs: reference programs with >= "
         f"{final_eval.get('teacher_forced_min_length', 1)} actions.",
         *_viewer_link(out),
+        *_machine_lines(results),
         "",
         "## Headline numbers",
         "",

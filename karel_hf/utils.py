@@ -158,6 +158,45 @@ class StdoutHandler(logging.StreamHandler):
         pass
 
 
+# ------------------------------------------------------------------------------------- machine
+# The CPU flags that decide bf16's speed (docs/cpu_notes.md), best first.
+CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+# Variables that make torch (ATen), oneDNN and MKL use a lower instruction set than the CPU has
+# (set to avx2 / AVX2 / AVX2, a process runs an AVX2-only CPU's code; docs/cpu_notes.md).
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def machine_info() -> dict:
+    """What a speed or a result depends on here: the CPU model, which of `CPU_FLAGS` it has, cores, torch
+    threads, torch's version and, when set, the `ISA_LIMITS` variables."""
+    import torch
+
+    flags, model = set(), platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    found = {"cpu": model, "flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count(),
+             "threads": torch.get_num_threads(), "torch": torch.__version__}
+    limits = {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
+    if limits:
+        found["isa_limits"] = limits
+    return found
+
+
+def describe_machine(machine: dict) -> str:
+    """`machine_info()` in one phrase: 'Intel Xeon (amx_bf16, avx2; limited to ...), 2 torch threads'."""
+    limits = machine.get("isa_limits") or {}
+    inside = ", ".join(machine.get("flags", [])) or "none of " + ", ".join(CPU_FLAGS)
+    if limits:
+        inside += "; limited to " + ", ".join(f"{k}={v}" for k, v in limits.items())
+    return f"{machine.get('cpu') or 'unknown CPU'} ({inside}), {machine.get('threads', '?')} torch thread(s)"
+
+
 # ---------------------------------------------------------------------------- library versions
 VERSIONED_LIBRARIES = (
     "karel_hf", "numpy", "torch", "transformers", "datasets", "accelerate", "tokenizers", "safetensors",

@@ -66,6 +66,14 @@ def test_pipeline_writes_every_artifact(run_dir):
     report = (run_dir / "report.md").read_text()
     assert "| 20 |" in report and "0.968" in report and "conditional gain" in report and "## Caveats" in report
     assert (run_dir / "viewer" / "index.html").is_file() and "(viewer/index.html)" in report  # the view stage's page
+    # where the numbers came from: the training's precision and machine (its run config), the analysing machine
+    run_config = json.loads((run_dir / "model" / "karel_run_config.json").read_text())
+    precision = "bf16" if run_config["training_args"]["bf16"] else "fp32"
+    training = results["machine"]["training"]
+    assert training["precision"] == precision and training["machine"] == run_config["machine"]
+    assert set(run_config["machine"]) >= {"cpu", "flags", "cores", "threads", "torch"}
+    assert results["machine"]["analysis"]["threads"] >= 1
+    assert f"Trained in {precision} on {run_config['machine']['cpu']}" in report and "Analysed on " in report
 
 
 def test_per_row_files_reproduce_the_saved_scores(run_dir):

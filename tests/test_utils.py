@@ -126,3 +126,19 @@ def test_redact_argv_masks_token_flags_and_known_secrets():
         "--preset", "tiny", "--hub_token", "<HUB_TOKEN>", "--hub-token=<HUB_TOKEN>", "--push_to_hub_token", "--seed",
         "1", "--dataset_overrides", "note=<SECRET>", "--hub_model_id", "me/model"]
     assert redact_argv(None) is None and redact_argv([]) == []
+
+
+def test_machine_info_names_the_cpu_its_flags_and_any_instruction_set_limit(monkeypatch):
+    from karel_hf.utils import CPU_FLAGS, ISA_LIMITS, describe_machine, machine_info
+
+    for name in ISA_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    found = machine_info()
+    assert set(found) == {"cpu", "flags", "cores", "threads", "torch"} and set(found["flags"]) <= set(CPU_FLAGS)
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert machine_info()["isa_limits"] == {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    text = describe_machine({"cpu": "Xeon", "flags": ["amx_bf16", "avx2"], "threads": 2,
+                             "isa_limits": {"ATEN_CPU_CAPABILITY": "avx2"}})
+    assert text == "Xeon (amx_bf16, avx2; limited to ATEN_CPU_CAPABILITY=avx2), 2 torch thread(s)"
+    assert describe_machine({"cpu": "", "flags": [], "threads": 1}) == \
+        "unknown CPU (none of amx_bf16, avx512_bf16, avx512f, avx2), 1 torch thread(s)"

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -40,15 +39,13 @@ from pathlib import Path
 
 import yaml
 
+from karel_hf.utils import ISA_LIMITS, machine_info  # noqa: F401  (ISA_LIMITS: what a row records, LOG.md E27)
+
 HERE = Path(__file__).resolve().parent
 RESULTS_JSONL = HERE / "results.jsonl"
 RESULTS_MD = HERE / "results.md"
 SPEC_KEYS = {"name", "about", "base", "model", "dataset", "training", "reproduce"}
 PRECISIONS = ("bf16", "fp32", "auto")
-CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
-# Variables that make torch (ATen), oneDNN and MKL use a lower instruction set than the CPU has: set to
-# avx2 / AVX2 / AVX2, a run takes the code paths of an AVX2-only CPU (LOG.md E27). A row records them.
-ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 MD_HEADER = (
     "| date (UTC) | spec | seed | precision | CPU | threads | wall s | train s | steps | unseen test | floor "
     "| accuracy start -> end | gain -1 TF (untrained) | gain -1 gen | orig - best alt -1 TF | R^2 acc~gain -1 |\n"
@@ -122,24 +119,8 @@ def run_child(command: list[str]) -> int:
 
 def machine() -> dict:
     """CPU model, the flags that decide bf16's speed, thread count, torch, and any instruction-set limits
-    (`ISA_LIMITS`) the process runs under."""
-    flags, model = set(), platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import torch
-
-    found = {"cpu": model, "flags": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count(),
-             "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())), "torch": torch.__version__}
-    limits = {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
-    if limits:
-        found["isa_limits"] = limits
-    return found
+    (`ISA_LIMITS`) the process runs under (karel_hf.utils.machine_info)."""
+    return machine_info()
 
 
 def _num(x):

@@ -39,7 +39,7 @@ def _fmt(values, scale=100.0, signed=False, unit="", digits=1):
 
 def cpu_kind(row: dict) -> str:
     """AMX, AVX512 or AVX2: the best of the CPU flags a results row recorded (? without any); a run made
-    with its kernels limited to AVX2 (run.py's `ISA_LIMITS`) is "AVX2 on <kind>"."""
+    with its kernels limited to AVX2 (`karel_hf.utils.ISA_LIMITS`) is "AVX2 on <kind>"."""
     machine = row.get("machine", {})
     flags = set(machine.get("flags", []))
     kind = next((kind for kind, flag in (("AMX", "amx_bf16"), ("AVX512", "avx512f"), ("AVX2", "avx2"))

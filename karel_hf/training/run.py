@@ -38,6 +38,7 @@ from karel_hf.utils import (
     checkpoint_problem,
     latest_checkpoint,
     library_versions,
+    machine_info,
     redact_argv,
     writable_dir,
 )
@@ -80,6 +81,7 @@ class RunInfo:
             "num_parameters": self.num_parameters,
             "world_size": self.world_size,
             "versions": library_versions(),
+            "machine": machine_info(),
         }
 
     def tokens_per_step(self) -> int:
