@@ -136,6 +136,11 @@ def is_repo_id(value) -> bool:
     return isinstance(value, str) and bool(REPO_ID_PATTERN.match(value))
 
 
+def training_precision(training_args: dict) -> str:
+    """bf16, fp16 or fp32: what a run's training arguments (karel_run_config.json) trained in."""
+    return "bf16" if training_args.get("bf16") else "fp16" if training_args.get("fp16") else "fp32"
+
+
 def is_run_config(config: dict) -> bool:
     """Whether `config` is a karel_hf run config (what `card_values` reads)."""
     return all(key in config for key in RUN_CONFIG_KEYS)
@@ -188,7 +193,7 @@ def card_values(run_config: dict, *, model_name: str, global_step: int, log_hist
         "tokens_per_step": f"{tokens_per_step:,}",
         "global_step": global_step,
         "tokens_seen": f"{global_step * tokens_per_step:,}",
-        "precision": "bf16 autocast" if t.get("bf16") else ("fp16" if t.get("fp16") else "fp32"),
+        "precision": {"bf16": "bf16 autocast"}.get(training_precision(t), training_precision(t)),
         "seed": t["seed"],
         "results_step": metrics_step if metrics_step is not None else "-",
         "results_table": rows,

@@ -73,8 +73,8 @@ from karel_hf.utils import (
     atomic_write_json,
     atomic_write_text,
     checkpoint_problem,
-    latest_checkpoint,
     describe_machine,
+    latest_checkpoint,
     library_versions,
     machine_info,
     model_checkpoints,
@@ -678,6 +678,7 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
 def _training_machine(model_dir: Path) -> dict | None:
     """The precision and machine of the training run in `model_dir` (its karel_run_config.json; the machine
     only for runs made since it is recorded); None without a readable run config."""
+    from karel_hf.model_card import training_precision
     from karel_hf.training.run import RUN_CONFIG_NAME
 
     try:
@@ -685,8 +686,7 @@ def _training_machine(model_dir: Path) -> dict | None:
         args = config["training_args"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    precision = "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "fp32"
-    return {"precision": precision, "machine": config.get("machine")}
+    return {"precision": training_precision(args), "machine": config.get("machine")}
 
 
 # ------------------------------------------------------------------------------------------ plot

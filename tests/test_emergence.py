@@ -56,7 +56,9 @@ def test_every_spec_builds_a_preset_that_loads(emergence, path, tmp_path):
 
 
 def test_a_row_records_the_instruction_set_limits_it_ran_under(emergence, monkeypatch):
-    for name in emergence.ISA_LIMITS:
+    from karel_hf.utils import ISA_LIMITS
+
+    for name in ISA_LIMITS:
         monkeypatch.delenv(name, raising=False)
     assert "isa_limits" not in emergence.machine()
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")

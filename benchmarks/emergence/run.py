@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from karel_hf.utils import ISA_LIMITS, machine_info  # noqa: F401  (ISA_LIMITS: what a row records, LOG.md E27)
+from karel_hf.utils import machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS_JSONL = HERE / "results.jsonl"
@@ -119,7 +119,7 @@ def run_child(command: list[str]) -> int:
 
 def machine() -> dict:
     """CPU model, the flags that decide bf16's speed, thread count, torch, and any instruction-set limits
-    (`ISA_LIMITS`) the process runs under (karel_hf.utils.machine_info)."""
+    (`karel_hf.utils.ISA_LIMITS`) the process runs under (karel_hf.utils.machine_info)."""
     return machine_info()
 
 

@@ -158,8 +158,8 @@ def _check_sections(preset: Preset) -> None:
         bad = [k for k in MODEL_SHAPE if isinstance(preset.model[k], bool) or not isinstance(preset.model[k], int)]
         if bad:
             raise PresetError(f"{where}: model {', '.join(bad)} must be integers")
-        activation = preset.model.get("activation_function", "gelu_new")
-        if not isinstance(activation, str) or not activation:  # the name is checked where the model is built
+        activation = preset.model.get("activation_function")  # the name is checked where the model is built
+        if "activation_function" in preset.model and not (isinstance(activation, str) and activation):
             raise PresetError(f"{where}: model activation_function must be the name of one of transformers' "
                               f"activations, got {activation!r}")
     if preset.dataset and not isinstance(preset.corpus, str):
