@@ -16,12 +16,16 @@ path, `weighted`, is the Trainer with the weighted program loss (karel_hf.traini
 With --activations A,B,... the paths are instead the Trainer with each GPT-2 `activation_function`
 (the model preset's shape, that activation), and each is reported over the first (the baseline):
 the demo preset's fused GELU (`gelu_pytorch_tanh`) against GPT-2's own `gelu_new`, for instance.
+With --config_overrides 'A;B;...' the paths are the Trainer with each GPT-2 config override (as
+`karel-hf train --config_overrides`: the demo's width, `n_embd=128;n_embd=96`, for instance).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py --precisions fp32 --program_loss_weight 4 --rounds 3
     python benchmarks/bench_train.py --model_preset demo --block_size 96 --precisions fp32 --rounds 3 \
         --steps 100 --warmup 5 --activations gelu_new,gelu_pytorch_tanh
+    python benchmarks/bench_train.py --model_preset demo --dataset_config demo --block_size 96 \
+        --precisions fp32 --rounds 3 --steps 100 --warmup 5 --config_overrides 'n_embd=128;n_embd=96;n_embd=64'
 """
 
 from __future__ import annotations
@@ -50,16 +54,18 @@ def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int
     return data.select(range(blocks_needed))
 
 
-def _model(args, tokenizer, activation: str | None = None):
+def _model(args, tokenizer, variant: dict | None = None):
+    """The model preset's GPT-2, freshly initialised; `variant`: build_model keywords (an
+    `activation_function`, or `config_overrides` such as "n_embd=96")."""
     from transformers import set_seed
 
     from karel_hf.modeling import build_model
 
     set_seed(args.seed)
-    return build_model(args.model_preset, tokenizer, **({"activation_function": activation} if activation else {}))
+    return build_model(args.model_preset, tokenizer, **(variant or {}))
 
 
-def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, activation: str | None = None) -> float:
+def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: dict | None = None) -> float:
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from karel_hf.training import CausalLMCollator, KarelTrainingArguments
@@ -79,7 +85,7 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, activation
             logging_steps=10**9, disable_tqdm=True, dataloader_pin_memory=False, seed=args.seed,
             save_initial_checkpoint=False,
         )
-        trainer = Trainer(model=_model(args, tokenizer, activation), args=targs, train_dataset=data,
+        trainer = Trainer(model=_model(args, tokenizer, variant), args=targs, train_dataset=data,
                           data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()],
                           compute_loss_func=compute_loss_func(weight, tokenizer))
         trainer.remove_callback(PrinterCallback)
@@ -135,6 +141,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--activations", default=None,
                         help="time the Trainer with each of these GPT-2 activation_function values instead "
                              "(comma-separated; ratios over the first)")
+    parser.add_argument("--config_overrides", default=None,
+                        help="time the Trainer with each of these GPT-2 config overrides instead (separated by "
+                             "';', each as `karel-hf train --config_overrides`, e.g. 'n_embd=128;n_embd=96'; "
+                             "ratios over the first)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.warmup < 1:
@@ -147,6 +157,9 @@ def main(argv=None) -> dict:
         if unknown or len(activations) < 2:
             parser.error(f"--activations: two or more of {', '.join(sorted(ACT2FN))}"
                          f"{f' (unknown: {unknown})' if unknown else ''}")
+    overrides = [o.strip() for o in args.config_overrides.split(";")] if args.config_overrides else []
+    if overrides and (activations or len(overrides) < 2 or not all(overrides)):
+        parser.error("--config_overrides: two or more non-empty overrides separated by ';', without --activations")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -156,10 +169,19 @@ def main(argv=None) -> dict:
 
     hf_logging.set_verbosity_error()
     tokenizer = build_tokenizer()
+    for o in overrides:  # a bad name or value: one line now, not a traceback mid-benchmark
+        from karel_hf.modeling import model_config
+
+        try:
+            model_config(args.model_preset, tokenizer, config_overrides=o)
+        except ValueError as e:
+            parser.error(f"--config_overrides {o!r}: {e}")
     data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size)
     precisions = args.precisions.split(",")
-    if activations:
-        paths = tuple(f"trainer:{a}" for a in activations)
+    variants = {f"trainer:{a}": {"activation_function": a} for a in activations}
+    variants.update({f"trainer:{o}": {"config_overrides": o} for o in overrides})
+    if variants:
+        paths = tuple(variants)
     else:
         paths = ("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
     runs = {(path, p): [] for p in precisions for path in paths}
@@ -168,9 +190,8 @@ def main(argv=None) -> dict:
             for path in (paths if r % 2 == 0 else paths[::-1]):
                 if path == "loop":
                     runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
-                elif path.startswith("trainer:"):
-                    activation = path.split(":", 1)[1]
-                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", activation=activation))
+                elif path in variants:
+                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", variant=variants[path]))
                 else:
                     weight = args.program_loss_weight if path == "weighted" else 1
                     runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", weight))
@@ -184,9 +205,9 @@ def main(argv=None) -> dict:
     }
     if "loop" in paths:
         result["trainer_over_loop"] = {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions}
-    if activations:
+    if variants:
         base = paths[0]
-        result["over_first_activation"] = {
+        result["over_first_activation" if activations else "over_first_config"] = {
             p: {path.split(":", 1)[1]: round(median[(path, p)] / median[(base, p)], 3) for path in paths[1:]}
             for p in precisions}
     if "weighted" in paths:
@@ -204,8 +225,8 @@ def main(argv=None) -> dict:
         print(f"{path:<{width}}" + "".join(f"{median[(path, p)]:>14.0f}" for p in precisions))
     if "trainer_over_loop" in result:
         print("Trainer / loop: " + ", ".join(f"{p} {v:.3f}" for p, v in result["trainer_over_loop"].items()))
-    for p, ratios in result.get("over_first_activation", {}).items():
-        print(f"{p}, over {activations[0]}: " + ", ".join(f"{a} {v:.3f}" for a, v in ratios.items()))
+    for p, ratios in result.get("over_first_activation", result.get("over_first_config", {})).items():
+        print(f"{p}, over {paths[0].split(':', 1)[1]}: " + ", ".join(f"{a} {v:.3f}" for a, v in ratios.items()))
     if "weighted_over_trainer" in result:
         print(f"weighted (W = {args.program_loss_weight:g}) / Trainer: "
               + ", ".join(f"{p} {v:.3f}" for p, v in result["weighted_over_trainer"].items()))

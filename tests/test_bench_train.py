@@ -1,0 +1,56 @@
+"""benchmarks/bench_train.py: the Trainer timed per model variant (activation or config override)."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_config_override_variants_build_their_models_and_report_ratios(tmp_path):
+    bench = _bench()
+    from karel_hf.tokenizer import build_tokenizer
+
+    args = SimpleNamespace(model_preset="tiny", seed=0)
+    tokenizer = build_tokenizer()
+    assert bench._model(args, tokenizer, {"config_overrides": "n_embd=16"}).config.n_embd == 16
+    assert bench._model(args, tokenizer, {"activation_function": "relu"}).config.activation_function == "relu"
+
+    result = bench.main(["--model_preset", "tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
+                         "--block_size", "64", "--precisions", "fp32", "--threads", "1",
+                         "--config_overrides", "n_embd=32; n_embd=16", "--output", str(tmp_path / "b.json")])
+    assert set(result["tokens_per_second"]) == {"trainer:n_embd=32_fp32", "trainer:n_embd=16_fp32"}
+    assert all(v > 0 for v in result["tokens_per_second"].values())
+    ratio = result["over_first_config"]["fp32"]["n_embd=16"]
+    speeds = result["tokens_per_second"]
+    assert ratio == round(speeds["trainer:n_embd=16_fp32"] / speeds["trainer:n_embd=32_fp32"], 3)
+    assert "over_first_activation" not in result
+    assert (tmp_path / "b.json").is_file()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("n_embd=32;n_fancy=3", "--config_overrides 'n_fancy=3': config_overrides: key n_fancy isn't in the original"),
+    ("n_embd=32", "two or more non-empty overrides"),
+    ("n_embd=32;", "two or more non-empty overrides"),
+])
+def test_bad_config_overrides_are_one_line_errors(value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench().main(["--model_preset", "tiny", "--config_overrides", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in err and "Traceback" not in err
+
+
+def test_activations_and_config_overrides_do_not_mix(capsys):
+    with pytest.raises(SystemExit):
+        _bench().main(["--model_preset", "tiny", "--activations", "gelu_new,relu", "--config_overrides", "n_embd=32;n_embd=16"])
+    assert "without --activations" in capsys.readouterr().err
