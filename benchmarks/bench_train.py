@@ -158,8 +158,8 @@ def main(argv=None) -> dict:
             parser.error(f"--activations: two or more of {', '.join(sorted(ACT2FN))}"
                          f"{f' (unknown: {unknown})' if unknown else ''}")
     overrides = [o.strip() for o in args.config_overrides.split(";")] if args.config_overrides else []
-    if overrides and (activations or len(overrides) < 2 or not all(overrides)):
-        parser.error("--config_overrides: two or more non-empty overrides separated by ';', without --activations")
+    if overrides and (activations or len(set(overrides)) < len(overrides) or len(overrides) < 2 or not all(overrides)):
+        parser.error("--config_overrides: two or more distinct non-empty overrides separated by ';', without --activations")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -169,9 +169,9 @@ def main(argv=None) -> dict:
 
     hf_logging.set_verbosity_error()
     tokenizer = build_tokenizer()
-    for o in overrides:  # a bad name or value: one line now, not a traceback mid-benchmark
-        from karel_hf.modeling import model_config
+    from karel_hf.modeling import model_config
 
+    for o in overrides:  # a bad name or value: one line now, not a traceback mid-benchmark
         try:
             model_config(args.model_preset, tokenizer, config_overrides=o)
         except ValueError as e:

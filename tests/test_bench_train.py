@@ -39,8 +39,9 @@ def test_config_override_variants_build_their_models_and_report_ratios(tmp_path)
 
 @pytest.mark.parametrize("value, message", [
     ("n_embd=32;n_fancy=3", "--config_overrides 'n_fancy=3': config_overrides: key n_fancy isn't in the original"),
-    ("n_embd=32", "two or more non-empty overrides"),
-    ("n_embd=32;", "two or more non-empty overrides"),
+    ("n_embd=32", "two or more distinct non-empty overrides"),
+    ("n_embd=32;", "two or more distinct non-empty overrides"),
+    ("n_embd=32;n_embd=32", "two or more distinct non-empty overrides"),
 ])
 def test_bad_config_overrides_are_one_line_errors(value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
