@@ -32,7 +32,8 @@ def test_config_override_variants_build_their_models_and_report_ratios(tmp_path)
     assert all(v > 0 for v in result["tokens_per_second"].values())
     ratio = result["over_first_config"]["fp32"]["n_embd=16"]
     speeds = result["tokens_per_second"]
-    assert ratio == round(speeds["trainer:n_embd=16_fp32"] / speeds["trainer:n_embd=32_fp32"], 3)
+    # the ratio comes from the unrounded medians, the speeds are reported to 0.1 token/s
+    assert ratio == pytest.approx(speeds["trainer:n_embd=16_fp32"] / speeds["trainer:n_embd=32_fp32"], abs=1e-3)
     assert "over_first_activation" not in result
     assert (tmp_path / "b.json").is_file()
 
