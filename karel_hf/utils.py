@@ -378,14 +378,33 @@ def format_overrides(values: dict) -> str:
 
 def apply_config_overrides(config, overrides: str | None, *, what: str = "config_overrides"):
     """Apply `"n_layer=6,resid_pdrop=0.1"` to a `PretrainedConfig` with its own `update_from_string`
-    (values take the type of the field they replace; unknown fields raise); returns the config."""
+    (values take the type of the field they replace; unknown fields raise); returns the config.
+
+    `update_from_string` refuses fields whose value is None (GPT-2's `n_inner`, the MLP width, is
+    None for 4 x n_embd): those take a number, true/false or a string as `parse_value` reads it."""
     if not overrides:
         return config
-    text = ",".join(item.strip() for item in overrides.split(","))
+    items = [item.strip() for item in overrides.split(",")]
+    unset, rest = {}, []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if sep and hasattr(config, key) and getattr(config, key) is None:
+            unset[key] = parse_value(raw)
+        else:
+            rest.append(item)
+    from huggingface_hub.errors import StrictDataclassError  # transformers 5 configs check types on setattr
+
     try:
-        config.update_from_string(text)
-    except (ValueError, TypeError) as err:
+        for key, value in unset.items():
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"{key}: expected a number, true/false or a string, got {value!r}")
+        if rest:
+            config.update_from_string(",".join(rest))
+        for key, value in unset.items():
+            setattr(config, key, value)
+    except (ValueError, TypeError, StrictDataclassError) as err:
+        message = " ".join(str(err).split())  # one line (huggingface_hub's validation errors span two)
         raise ValueError(
-            f"{what}: {err}; expected existing {type(config).__name__} fields as 'n_layer=6,n_embd=384'"
+            f"{what}: {message}; expected existing {type(config).__name__} fields as 'n_layer=6,n_embd=384'"
         ) from None
     return config

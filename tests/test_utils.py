@@ -119,6 +119,27 @@ def test_config_overrides_use_transformers_parser():
         apply_config_overrides(GPT2Config(), "n_layer")
 
 
+def test_config_overrides_set_fields_that_are_none():
+    """GPT-2's MLP width `n_inner` is None (4 x n_embd) until set; transformers' parser refuses it."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    config = apply_config_overrides(GPT2Config(n_embd=32, n_head=4, n_layer=1, vocab_size=50),
+                                    "n_inner=64,n_layer=2")
+    assert (config.n_inner, config.n_layer) == (64, 2)
+    model = GPT2LMHeadModel(config)
+    assert model.transformer.h[0].mlp.c_fc.weight.shape == (32, 64)  # Conv1D: (in, out)
+    assert model(torch.zeros(1, 3, dtype=torch.long)).logits.shape == (1, 3, 50)
+    assert apply_config_overrides(GPT2Config(), "n_inner=none").n_inner is None
+    with pytest.raises(ValueError, match=r"config_overrides: n_inner: expected a number.*n_layer=6,n_embd=384"):
+        apply_config_overrides(GPT2Config(), "n_inner=[64]")
+    with pytest.raises(ValueError, match="config_overrides: .*'n_inner'.*expected int") as error:  # its own types
+        apply_config_overrides(GPT2Config(), "n_inner=abc")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="config_overrides: .*n_layers"):  # the other items still checked
+        apply_config_overrides(GPT2Config(), "n_inner=64,n_layers=2")
+
+
 def test_redact_argv_masks_token_flags_and_known_secrets():
     argv = ["--preset", "tiny", "--hub_token", "hf_A", "--hub-token=hf_B", "--push_to_hub_token", "--seed", "1",
             "--dataset_overrides", "note=hf_C", "--hub_model_id", "me/model"]
