@@ -52,7 +52,8 @@ class ModelArguments:
     )
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "GPT2Config fields over the preset, e.g. 'n_layer=6,n_embd=384'."},
+        metadata={"help": "GPT2Config fields over the preset, e.g. 'n_layer=6,n_embd=384' "
+                  "(n_inner=256 sets the MLP width, 4 x n_embd when unset)."},
     )
     model_name_or_path: str | None = field(
         default=None,
