@@ -60,6 +60,7 @@ class ModelPreset:
     n_head: int
     n_positions: int
     activation_function: str = DEFAULT_ACTIVATION
+    n_inner: int | None = None  # the MLP width; GPT-2's 4 x n_embd when None
 
     @classmethod
     def from_section(cls, model: dict, source: str = "") -> ModelPreset:
@@ -69,7 +70,7 @@ class ModelPreset:
         if activation not in ACT2FN:
             raise PresetError(f"preset {source}: model activation_function {activation!r} is not one of "
                               f"transformers' activations ({', '.join(sorted(ACT2FN))})")
-        return cls(**{k: model[k] for k in MODEL_SHAPE}, activation_function=activation)
+        return cls(**{k: model[k] for k in MODEL_SHAPE}, activation_function=activation, n_inner=model.get("n_inner"))
 
     @classmethod
     def of(cls, preset: str) -> ModelPreset:
@@ -125,6 +126,7 @@ def model_config(preset: str, tokenizer, *, config_overrides: str | None = None,
         "n_head": shape.n_head,
         "n_positions": shape.n_positions,
         "activation_function": shape.activation_function,
+        "n_inner": shape.n_inner,
         "vocab_size": len(tokenizer),
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,

@@ -3,8 +3,8 @@
 A preset file holds everything a run sets, in four sections:
 
 - `model`: the GPT-2 shape (`n_layer`, `n_embd`, `n_head`, `n_positions`), `position_init` and,
-  optionally, `activation_function` (one of transformers' activations; GPT-2's `gelu_new` when
-  absent) (karel_hf.modeling);
+  optionally, `n_inner` (the MLP width; 4 x n_embd when absent) and `activation_function` (one of
+  transformers' activations; GPT-2's `gelu_new` when absent) (karel_hf.modeling);
 - `dataset`: the corpus, by `name`. In a file of this folder the other fields *define* that corpus
   (the fields of `karel_hf.data.KarelConfig`, with `description`): it becomes the dataset config
   `name` (`load_karel(name)`, config `name` of an exported dataset). A preset whose section only
@@ -33,7 +33,7 @@ from karel_hf.utils import format_overrides
 PRESET_DIR = Path(__file__).resolve().parent
 SECTIONS = ("model", "dataset", "training", "reproduce")
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "n_positions")
-MODEL_KEYS = (*MODEL_SHAPE, "position_init", "activation_function")
+MODEL_KEYS = (*MODEL_SHAPE, "n_inner", "position_init", "activation_function")
 # `karel-hf train` flags that the model and dataset sections set; a training section may not repeat them.
 SECTION_FLAGS = {"model_preset": "model", "position_init": "model", "dataset_config": "dataset",
                  "dataset_overrides": "dataset"}
@@ -158,6 +158,9 @@ def _check_sections(preset: Preset) -> None:
         bad = [k for k in MODEL_SHAPE if isinstance(preset.model[k], bool) or not isinstance(preset.model[k], int)]
         if bad:
             raise PresetError(f"{where}: model {', '.join(bad)} must be integers")
+        inner = preset.model.get("n_inner")
+        if "n_inner" in preset.model and (isinstance(inner, bool) or not isinstance(inner, int) or inner < 1):
+            raise PresetError(f"{where}: model n_inner (the MLP width) must be a positive integer, got {inner!r}")
         activation = preset.model.get("activation_function")  # the name is checked where the model is built
         if "activation_function" in preset.model and not (isinstance(activation, str) and activation):
             raise PresetError(f"{where}: model activation_function must be the name of one of transformers' "
