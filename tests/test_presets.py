@@ -80,6 +80,24 @@ def test_an_activation_transformers_does_not_know_is_one_line_naming_it(tmp_path
     assert "\n" not in str(err.value)
 
 
+def test_a_preset_may_set_the_mlp_width(tmp_path):
+    """`n_inner` in the model section is GPT-2's MLP width (4 x n_embd when absent)."""
+    from transformers import AutoModelForCausalLM
+
+    from karel_hf.modeling import ModelPreset, build_model
+    from karel_hf.tokenizer import build_tokenizer
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model: {n_layer: 1, n_embd: 16, n_head: 2, n_positions: 64, n_inner: 24}\n")
+    assert ModelPreset.of(str(mine)).n_inner == 24
+    model = build_model(str(mine), build_tokenizer())
+    assert model.config.n_inner == 24 and model.transformer.h[0].mlp.c_fc.weight.shape == (16, 24)
+    model.save_pretrained(tmp_path / "saved")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "saved").transformer.h[0].mlp.c_proj.weight.shape == (24, 16)
+    assert all(ModelPreset.of(name).n_inner is None for name in preset_names())  # the shipped presets: 4 x n_embd
+    assert build_model("tiny", build_tokenizer()).transformer.h[0].mlp.c_fc.weight.shape[1] == 4 * ModelPreset.of("tiny").n_embd
+
+
 def test_reading_the_presets_does_not_import_torch():
     """`karel-hf --help` reads every preset: it must stay fast (no torch, no transformers models)."""
     code = "import sys; from karel_hf.presets import load_preset, preset_names; [load_preset(n) for n in preset_names()]; " \
@@ -134,6 +152,12 @@ def test_a_preset_file_of_your_own(tmp_path):
         ("training: {dataset_config: tiny}\n", "set them in the dataset section"),
         ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, activation_function: 3}\n",
          "model activation_function must be the name of one of transformers' activations, got 3"),
+        ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, n_inner: 0}\n",
+         "model n_inner \\(the MLP width\\) must be a positive integer, got 0"),
+        ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, n_inner: wide}\n",
+         "model n_inner \\(the MLP width\\) must be a positive integer, got 'wide'"),
+        ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, n_inner: true}\n",
+         "model n_inner \\(the MLP width\\) must be a positive integer, got True"),
     ],
 )
 def test_preset_file_errors_name_the_key(tmp_path, text, message):
