@@ -371,7 +371,7 @@ def test_specs_keep_the_loss_and_rate_their_recorded_runs_trained_on(emergence):
     # the demo preset has 2 layers since LOG.md E22; every demo spec recorded before ran 4
     for path in sorted((ROOT / "benchmarks" / "emergence" / "specs").glob("*.json")):
         spec = emergence.read_spec(path)
-        if spec.get("base") == "demo" and spec["name"] not in ("p2l6-demo-l2", "p2l6-demo-l2t"):
+        if spec.get("base") == "demo" and spec["name"] not in ("p2l6-demo-l2", "p2l6-demo-l2t", "p2l6-demo-l2t-ni256"):
             assert emergence.build_preset(spec, seed=0, precision="fp32")["model"]["n_layer"] == 4, spec["name"]
 
 
