@@ -48,9 +48,11 @@ def test_every_spec_builds_a_preset_that_loads(emergence, path, tmp_path):
         assert getattr(config, key) == value
     from karel_hf.modeling import ModelPreset
 
-    activation = ModelPreset.of(str(file)).activation_function
-    if spec.get("base") == "demo":  # the demo preset's activation changed (LOG.md E27): its specs name theirs
+    shape = ModelPreset.of(str(file))
+    activation = shape.activation_function
+    if spec.get("base") == "demo":  # the demo preset's activation (E27) and MLP width (E28) changed: its specs name theirs
         assert activation == spec["model"]["activation_function"]
+        assert "n_inner" in spec["model"] and shape.n_inner == spec["model"]["n_inner"]
     else:
         assert activation == spec.get("model", {}).get("activation_function", "gelu_new")
 
@@ -385,7 +387,10 @@ def test_a_preset_is_the_spec_its_recorded_seeds_ran(emergence, preset, spec_nam
     spec = emergence.read_spec(ROOT / "benchmarks" / "emergence" / "specs" / f"{spec_name}.json")
     ran = emergence.build_preset(spec, seed=0, precision="auto")
     loaded = load_preset(preset)
-    assert ran["model"] == loaded.model and ran["reproduce"] == loaded.reproduce
+    def shape(model):  # n_inner absent and null both mean 4 x n_embd
+        return {**model, "n_inner": model.get("n_inner")}
+
+    assert shape(ran["model"]) == shape(loaded.model) and ran["reproduce"] == loaded.reproduce
     assert ran["training"] == loaded.training and ran["training"]["learning_rate"] == learning_rate
     assert ran["training"]["program_loss_weight"] == 4 and ran["model"]["n_layer"] == n_layer
     assert ran["dataset"] == {"name": preset, **{k: v for k, v in loaded.corpus_fields.items() if k != "description"}}

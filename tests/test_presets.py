@@ -96,6 +96,8 @@ def test_a_preset_may_set_the_mlp_width(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "saved").transformer.h[0].mlp.c_proj.weight.shape == (24, 16)
     assert all(ModelPreset.of(name).n_inner is None for name in preset_names())  # the shipped presets: 4 x n_embd
     assert build_model("tiny", build_tokenizer()).transformer.h[0].mlp.c_fc.weight.shape[1] == 4 * ModelPreset.of("tiny").n_embd
+    mine.write_text("model: {n_layer: 1, n_embd: 16, n_head: 2, n_positions: 64, n_inner: null}\n")
+    assert build_model(str(mine), build_tokenizer()).transformer.h[0].mlp.c_fc.weight.shape == (16, 64)
 
 
 def test_reading_the_presets_does_not_import_torch():
@@ -153,11 +155,11 @@ def test_a_preset_file_of_your_own(tmp_path):
         ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, activation_function: 3}\n",
          "model activation_function must be the name of one of transformers' activations, got 3"),
         ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, n_inner: 0}\n",
-         "model n_inner \\(the MLP width\\) must be a positive integer, got 0"),
+         "model n_inner \\(the MLP width\\) must be a positive integer or null, got 0"),
         ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, n_inner: wide}\n",
-         "model n_inner \\(the MLP width\\) must be a positive integer, got 'wide'"),
+         "model n_inner \\(the MLP width\\) must be a positive integer or null, got 'wide'"),
         ("model: {n_layer: 1, n_embd: 8, n_head: 2, n_positions: 16, n_inner: true}\n",
-         "model n_inner \\(the MLP width\\) must be a positive integer, got True"),
+         "model n_inner \\(the MLP width\\) must be a positive integer or null, got True"),
     ],
 )
 def test_preset_file_errors_name_the_key(tmp_path, text, message):

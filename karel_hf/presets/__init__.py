@@ -3,7 +3,7 @@
 A preset file holds everything a run sets, in four sections:
 
 - `model`: the GPT-2 shape (`n_layer`, `n_embd`, `n_head`, `n_positions`), `position_init` and,
-  optionally, `n_inner` (the MLP width; 4 x n_embd when absent) and `activation_function` (one of
+  optionally, `n_inner` (the MLP width; 4 x n_embd when absent or null) and `activation_function` (one of
   transformers' activations; GPT-2's `gelu_new` when absent) (karel_hf.modeling);
 - `dataset`: the corpus, by `name`. In a file of this folder the other fields *define* that corpus
   (the fields of `karel_hf.data.KarelConfig`, with `description`): it becomes the dataset config
@@ -158,9 +158,9 @@ def _check_sections(preset: Preset) -> None:
         bad = [k for k in MODEL_SHAPE if isinstance(preset.model[k], bool) or not isinstance(preset.model[k], int)]
         if bad:
             raise PresetError(f"{where}: model {', '.join(bad)} must be integers")
-        inner = preset.model.get("n_inner")
-        if "n_inner" in preset.model and (isinstance(inner, bool) or not isinstance(inner, int) or inner < 1):
-            raise PresetError(f"{where}: model n_inner (the MLP width) must be a positive integer, got {inner!r}")
+        inner = preset.model.get("n_inner")  # null: GPT-2's 4 x n_embd, as when absent
+        if inner is not None and (isinstance(inner, bool) or not isinstance(inner, int) or inner < 1):
+            raise PresetError(f"{where}: model n_inner (the MLP width) must be a positive integer or null, got {inner!r}")
         activation = preset.model.get("activation_function")  # the name is checked where the model is built
         if "activation_function" in preset.model and not (isinstance(activation, str) and activation):
             raise PresetError(f"{where}: model activation_function must be the name of one of transformers' "
