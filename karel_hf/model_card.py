@@ -193,7 +193,7 @@ def card_values(run_config: dict, *, model_name: str, global_step: int, log_hist
         "tokens_per_step": f"{tokens_per_step:,}",
         "global_step": global_step,
         "tokens_seen": f"{global_step * tokens_per_step:,}",
-        "precision": {"bf16": "bf16 autocast"}.get(training_precision(t), training_precision(t)),
+        "precision": "bf16 autocast" if training_precision(t) == "bf16" else training_precision(t),
         "seed": t["seed"],
         "results_step": metrics_step if metrics_step is not None else "-",
         "results_table": rows,

@@ -382,18 +382,17 @@ def apply_config_overrides(config, overrides: str | None, *, what: str = "config
 
     `update_from_string` refuses fields whose value is None (GPT-2's `n_inner`, the MLP width, is
     None for 4 x n_embd): those take a number, true/false or a string as `parse_value` reads it."""
+    from huggingface_hub.errors import StrictDataclassError  # transformers 5 configs check types on setattr
+
     if not overrides:
         return config
-    items = [item.strip() for item in overrides.split(",")]
     unset, rest = {}, []
-    for item in items:
+    for item in (item.strip() for item in overrides.split(",")):
         key, sep, raw = item.partition("=")
         if sep and hasattr(config, key) and getattr(config, key) is None:
             unset[key] = parse_value(raw)
         else:
             rest.append(item)
-    from huggingface_hub.errors import StrictDataclassError  # transformers 5 configs check types on setattr
-
     try:
         for key, value in unset.items():
             if value is not None and not isinstance(value, (bool, int, float, str)):
