@@ -163,6 +163,7 @@ def card_values(run_config: dict, *, model_name: str, global_step: int, log_hist
     tokens_per_step = (t["per_device_train_batch_size"] * t["gradient_accumulation_steps"]
                        * run_config.get("world_size", 1) * d["block_size"])
     versions = run_config.get("versions") or {}
+    precision = training_precision(t)
     return {
         "model_name": model_name,
         "model_ref": model_ref,
@@ -193,7 +194,7 @@ def card_values(run_config: dict, *, model_name: str, global_step: int, log_hist
         "tokens_per_step": f"{tokens_per_step:,}",
         "global_step": global_step,
         "tokens_seen": f"{global_step * tokens_per_step:,}",
-        "precision": "bf16 autocast" if training_precision(t) == "bf16" else training_precision(t),
+        "precision": "bf16 autocast" if precision == "bf16" else precision,
         "seed": t["seed"],
         "results_step": metrics_step if metrics_step is not None else "-",
         "results_table": rows,
