@@ -378,7 +378,7 @@ def test_specs_keep_the_loss_and_rate_their_recorded_runs_trained_on(emergence):
 
 
 @pytest.mark.parametrize("preset, spec_name, learning_rate, n_layer",
-                         [("cpu", "p2l6-cpu-plw4-lr05-16k", 5e-4, 4), ("demo", "p2l6-demo-l2t", 2.5e-4, 2)])
+                         [("cpu", "p2l6-cpu-plw4-lr05-16k", 5e-4, 4), ("demo", "p2l6-demo-l2t-ni256", 2.5e-4, 2)])
 def test_a_preset_is_the_spec_its_recorded_seeds_ran(emergence, preset, spec_name, learning_rate, n_layer):
     """README and the preset files quote a spec's recorded seeds for the cpu and demo presets: a change
     to the preset that the spec does not follow (or the other way round) leaves those numbers behind."""
