@@ -12,7 +12,8 @@ Variants are pip argument strings separated by ';' (`default` means none); every
 same target from the same pip cache, the order alternates between rounds, and the median of each
 stage is reported with each variant's total over the first's. `.pyc` files counted after the install
 (minus those of the bare venv) say how much the install compiled, those counted after the first run
-how much was left to the run.
+how much was left to the run. The counts are net: one below 0 means the install replaced a package
+the bare venv had compiled (its own setuptools, say) and compiled nothing.
 
     python benchmarks/bench_install.py --variants 'default;--no-compile' --rounds 3 --output install.json
     python benchmarks/bench_install.py --first_run none            # the install alone
