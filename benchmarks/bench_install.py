@@ -13,7 +13,8 @@ same target from the same pip cache, the order alternates between rounds, and th
 stage is reported with each variant's total over the first's. `.pyc` files counted after the install
 (minus those of the bare venv) say how much the install compiled, those counted after the first run
 how much was left to the run. The counts are net: one below 0 means the install replaced a package
-the bare venv had compiled (its own setuptools, say) and compiled nothing.
+the bare venv had compiled (Python 3.11's venvs come with setuptools 65.5, which the install
+replaces) and compiled nothing.
 
     python benchmarks/bench_install.py --variants 'default;--no-compile' --rounds 3 --output install.json
     python benchmarks/bench_install.py --first_run none            # the install alone
