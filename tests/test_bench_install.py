@@ -2,21 +2,17 @@
 
 import base64
 import hashlib
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_install", ROOT / "benchmarks" / "bench_install.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_install")
 
 
 def _wheel(folder: Path) -> Path:

@@ -1,19 +1,14 @@
 """benchmarks/bench_train.py: the Trainer timed per model variant (activation or config override)."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_train")
 
 
 def test_config_override_variants_build_their_models_and_report_ratios(tmp_path):

@@ -1,6 +1,5 @@
 """benchmarks/emergence/run.py: specs become presets, a finished run becomes a results row."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,16 +12,15 @@ import numpy as np
 import pytest
 import yaml
 
+from bench_scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "benchmarks" / "emergence" / "specs").glob("*.json"))
 
 
 def _script(name: str):
     """benchmarks/emergence/<name>.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location(f"emergence_{name}", ROOT / "benchmarks" / "emergence" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"emergence/{name}")
 
 
 @pytest.fixture(scope="module")
