@@ -248,6 +248,46 @@ def test_probe_study_reads_the_programs_a_checkpoint_writes(tiny_run, tmp_path, 
     assert not (tmp_path / "x.json").exists()
 
 
+def test_probe_study_intervention_on_the_position_reruns_the_worlds(tiny_run, tmp_path, capsys):
+    """--label_set position with the intervention: each alternative's positions come from its program
+    re-run on the spec's worlds (`with_alternative_labels`), checked here against the interpreter."""
+    from karel_hf.karel import execute, parse
+    from karel_hf.karel.semantics import get_semantics
+    from karel_hf.karel.world import World
+    from karel_hf.reproduce import _data_rows, reproduce_preset
+
+    study = _script("probe_study")
+    out = tmp_path / "position.json"
+    argv = [str(tiny_run), "--steps", "0", "--features", "state", "--probes", "linear", "--budgets", "all",
+            "--offsets=-1", "--label_set", "position", "--intervention", "--conditional_intervention",
+            "--intervention_offsets=-1", "--num_bootstrap", "20", "--output", str(out)]
+    assert study.main(argv) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["label_set"] == "position"
+    cond = row["conditional_intervention"]
+    assert cond["gain"]["original"] == row["conditional_gain"] and set(cond["gain"]) >= {"cycle1", "authors3"}
+    assert set(row["intervention"]["accuracy"]) >= {"original", "cycle1"}
+
+    preset = reproduce_preset(json.loads((tiny_run / "reproduce_config.json").read_text())["preset"])
+    specs = [dict(r) for r in _data_rows(tiny_run / "model", preset)[0]][:12]
+    table = {"example_id": [], "program": [], "step": []}  # trace rows: one per (spec, action k)
+    for spec in specs:
+        for k in range(1, len(parse(spec["program"]).body) + 1):
+            table["example_id"].append(spec["id"]), table["program"].append(spec["program"]), table["step"].append(k)
+    table = {k: np.asarray(v) for k, v in table.items()}
+    added = study.with_alternative_labels(table, specs, "position", (-1, 0))
+    by_id = {int(spec["id"]): spec for spec in specs}
+    for i, (eid, text, k) in enumerate(zip(table["example_id"], table["program"], table["step"])):
+        world = World.from_view_codes(np.asarray(by_id[int(eid)]["inputs"][0]))
+        states = [world, *execute(get_semantics("cycle1").apply(parse(str(text))), world, trace=True).states]
+        assert added["cycle1__x"][i] == states[k].x - 1 and added["cycle1__y_prev1"][i] == states[k - 1].y - 1
+    assert len(table["step"]) > 12 and "x" not in added  # the original's columns are the traces' own
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        study.main([str(tiny_run), "--label_set", "positions", "--output", str(tmp_path / "x.json")])
+    assert err.value.code == 2 and "unknown --label_set 'positions'" in capsys.readouterr().err
+
+
 def test_given_previous_puts_the_earlier_state_among_the_facts():
     """A label at +1 that the true label at 0 fixes: the prompt facts alone read it at chance, the
     facts with the earlier state (`with_previous`) read all of it, and the state adds nothing."""

@@ -15,6 +15,7 @@ from karel_hf.data.formatting import format_prompt, parse_sample
 from karel_hf.karel import ACTIONS, Program, World, execute, parse
 from karel_hf.probing import analysis, labels, measure, probes, traces
 from karel_hf.probing.labels import MISSING, label_column, scored_rows, shift, step_labels, trajectory_labels
+from karel_hf.karel.semantics import get_semantics
 
 torch.set_num_threads(1)
 
@@ -135,6 +136,30 @@ def test_alternative_semantics_labels():
             slow = trajectory_labels(every, inputs, name)
             assert all(np.array_equal(fast[f"direction_{i}"], slow[f"direction_{i}"]) for i in range(5))
     assert label_column("x", 1, "cycle2") == "cycle2__x_next1"
+
+
+def test_alternative_semantics_position_labels_rerun_the_worlds():
+    rng = np.random.default_rng(5)
+    moved = 0
+    for _ in range(20):
+        program = Program.from_actions(rng.choice(ACTIONS, size=7))
+        inputs = [random_world(rng) for _ in range(5)]
+        rows = step_labels(program, inputs, semantics=["original", "cycle1", "authors3"], labels=("x", "y", "direction_0"),
+                           alternative_labels=("x", "y"))
+        for name in ("cycle1", "authors3"):
+            # the program run under the alternative meaning, on input 0's world (walls block moves)
+            remapped = Program.from_actions([get_semantics(name).mapping[a] for a in program.actions()])
+            states = [inputs[0], *execute(remapped, inputs[0], trace=True).states]
+            assert rows[f"{name}__x"].tolist() == [s.x - 1 for s in states[1:]]
+            assert rows[f"{name}__y_prev1"].tolist() == [s.y - 1 for s in states[:-1]]
+            assert rows[f"{name}__x_final"].tolist() == [states[-1].x - 1] * 7
+            assert f"{name}__direction_0" not in rows and f"{name}__x_initial" not in rows  # the labels asked for only
+        moved += rows["cycle1__x"].tolist() != rows["x"].tolist()
+    assert moved > 0  # the alternative's positions are not the original's
+    default = step_labels(program, inputs, semantics=["cycle1"])
+    assert "cycle1__x" not in default and "cycle1__direction_0" in default  # directions only by default
+    with pytest.raises(ValueError, match="unknown label"):
+        step_labels(program, inputs, semantics=["cycle1"], alternative_labels=("colour",))
 
 
 def test_step_labels_gather_equals_shifted_trajectories():
@@ -555,6 +580,22 @@ def test_semantic_content_on_traces(monkeypatch):
     assert analysis_["uninformative"] == (analysis_["best_future_classifier"] >= 0.95 or analysis_["num_rows"] < 100)
     with pytest.raises(ValueError, match="lacks column"):
         measure.semantic_content(train, test, semantics="cycle1")
+    with pytest.raises(ValueError, match="no position labels under 'swap'"):
+        measure.semantic_content(train, test, label_set="position", semantics="swap")
+    # with the alternative's position columns added (the program re-run under it), the same probe scores them
+    added = {}
+    for table in (measure.load_traces(train), measure.load_traces(test)):
+        extra = {}
+        for i, (eid, k) in enumerate(zip(table["example_id"], table["step"])):
+            row = rows[int(eid)]
+            found = step_labels(parse(row["program"]), row["inputs"][:5], semantics=["swap"], labels=("x", "y"),
+                                alternative_labels=("x", "y"))
+            for name, values in found.items():
+                extra.setdefault(name, np.zeros(len(table["step"]), np.int64))[i] = values[int(k) - 1]
+        added[len(added)] = {**table, **extra}
+    swapped = measure.semantic_content(added[0], added[1], offset=1, label_set="position", semantics="swap",
+                                       controls=False)
+    assert swapped["semantics"] == "swap" and 0 <= swapped["semantic_content"] <= 1
 
 
 def test_fewer_prompt_pairs_prompt_spec_and_v1_tasks(monkeypatch):

@@ -13,7 +13,9 @@ conditional gain with its 95% bootstrap interval (`--label_set position`: the ro
 of its direction, which depends on the walls). With `--intervention` it also fits the
 alternative-semantics probes on the same states and rows and reports the original minus the best
 alternative; with `--conditional_intervention` the original's conditional gain minus the best
-alternative's (`conditional_intervention`), the form that matches the conditional gain.
+alternative's (`conditional_intervention`), the form that matches the conditional gain. With another
+`--label_set` than v1 the alternatives' labels of that task are computed here, each program re-run on
+its spec's worlds under each semantics (`with_alternative_labels`).
 
     python benchmarks/emergence/probe_study.py /work/runs/emergence/p2l6-cpu24k-s0-bf16 \\
         --steps 0,24000 --probes linear,mlp1 --budgets 2000,all --offsets=-2,-1,0,1,2 --intervention
@@ -203,6 +205,30 @@ def with_previous(table: dict, offset: int, pairs: int) -> dict:
     return out
 
 
+def with_alternative_labels(table: dict, rows, label_set: str, offsets) -> dict:
+    """`table` (loaded traces) with the `label_set` task's labels under every alternative semantics at
+    `offsets` (and `_final`): each row's program re-run on its spec's worlds under that semantics
+    (`labels.step_labels(..., alternative_labels=...)`; walls and markers count). The traces carry the
+    directions only, so the intervention on another task (e.g. the position) needs these."""
+    from karel_hf.karel.program import parse
+    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
+    from karel_hf.probing.labels import NUM_SPEC_INPUTS, V3_TASKS, step_labels
+
+    wanted = tuple(dict.fromkeys(l for task in V3_TASKS.values() for l in task)) if label_set == "v3" else V3_TASKS[label_set]
+    inputs = {int(r["id"]): np.asarray(r["inputs"])[:NUM_SPEC_INPUTS] for r in rows}
+    keys = np.char.add(np.asarray(table["example_id"]).astype(str), np.char.add("\t", np.asarray(table["program"]).astype(str)))
+    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+    steps = np.asarray(table["step"], dtype=np.int64)
+    columns = {}
+    for g, i in enumerate(first):
+        at = np.flatnonzero(group == g)
+        found = step_labels(parse(str(table["program"][i])), inputs[int(table["example_id"][i])],
+                            semantics=ALTERNATIVE_SEMANTICS, offsets=offsets, labels=wanted, alternative_labels=wanted)
+        for name, values in found.items():
+            columns.setdefault(name, np.full(len(steps), -1, dtype=np.int64))[at] = values[steps[at] - 1]
+    return {**table, **columns}
+
+
 def written_programs(run: Path, preset, found: dict, step: int, row_sets, pairs: int, mode: str = "teacher_forced"):
     """Each of `row_sets` with every reference program replaced by the one checkpoint `step` (of
     `found`, step -> path) writes for the spec, read from its generated traces (the evaluate stage's
@@ -309,11 +335,13 @@ def main(argv=None) -> int:
     budgets = parse_list(args.budgets, parse_budget)
     offsets = parse_list(args.offsets, int)
     intervention_offsets = set(parse_list(args.intervention_offsets, int))
+    from karel_hf.probing.labels import V3_TASKS
+
+    if args.label_set not in ("v1", "v3", *V3_TASKS):
+        parser.error(f"unknown --label_set {args.label_set!r}: expected v1, v3 or one of {', '.join(V3_TASKS)}")
     if args.given_previous and (args.label_set != "v1" or args.intervention or args.conditional_intervention
                                 or min(offsets, default=0) < -1):
         parser.error("--given_previous takes --label_set v1, offsets from -1 and no intervention")
-    if (args.intervention or args.conditional_intervention) and args.label_set != "v1":
-        parser.error("--intervention needs --label_set v1 (alternative semantics relabel the directions only)")
     if not set(offsets) <= set(OFFSETS) or any(b is not None and b < 1 for b in budgets):
         parser.error(f"offsets must be in {OFFSETS} and budgets positive or 'all', got {args.offsets!r}, {args.budgets!r}")
     for name in parse_list(args.probes):
@@ -348,6 +376,9 @@ def main(argv=None) -> int:
                       progress=False)
         train = load_traces(build_trace_dataset(model, tokenizer, probe_rows, **common))
         test = load_traces(build_trace_dataset(model, tokenizer, test_rows, **common))
+        if args.label_set != "v1" and (args.intervention or args.conditional_intervention):
+            train = with_alternative_labels(train, probe_rows, args.label_set, OFFSETS)
+            test = with_alternative_labels(test, test_rows, args.label_set, OFFSETS)
         tables = {offset: (with_previous(train, offset, pairs), with_previous(test, offset, pairs))
                   if args.given_previous else (train, test) for offset in offsets}
         for feature in features:

@@ -287,12 +287,20 @@ def step_labels(
     semantics: Sequence[str] = tuple(SEMANTICS),
     offsets: Sequence[int] = OFFSETS,
     labels: Sequence[str] = ALL_LABELS,
+    alternative_labels: Sequence[str] = ALTERNATIVE_LABELS,
 ) -> dict[str, np.ndarray]:
     """One (n,) int64 array per trace-dataset label column (`label_columns`), rows k = 1..n: the
     same values as `shift` of each label's trajectory, gathered for all columns at once.
 
     The `_output` columns need the spec's `outputs`; without them they are left out.
+    `alternative_labels`: the labels (among `labels`) kept under an alternative semantics; the
+    directions by default (no world to run); any other label, e.g. the position `x` and `y`, runs
+    the spec's worlds under that semantics (walls and markers included).
     """
+    unknown = sorted(set(alternative_labels) - set(ALL_LABELS))
+    if unknown:
+        raise ValueError(f"unknown label(s) {unknown} in alternative_labels; expected some of {ALL_LABELS}")
+    directions_only = set(alternative_labels) <= set(DIRECTION_LABELS)
     worlds = _worlds(inputs)  # parsed once for every semantics
     spec_output = output_labels(worlds, outputs) if outputs is not None else None
     n = len(program.body)
@@ -302,11 +310,12 @@ def step_labels(
     gather = np.vstack([np.where((j >= 0) & (j <= n), j, n + 1), np.zeros((1, n), np.int64), np.full((1, n), n)])
     out = {}
     for name in semantics:
-        if name == "original":  # every label; the alternatives keep the directions only (no world to run)
+        if name == "original":  # every label; an alternative keeps `alternative_labels`
             table, kept, specials = trajectory_labels(program, worlds, name), labels, (INITIAL, FINAL)
             rows = gather
         else:
-            table, kept, specials = direction_trajectories(program, worlds, name), [l for l in labels if l in ALTERNATIVE_LABELS], (FINAL,)
+            run = direction_trajectories if directions_only else trajectory_labels
+            table, kept, specials = run(program, worlds, name), [l for l in labels if l in alternative_labels], (FINAL,)
             rows = gather[[c for c in range(len(gather)) if c != len(offsets)]]  # no initial column
         if not kept:
             continue

@@ -129,9 +129,13 @@ def semantic_content(
     """
     tasks = _tasks(label_set, num_prompt_pairs)
     labels = list(dict.fromkeys(l for parts in tasks.values() for l in parts))
-    if semantics != "original" and label_set != "v1":
-        raise ValueError("alternative semantics carry the direction labels only: use label_set='v1'")
     target_cols = [label_column(l, offset, semantics) for l in labels]
+    if semantics != "original" and label_set != "v1":
+        names = set(train.column_names) if hasattr(train, "column_names") else set(train)
+        if not set(target_cols) <= names:
+            raise ValueError(f"the traces carry no {label_set} labels under {semantics!r} (by default an alternative "
+                             "semantics carries the direction labels only): use label_set='v1', or add the columns "
+                             "with labels.step_labels(..., alternative_labels=...)")
     needed = [feature, *KEY_COLUMNS, *target_cols]
     if controls:
         needed += ["code_state"]
