@@ -13,9 +13,9 @@ import torch
 from karel_hf import decoding
 from karel_hf.data.formatting import format_prompt, parse_sample
 from karel_hf.karel import ACTIONS, Program, World, execute, parse
+from karel_hf.karel.semantics import get_semantics
 from karel_hf.probing import analysis, labels, measure, probes, traces
 from karel_hf.probing.labels import MISSING, label_column, scored_rows, shift, step_labels, trajectory_labels
-from karel_hf.karel.semantics import get_semantics
 
 torch.set_num_threads(1)
 

@@ -205,11 +205,12 @@ def with_previous(table: dict, offset: int, pairs: int) -> dict:
     return out
 
 
-def with_alternative_labels(table: dict, rows, label_set: str, offsets) -> dict:
+def with_alternative_labels(table: dict, rows, label_set: str, offsets, cache: dict | None = None) -> dict:
     """`table` (loaded traces) with the `label_set` task's labels under every alternative semantics at
     `offsets` (and `_final`): each row's program re-run on its spec's worlds under that semantics
     (`labels.step_labels(..., alternative_labels=...)`; walls and markers count). The traces carry the
-    directions only, so the intervention on another task (e.g. the position) needs these."""
+    directions only, so the intervention on another task (e.g. the position) needs these. `cache`
+    keeps each (spec, program)'s labels between calls (the same programs at every checkpoint)."""
     from karel_hf.karel.program import parse
     from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     from karel_hf.probing.labels import NUM_SPEC_INPUTS, V3_TASKS, step_labels
@@ -219,11 +220,16 @@ def with_alternative_labels(table: dict, rows, label_set: str, offsets) -> dict:
     keys = np.char.add(np.asarray(table["example_id"]).astype(str), np.char.add("\t", np.asarray(table["program"]).astype(str)))
     _, first, group = np.unique(keys, return_index=True, return_inverse=True)
     steps = np.asarray(table["step"], dtype=np.int64)
-    columns = {}
-    for g, i in enumerate(first):
-        at = np.flatnonzero(group == g)
-        found = step_labels(parse(str(table["program"][i])), inputs[int(table["example_id"][i])],
-                            semantics=ALTERNATIVE_SEMANTICS, offsets=offsets, labels=wanted, alternative_labels=wanted)
+    columns, cache = {}, {} if cache is None else cache
+    rows_of = np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1])  # each group's rows
+    for i, at in zip(first, rows_of):
+        worlds = inputs[int(table["example_id"][i])]
+        key = (label_set, tuple(offsets), str(table["program"][i]), worlds.tobytes())  # ids may repeat across splits
+        if key not in cache:
+            cache[key] = step_labels(parse(str(table["program"][i])), worlds,
+                                     semantics=ALTERNATIVE_SEMANTICS, offsets=offsets, labels=wanted,
+                                     alternative_labels=wanted)
+        found = cache[key]
         for name, values in found.items():
             columns.setdefault(name, np.full(len(steps), -1, dtype=np.int64))[at] = values[steps[at] - 1]
     return {**table, **columns}
@@ -300,7 +306,7 @@ def main(argv=None) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from karel_hf.probing.labels import OFFSET_NAMES, OFFSETS
+    from karel_hf.probing.labels import OFFSET_NAMES, OFFSETS, V3_TASKS
     from karel_hf.probing.measure import intervention, load_traces, semantic_content
     from karel_hf.probing.traces import build_trace_dataset
     from karel_hf.reproduce import _data_rows, model_checkpoints, prompt_pairs, reproduce_preset, teacher_forced_min_length
@@ -335,8 +341,6 @@ def main(argv=None) -> int:
     budgets = parse_list(args.budgets, parse_budget)
     offsets = parse_list(args.offsets, int)
     intervention_offsets = set(parse_list(args.intervention_offsets, int))
-    from karel_hf.probing.labels import V3_TASKS
-
     if args.label_set not in ("v1", "v3", *V3_TASKS):
         parser.error(f"unknown --label_set {args.label_set!r}: expected v1, v3 or one of {', '.join(V3_TASKS)}")
     if args.given_previous and (args.label_set != "v1" or args.intervention or args.conditional_intervention
@@ -354,7 +358,7 @@ def main(argv=None) -> int:
         write_json(args.output or run / "probe_study_evaluation.json",
                    {"run": str(run), "argv": sys.argv[1:], "machine": machine, "rows": rows})
         return 0
-    results, lines = [], []
+    results, lines, alternative_labels = [], [], {}
     header = ("| step | feature | probe | train rows | offset | probe acc | prompt only | conditional gain [95%] "
               "| orig - best alt (alt) |")
     print(header)
@@ -377,8 +381,8 @@ def main(argv=None) -> int:
         train = load_traces(build_trace_dataset(model, tokenizer, probe_rows, **common))
         test = load_traces(build_trace_dataset(model, tokenizer, test_rows, **common))
         if args.label_set != "v1" and (args.intervention or args.conditional_intervention):
-            train = with_alternative_labels(train, probe_rows, args.label_set, OFFSETS)
-            test = with_alternative_labels(test, test_rows, args.label_set, OFFSETS)
+            train = with_alternative_labels(train, probe_rows, args.label_set, OFFSETS, alternative_labels)
+            test = with_alternative_labels(test, test_rows, args.label_set, OFFSETS, alternative_labels)
         tables = {offset: (with_previous(train, offset, pairs), with_previous(test, offset, pairs))
                   if args.given_previous else (train, test) for offset in offsets}
         for feature in features:

@@ -56,8 +56,12 @@ def load_traces(dataset, columns: Sequence[str] | None = None) -> dict[str, np.n
     return {c: np.asarray(batch[c]) for c in columns}
 
 
+def _names(table) -> set[str]:
+    return set(table.column_names) if hasattr(table, "column_names") else set(table)
+
+
 def _check(table, columns) -> list[str]:
-    names = set(table.column_names) if hasattr(table, "column_names") else set(table)
+    names = _names(table)
     missing = [c for c in columns if c not in names]
     if missing:
         raise ValueError(
@@ -131,8 +135,7 @@ def semantic_content(
     labels = list(dict.fromkeys(l for parts in tasks.values() for l in parts))
     target_cols = [label_column(l, offset, semantics) for l in labels]
     if semantics != "original" and label_set != "v1":
-        names = set(train.column_names) if hasattr(train, "column_names") else set(train)
-        if not set(target_cols) <= names:
+        if not set(target_cols) <= _names(train):
             raise ValueError(f"the traces carry no {label_set} labels under {semantics!r} (by default an alternative "
                              "semantics carries the direction labels only): use label_set='v1', or add the columns "
                              "with labels.step_labels(..., alternative_labels=...)")
