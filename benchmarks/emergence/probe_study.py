@@ -77,17 +77,24 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
     Gains, not accuracies: the prompt facts include the output grid, which shows the original
     semantics' final state, so the facts alone already predict the original labels better than an
     alternative's (on an untrained model the accuracies differ by ~10 points, the gains by ~0).
-    A probe given the initial direction can also turn any encoding of the original state into the
+    A probe given the initial label can also turn any encoding of the original state into the
     label of an alternative whose labels are a function of (original label, initial label) (swap:
     d0 - r where the original is d0 + r), so such an alternative says nothing: `determined` gives,
     per semantics, the best any function of (original, initial) label does at predicting its label
-    on the scored rows, and `best_alternative` is taken among those below `UNINFORMATIVE_BEST`."""
-    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
-    from karel_hf.probing.analysis import best_future_classifier
-    from karel_hf.probing.labels import label_column
-    from karel_hf.probing.measure import UNINFORMATIVE_BEST, load_traces, semantic_content
+    on the scored rows (a task's label is the tuple of its parts: the cell is (x, y)), and
+    `best_alternative` is taken among those below `UNINFORMATIVE_BEST`.
 
-    gain, determined, done = {}, {}, {}
+    `discordant`: per alternative, the same comparison on the rows where its labels differ from the
+    original's (`measure.discordant_margin`); `discordant_minimum`: the smallest of those margins
+    over the informative alternatives with at least `UNINFORMATIVE_ROWS` such rows."""
+    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
+    from karel_hf.probing.labels import label_column
+    from karel_hf.probing.measure import (
+        UNINFORMATIVE_BEST, UNINFORMATIVE_ROWS, determined_by, discordant_margin, label_tasks, load_traces,
+        semantic_content,
+    )
+
+    gain, determined, discordant, done, original = {}, {}, {}, {}, None
     for name in ("original", *ALTERNATIVE_SEMANTICS):
         key = tuple(sorted(get_semantics(name).mapping.items()))
         if key not in done:
@@ -95,16 +102,26 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
                                       return_predictions=True, **options)
             rows, labels = scored["test_rows"], list(scored["targets"])
             table = load_traces(test, [label_column(l, w) for l in labels for w in (offset, "initial")])
-            joint = {l: np.asarray(table[label_column(l, offset)])[rows] * 4 + np.asarray(table[label_column(l, "initial")])[rows]
-                     for l in labels}
-            done[key] = (scored["conditional_gain"],
-                         best_future_classifier(joint, scored["targets"]) if len(rows) else float("nan"))
-        gain[name], determined[name] = done[key]
+            given = [{l: np.asarray(table[label_column(l, w)])[rows] for l in labels} for w in (offset, "initial")]
+            tasks = label_tasks(options["label_set"], options["num_prompt_pairs"])
+            done[key] = (scored, determined_by(given, scored["targets"], tasks) if len(rows) else float("nan"))
+        scored, determined[name] = done[key]
+        gain[name] = scored["conditional_gain"]
+        if name == "original":
+            original = scored
+        else:
+            discordant[name] = discordant_margin(original, scored, test, num_prompt_pairs=options["num_prompt_pairs"],
+                                                 num_bootstrap=options["num_bootstrap"])
     informative = {k: v["value"] for k, v in gain.items()
                    if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
     best = max(informative, key=informative.get) if informative else None
+    compared = {k: discordant[k] for k in informative
+                if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
+    lowest = min(compared, key=lambda k: compared[k]["value"]) if compared else None
     return {"gain": gain, "determined_by_original_and_initial": determined, "best_alternative": best,
-            "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan")}
+            "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan"),
+            "discordant": discordant,
+            "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None}
 
 
 def full_evaluations(run: Path, preset, data, found: dict, steps: list[int], probes: list[str]) -> list[dict]:
@@ -411,6 +428,10 @@ def main(argv=None) -> int:
                             row["conditional_intervention"] = cond
                             alt += (f" gain: {100 * cond['original_minus_best_alternative']:+.1f} "
                                     f"({cond['best_alternative']})")
+                            low = cond["discordant_minimum"]
+                            if low:
+                                alt += (f" where they differ: {100 * low['value']:+.1f} [{100 * low['low']:+.1f}, "
+                                        f"{100 * low['high']:+.1f}] ({low['alternative']}, {low['num_rows']} rows)")
                         results.append(row)
                         gain = scored["conditional_gain"]
                         line = (f"| {step} | {feature} | {probe} | {scored['num_train']} | {OFFSET_NAMES[offset]} "

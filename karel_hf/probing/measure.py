@@ -36,7 +36,7 @@ from .analysis import best_future_classifier, probe_future_given_current_correct
 from .labels import (
     INITIAL, NUM_SPEC_INPUTS, OFFSET_NAMES, OUTPUT, V3_TASKS, label_column, scored_rows, v1_labels,
 )
-from .probes import NUM_BOOTSTRAP, joint_one_hot, score_family
+from .probes import MISSING, NUM_BOOTSTRAP, bootstrap_difference, joint_one_hot, score_family
 
 KEY_COLUMNS = ("example_id", "step", "num_actions")
 UNINFORMATIVE_BEST = 0.95  # best current -> future classifier at or above this: the comparison says nothing
@@ -80,7 +80,8 @@ def prompt_facts(initial, output, steps, num_actions) -> list[np.ndarray]:
     return [joint_one_hot(initial[:, c], output[:, c], steps, num_actions) for c in range(initial.shape[1])]
 
 
-def _tasks(label_set: str, num_prompt_pairs: int) -> dict[str, tuple[str, ...]]:
+def label_tasks(label_set: str, num_prompt_pairs: int = NUM_SPEC_INPUTS) -> dict[str, tuple[str, ...]]:
+    """The tasks a label set scores, each with its label columns: {"position": ("x", "y")}."""
     if label_set == "v1":
         return {t: (t,) for t in v1_labels(num_prompt_pairs)}
     if label_set == "v3":
@@ -131,7 +132,7 @@ def semantic_content(
     ({"prompt_only": ..., "conditional": ...} keyed by label name likewise, when the controls fit
     them; `probes.score_family`).
     """
-    tasks = _tasks(label_set, num_prompt_pairs)
+    tasks = label_tasks(label_set, num_prompt_pairs)
     labels = list(dict.fromkeys(l for parts in tasks.values() for l in parts))
     target_cols = [label_column(l, offset, semantics) for l in labels]
     if semantics != "original" and label_set != "v1":
@@ -261,6 +262,86 @@ def intervention(
         "uninformative": bool(best is None or len(rows) < UNINFORMATIVE_ROWS
                               or determined[best] >= UNINFORMATIVE_BEST),
     }
+
+
+def _task_codes(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One integer per row for the tuple of its values in `parts` (equal tuples, equal codes);
+    MISSING where any part is missing."""
+    stacked = np.stack([np.asarray(p, dtype=np.int64) for p in parts], axis=1)
+    codes = np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1)
+    return np.where((stacked == MISSING).any(axis=1), MISSING, codes)
+
+
+def determined_by(given: Sequence[Mapping[str, np.ndarray]], targets: Mapping[str, np.ndarray],
+                  tasks: Mapping[str, Sequence[str]]) -> float:
+    """The best any function of the `given` labels does at predicting `targets`, task by task
+    (a task's value is the tuple of its parts' labels: the cell is (x, y)), pooled over tasks.
+
+    `given`: label mappings on the same rows as `targets` (e.g. the original labels and the
+    initial ones). NaN when no row has every label.
+
+    >>> x, y = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    >>> determined_by([{"x": x, "y": y}], {"x": y, "y": x}, {"cell": ("x", "y")})  # the transpose of the cell
+    1.0
+    >>> determined_by([{"x": x, "y": y}], {"x": x ^ y, "y": x}, {"x": ("x",)})  # x alone does not fix x xor y
+    0.5
+    """
+    keys, values, shift_key, shift_value = [], [], 0, 0
+    for parts in tasks.values():
+        key = _task_codes([g[l] for g in given for l in parts])
+        value = _task_codes([targets[l] for l in parts])
+        keys.append(np.where(key == MISSING, MISSING, key + shift_key))
+        values.append(np.where(value == MISSING, MISSING, value + shift_value))
+        shift_key, shift_value = shift_key + int(key.max(initial=0)) + 1, shift_value + int(value.max(initial=0)) + 1
+    return best_future_classifier(np.concatenate(keys), np.concatenate(values))
+
+
+def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pairs: int = NUM_SPEC_INPUTS,
+                      num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0) -> dict:
+    """The conditional intervention on the rows where the two semantics' labels differ.
+
+    `original` and `alternative`: `semantic_content(..., return_predictions=True)` results with the
+    conditional gain fitted (controls "prompt_only" and "conditional_gain"), on the same `test`
+    rows. Where both semantics give a row the same label, both probes have the same target there and
+    any difference between their gains is noise; averaged over every row, the difference shrinks with
+    the share of rows where the meanings agree (a property of the task, not of the model). On the
+    rows where they disagree (a task's row: any of its parts differs), each gain is the probe on
+    [state, prompt facts] minus the probe on the facts alone, each semantics' probes as fitted on
+    all rows.
+
+    Returns {"value", "low", "high"}: the original's gain minus the alternative's on those rows, with
+    a 95% bootstrap interval over test specs (paired: the same resampled specs for the four
+    predictors); "original_gain" and "alternative_gain" on those rows, "num_rows" (rows that differ
+    in some task) and "fraction" (of the rows with every label).
+    """
+    rows = original["test_rows"]
+    if not np.array_equal(rows, alternative["test_rows"]):
+        raise ValueError("the original and the alternative semantics were scored on different test rows")
+    tasks = label_tasks(original["label_set"], num_prompt_pairs)
+    groups = np.asarray(load_traces(test, ["example_id"])["example_id"])[rows]
+
+    def hits(result, which, parts):  # every part of the task right
+        return np.all([result["control_predictions"][which][l] == result["targets"][l] for l in parts], axis=0)
+
+    scores = {k: [] for k in ("oc", "of", "ac", "af")}
+    valid, labelled = [], []
+    for parts in tasks.values():
+        present = np.all([(r["targets"][l] != MISSING) for r in (original, alternative) for l in parts], axis=0)
+        differs = np.any([original["targets"][l] != alternative["targets"][l] for l in parts], axis=0)
+        valid.append(present & differs), labelled.append(present)
+        for key, result, which in (("oc", original, "conditional"), ("of", original, "prompt_only"),
+                                   ("ac", alternative, "conditional"), ("af", alternative, "prompt_only")):
+            scores[key].append(hits(result, which, parts))
+    oc, of, ac, af = (np.asarray(scores[k], dtype=float) for k in ("oc", "of", "ac", "af"))
+    valid, labelled = np.asarray(valid), np.asarray(labelled)
+    options = dict(num_resamples=num_bootstrap, seed=seed)
+    margin = bootstrap_difference(oc + af, of + ac, valid, groups, **options)
+    num_labelled = int(labelled.any(axis=0).sum())
+    return {**margin,
+            "original_gain": bootstrap_difference(oc, of, valid, groups, **options)["value"],
+            "alternative_gain": bootstrap_difference(ac, af, valid, groups, **options)["value"],
+            "num_rows": int(valid.any(axis=0).sum()),
+            "fraction": float(valid.any(axis=0).sum() / num_labelled) if num_labelled else float("nan")}
 
 
 # ---------------------------------------------------------------------------------- future

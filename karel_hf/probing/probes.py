@@ -122,8 +122,9 @@ def bootstrap_difference(correct_a, correct_b, valid, groups, *, num_resamples: 
                          seed: int = 0) -> dict:
     """Mean-over-tasks accuracy of predictor A minus predictor B, with a 95% bootstrap interval.
 
-    `correct_a`, `correct_b`, `valid`: (tasks, rows) bools (is the prediction right; is the row
-    scored for the task); `groups` (rows,): the resampling unit (a spec). Predictions are fixed;
+    `correct_a`, `correct_b`: (tasks, rows) bools (is the prediction right), or per-row scores
+    (the sum of several predictors' hits, for a difference of differences); `valid`: (tasks, rows)
+    bools (is the row scored for the task); `groups` (rows,): the resampling unit (a spec). Predictions are fixed;
     groups are resampled with replacement (multinomial weights, `num_resamples` times, seeded).
     Returns {"value", "low", "high"} (NaN when no row is scored).
 
@@ -132,7 +133,8 @@ def bootstrap_difference(correct_a, correct_b, valid, groups, *, num_resamples: 
     >>> r["value"], r["low"] <= r["value"] <= r["high"]
     (0.5, True)
     """
-    correct_a, correct_b, valid = (np.atleast_2d(np.asarray(v, dtype=bool)) for v in (correct_a, correct_b, valid))
+    correct_a, correct_b = (np.atleast_2d(np.asarray(v, dtype=float)) for v in (correct_a, correct_b))
+    valid = np.atleast_2d(np.asarray(valid, dtype=bool))
     _, index = np.unique(np.asarray(groups), return_inverse=True)
     num_groups = int(index.max()) + 1 if index.size else 0
     nan = {"value": float("nan"), "low": float("nan"), "high": float("nan")}
@@ -140,7 +142,7 @@ def bootstrap_difference(correct_a, correct_b, valid, groups, *, num_resamples: 
         return nan
 
     def per_group(values):  # (groups, tasks) counts
-        return np.stack([np.bincount(index, weights=(v & m).astype(float), minlength=num_groups)
+        return np.stack([np.bincount(index, weights=np.where(m, v, 0.0), minlength=num_groups)
                          for v, m in zip(values, valid)], axis=1)
 
     hits_a, hits_b, counts = per_group(correct_a), per_group(correct_b), per_group(valid)
