@@ -165,6 +165,16 @@ def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tm
             assert cond["gain"]["original"] == r["conditional_gain"]  # the same probe, seed and rows
             best = cond["gain"][cond["best_alternative"]]["value"]
             assert cond["original_minus_best_alternative"] == pytest.approx(r["conditional_gain"]["value"] - best)
+            # where the meanings differ: one comparison per alternative, on a share of the scored rows
+            assert set(cond["discordant"]) == set(cond["gain"]) - {"original"}
+            for found in cond["discordant"].values():
+                assert 0 <= found["num_rows"] <= r["num_test"] and 0 <= found["fraction"] <= 1
+                if found["num_rows"]:
+                    assert found["value"] == pytest.approx(found["original_gain"] - found["alternative_gain"])
+            low = cond["discordant_minimum"]
+            assert low is None or (low["num_rows"] >= 100 and low["value"] == min(
+                cond["discordant"][k]["value"] for k in cond["gain"] if k != "original"
+                and cond["determined_by_original_and_initial"][k] < 0.95 and cond["discordant"][k]["num_rows"] >= 100))
         gain = r["conditional_gain"]
         assert -1 <= gain["low"] <= gain["value"] <= gain["high"] <= 1
     assert capsys.readouterr().out.count(" | linear | ") == len(rows)  # the markdown table, one line per row

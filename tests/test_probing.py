@@ -598,6 +598,77 @@ def test_semantic_content_on_traces(monkeypatch):
     assert swapped["semantics"] == "swap" and 0 <= swapped["semantic_content"] <= 1
 
 
+def _cell_table(state_of, n=1600, seed=0):
+    """Trace rows of one cell label: the original (x, y), an alternative (`cycle1`) cell that
+    differs on ~30% of rows, prompt facts that say nothing, and the state `state_of(cell, other)`."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    moved = rng.random(n) < 0.3
+    ax = np.where(moved, (x + rng.integers(1, 4, n)) % 4, x)  # a different x on the moved rows
+    table = {"example_id": np.arange(n), "step": np.ones(n, dtype=np.int64), "num_actions": np.full(n, 3),
+             "code_state": rng.normal(size=(n, 4)).astype(np.float32), "x": x, "y": y, "cycle1__x": ax, "cycle1__y": y}
+    for part in ("x", "y"):
+        table[f"{part}_initial"], table[f"{part}_output"] = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    table["state"] = state_of(np.eye(16)[4 * x + y], np.eye(16)[4 * ax + y]) + rng.normal(0, 0.1, (n, 16 * 2))
+    table["state"] = table["state"].astype(np.float32)
+    return {k: v[:1000] for k, v in table.items()}, {k: v[1000:] for k, v in table.items()}
+
+
+@pytest.mark.parametrize("encoded", ["original only", "both meanings"])
+def test_discordant_margin_reads_the_rows_where_the_meanings_differ(encoded):
+    """Where the two cells agree both probes have the same target; where they differ, a state that
+    holds the original cell only gives the original's probe the gain and the alternative's none, and
+    a state that holds both cells gives both the gain (margin ~0)."""
+    def state_of(cell, other):
+        return np.concatenate([cell, other if encoded == "both meanings" else np.zeros_like(other)], axis=1)
+
+    train, test = _cell_table(state_of)
+    options = dict(label_set="position", controls=("prompt_only", "conditional_gain"), return_predictions=True,
+                   num_bootstrap=200)
+    original = measure.semantic_content(train, test, 0, **options)
+    alternative = measure.semantic_content(train, test, 0, semantics="cycle1", **options)
+    found = measure.discordant_margin(original, alternative, test, num_bootstrap=200)
+    rows = original["test_rows"]
+    differs = test["cycle1__x"][rows] != test["x"][rows]
+    assert found["num_rows"] == differs.sum() > 100 and found["fraction"] == pytest.approx(differs.mean())
+
+    def hits(result, which):
+        return np.all([result["control_predictions"][which][l] == result["targets"][l] for l in ("x", "y")], axis=0)
+
+    by_hand = (hits(original, "conditional") & differs).sum() - (hits(original, "prompt_only") & differs).sum()
+    by_hand -= (hits(alternative, "conditional") & differs).sum() - (hits(alternative, "prompt_only") & differs).sum()
+    assert found["value"] == pytest.approx(by_hand / differs.sum())
+    assert found["value"] == pytest.approx(found["original_gain"] - found["alternative_gain"])
+    assert found["low"] <= found["value"] <= found["high"]
+    assert found["original_gain"] > 0.8  # the facts say nothing; the state gives the cell
+    if encoded == "original only":  # the alternative's probe reads the original cell where they differ
+        assert found["alternative_gain"] < 0.1 and found["low"] > 0.7
+    else:
+        assert found["alternative_gain"] > 0.8 and abs(found["value"]) < 0.1
+    # over every row the same two gains differ by about the share of differing rows times that margin
+    all_rows = original["conditional_gain"]["value"] - alternative["conditional_gain"]["value"]
+    assert all_rows == pytest.approx(found["value"] * found["fraction"], abs=0.03)
+    shifted = {**alternative, "test_rows": alternative["test_rows"][1:]}
+    with pytest.raises(ValueError, match="different test rows"):
+        measure.discordant_margin(original, shifted, test)
+
+
+def test_determined_by_keys_the_whole_cell():
+    """The informative screen asks whether (original cell, initial cell) fix the alternative's cell:
+    a key per coordinate would miss a map that exchanges x and y, and `x * 4 + initial x` would mix
+    cells whose coordinates exceed 3."""
+    rng = np.random.default_rng(0)
+    x, y, x0 = rng.integers(0, 8, 500), rng.integers(0, 8, 500), rng.integers(0, 8, 500)
+    cell = {"x": x, "y": y}
+    tasks = measure.label_tasks("position")
+    assert tasks == {"position": ("x", "y")}
+    assert measure.determined_by([cell], {"x": y, "y": x}, tasks) == 1.0
+    assert measure.determined_by([cell, {"x": x0, "y": y}], {"x": (x + x0) % 8, "y": y}, tasks) == 1.0
+    assert measure.determined_by([cell], {"x": (x + x0) % 8, "y": y}, tasks) < 0.5
+    assert np.isnan(measure.determined_by([{"x": np.full(3, MISSING), "y": np.zeros(3, np.int64)}],
+                                          {"x": np.zeros(3, np.int64), "y": np.zeros(3, np.int64)}, tasks))
+
+
 def test_fewer_prompt_pairs_prompt_spec_and_v1_tasks(monkeypatch):
     rows = make_rows(40, seed=6)
     programs = _programs(rows, pairs=1)
