@@ -161,6 +161,8 @@ def test_probe_study_scores_every_layer_and_probe_on_a_finished_run(tiny_run, tm
             assert cond["gain"]["swap"] == cond["gain"]["authors0"]  # one fit per distinct map
             # swap is a function of (original, initial direction): never the informative alternative
             assert cond["determined_by_original_and_initial"]["swap"] == pytest.approx(1.0)
+            # the mirror's rotation is the real one's negated: a function of the change alone
+            assert cond["determined_by_prompt"]["swap"] == pytest.approx(1.0)
             assert cond["best_alternative"] != "swap"
             assert cond["gain"]["original"] == r["conditional_gain"]  # the same probe, seed and rows
             best = cond["gain"][cond["best_alternative"]]["value"]
@@ -276,6 +278,7 @@ def test_probe_study_intervention_on_the_position_reruns_the_worlds(tiny_run, tm
     assert row["label_set"] == "position"
     cond = row["conditional_intervention"]
     assert cond["gain"]["original"] == row["conditional_gain"] and set(cond["gain"]) >= {"cycle1", "authors3"}
+    assert all(0 < share <= 1 for share in cond["determined_by_prompt"].values())
     assert set(row["intervention"]["accuracy"]) >= {"original", "cycle1"}
 
     preset = reproduce_preset(json.loads((tiny_run / "reproduce_config.json").read_text())["preset"])

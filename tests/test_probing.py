@@ -669,6 +669,32 @@ def test_determined_by_keys_the_whole_cell():
                                           {"x": np.zeros(3, np.int64), "y": np.zeros(3, np.int64)}, tasks))
 
 
+def test_the_mirror_meanings_cell_is_the_real_one_reflected_unless_a_wall_stops_one():
+    """Under `swap` (left and right turns exchanged) the robot's move from its initial cell is the
+    real move reflected about the initial heading, so (the real move, the initial direction) fix it
+    on every row where no wall or border stops one run and not the other, and the real move alone
+    does not; a meaning in which other tokens move the robot (`cycle1`) gains little from the
+    heading. (`probe_study.py --conditional_intervention` reports it as `determined_by_prompt`.)"""
+    rows = make_rows(300, seed=3)
+    cols = {}
+    for row in rows:
+        found = step_labels(parse(row["program"]), row["inputs"][:5], semantics=["original", "swap", "cycle1"],
+                            offsets=(0,), labels=("x", "y", "direction_0"), alternative_labels=("x", "y"))
+        for name, values in found.items():
+            cols.setdefault(name, []).append(values)
+    cols = {k: np.concatenate(v) for k, v in cols.items()}
+    tasks = measure.label_tasks("position")
+
+    def move(prefix):  # from the initial cell, shifted clear of MISSING
+        return {p: cols[f"{prefix}{p}"] - cols[f"{p}_initial"] + 100 for p in ("x", "y")}
+
+    heading = {"x": cols["direction_0_initial"], "y": cols["direction_0_initial"]}
+    share = {name: (measure.determined_by([move("")], move(f"{name}__"), tasks),
+                    measure.determined_by([move(""), heading], move(f"{name}__"), tasks)) for name in ("swap", "cycle1")}
+    assert share["swap"][1] > 0.85 and share["swap"][1] - share["swap"][0] > 0.08
+    assert share["cycle1"][1] - share["cycle1"][0] < 0.03 and share["cycle1"][1] < share["swap"][1] - 0.1
+
+
 def test_fewer_prompt_pairs_prompt_spec_and_v1_tasks(monkeypatch):
     rows = make_rows(40, seed=6)
     programs = _programs(rows, pairs=1)

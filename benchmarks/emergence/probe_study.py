@@ -82,30 +82,45 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
     d0 - r where the original is d0 + r), so such an alternative says nothing: `determined` gives,
     per semantics, the best any function of (original, initial) label does at predicting its label
     on the scored rows (a task's label is the tuple of its parts: the cell is (x, y)), and
-    `best_alternative` is taken among those below `UNINFORMATIVE_BEST`.
+    `best_alternative` is taken among those below `UNINFORMATIVE_BEST`. `determined_by_prompt`:
+    the best any function of (the original's change from the initial label, the initial direction
+    in the label's input) does at predicting the alternative's change; the mirror meaning's cell
+    is the real one's reflected about the initial heading wherever no wall or border stops one of
+    the two runs, which the cell's screen cannot see, so this says how much of an alternative is a
+    relabeling of the real meaning. (Changes, not cells, as the key: a key of both cells and the
+    heading has more values than there are test rows, and the in-sample best function then fits
+    the rows' noise.)
 
     `discordant`: per alternative, the same comparison on the rows where its labels differ from the
     original's (`measure.discordant_margin`); `discordant_minimum`: the smallest of those margins
     over the informative alternatives with at least `UNINFORMATIVE_ROWS` such rows."""
     from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
-    from karel_hf.probing.labels import label_column
+    from karel_hf.probing.labels import MISSING, label_column
     from karel_hf.probing.measure import (
         UNINFORMATIVE_BEST, UNINFORMATIVE_ROWS, determined_by, discordant_margin, label_tasks, load_traces,
         semantic_content,
     )
 
-    gain, determined, discordant, done, original = {}, {}, {}, {}, None
+    gain, determined, by_prompt, discordant, done, original = {}, {}, {}, {}, {}, None
     for name in ("original", *ALTERNATIVE_SEMANTICS):
         key = tuple(sorted(get_semantics(name).mapping.items()))
         if key not in done:
             scored = semantic_content(train, test, offset, semantics=name, controls=("prompt_only", "conditional_gain"),
                                       return_predictions=True, **options)
             rows, labels = scored["test_rows"], list(scored["targets"])
-            table = load_traces(test, [label_column(l, w) for l in labels for w in (offset, "initial")])
+            heading = {l: l if l.startswith("direction_") else "direction_0" for l in labels}  # the label's input
+            table = load_traces(test, [*(label_column(l, w) for l in labels for w in (offset, "initial")),
+                                       *(label_column(h, "initial") for h in heading.values())])
             given = [{l: np.asarray(table[label_column(l, w)])[rows] for l in labels} for w in (offset, "initial")]
+            initial_heading = {l: np.asarray(table[label_column(heading[l], "initial")])[rows] for l in labels}
             tasks = label_tasks(options["label_set"], options["num_prompt_pairs"])
-            done[key] = (scored, determined_by(given, scored["targets"], tasks) if len(rows) else float("nan"))
-        scored, determined[name] = done[key]
+
+            def change(labels_):  # from the initial label (+100 keeps a change of -1 apart from MISSING)
+                return {l: np.where(v == MISSING, MISSING, v - given[1][l] + 100) for l, v in labels_.items()}
+
+            done[key] = (scored, *((determined_by(g, t, tasks) if len(rows) else float("nan")) for g, t in (
+                (given, scored["targets"]), ([change(given[0]), initial_heading], change(scored["targets"])))))
+        scored, determined[name], by_prompt[name] = done[key]
         gain[name] = scored["conditional_gain"]
         if name == "original":
             original = scored
@@ -118,7 +133,8 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
     compared = {k: discordant[k] for k in informative
                 if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
     lowest = min(compared, key=lambda k: compared[k]["value"]) if compared else None
-    return {"gain": gain, "determined_by_original_and_initial": determined, "best_alternative": best,
+    return {"gain": gain, "determined_by_original_and_initial": determined, "determined_by_prompt": by_prompt,
+            "best_alternative": best,
             "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan"),
             "discordant": discordant,
             "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None}
