@@ -639,6 +639,8 @@ def test_discordant_margin_reads_the_rows_where_the_meanings_differ(encoded):
     by_hand -= (hits(alternative, "conditional") & differs).sum() - (hits(alternative, "prompt_only") & differs).sum()
     assert found["value"] == pytest.approx(by_hand / differs.sum())
     assert found["value"] == pytest.approx(found["original_gain"] - found["alternative_gain"])
+    assert found["original_gain"] == pytest.approx(found["original_state_facts"] - found["original_facts"])
+    assert found["alternative_facts"] == pytest.approx(np.mean(hits(alternative, "prompt_only")[differs]))
     assert found["low"] <= found["value"] <= found["high"]
     assert found["original_gain"] > 0.8  # the facts say nothing; the state gives the cell
     if encoded == "original only":  # the alternative's probe reads the original cell where they differ

@@ -311,8 +311,14 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
 
     Returns {"value", "low", "high"}: the original's gain minus the alternative's on those rows, with
     a 95% bootstrap interval over test specs (paired: the same resampled specs for the four
-    predictors); "original_gain" and "alternative_gain" on those rows, "num_rows" (rows that differ
-    in some task) and "fraction" (of the rows with every label).
+    predictors); "original_gain" and "alternative_gain" on those rows, the four accuracies there
+    ("original_state_facts", "original_facts", "alternative_state_facts", "alternative_facts"),
+    "num_rows" (rows that differ in some task) and "fraction" (of the rows with every label).
+
+    The facts are the original's (the output grid shows its final state), and on these rows the
+    alternative's label is never the original's: a facts-only probe that leans to the original's
+    label is wrong there for the alternative, which lowers its baseline and raises its gain. The
+    comparison is therefore tilted toward the alternative; the accuracies show by how much.
     """
     rows = original["test_rows"]
     if not np.array_equal(rows, alternative["test_rows"]):
@@ -337,7 +343,12 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
     options = dict(num_resamples=num_bootstrap, seed=seed)
     margin = bootstrap_difference(oc + af, of + ac, valid, groups, **options)
     num_labelled = int(labelled.any(axis=0).sum())
-    return {**margin,
+    with np.errstate(invalid="ignore"):
+        accuracy = {name: float(np.nanmean((hits * valid).sum(axis=1) / valid.sum(axis=1)))
+                    if valid.any() else float("nan")
+                    for name, hits in (("original_state_facts", oc), ("original_facts", of),
+                                       ("alternative_state_facts", ac), ("alternative_facts", af))}
+    return {**margin, **accuracy,
             "original_gain": bootstrap_difference(oc, of, valid, groups, **options)["value"],
             "alternative_gain": bootstrap_difference(ac, af, valid, groups, **options)["value"],
             "num_rows": int(valid.any(axis=0).sum()),
