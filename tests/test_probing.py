@@ -653,6 +653,9 @@ def test_discordant_margin_reads_the_rows_where_the_meanings_differ(encoded):
     shifted = {**alternative, "test_rows": alternative["test_rows"][1:]}
     with pytest.raises(ValueError, match="different test rows"):
         measure.discordant_margin(original, shifted, test)
+    plain = measure.semantic_content(train, test, 0, label_set="position", controls=False)
+    with pytest.raises(ValueError, match="needs semantic_content"):
+        measure.discordant_margin(plain, alternative, test)
 
 
 def test_determined_by_keys_the_whole_cell():

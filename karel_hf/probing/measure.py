@@ -320,6 +320,10 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
     label is wrong there for the alternative, which lowers its baseline and raises its gain. The
     comparison is therefore tilted toward the alternative; the accuracies show by how much.
     """
+    for result in (original, alternative):
+        if not {"prompt_only", "conditional"} <= set(result.get("control_predictions", {})):
+            raise ValueError("discordant_margin needs semantic_content(..., controls=('prompt_only', "
+                             "'conditional_gain'), return_predictions=True) results")
     rows = original["test_rows"]
     if not np.array_equal(rows, alternative["test_rows"]):
         raise ValueError("the original and the alternative semantics were scored on different test rows")
