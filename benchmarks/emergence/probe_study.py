@@ -101,30 +101,32 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
         semantic_content,
     )
 
+    tasks = label_tasks(options["label_set"], options["num_prompt_pairs"])
+    labels = [l for parts in tasks.values() for l in parts]
+    heading = {l: l if l.startswith("direction_") else "direction_0" for l in labels}  # the label's input
+    table = load_traces(test, [*(label_column(l, w) for l in labels for w in (offset, "initial")),
+                               *(label_column(h, "initial") for h in heading.values())])
+
+    def change(found, initial):  # from the initial label (+100 keeps a change of -1 apart from MISSING)
+        return {l: np.where(v == MISSING, MISSING, v - initial[l] + 100) for l, v in found.items()}
+
     gain, determined, by_prompt, discordant, done, original = {}, {}, {}, {}, {}, None
     for name in ("original", *ALTERNATIVE_SEMANTICS):
         key = tuple(sorted(get_semantics(name).mapping.items()))
         if key not in done:
             scored = semantic_content(train, test, offset, semantics=name, controls=("prompt_only", "conditional_gain"),
                                       return_predictions=True, **options)
-            rows, labels = scored["test_rows"], list(scored["targets"])
-            heading = {l: l if l.startswith("direction_") else "direction_0" for l in labels}  # the label's input
-            table = load_traces(test, [*(label_column(l, w) for l in labels for w in (offset, "initial")),
-                                       *(label_column(h, "initial") for h in heading.values())])
-            given = [{l: np.asarray(table[label_column(l, w)])[rows] for l in labels} for w in (offset, "initial")]
-            initial_heading = {l: np.asarray(table[label_column(heading[l], "initial")])[rows] for l in labels}
-            tasks = label_tasks(options["label_set"], options["num_prompt_pairs"])
-
-            def change(labels_):  # from the initial label (+100 keeps a change of -1 apart from MISSING)
-                return {l: np.where(v == MISSING, MISSING, v - given[1][l] + 100) for l, v in labels_.items()}
-
+            if original is None:  # the original (scored first): its rows are every semantics' rows
+                original, rows = scored, scored["test_rows"]
+                real, initial = ({l: np.asarray(table[label_column(l, w)])[rows] for l in labels}
+                                 for w in (offset, "initial"))
+                initial_heading = {l: np.asarray(table[label_column(heading[l], "initial")])[rows] for l in labels}
+            targets = scored["targets"]
             done[key] = (scored, *((determined_by(g, t, tasks) if len(rows) else float("nan")) for g, t in (
-                (given, scored["targets"]), ([change(given[0]), initial_heading], change(scored["targets"])))))
+                ([real, initial], targets), ([change(real, initial), initial_heading], change(targets, initial)))))
         scored, determined[name], by_prompt[name] = done[key]
         gain[name] = scored["conditional_gain"]
-        if name == "original":
-            original = scored
-        else:
+        if name != "original":
             discordant[name] = discordant_margin(original, scored, test, num_prompt_pairs=options["num_prompt_pairs"],
                                                  num_bootstrap=options["num_bootstrap"])
     informative = {k: v["value"] for k, v in gain.items()

@@ -344,17 +344,16 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
             scores[key].append(hits(result, which, parts))
     oc, of, ac, af = (np.asarray(scores[k], dtype=float) for k in ("oc", "of", "ac", "af"))
     valid, labelled = np.asarray(valid), np.asarray(labelled)
-    options = dict(num_resamples=num_bootstrap, seed=seed)
-    margin = bootstrap_difference(oc + af, of + ac, valid, groups, **options)
+    margin = bootstrap_difference(oc + af, of + ac, valid, groups, num_resamples=num_bootstrap, seed=seed)
     num_labelled = int(labelled.any(axis=0).sum())
-    with np.errstate(invalid="ignore"):
-        accuracy = {name: float(np.nanmean((hits * valid).sum(axis=1) / valid.sum(axis=1)))
+    with np.errstate(invalid="ignore"):  # per task on its differing rows, then the mean over tasks
+        accuracy = {name: float(np.nanmean((right * valid).sum(axis=1) / valid.sum(axis=1)))
                     if valid.any() else float("nan")
-                    for name, hits in (("original_state_facts", oc), ("original_facts", of),
-                                       ("alternative_state_facts", ac), ("alternative_facts", af))}
+                    for name, right in (("original_state_facts", oc), ("original_facts", of),
+                                        ("alternative_state_facts", ac), ("alternative_facts", af))}
     return {**margin, **accuracy,
-            "original_gain": bootstrap_difference(oc, of, valid, groups, **options)["value"],
-            "alternative_gain": bootstrap_difference(ac, af, valid, groups, **options)["value"],
+            "original_gain": accuracy["original_state_facts"] - accuracy["original_facts"],
+            "alternative_gain": accuracy["alternative_state_facts"] - accuracy["alternative_facts"],
             "num_rows": int(valid.any(axis=0).sum()),
             "fraction": float(valid.any(axis=0).sum() / num_labelled) if num_labelled else float("nan")}
 
