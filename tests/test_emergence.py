@@ -272,11 +272,22 @@ def test_probe_study_intervention_on_the_position_reruns_the_worlds(tiny_run, tm
     out = tmp_path / "position.json"
     argv = [str(tiny_run), "--steps", "0", "--features", "state", "--probes", "linear", "--budgets", "all",
             "--offsets=-1", "--label_set", "position", "--intervention", "--conditional_intervention",
-            "--intervention_offsets=-1", "--num_bootstrap", "20", "--output", str(out)]
+            "--intervention_offsets=-1", "--given_other", "swap,cycle1", "--num_bootstrap", "20", "--output", str(out)]
     assert study.main(argv) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["label_set"] == "position"
     cond = row["conditional_intervention"]
+    # each meaning's probes given the other's cell (and the initial heading): the same rows differ,
+    # and the facts now hold the other's cell, so neither facts-only probe does worse than without it
+    assert set(cond["given_other"]) == {"swap", "cycle1"}
+    for name, crossed in cond["given_other"].items():
+        plain = cond["discordant"][name]
+        assert crossed["num_rows"] == plain["num_rows"] and crossed["fraction"] == plain["fraction"]
+        if crossed["num_rows"]:
+            assert crossed["value"] == pytest.approx(crossed["original_gain"] - crossed["alternative_gain"])
+            assert crossed["alternative_facts"] >= plain["alternative_facts"] - 0.05
+        assert set(crossed["all_rows"]) == {"original_gain", "alternative_gain"}
+    assert " given the other, swap: " in capsys.readouterr().out
     assert cond["gain"]["original"] == row["conditional_gain"] and set(cond["gain"]) >= {"cycle1", "authors3"}
     assert all(0 < share <= 1 for share in cond["determined_by_prompt"].values())
     assert set(row["intervention"]["accuracy"]) >= {"original", "cycle1"}
@@ -296,9 +307,12 @@ def test_probe_study_intervention_on_the_position_reruns_the_worlds(tiny_run, tm
         assert added["cycle1__x"][i] == states[k].x - 1 and added["cycle1__y_prev1"][i] == states[k - 1].y - 1
     assert len(table["step"]) > 12 and "x" not in added  # the original's columns are the traces' own
     capsys.readouterr()
-    with pytest.raises(SystemExit) as err:
-        study.main([str(tiny_run), "--label_set", "positions", "--output", str(tmp_path / "x.json")])
-    assert err.value.code == 2 and "unknown --label_set 'positions'" in capsys.readouterr().err
+    for bad, message in ((["--label_set", "positions"], "unknown --label_set 'positions'"),
+                         (["--given_other", "swap"], "--given_other is part of --conditional_intervention"),
+                         (["--conditional_intervention", "--given_other", "swapp"], "--given_other: unknown semantics")):
+        with pytest.raises(SystemExit) as err:
+            study.main([str(tiny_run), *bad, "--output", str(tmp_path / "x.json")])
+        assert err.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_given_previous_puts_the_earlier_state_among_the_facts():

@@ -658,6 +658,71 @@ def test_discordant_margin_reads_the_rows_where_the_meanings_differ(encoded):
         measure.discordant_margin(plain, alternative, test)
 
 
+@pytest.mark.parametrize("encoded", ["original only", "alternative only", "both meanings"])
+def test_given_the_other_meaning_the_gain_is_what_the_state_adds_beyond_it(encoded):
+    """`semantic_content(..., given=...)` sets the given columns beside the prompt facts. Each
+    meaning's probes given the other meaning's cell: a state that holds one cell gives its own probe
+    the gain and the other none (the other's cell is in the facts); one that holds both gives both."""
+    def state_of(cell, other):
+        return np.concatenate([cell if encoded != "alternative only" else np.zeros_like(cell),
+                               other if encoded != "original only" else np.zeros_like(other)], axis=1)
+
+    train, test = _cell_table(state_of)
+    options = dict(label_set="position", controls=("prompt_only", "conditional_gain"), return_predictions=True,
+                   num_bootstrap=200)
+    original = measure.semantic_content(train, test, 0, given=["cycle1__x", "cycle1__y"], **options)
+    alternative = measure.semantic_content(train, test, 0, semantics="cycle1", given=["x", "y"], **options)
+    assert original["given"] == ["cycle1__x", "cycle1__y"]
+    found = measure.discordant_margin(original, alternative, test, num_bootstrap=200)
+    # where they differ the facts (the other's cell among them) point at the other's cell: 0 right
+    assert found["original_facts"] < 0.05 and found["alternative_facts"] < 0.05
+    if encoded == "original only":
+        assert found["original_gain"] > 0.8 and found["alternative_gain"] < 0.1 and found["low"] > 0.7
+    elif encoded == "alternative only":
+        assert found["original_gain"] < 0.1 and found["alternative_gain"] > 0.8 and found["high"] < -0.7
+    else:
+        assert found["original_gain"] > 0.8 and found["alternative_gain"] > 0.8 and abs(found["value"]) < 0.1
+    # without the other's cell a state holding only the original's gives the alternative's probe
+    # nothing but the rows where the cells agree; given it, the alternative's facts reach them too
+    plain = measure.semantic_content(train, test, 0, semantics="cycle1", **options)
+    assert alternative["controls"]["prompt_only"] > plain["controls"]["prompt_only"] + 0.3
+    with pytest.raises(ValueError, match="lacks column"):
+        measure.semantic_content(train, test, 0, given=["swap__x"], **options)
+    with pytest.raises(ValueError, match="need controls"):
+        measure.semantic_content(train, test, 0, label_set="position", controls=False, given=["cycle1__x"])
+
+
+def test_given_the_other_meaning_the_facts_lean_no_longer_tilts():
+    """The prompt facts show the original's label (here all of it: the output column is the cell):
+    on the rows where the meanings differ the facts alone miss the alternative's label, so a state
+    that holds both cells gives the alternative's probe the gain and the original's none (margin -1,
+    all tilt). Where the other's label and a given fact fix each label (here the alternative's x is
+    the original's shifted when the heading is 1), given them both probes start from the same place."""
+    rng = np.random.default_rng(1)
+    n = 1600
+    x, y, heading = rng.integers(0, 4, n), rng.integers(0, 4, n), rng.integers(0, 4, n)
+    ax = np.where(heading == 1, (x + 1) % 4, x)
+    table = {"example_id": np.arange(n), "step": np.ones(n, dtype=np.int64), "num_actions": np.full(n, 3),
+             "code_state": rng.normal(size=(n, 4)).astype(np.float32), "x": x, "y": y, "cycle1__x": ax,
+             "cycle1__y": y, "x_initial": np.zeros(n, np.int64), "y_initial": np.zeros(n, np.int64), "x_output": x,
+             "y_output": y, "direction_0_initial": heading}
+    table["state"] = (np.hstack([np.eye(16)[4 * x + y], np.eye(16)[4 * ax + y]])
+                      + rng.normal(0, 0.1, (n, 32))).astype(np.float32)
+    train, test = ({k: v[:1000] for k, v in table.items()}, {k: v[1000:] for k, v in table.items()})
+    options = dict(label_set="position", controls=("prompt_only", "conditional_gain"), return_predictions=True,
+                   num_bootstrap=200)
+    tilted = measure.discordant_margin(measure.semantic_content(train, test, 0, **options),
+                                       measure.semantic_content(train, test, 0, semantics="cycle1", **options),
+                                       test, num_bootstrap=200)
+    assert tilted["value"] < -0.8 and tilted["original_facts"] > 0.95 and tilted["alternative_facts"] < 0.05
+    given = measure.discordant_margin(
+        measure.semantic_content(train, test, 0, given=["cycle1__x", "cycle1__y", "direction_0_initial"], **options),
+        measure.semantic_content(train, test, 0, semantics="cycle1", given=["x", "y", "direction_0_initial"],
+                                 **options),
+        test, num_bootstrap=200)
+    assert abs(given["value"]) < 0.05 and given["alternative_facts"] > 0.95
+
+
 def test_determined_by_keys_the_whole_cell():
     """The informative screen asks whether (original cell, initial cell) fix the alternative's cell:
     a key per coordinate would miss a map that exchanges x and y, and `x * 4 + initial x` would mix

@@ -68,7 +68,7 @@ def parse_budget(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
-def conditional_intervention(train, test, offset: int, options: dict) -> dict:
+def conditional_intervention(train, test, offset: int, options: dict, given_other=()) -> dict:
     """The intervention in the conditional form: for the original semantics and each distinct
     alternative map, the conditional gain (probe on [state, prompt facts] minus the probe on the
     prompt facts alone) for that semantics' labels, and the original's gain minus the best
@@ -93,7 +93,19 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
 
     `discordant`: per alternative, the same comparison on the rows where its labels differ from the
     original's (`measure.discordant_margin`); `discordant_minimum`: the smallest of those margins
-    over the informative alternatives with at least `UNINFORMATIVE_ROWS` such rows."""
+    over the informative alternatives with at least `UNINFORMATIVE_ROWS` such rows.
+
+    `given_other` (alternative names): `given_other[name]`, the same comparison with each meaning's
+    probes also given the other meaning's label as a fact (and the initial direction of the label's
+    input, about which the mirror meaning reflects the path): the original's gain over (prompt facts,
+    the alternative's label) minus the alternative's gain over (prompt facts, the original's label),
+    where the labels differ (`discordant_margin`) and on every row. The prompt facts are the
+    original's (the output grid shows its final state), so with the facts alone the alternative's
+    probe starts lower and gains more where the meanings differ; given the original's label, that
+    lean helps the alternative's probe too wherever the original's label fixes the alternative's. A
+    state holding the original's label and the prompt only gives the alternative's probe nothing over
+    (facts, the original's label) but what the prompt's walls add; a state holding the prefix's
+    tokens gives both probes a gain."""
     from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
     from karel_hf.probing.labels import MISSING, label_column
     from karel_hf.probing.measure import (
@@ -111,6 +123,9 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
         return {l: np.where(v == MISSING, MISSING, v - initial[l] + 100) for l, v in found.items()}
 
     gain, determined, by_prompt, discordant, done, original = {}, {}, {}, {}, {}, None
+    unknown = sorted(set(given_other) - set(ALTERNATIVE_SEMANTICS))
+    if unknown:
+        raise ValueError(f"given_other: unknown alternative semantics {unknown}; expected some of {ALTERNATIVE_SEMANTICS}")
     for name in ("original", *ALTERNATIVE_SEMANTICS):
         key = tuple(sorted(get_semantics(name).mapping.items()))
         if key not in done:
@@ -135,7 +150,19 @@ def conditional_intervention(train, test, offset: int, options: dict) -> dict:
     compared = {k: discordant[k] for k in informative
                 if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
     lowest = min(compared, key=lambda k: compared[k]["value"]) if compared else None
+    headings = list(dict.fromkeys(label_column(h, "initial") for h in heading.values()))
+    crossed = {}
+    for name in given_other:
+        pair = [semantic_content(train, test, offset, semantics=meaning, controls=("prompt_only", "conditional_gain"),
+                                 return_predictions=True, given=[*(label_column(l, offset, other) for l in labels), *headings],
+                                 **options)
+                for meaning, other in (("original", name), (name, "original"))]
+        crossed[name] = {**discordant_margin(*pair, test, num_prompt_pairs=options["num_prompt_pairs"],
+                                             num_bootstrap=options["num_bootstrap"]),
+                         "all_rows": {"original_gain": pair[0]["conditional_gain"],
+                                      "alternative_gain": pair[1]["conditional_gain"]}}
     return {"gain": gain, "determined_by_original_and_initial": determined, "determined_by_prompt": by_prompt,
+            "given_other": crossed,
             "best_alternative": best,
             "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan"),
             "discordant": discordant,
@@ -325,6 +352,10 @@ def main(argv=None) -> int:
     parser.add_argument("--intervention", action="store_true", help="also original minus best alternative semantics")
     parser.add_argument("--conditional_intervention", action="store_true",
                         help="also the intervention on [state, prompt facts] (conditional_intervention)")
+    parser.add_argument("--given_other", default="", metavar="NAMES",
+                        help="with --conditional_intervention: for these alternative semantics (comma-separated) also "
+                             "the comparison with each meaning's probes given the other meaning's label as a fact "
+                             "(conditional_intervention's given_other)")
     parser.add_argument("--intervention_offsets", default="-1,0")
     parser.add_argument("--num_bootstrap", type=int, default=1000)
     parser.add_argument("--evaluation", action="store_true",
@@ -334,7 +365,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.evaluation:  # the evaluation takes the preset's features, budgets and offsets: say so, not ignore
         ignored = [f"--{k}" for k in ("features", "budgets", "offsets", "label_set", "max_test_rows", "intervention",
-                                     "conditional_intervention", "intervention_offsets", "num_bootstrap")
+                                     "conditional_intervention", "given_other", "intervention_offsets", "num_bootstrap")
                    if getattr(args, k) != parser.get_default(k)]
         if ignored:
             parser.error(f"--evaluation runs the reproduction's own measurement; it does not take {', '.join(ignored)}")
@@ -378,6 +409,13 @@ def main(argv=None) -> int:
     intervention_offsets = set(parse_list(args.intervention_offsets, int))
     if args.label_set not in ("v1", "v3", *V3_TASKS):
         parser.error(f"unknown --label_set {args.label_set!r}: expected v1, v3 or one of {', '.join(V3_TASKS)}")
+    given_other = parse_list(args.given_other)
+    if given_other and not args.conditional_intervention:
+        parser.error("--given_other is part of --conditional_intervention: add it")
+    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
+    if not set(given_other) <= set(ALTERNATIVE_SEMANTICS):
+        parser.error(f"--given_other: unknown semantics {sorted(set(given_other) - set(ALTERNATIVE_SEMANTICS))}; "
+                     f"expected some of {', '.join(ALTERNATIVE_SEMANTICS)}")
     if args.given_previous and (args.label_set != "v1" or args.intervention or args.conditional_intervention
                                 or min(offsets, default=0) < -1):
         parser.error("--given_previous takes --label_set v1, offsets from -1 and no intervention")
@@ -442,7 +480,7 @@ def main(argv=None) -> int:
                             alt = (f"{100 * found_alt['original_minus_best_alternative']:+.1f} "
                                    f"({found_alt['best_alternative']})")
                         if args.conditional_intervention and offset in intervention_offsets:
-                            cond = conditional_intervention(train, test, offset, options)
+                            cond = conditional_intervention(train, test, offset, options, given_other)
                             row["conditional_intervention"] = cond
                             alt += (f" gain: {100 * cond['original_minus_best_alternative']:+.1f} "
                                     f"({cond['best_alternative']})")
@@ -450,6 +488,10 @@ def main(argv=None) -> int:
                             if low:
                                 alt += (f" where they differ: {100 * low['value']:+.1f} [{100 * low['low']:+.1f}, "
                                         f"{100 * low['high']:+.1f}] ({low['alternative']}, {low['num_rows']} rows)")
+                            for name, cross in cond["given_other"].items():
+                                alt += (f" given the other, {name}: {100 * cross['value']:+.1f} [{100 * cross['low']:+.1f}, "
+                                        f"{100 * cross['high']:+.1f}] ({100 * cross['original_gain']:+.1f} / "
+                                        f"{100 * cross['alternative_gain']:+.1f})")
                         results.append(row)
                         gain = scored["conditional_gain"]
                         line = (f"| {step} | {feature} | {probe} | {scored['num_train']} | {OFFSET_NAMES[offset]} "

@@ -109,6 +109,7 @@ def semantic_content(
     num_bootstrap: int = NUM_BOOTSTRAP,
     num_prompt_pairs: int = NUM_SPEC_INPUTS,
     return_predictions: bool = False,
+    given: Sequence[str] = (),
     **probe_kwargs,
 ) -> dict:
     """Probe `feature` (default: the layer-mean `state`) for the labels at `offset` under
@@ -123,6 +124,9 @@ def semantic_content(
     probes, `margin` and the conditional gains (`probes.score_family`); False fits the probe
     alone (the intervention); a list of names picks some (`probes.CONTROLS`, `probes.GAINS`).
     `max_train_rows` / `max_test_rows`: the fixed budget (a seeded subsample of the scored rows).
+    `given`: trace columns (e.g. another semantics' labels, `swap__x_prev1`) whose joint one-hot is
+    set beside every label's prompt facts, so that the conditional gain is the state's over the
+    facts and these (`given_other` in benchmarks/emergence/probe_study.py); it needs `controls`.
 
     Returns `probes.score_family`'s dict plus `label_set`, `offset`, `family` (the offset's name),
     `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs` (specs with
@@ -140,7 +144,10 @@ def semantic_content(
             raise ValueError(f"the traces carry no {label_set} labels under {semantics!r} (by default an alternative "
                              "semantics carries the direction labels only): use label_set='v1', or add the columns "
                              "with labels.step_labels(..., alternative_labels=...)")
-    needed = [feature, *KEY_COLUMNS, *target_cols]
+    given = list(given)
+    if given and not controls:
+        raise ValueError("given columns are prompt facts: they need controls (e.g. ('prompt_only', 'conditional_gain'))")
+    needed = [feature, *KEY_COLUMNS, *target_cols, *given]
     if controls:
         needed += ["code_state"]
         needed += [label_column(l, which) for l in labels for which in (INITIAL, OUTPUT)]
@@ -158,8 +165,12 @@ def semantic_content(
     if controls:
         initial = stack(lambda t: np.stack([t[label_column(l, INITIAL)] for l in labels], 1).astype(np.int64))
         output = stack(lambda t: np.stack([t[label_column(l, OUTPUT)] for l in labels], 1).astype(np.int64))
+        facts = prompt_facts(initial, output, stack(lambda t: t["step"]), stack(lambda t: t["num_actions"]))
+        if given:  # one block for all labels, beside each label's own facts
+            extra = joint_one_hot(*(stack(lambda t, c=c: np.asarray(t[c])) for c in given))
+            facts = [np.hstack([f, extra]) for f in facts]
         kwargs = dict(
-            prompt_facts=prompt_facts(initial, output, stack(lambda t: t["step"]), stack(lambda t: t["num_actions"])),
+            prompt_facts=facts,
             code_states=stack(lambda t: np.asarray(t["code_state"], dtype=np.float32)),
             initial_labels=initial,
             output_labels=output,
@@ -179,7 +190,7 @@ def semantic_content(
     ids = stack(lambda t: np.asarray(t["example_id"]))
     result.update(
         label_set=label_set, offset=int(offset), family=OFFSET_NAMES.get(int(offset), str(offset)), semantics=semantics,
-        probe=probe, feature=feature, drop_last=drop_last,
+        given=given, probe=probe, feature=feature, drop_last=drop_last,
         num_train_specs=int(len(np.unique(ids[train_mask]))), num_test_specs=int(len(np.unique(ids[~train_mask]))),
     )
     if return_predictions:
