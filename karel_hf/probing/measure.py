@@ -129,7 +129,7 @@ def semantic_content(
     facts and these (`given_other` in benchmarks/emergence/probe_study.py); it needs `controls`.
 
     Returns `probes.score_family`'s dict plus `label_set`, `offset`, `family` (the offset's name),
-    `semantics`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs` (specs with
+    `semantics`, `given`, `probe`, `feature`, `drop_last`, `num_train_specs`, `num_test_specs` (specs with
     a scored row); with
     `return_predictions` also `test_rows` (positions in `test` of the scored test rows, the order
     of `predictions` and `targets`, which are keyed by label name) and `control_predictions`
