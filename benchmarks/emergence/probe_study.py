@@ -372,6 +372,7 @@ def main(argv=None) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     from karel_hf.probing.labels import OFFSET_NAMES, OFFSETS, V3_TASKS
     from karel_hf.probing.measure import intervention, load_traces, semantic_content
     from karel_hf.probing.traces import build_trace_dataset
@@ -412,7 +413,6 @@ def main(argv=None) -> int:
     given_other = parse_list(args.given_other)
     if given_other and not args.conditional_intervention:
         parser.error("--given_other is part of --conditional_intervention: add it")
-    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     if not set(given_other) <= set(ALTERNATIVE_SEMANTICS):
         parser.error(f"--given_other: unknown semantics {sorted(set(given_other) - set(ALTERNATIVE_SEMANTICS))}; "
                      f"expected some of {', '.join(ALTERNATIVE_SEMANTICS)}")
