@@ -11,7 +11,9 @@ stopped (training resumes from its last checkpoint, finished checkpoint evaluati
                checkpoint), each at offsets prev2, prev1, current, next1, next2 with every control
                and the conditional gains (docs/protocol.md §6b), v3 at the current state, the
                intervention (each alternative semantics, a fresh probe on the same states and
-               rows), the future-state analysis, program lengths, perplexity, wall times;
+               rows; in the conditional form, gains over the prompt facts, at generated/current
+               and teacher_forced/prev1), the future-state analysis, program lengths,
+               perplexity, wall times;
                DIR/evaluations/step-N.rows.parquet  the v1 probes' per-row predictions (below);
                DIR/evaluations/step-N.programs.parquet  the program written for each test spec;
                DIR/evaluations/test_specs.parquet  the test specs (id, inputs, outputs, reference
@@ -32,7 +34,9 @@ results.json: `checkpoints[i]["probes"][family][name]` with family `generated` o
 each with `semantic_content`, `unobserved`, `controls` {initial_glyph, output_glyph, prompt_only,
 code_position, shuffled}, `strongest_control`, `margin`, `conditional_gain` {value, low, high},
 `conditional_gain_code`, `per_task`, `per_step`, `num_train`, `num_test`, `budget`, `drop_last`;
-`checkpoints[i]["intervention"][family][name]` and `["future"][family][name]`;
+`checkpoints[i]["intervention"][family][name]` (accuracies, as the paper compares them; at
+`CONDITIONAL_INTERVENTION_OFFSETS` also `["conditional"]`, the gains:
+`measure.conditional_intervention`) and `["future"][family][name]`;
 `regressions[family][name][metric]` for metric in `semantic_content`, `margin`,
 `conditional_gain`.
 
@@ -88,6 +92,9 @@ FAMILIES = ("generated", "teacher_forced")
 REGRESSION_METRICS = ("semantic_content", "margin", "conditional_gain")
 # Offsets of the intervention per family (every probe is a fit; generated rows change with the model).
 INTERVENTION_OFFSETS = {"generated": (0, 1, 2), "teacher_forced": (-2, -1, 0, 1, 2)}
+# ... and of its conditional form (gains over the prompt facts, docs/protocol.md §6b): the paper's
+# setting (generated, current) and the state the model has read (teacher-forced, prev1).
+CONDITIONAL_INTERVENTION_OFFSETS = {"generated": (0,), "teacher_forced": (-1,)}
 V3_CONTROLS = ("initial_glyph", "output_glyph")  # the v3 probe's controls (the fitted ones cost 12 fits each)
 AT_FLOOR_POINTS = 0.05  # the length test is "at the floor" when accuracy <= constant program + 5 points
 VALIDATION_ID_OFFSET = 1_000_000_000  # ids of validation specs used as extra test specs
@@ -307,7 +314,9 @@ def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[d
 
 def _probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[dict, dict, dict, dict]:
     from karel_hf.probing.labels import OFFSETS
-    from karel_hf.probing.measure import future_analysis, intervention, load_traces, semantic_content, summary
+    from karel_hf.probing.measure import (
+        conditional_intervention, future_analysis, intervention, load_traces, semantic_content, summary,
+    )
 
     common = dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
                   num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
@@ -324,6 +333,9 @@ def _probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[
             OFFSET_NAMES[o]: intervention(train, test, o, original=results[o]["semantic_content"], **common)
             for o in INTERVENTION_OFFSETS[family]
         }
+        for o in CONDITIONAL_INTERVENTION_OFFSETS[family]:  # the original's probes are reused, not refitted
+            interventions[family][OFFSET_NAMES[o]]["conditional"] = conditional_intervention(
+                train, test, o, original=results[o], **common)
     columns = {name: np.concatenate([r[name] for r in rows]) for name in ROW_COLUMNS}
     return probes, interventions, future, columns
 
@@ -797,19 +809,28 @@ def plot_results(out: Path) -> list[Path]:
     fig.suptitle("What the hidden state adds beyond the prompt (95% intervals over specs)")
     save(fig, "fig_conditional_gain.png")
 
-    # Intervention: original vs alternative semantics (generated, current)
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    # Intervention: original vs alternative semantics -- the paper's accuracies (generated, current),
+    # then the gains over the prompt facts (teacher-forced, prev1), which the facts do not tilt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     table = [e["intervention"]["generated"]["current"]["accuracy"] for e in evals]
+    gains = [(_conditional(e, "teacher_forced", "prev1") or {}).get("gain", {}) for e in evals]
     for semantics in (sorted(table[0]) if table else []):
         style = ("o-", "black") if semantics == "original" else (".--", None)
-        ax.plot(steps, [100 * (t.get(semantics) if t.get(semantics) is not None else float("nan")) for t in table],
-                style[0], color=style[1], label=semantics)
-    ax.axhline(25, color="grey", lw=0.8, ls="--")
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("semantic content, current (%)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Original vs alternative semantics (intervention)")
+        axes[0].plot(steps, [100 * (t.get(semantics) if t.get(semantics) is not None else float("nan")) for t in table],
+                     style[0], color=style[1], label=semantics)
+        axes[1].plot(steps, [100 * g[semantics]["value"] if semantics in g else float("nan") for g in gains],
+                     style[0], color=style[1], label=semantics)
+    axes[0].axhline(25, color="grey", lw=0.8, ls="--")
+    axes[0].set_ylim(0, 100)
+    axes[0].set_ylabel("semantic content, generated current (%)")
+    axes[0].set_title("accuracies (the paper's comparison)", fontsize=9)
+    axes[1].axhline(0, color="grey", lw=0.8)
+    axes[1].set_ylabel("conditional gain, teacher-forced prev1 (points)")
+    axes[1].set_title("gains over the prompt facts (docs/protocol.md §6b)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("training step")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle("Original vs alternative semantics (intervention)")
     save(fig, "fig_semantics_intervention.png")
 
     # Fig. 6a: program lengths
@@ -894,6 +915,37 @@ def _best_constant_row(results: dict) -> list[str]:
         return []
     name = _one_line(best["program"])
     return [f"| best constant program of 1-2 actions (`{name}`, chosen on the test split) | {_pct(best['accuracy'])} | - |"]
+
+
+def _conditional(evaluation: dict | None, family: str, name: str) -> dict | None:
+    """A checkpoint's conditional intervention at (family, name), None where it was not measured."""
+    return ((evaluation or {}).get("intervention", {}).get(family, {}).get(name) or {}).get("conditional")
+
+
+def _conditional_intervention_rows(results: dict) -> list[str]:
+    """Headline rows: the conditional intervention at the final checkpoint beside the untrained one's."""
+    evals = results["checkpoints"]
+    untrained = evals[0] if evals and evals[0]["step"] == 0 else None
+    lines = []
+    for family, offsets in CONDITIONAL_INTERVENTION_OFFSETS.items():
+        for name in (OFFSET_NAMES[o] for o in offsets):
+            final, base = _conditional(evals[-1], family, name), _conditional(untrained, family, name)
+            if final is None:
+                continue
+            best = final["best_alternative"]
+            flag = " (uninformative)" if final.get("uninformative") else ""
+            gains = (f"{_points(final['gain']['original']['value'])} - {_points(final['gain'][best]['value'])} ({best})"
+                     if best else "-")
+            lines.append(f"| intervention, gains over the prompt facts ({family}, {name}): original's - best "
+                         f"alternative's (points) | {gains} = {_points(final['original_minus_best_alternative'])}"
+                         f"{flag}; untrained model {_points(base['original_minus_best_alternative']) if base else '-'} "
+                         "| - |")
+            low, low_base = final.get("discordant_minimum"), (base or {}).get("discordant_minimum")
+            lines.append(f"| ... on the rows where the meanings differ, the smallest margin [95%] | "
+                         + (f"{_gain(low)} ({low['alternative']}, {low['num_rows']} rows)" if low else "-")
+                         + "; untrained model " + (f"{_gain(low_base)} ({low_base['alternative']})" if low_base else "-")
+                         + " | - |")
+    return lines
 
 
 def _caveats(results: dict) -> list[str]:
@@ -1003,6 +1055,7 @@ def render_report(out: Path) -> Path:
         f"| strongest control final | {head['strongest_control'] or '-'} {_pct(head['strongest_control_value'])} | - |",
         f"| margin final (semantic content - strongest control) | {_points(head['margin'])} points | - |",
         f"| conditional gain final, 95% interval (points) | {_gain(head['conditional_gain'])} | - |",
+        *_conditional_intervention_rows(results),
     ]
     for name in ("current", "next1", "next2"):
         regs = results["regressions"]["generated"][name]
@@ -1046,18 +1099,25 @@ def render_report(out: Path) -> Path:
             lines.append(f"| {e['step']} | {_pct(e['generation']['accuracy'])} | " + " | ".join(cells) + " |")
     alternatives = sorted(k for k in evals[0]["intervention"]["generated"]["current"]["accuracy"] if k != "original")
     lines += ["", "## Per checkpoint: v3, intervention, lengths", "",
+              "Accuracies of the alternatives' probes (generated, current), as the paper compares them; the gains "
+              "column is the same comparison on what the state adds beyond the prompt facts (docs/protocol.md §6b).",
+              "",
               "| step | gen. acc. | all 10 | v3 gen. | v3 t.f. | original - best alternative (gen. current) | "
+              "gains: original - best alternative (gen. current / t.f. prev1) | "
               + " | ".join(alternatives) + " | gen. len | perplexity | eval. s |",
-              "|" + "---|" * (9 + len(alternatives))]
+              "|" + "---|" * (10 + len(alternatives))]
     for e in evals:
         inter = e["intervention"]["generated"]["current"]
         alts = " | ".join(_pct(inter["accuracy"][s]) for s in alternatives)
+        gains = " / ".join(
+            f"{_points(c['original_minus_best_alternative'])} ({c['best_alternative'] or '-'})" if c else "-"
+            for c in (_conditional(e, "generated", "current"), _conditional(e, "teacher_forced", "prev1")))
         lines.append(
             f"| {e['step']} | {_pct(e['generation']['accuracy'])} | {_pct(e['generation']['accuracy_all_pairs'])} | "
             f"{_pct(e['probes']['generated']['v3_current']['semantic_content'])} | "
             f"{_pct(e['probes']['teacher_forced']['v3_current']['semantic_content'])} | "
             f"{_points(inter['original_minus_best_alternative'])} ({inter['best_alternative'] or '-'})"
-            f"{' (uninformative)' if inter['uninformative'] else ''} | {alts} | "
+            f"{' (uninformative)' if inter['uninformative'] else ''} | {gains} | {alts} | "
             f"{e['lengths']['mean_generated']:.2f} | {e['perplexity']['perplexity']:.3g} | "
             f"{e.get('timings_seconds', {}).get('total', float('nan')):.0f} |"
         )

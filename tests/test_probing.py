@@ -723,6 +723,41 @@ def test_given_the_other_meaning_the_facts_lean_no_longer_tilts():
     assert abs(given["value"]) < 0.05 and given["alternative_facts"] > 0.95
 
 
+@pytest.mark.parametrize("encoded", ["original only", "both meanings"])
+def test_conditional_intervention_compares_what_the_state_adds_for_each_meaning(encoded):
+    """`measure.conditional_intervention` (what `karel-hf reproduce` reports beside the paper's
+    accuracies): each meaning's gain over the prompt facts, the original's minus the best
+    alternative's, the margin where the labels differ, and the same given each other's label. The
+    original's probes passed in are reused and give the same numbers as fitting them again."""
+    def state_of(cell, other):
+        return np.concatenate([cell, other if encoded == "both meanings" else np.zeros_like(other)], axis=1)
+
+    train, test = _cell_table(state_of)
+    for table in (train, test):
+        table["direction_0_initial"] = np.zeros(len(table["x"]), np.int64)
+    options = dict(label_set="position", semantics=("cycle1",), num_bootstrap=200)
+    found = measure.conditional_intervention(train, test, 0, given_other=("cycle1",), **options)
+    gain, differ, given = found["gain"], found["discordant"]["cycle1"], found["given_other"]["cycle1"]
+    assert set(gain) == {"original", "cycle1"} and found["best_alternative"] == "cycle1"
+    assert found["original_minus_best_alternative"] == pytest.approx(gain["original"]["value"] - gain["cycle1"]["value"])
+    assert found["discordant_minimum"]["alternative"] == "cycle1" and found["num_rows"] == 600
+    assert found["uninformative"] is False and found["determined_by_original_and_initial"]["cycle1"] < 0.95
+    assert gain["original"]["value"] > 0.8  # the facts say nothing; the state gives the cell
+    if encoded == "original only":  # the alternative's probe gets the rows where the cells agree, ~70%
+        assert found["original_minus_best_alternative"] > 0.2 and differ["low"] > 0.7 and given["low"] > 0.7
+    else:
+        assert abs(found["original_minus_best_alternative"]) < 0.05 and abs(differ["value"]) < 0.1
+        assert abs(given["value"]) < 0.1
+    fitted = measure.semantic_content(train, test, 0, label_set="position", return_predictions=True, num_bootstrap=200)
+    reused = measure.conditional_intervention(train, test, 0, original=fitted, **options)
+    assert reused["gain"] == found["gain"] and reused["discordant"] == found["discordant"]
+    with pytest.raises(ValueError, match="original: expected the original semantics' position result at offset 0"):
+        measure.conditional_intervention(train, test, 0, original=measure.semantic_content(
+            train, test, 0, label_set="position", controls=False, return_predictions=True), **options)
+    with pytest.raises(ValueError, match="unknown alternative semantics"):
+        measure.conditional_intervention(train, test, 0, given_other=("mirror",), **options)
+
+
 def test_determined_by_keys_the_whole_cell():
     """The informative screen asks whether (original cell, initial cell) fix the alternative's cell:
     a key per coordinate would miss a map that exchanges x and y, and `x * 4 + initial x` would mix

@@ -45,6 +45,19 @@ def test_pipeline_writes_every_artifact(run_dir):
         assert set(e["intervention"]["teacher_forced"]) == set(names)
         assert set(e["intervention"]["generated"]["current"]["accuracy"]) == {"original", *ALTERNATIVE_SEMANTICS}
         assert isinstance(e["intervention"]["teacher_forced"]["prev1"]["uninformative"], bool)
+        # the conditional form (gains over the prompt facts) where the preset asks for it, only there
+        conditional = {(f, n) for f in FAMILIES for n, v in e["intervention"][f].items() if "conditional" in v}
+        assert conditional == {("generated", "current"), ("teacher_forced", "prev1")}
+        for family, name in conditional:
+            cond = e["intervention"][family][name]["conditional"]
+            assert set(cond["gain"]) == {"original", *ALTERNATIVE_SEMANTICS}
+            # the original's gain is the family's own conditional gain: its probes are reused
+            assert cond["gain"]["original"] == e["probes"][family][name]["conditional_gain"]
+            best = cond["best_alternative"]
+            if best is not None:
+                assert cond["original_minus_best_alternative"] == pytest.approx(
+                    cond["gain"]["original"]["value"] - cond["gain"][best]["value"])
+            assert set(cond["discordant"]) == set(ALTERNATIVE_SEMANTICS) and isinstance(cond["uninformative"], bool)
         assert e["perplexity"]["perplexity"] > 1.0
         assert e["num_trace_rows"]["test"] > 0 and e["timings_seconds"]["total"] > 0
     # teacher forcing: the same rows at every checkpoint
@@ -65,6 +78,12 @@ def test_pipeline_writes_every_artifact(run_dir):
     assert set(results["timings_seconds"]) >= {"train", "evaluate"}
     report = (run_dir / "report.md").read_text()
     assert "| 20 |" in report and "0.968" in report and "conditional gain" in report and "## Caveats" in report
+    for family, name in (("generated", "current"), ("teacher_forced", "prev1")):
+        final, untrained = (c["intervention"][family][name]["conditional"] for c in (results["checkpoints"][-1], first))
+        row = next(l for l in report.splitlines()
+                   if l.startswith(f"| intervention, gains over the prompt facts ({family}, {name})"))
+        for value in (final["original_minus_best_alternative"], untrained["original_minus_best_alternative"]):
+            assert (f"{100 * value:+.1f}" if value == value else "-") in row  # NaN: no informative alternative
     assert (run_dir / "viewer" / "index.html").is_file() and "(viewer/index.html)" in report  # the view stage's page
     # where the numbers came from: the training's precision and machine (its run config), the analysing machine
     run_config = json.loads((run_dir / "model" / "karel_run_config.json").read_text())

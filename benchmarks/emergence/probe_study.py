@@ -13,9 +13,10 @@ conditional gain with its 95% bootstrap interval (`--label_set position`: the ro
 of its direction, which depends on the walls). With `--intervention` it also fits the
 alternative-semantics probes on the same states and rows and reports the original minus the best
 alternative; with `--conditional_intervention` the original's conditional gain minus the best
-alternative's (`conditional_intervention`), the form that matches the conditional gain. With another
-`--label_set` than v1 the alternatives' labels of that task are computed here, each program re-run on
-its spec's worlds under each semantics (`with_alternative_labels`).
+alternative's (`karel_hf.probing.measure.conditional_intervention`), the form that matches the
+conditional gain. With another `--label_set` than v1 the alternatives' labels of that task are
+computed here, each program re-run on its spec's worlds under each semantics
+(`with_alternative_labels`).
 
     python benchmarks/emergence/probe_study.py /work/runs/emergence/p2l6-cpu24k-s0-bf16 \\
         --steps 0,24000 --probes linear,mlp1 --budgets 2000,all --offsets=-2,-1,0,1,2 --intervention
@@ -66,107 +67,6 @@ def parse_list(text: str, kind=str) -> list:
 
 def parse_budget(text: str) -> int | None:
     return None if text == "all" else int(text)
-
-
-def conditional_intervention(train, test, offset: int, options: dict, given_other=()) -> dict:
-    """The intervention in the conditional form: for the original semantics and each distinct
-    alternative map, the conditional gain (probe on [state, prompt facts] minus the probe on the
-    prompt facts alone) for that semantics' labels, and the original's gain minus the best
-    alternative's.
-
-    Gains, not accuracies: the prompt facts include the output grid, which shows the original
-    semantics' final state, so the facts alone already predict the original labels better than an
-    alternative's (on an untrained model the accuracies differ by ~10 points, the gains by ~0).
-    A probe given the initial label can also turn any encoding of the original state into the
-    label of an alternative whose labels are a function of (original label, initial label) (swap:
-    d0 - r where the original is d0 + r), so such an alternative says nothing: `determined` gives,
-    per semantics, the best any function of (original, initial) label does at predicting its label
-    on the scored rows (a task's label is the tuple of its parts: the cell is (x, y)), and
-    `best_alternative` is taken among those below `UNINFORMATIVE_BEST`. `determined_by_prompt`:
-    the best any function of (the original's change from the initial label, the initial direction
-    in the label's input) does at predicting the alternative's change; the mirror meaning's cell
-    is the real one's reflected about the initial heading wherever no wall or border stops one of
-    the two runs, which the cell's screen cannot see, so this says how much of an alternative is a
-    relabeling of the real meaning. (Changes, not cells, as the key: a key of both cells and the
-    heading has more values than there are test rows, and the in-sample best function then fits
-    the rows' noise.)
-
-    `discordant`: per alternative, the same comparison on the rows where its labels differ from the
-    original's (`measure.discordant_margin`); `discordant_minimum`: the smallest of those margins
-    over the informative alternatives with at least `UNINFORMATIVE_ROWS` such rows.
-
-    `given_other` (alternative names): `given_other[name]`, the same comparison with each meaning's
-    probes also given the other meaning's label as a fact (and the initial direction of the label's
-    input, about which the mirror meaning reflects the path): the original's gain over (prompt facts,
-    the alternative's label) minus the alternative's gain over (prompt facts, the original's label),
-    where the labels differ (`discordant_margin`) and on every row. The prompt facts are the
-    original's (the output grid shows its final state), so with the facts alone the alternative's
-    probe starts lower and gains more where the meanings differ; given the original's label, that
-    lean helps the alternative's probe too wherever the original's label fixes the alternative's. A
-    state holding the original's label and the prompt only gives the alternative's probe nothing over
-    (facts, the original's label) but what the prompt's walls add; a state holding the prefix's
-    tokens gives both probes a gain."""
-    from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS, get_semantics
-    from karel_hf.probing.labels import MISSING, label_column
-    from karel_hf.probing.measure import (
-        UNINFORMATIVE_BEST, UNINFORMATIVE_ROWS, determined_by, discordant_margin, label_tasks, load_traces,
-        semantic_content,
-    )
-
-    tasks = label_tasks(options["label_set"], options["num_prompt_pairs"])
-    labels = [l for parts in tasks.values() for l in parts]
-    heading = {l: l if l.startswith("direction_") else "direction_0" for l in labels}  # the label's input
-    table = load_traces(test, [*(label_column(l, w) for l in labels for w in (offset, "initial")),
-                               *(label_column(h, "initial") for h in heading.values())])
-
-    def change(found, initial):  # from the initial label (+100 keeps a change of -1 apart from MISSING)
-        return {l: np.where(v == MISSING, MISSING, v - initial[l] + 100) for l, v in found.items()}
-
-    gain, determined, by_prompt, discordant, done, original = {}, {}, {}, {}, {}, None
-    unknown = sorted(set(given_other) - set(ALTERNATIVE_SEMANTICS))
-    if unknown:
-        raise ValueError(f"given_other: unknown alternative semantics {unknown}; expected some of {ALTERNATIVE_SEMANTICS}")
-    for name in ("original", *ALTERNATIVE_SEMANTICS):
-        key = tuple(sorted(get_semantics(name).mapping.items()))
-        if key not in done:
-            scored = semantic_content(train, test, offset, semantics=name, controls=("prompt_only", "conditional_gain"),
-                                      return_predictions=True, **options)
-            if original is None:  # the original (scored first): its rows are every semantics' rows
-                original, rows = scored, scored["test_rows"]
-                real, initial = ({l: np.asarray(table[label_column(l, w)])[rows] for l in labels}
-                                 for w in (offset, "initial"))
-                initial_heading = {l: np.asarray(table[label_column(heading[l], "initial")])[rows] for l in labels}
-            targets = scored["targets"]
-            done[key] = (scored, *((determined_by(g, t, tasks) if len(rows) else float("nan")) for g, t in (
-                ([real, initial], targets), ([change(real, initial), initial_heading], change(targets, initial)))))
-        scored, determined[name], by_prompt[name] = done[key]
-        gain[name] = scored["conditional_gain"]
-        if name != "original":
-            discordant[name] = discordant_margin(original, scored, test, num_prompt_pairs=options["num_prompt_pairs"],
-                                                 num_bootstrap=options["num_bootstrap"])
-    informative = {k: v["value"] for k, v in gain.items()
-                   if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
-    best = max(informative, key=informative.get) if informative else None
-    compared = {k: discordant[k] for k in informative
-                if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
-    lowest = min(compared, key=lambda k: compared[k]["value"]) if compared else None
-    headings = list(dict.fromkeys(label_column(h, "initial") for h in heading.values()))
-    crossed = {}
-    for name in given_other:
-        pair = [semantic_content(train, test, offset, semantics=meaning, controls=("prompt_only", "conditional_gain"),
-                                 return_predictions=True, given=[*(label_column(l, offset, other) for l in labels), *headings],
-                                 **options)
-                for meaning, other in (("original", name), (name, "original"))]
-        crossed[name] = {**discordant_margin(*pair, test, num_prompt_pairs=options["num_prompt_pairs"],
-                                             num_bootstrap=options["num_bootstrap"]),
-                         "all_rows": {"original_gain": pair[0]["conditional_gain"],
-                                      "alternative_gain": pair[1]["conditional_gain"]}}
-    return {"gain": gain, "determined_by_original_and_initial": determined, "determined_by_prompt": by_prompt,
-            "given_other": crossed,
-            "best_alternative": best,
-            "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan"),
-            "discordant": discordant,
-            "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None}
 
 
 def full_evaluations(run: Path, preset, data, found: dict, steps: list[int], probes: list[str]) -> list[dict]:
@@ -374,7 +274,7 @@ def main(argv=None) -> int:
 
     from karel_hf.karel.semantics import ALTERNATIVE_SEMANTICS
     from karel_hf.probing.labels import OFFSET_NAMES, OFFSETS, V3_TASKS
-    from karel_hf.probing.measure import intervention, load_traces, semantic_content
+    from karel_hf.probing.measure import conditional_intervention, intervention, load_traces, semantic_content
     from karel_hf.probing.traces import build_trace_dataset
     from karel_hf.reproduce import _data_rows, model_checkpoints, prompt_pairs, reproduce_preset, teacher_forced_min_length
 
@@ -480,7 +380,7 @@ def main(argv=None) -> int:
                             alt = (f"{100 * found_alt['original_minus_best_alternative']:+.1f} "
                                    f"({found_alt['best_alternative']})")
                         if args.conditional_intervention and offset in intervention_offsets:
-                            cond = conditional_intervention(train, test, offset, options, given_other)
+                            cond = conditional_intervention(train, test, offset, given_other=given_other, **options)
                             row["conditional_intervention"] = cond
                             alt += (f" gain: {100 * cond['original_minus_best_alternative']:+.1f} "
                                     f"({cond['best_alternative']})")

@@ -20,8 +20,10 @@ that `probes.score_family` scores:
   and the spec id of each row (`example_id`, the bootstrap unit).
 
 `semantic_content` returns the family's score with its controls; `intervention` refits a fresh
-probe on the labels of each alternative semantics (same states, same rows); `future_analysis`
-compares the +1/+2 probes with the best function of the true current state.
+probe on the labels of each alternative semantics (same states, same rows) and compares accuracies,
+as the paper does; `conditional_intervention` compares what the state adds beyond the prompt facts
+for each semantics (gains, not accuracies: §6b); `future_analysis` compares the +1/+2 probes with
+the best function of the true current state.
 """
 
 from __future__ import annotations
@@ -273,6 +275,129 @@ def intervention(
         "uninformative": bool(best is None or len(rows) < UNINFORMATIVE_ROWS
                               or determined[best] >= UNINFORMATIVE_BEST),
     }
+
+
+def conditional_intervention(
+    train,
+    test,
+    offset: int = 0,
+    *,
+    label_set: str = "v1",
+    num_prompt_pairs: int = NUM_SPEC_INPUTS,
+    num_bootstrap: int = NUM_BOOTSTRAP,
+    semantics: Sequence[str] = ALTERNATIVE_SEMANTICS,
+    given_other: Sequence[str] = (),
+    original: dict | None = None,
+    **kwargs,
+) -> dict:
+    """The intervention in the conditional form (docs/protocol.md §6b): for the original semantics
+    and each distinct alternative map, the conditional gain (probe on [state, prompt facts] minus the
+    probe on the prompt facts alone) for that semantics' labels, and the original's gain minus the
+    best alternative's.
+
+    Gains, not accuracies: the prompt facts include the output grid, which shows the original
+    semantics' final state, so the facts alone already predict the original labels better than an
+    alternative's (on an untrained model the accuracies differ by ~10 points, the gains by ~0).
+    A probe given the initial label can also turn any encoding of the original state into the
+    label of an alternative whose labels are a function of (original label, initial label) (swap:
+    d0 - r where the original is d0 + r), so such an alternative says nothing: `determined` gives,
+    per semantics, the best any function of (original, initial) label does at predicting its label
+    on the scored rows (a task's label is the tuple of its parts: the cell is (x, y)), and
+    `best_alternative` is taken among those below `UNINFORMATIVE_BEST`. `determined_by_prompt`:
+    the best any function of (the original's change from the initial label, the initial direction
+    in the label's input) does at predicting the alternative's change; the mirror meaning's cell
+    is the real one's reflected about the initial heading wherever no wall or border stops one of
+    the two runs, which the cell's screen cannot see, so this says how much of an alternative is a
+    relabeling of the real meaning. (Changes, not cells, as the key: a key of both cells and the
+    heading has more values than there are test rows, and the in-sample best function then fits
+    the rows' noise.)
+
+    `discordant`: per alternative, the same comparison on the rows where its labels differ from the
+    original's (`discordant_margin`); `discordant_minimum`: the smallest of those margins over the
+    informative alternatives with at least `UNINFORMATIVE_ROWS` such rows.
+
+    `given_other` (alternative names): `given_other[name]`, the same comparison with each meaning's
+    probes also given the other meaning's label as a fact (and the initial direction of the label's
+    input, about which the mirror meaning reflects the path): the original's gain over (prompt facts,
+    the alternative's label) minus the alternative's gain over (prompt facts, the original's label),
+    where the labels differ (`discordant_margin`) and on every row. The prompt facts are the
+    original's (the output grid shows its final state), so with the facts alone the alternative's
+    probe starts lower and gains more where the meanings differ; given the original's label, that
+    lean helps the alternative's probe too wherever the original's label fixes the alternative's. A
+    state holding the original's label and the prompt only gives the alternative's probe nothing over
+    (facts, the original's label) but what the prompt's walls add; a state holding the prefix's
+    tokens gives both probes a gain.
+
+    `original`: the original semantics' `semantic_content(..., return_predictions=True)` result at
+    this offset on these traces, with the prompt-only and conditional probes fitted (the default
+    controls fit them), reused instead of fitted again. `kwargs` go to `semantic_content` (probe,
+    feature, budgets, seed, ...).
+    """
+    unknown = sorted(set(given_other) - set(ALTERNATIVE_SEMANTICS))
+    if unknown:
+        raise ValueError(f"given_other: unknown alternative semantics {unknown}; expected some of {ALTERNATIVE_SEMANTICS}")
+    if original is not None and (
+        not {"prompt_only", "conditional"} <= set(original.get("control_predictions", {}))
+        or original.get("semantics") != "original" or original.get("offset") != offset
+        or original.get("label_set") != label_set
+    ):
+        raise ValueError(f"original: expected the original semantics' {label_set} result at offset {offset} from "
+                         "semantic_content(..., return_predictions=True) with the prompt-only and conditional probes")
+    options = dict(label_set=label_set, num_prompt_pairs=num_prompt_pairs, num_bootstrap=num_bootstrap, **kwargs)
+    tasks = label_tasks(label_set, num_prompt_pairs)
+    labels = [l for parts in tasks.values() for l in parts]
+    heading = {l: l if l.startswith("direction_") else "direction_0" for l in labels}  # the label's input
+    table = load_traces(test, [*(label_column(l, w) for l in labels for w in (offset, INITIAL)),
+                               *(label_column(h, INITIAL) for h in heading.values())])
+
+    def change(found, initial):  # from the initial label (+100 keeps a change of -1 apart from MISSING)
+        return {l: np.where(v == MISSING, MISSING, v - initial[l] + 100) for l, v in found.items()}
+
+    def fit(meaning, given=()):
+        return semantic_content(train, test, offset, semantics=meaning, controls=("prompt_only", "conditional_gain"),
+                                return_predictions=True, given=given, **options)
+
+    gain, determined, by_prompt, discordant, done = {}, {}, {}, {}, {}
+    reference = rows = real = initial = initial_heading = None
+    for name in ("original", *semantics):
+        key = tuple(sorted(get_semantics(name).mapping.items()))
+        if key not in done:
+            scored = original if name == "original" and original is not None else fit(name)
+            if reference is None:  # the original (scored first): its rows are every semantics' rows
+                reference, rows = scored, scored["test_rows"]
+                real, initial = ({l: np.asarray(table[label_column(l, w)])[rows] for l in labels}
+                                 for w in (offset, INITIAL))
+                initial_heading = {l: np.asarray(table[label_column(heading[l], INITIAL)])[rows] for l in labels}
+            targets = scored["targets"]
+            done[key] = (scored, *((determined_by(g, t, tasks) if len(rows) else float("nan")) for g, t in (
+                ([real, initial], targets), ([change(real, initial), initial_heading], change(targets, initial)))))
+        scored, determined[name], by_prompt[name] = done[key]
+        gain[name] = scored["conditional_gain"]
+        if name != "original":
+            discordant[name] = discordant_margin(reference, scored, test, num_prompt_pairs=num_prompt_pairs,
+                                                 num_bootstrap=num_bootstrap)
+    informative = {k: v["value"] for k, v in gain.items()
+                   if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
+    best = max(informative, key=informative.get) if informative else None
+    compared = {k: discordant[k] for k in informative
+                if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
+    lowest = min(compared, key=lambda k: compared[k]["value"]) if compared else None
+    headings = list(dict.fromkeys(label_column(h, INITIAL) for h in heading.values()))
+    crossed = {}
+    for name in given_other:
+        pair = [fit(meaning, [*(label_column(l, offset, other) for l in labels), *headings])
+                for meaning, other in (("original", name), (name, "original"))]
+        crossed[name] = {**discordant_margin(*pair, test, num_prompt_pairs=num_prompt_pairs, num_bootstrap=num_bootstrap),
+                         "all_rows": {"original_gain": pair[0]["conditional_gain"],
+                                      "alternative_gain": pair[1]["conditional_gain"]}}
+    return {"gain": gain, "determined_by_original_and_initial": determined, "determined_by_prompt": by_prompt,
+            "given_other": crossed,
+            "best_alternative": best,
+            "original_minus_best_alternative": float(gain["original"]["value"] - informative[best]) if best else float("nan"),
+            "discordant": discordant,
+            "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None,
+            "num_rows": int(len(rows)),
+            "uninformative": bool(best is None or len(rows) < UNINFORMATIVE_ROWS)}
 
 
 def _task_codes(parts: Sequence[np.ndarray]) -> np.ndarray:
