@@ -936,10 +936,11 @@ def _conditional_intervention_rows(results: dict) -> list[str]:
             flag = " (uninformative)" if final.get("uninformative") else ""
             gains = (f"{_points(final['gain']['original']['value'])} - {_points(final['gain'][best]['value'])} ({best})"
                      if best else "-")
+            untrained_margin = ("-" if base is None else "no informative alternative" if base["best_alternative"] is None
+                                else _points(base["original_minus_best_alternative"]))
             lines.append(f"| intervention, gains over the prompt facts ({family}, {name}): original's - best "
                          f"alternative's (points) | {gains} = {_points(final['original_minus_best_alternative'])}"
-                         f"{flag}; untrained model {_points(base['original_minus_best_alternative']) if base else '-'} "
-                         "| - |")
+                         f"{flag}; untrained model {untrained_margin} | - |")
             low, low_base = final.get("discordant_minimum"), (base or {}).get("discordant_minimum")
             lines.append(f"| ... on the rows where the meanings differ, the smallest margin [95%] | "
                          + (f"{_gain(low)} ({low['alternative']}, {low['num_rows']} rows)" if low else "-")

@@ -82,8 +82,9 @@ def test_pipeline_writes_every_artifact(run_dir):
         final, untrained = (c["intervention"][family][name]["conditional"] for c in (results["checkpoints"][-1], first))
         row = next(l for l in report.splitlines()
                    if l.startswith(f"| intervention, gains over the prompt facts ({family}, {name})"))
-        for value in (final["original_minus_best_alternative"], untrained["original_minus_best_alternative"]):
-            assert (f"{100 * value:+.1f}" if value == value else "-") in row  # NaN: no informative alternative
+        assert f"= {100 * final['original_minus_best_alternative']:+.1f}" in row or final["best_alternative"] is None
+        assert (f"untrained model {100 * untrained['original_minus_best_alternative']:+.1f}" in row
+                if untrained["best_alternative"] else "untrained model no informative alternative" in row)
     assert (run_dir / "viewer" / "index.html").is_file() and "(viewer/index.html)" in report  # the view stage's page
     # where the numbers came from: the training's precision and machine (its run config), the analysing machine
     run_config = json.loads((run_dir / "model" / "karel_run_config.json").read_text())
