@@ -17,7 +17,10 @@ stopped (training resumes from its last checkpoint, finished checkpoint evaluati
                DIR/evaluations/step-N.rows.parquet  the v1 probes' per-row predictions (below);
                DIR/evaluations/step-N.programs.parquet  the program written for each test spec;
                DIR/evaluations/test_specs.parquet  the test specs (id, inputs, outputs, reference
-               program, length), written once
+               program, length), written once;
+               DIR/evaluations/untrained-on-step-N.json  the generated family's control: the
+               step-0 checkpoint's states on the programs the final checkpoint N wrote
+               (`untrained_control`)
     analyze    DIR/results.json           regressions across checkpoints (on semantic content,
                margin and conditional gain, per family and offset), future-state analysis,
                length test, baselines, flags, stage wall times
@@ -38,7 +41,7 @@ code_position, shuffled}, `strongest_control`, `margin`, `conditional_gain` {val
 `CONDITIONAL_INTERVENTION_OFFSETS` also `["conditional"]`, the gains:
 `measure.conditional_intervention`) and `["future"][family][name]`;
 `regressions[family][name][metric]` for metric in `semantic_content`, `margin`,
-`conditional_gain`.
+`conditional_gain`; `baselines["untrained_states_on_final_programs"]`, the control file's content.
 
 step-N.rows.parquet, one row per (family, offset, scored test row, v1 task): `family`, `offset`
 (-2..2), `example_id`, `step` (k), `num_actions` (n), `task` (the label, e.g. `direction_0`),
@@ -302,6 +305,81 @@ def _programs_by_example(traces, ids: list[int]) -> dict:
     return {i: found.get(i, ("", 0)) for i in ids}
 
 
+def written_programs(path: Path, step: int, row_sets, preset: ReproducePreset, out: Path, pairs: int) -> tuple:
+    """Each of `row_sets` with every reference program replaced by the one checkpoint `step` (folder
+    `path`) writes for the spec, read from its generated traces (the evaluate stage's cache, built if
+    missing); specs it wrote no scoreable program for are left out."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.probing.traces import build_trace_dataset
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    kept = []
+    for rows in row_sets:
+        traces = build_trace_dataset(model, tokenizer, rows, batch_size=preset.batch_size, cache_dir=str(out / "traces"),
+                                     fingerprint_extra={"step": step}, num_prompt_pairs=pairs, progress=False)
+        ids = [int(i) for i in rows["id"]]
+        written = _programs_by_example(traces, ids)
+        chosen = rows.select([j for j, i in enumerate(ids) if written[i][1] > 0])
+        kept.append(chosen.map(lambda row: {"program": written[int(row["id"])][0]}, desc=f"programs of step {step}"))
+    return tuple(kept)
+
+
+def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept: dict | None = None) -> Path | None:
+    """The control for the generated family: the untrained checkpoint's states on the programs the
+    final checkpoint wrote (teacher-forced through it, every length), probed as the generated family
+    is, at every offset with every control, and the conditional intervention at the current state.
+    The untrained model's own programs are not a control: it writes programs the prompt facts already
+    explain (LOG.md E25). Writes evaluations/untrained-on-step-N.json (N the final step) once; None
+    when the run has no step-0 checkpoint or no later one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.probing.traces import build_trace_dataset
+
+    found = dict(model_checkpoints(model_dir))
+    if 0 not in found or max(found) == 0:
+        return None
+    final = max(found)
+    path = out / "evaluations" / CONTROL_FILE.format(final)
+    if path.is_file():
+        return path
+    start = time.perf_counter()
+    kept = {} if kept is None else kept
+    if "data" not in kept:
+        kept["data"] = _data_rows(model_dir, preset)
+    test_rows, probe_rows, _ = kept["data"]
+    pairs = prompt_pairs(test_rows)
+    test_rows, probe_rows = written_programs(found[final], final, (test_rows, probe_rows), preset, out, pairs)
+    model = AutoModelForCausalLM.from_pretrained(str(found[0]), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(found[0]))
+    forced = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": 0},
+                  num_prompt_pairs=pairs, mode="teacher_forced", min_length=1, progress=False)
+    traces = (build_trace_dataset(model, tokenizer, probe_rows, **forced),
+              build_trace_dataset(model, tokenizer, test_rows, **forced))
+    from threadpoolctl import threadpool_limits  # a scikit-learn requirement
+
+    with threadpool_limits(limits=preset.probe_threads or None):
+        probes, conditional = _control_probes(*traces, preset, pairs)
+    return atomic_write_json(path, {
+        "step": 0, "programs_from": final, "probes": probes, "intervention": {"current": {"conditional": conditional}},
+        "num_trace_rows": {"train": len(traces[0]), "test": len(traces[1])},
+        "num_specs": {"test": len(test_rows), "probe_train": len(probe_rows)},
+        "timings_seconds": {"total": time.perf_counter() - start}}, default=_json_default)
+
+
+def _control_probes(train, test, preset: ReproducePreset, pairs: int) -> tuple[dict, dict]:
+    from karel_hf.probing.labels import OFFSETS
+    from karel_hf.probing.measure import conditional_intervention, load_traces, semantic_content, summary
+
+    common = dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
+                  num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
+    train, test = load_traces(train), load_traces(test)
+    results = {o: semantic_content(train, test, o, return_predictions=True, **common) for o in OFFSETS}
+    conditional = conditional_intervention(train, test, 0, original=results[0], **common)
+    return {OFFSET_NAMES[o]: summary(r) for o, r in results.items()}, conditional
+
+
 def probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[dict, dict, dict, dict]:
     """Every probe number of one checkpoint: {family: (train traces, test traces)} ->
     (probes, intervention, future, rows): the first three keyed by family, then by offset name;
@@ -488,6 +566,7 @@ def compute_correctness(predictions, rows, num_spec_pairs: int = 5) -> list[bool
 
 EVALUATION_FILES = ("step-{}.rows.parquet", "step-{}.programs.parquet", "step-{}.json")  # the JSON last: it marks a finished checkpoint
 TEST_SPECS_FILE = "test_specs.parquet"
+CONTROL_FILE = "untrained-on-step-{}.json"  # untrained_control's, for the final step
 TEST_SPEC_COLUMNS = ("id", "program", "length", "inputs", "outputs")
 
 
@@ -515,8 +594,10 @@ def evaluate_stage(out: Path, model_dir: Path, preset: ReproducePreset, follow: 
     found = model_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
-    _evaluate_checkpoints(out, found, preset, model_dir, kept if follow else {})
-    return [out / "evaluations" / f"step-{s}.json" for s, _ in found]
+    kept = kept if follow else {}
+    _evaluate_checkpoints(out, found, preset, model_dir, kept)
+    control = untrained_control(out, model_dir, preset, kept)
+    return [out / "evaluations" / f"step-{s}.json" for s, _ in found] + ([control] if control else [])
 
 
 def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model_dir: Path, kept: dict) -> None:
@@ -639,6 +720,8 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
     floor = constant_program_baseline(test_rows, prompt_pairs(test_rows))["accuracy"]
     best_constant = best_constant_program_baseline(test_rows, prompt_pairs(test_rows))
     final = evaluations[-1]
+    control_file = out / "evaluations" / CONTROL_FILE.format(final["step"])
+    control = json.loads(control_file.read_text()) if control_file.is_file() else None
     final_probes = {family: {name: _final_entry(final["probes"][family][name]) for name in [*names, "v3_current"]}
                     for family in FAMILIES}
     lengths = dict(final["lengths"])
@@ -677,6 +760,7 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
             "probe_chance": 0.25,
             "untrained_semantic_content": evaluations[0]["probes"]["generated"]["current"]["semantic_content"]
             if evaluations[0]["step"] == 0 else None,
+            "untrained_states_on_final_programs": control,
         },
         "paper": PAPER,
         "timings_seconds": timings,
@@ -922,14 +1006,33 @@ def _conditional(evaluation: dict | None, family: str, name: str) -> dict | None
     return ((evaluation or {}).get("intervention", {}).get(family, {}).get(name) or {}).get("conditional")
 
 
+def _control_rows(results: dict) -> list[str]:
+    """Headline rows: the final generated-family gains beside the untrained model's states on the
+    same programs (`untrained_control`)."""
+    control = results["baselines"].get("untrained_states_on_final_programs")
+    if not control:
+        return []
+    final = results["final"]["probes"]["generated"]
+    lines = []
+    for name in ("current", "prev1"):
+        ours, base = final[name]["conditional_gain"], control["probes"][name]["conditional_gain"]
+        lines.append(f"| ... the untrained model's states on the final programs (generated, {name}): its gain; "
+                     f"the final gain over it (points) | {_gain(base)}; {_points(ours['value'] - base['value'])} | - |")
+    return lines
+
+
 def _conditional_intervention_rows(results: dict) -> list[str]:
     """Headline rows: the conditional intervention at the final checkpoint beside the untrained one's."""
     evals = results["checkpoints"]
     untrained = evals[0] if evals and evals[0]["step"] == 0 else None
+    control = results["baselines"].get("untrained_states_on_final_programs")
     lines = []
     for family, offsets in CONDITIONAL_INTERVENTION_OFFSETS.items():
         for name in (OFFSET_NAMES[o] for o in offsets):
             final, base = _conditional(evals[-1], family, name), _conditional(untrained, family, name)
+            which = "untrained model"
+            if family == "generated" and control and name == "current":  # the same programs, not its own
+                base, which = control["intervention"]["current"]["conditional"], "untrained states on these programs"
             if final is None:
                 continue
             best = final["best_alternative"]
@@ -940,11 +1043,11 @@ def _conditional_intervention_rows(results: dict) -> list[str]:
                                 else _points(base["original_minus_best_alternative"]))
             lines.append(f"| intervention, gains over the prompt facts ({family}, {name}): original's - best "
                          f"alternative's (points) | {gains} = {_points(final['original_minus_best_alternative'])}"
-                         f"{flag}; untrained model {untrained_margin} | - |")
+                         f"{flag}; {which} {untrained_margin} | - |")
             low, low_base = final.get("discordant_minimum"), (base or {}).get("discordant_minimum")
             lines.append(f"| ... on the rows where the meanings differ, the smallest margin [95%] | "
                          + (f"{_gain(low)} ({low['alternative']}, {low['num_rows']} rows)" if low else "-")
-                         + "; untrained model " + (f"{_gain(low_base)} ({low_base['alternative']})" if low_base else "-")
+                         + f"; {which} " + (f"{_gain(low_base)} ({low_base['alternative']})" if low_base else "-")
                          + " | - |")
     return lines
 
@@ -1056,6 +1159,7 @@ def render_report(out: Path) -> Path:
         f"| strongest control final | {head['strongest_control'] or '-'} {_pct(head['strongest_control_value'])} | - |",
         f"| margin final (semantic content - strongest control) | {_points(head['margin'])} points | - |",
         f"| conditional gain final, 95% interval (points) | {_gain(head['conditional_gain'])} | - |",
+        *_control_rows(results),
         *_conditional_intervention_rows(results),
     ]
     for name in ("current", "next1", "next2"):
@@ -1080,9 +1184,13 @@ def render_report(out: Path) -> Path:
     lines += ["", "## Final checkpoint, every probe family", "",
               "| family | offset | semantic content | unobserved | strongest control | margin | conditional gain [95%] "
               "| gain over code state [95%] | rows train/test |", "|---|---|---|---|---|---|---|---|---|"]
-    for family in FAMILIES:
-        for name in [*names, "v3_current"]:
-            r = final["probes"][family][name]
+    control = results["baselines"].get("untrained_states_on_final_programs")
+    tables = [(family, final["probes"][family], [*names, "v3_current"]) for family in FAMILIES]
+    if control:  # the generated family's control: step 0's states on the final checkpoint's programs
+        tables.append(("generated, untrained states", {n: _final_entry(control["probes"][n]) for n in names}, names))
+    for family, probes, rows in tables:
+        for name in rows:
+            r = probes[name]
             lines.append(
                 f"| {family} | {name} | {_pct(r['semantic_content'])} | {_pct(r['unobserved'])} | "
                 f"{r['strongest_control'] or '-'} {_pct(r['strongest_control_value'])} | {_points(r['margin'])} | "

@@ -78,13 +78,34 @@ def test_pipeline_writes_every_artifact(run_dir):
     assert set(results["timings_seconds"]) >= {"train", "evaluate"}
     report = (run_dir / "report.md").read_text()
     assert "| 20 |" in report and "0.968" in report and "conditional gain" in report and "## Caveats" in report
+    # the generated family's control: the untrained states on the programs the final checkpoint wrote,
+    # the same rows and labels (the prompt-only probe scores the same), other states
+    control = json.loads((run_dir / "evaluations" / "untrained-on-step-20.json").read_text())
+    assert results["baselines"]["untrained_states_on_final_programs"] == control
+    assert control["step"] == 0 and control["programs_from"] == 20
+    last = results["checkpoints"][-1]
+    assert control["num_trace_rows"] == {k: last["num_trace_rows"][k] for k in ("train", "test")}
+    for name in names:
+        ours, theirs = last["probes"]["generated"][name], control["probes"][name]
+        assert (theirs["num_train"], theirs["num_test"]) == (ours["num_train"], ours["num_test"])
+        assert theirs["controls"]["prompt_only"] == ours["controls"]["prompt_only"]
+    assert set(control["intervention"]["current"]["conditional"]["gain"]) == {"original", *ALTERNATIVE_SEMANTICS}
+    gain = control["probes"]["current"]["conditional_gain"]["value"]
+    row = next(l for l in report.splitlines() if l.startswith("| ... the untrained model's states on the final programs "
+                                                              "(generated, current)"))
+    assert f"{100 * gain:+.1f} [" in row
+    assert f"; {100 * (last['probes']['generated']['current']['conditional_gain']['value'] - gain):+.1f} |" in row
+    assert "| generated, untrained states | current |" in report
     for family, name in (("generated", "current"), ("teacher_forced", "prev1")):
         final, untrained = (c["intervention"][family][name]["conditional"] for c in (results["checkpoints"][-1], first))
+        if family == "generated":  # beside the untrained states on the same programs
+            untrained = control["intervention"]["current"]["conditional"]
         row = next(l for l in report.splitlines()
                    if l.startswith(f"| intervention, gains over the prompt facts ({family}, {name})"))
         assert f"= {100 * final['original_minus_best_alternative']:+.1f}" in row or final["best_alternative"] is None
-        assert (f"untrained model {100 * untrained['original_minus_best_alternative']:+.1f}" in row
-                if untrained["best_alternative"] else "untrained model no informative alternative" in row)
+        which = "untrained states on these programs" if family == "generated" else "untrained model"
+        assert (f"{which} {100 * untrained['original_minus_best_alternative']:+.1f}" in row
+                if untrained["best_alternative"] else f"{which} no informative alternative" in row)
     assert (run_dir / "viewer" / "index.html").is_file() and "(viewer/index.html)" in report  # the view stage's page
     # where the numbers came from: the training's precision and machine (its run config), the analysing machine
     run_config = json.loads((run_dir / "model" / "karel_run_config.json").read_text())

@@ -199,29 +199,15 @@ def with_alternative_labels(table: dict, rows, label_set: str, offsets, cache: d
 
 def written_programs(run: Path, preset, found: dict, step: int, row_sets, pairs: int, mode: str = "teacher_forced"):
     """Each of `row_sets` with every reference program replaced by the one checkpoint `step` (of
-    `found`, step -> path) writes for the spec, read from its generated traces (the evaluate stage's
-    cache, built if missing); specs it wrote no scoreable program for are left out. A ValueError
+    `found`, step -> path) writes for the spec (`karel_hf.reproduce.written_programs`). A ValueError
     (one line) for a step with no checkpoint or a `mode` other than teacher_forced."""
     if mode != "teacher_forced":
         raise ValueError("--programs_from teacher-forces another checkpoint's programs: it needs --mode teacher_forced")
     if step not in found:
         raise ValueError(f"--programs_from: no checkpoint for step {step} in {run / 'model'}; found {sorted(found)}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from karel_hf.reproduce import written_programs as written
 
-    from karel_hf.probing.traces import build_trace_dataset
-    from karel_hf.reproduce import _programs_by_example
-
-    model = AutoModelForCausalLM.from_pretrained(str(found[step]), attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(found[step]))
-    out = []
-    for rows in row_sets:
-        traces = build_trace_dataset(model, tokenizer, rows, batch_size=preset.batch_size, cache_dir=str(run / "traces"),
-                                     fingerprint_extra={"step": step}, num_prompt_pairs=pairs, progress=False)
-        ids = [int(i) for i in rows["id"]]
-        written = _programs_by_example(traces, ids)
-        kept = rows.select([j for j, i in enumerate(ids) if written[i][1] > 0])
-        out.append(kept.map(lambda row: {"program": written[int(row["id"])][0]}, desc=f"programs of step {step}"))
-    return tuple(out)
+    return written(found[step], step, row_sets, preset, run, pairs)
 
 
 def main(argv=None) -> int:
