@@ -2,6 +2,7 @@
 
 import copy
 import doctest
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -301,6 +302,27 @@ def test_trace_cache_hit_skips_decoding(monkeypatch, tmp_path):
     traces.build_trace_dataset(None, tokenizer, rows, **{**kwargs, "model_fingerprint": "model-b"})
     traces.build_trace_dataset(None, tokenizer, rows[:4], **kwargs)
     assert fake.calls == [5, 5, 4]
+
+
+def test_trace_cache_keeps_a_dataset_with_no_rows(monkeypatch, tmp_path, caplog):
+    """A model that writes no scoreable program gives an empty trace dataset; the cache keeps it
+    loadable (one empty shard), and a cache left with no shard at all is rebuilt, not a traceback."""
+    rows = make_rows(4, seed=4)
+    fake = _fake_decode({prompt: "def run() {\n}" for prompt in _programs(rows)})
+    monkeypatch.setattr(decoding, "decode", fake)
+    model = type("Model", (), {"config": type("Config", (), {"hidden_size": 8})()})()
+    tokenizer = type("Tok", (), {"get_vocab": lambda self: {"a": 0}})()
+    kwargs = dict(cache_dir=tmp_path, model_fingerprint="model-a", semantics=("original",), progress=False)
+    first = traces.build_trace_dataset(model, tokenizer, rows, **kwargs)
+    second = traces.build_trace_dataset(model, tokenizer, rows, **kwargs)
+    assert len(first) == len(second) == 0 and fake.calls == [4]  # the second from the cache
+    (cached,) = [p for p in tmp_path.iterdir() if p.name.startswith("traces-")]
+    state = json.loads((cached / "state.json").read_text())  # no shard, as an earlier version saved it
+    for shard in state["_data_files"]:
+        (cached / shard["filename"]).unlink()
+    (cached / "state.json").write_text(json.dumps({**state, "_data_files": []}))
+    assert len(traces.build_trace_dataset(model, tokenizer, rows, **kwargs)) == 0 and fake.calls == [4, 4]
+    assert "is unreadable (IndexError" in caplog.text
 
 
 def test_model_fingerprint_follows_weights(tiny_model, tmp_path):

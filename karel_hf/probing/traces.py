@@ -214,7 +214,8 @@ def _load_cached(final: Path) -> datasets.Dataset | None:
     try:
         dataset = datasets.load_from_disk(str(final))
         json.loads((final / CONFIG_FILE).read_text())
-    except (OSError, ValueError, KeyError, pa.ArrowException) as err:  # torn files, bad JSON, bad Arrow
+    except (OSError, ValueError, KeyError, IndexError, pa.ArrowException) as err:  # torn files, bad JSON, bad Arrow,
+        # no shard at all (an empty dataset saved before save_to_disk was given one)
         reason = " ".join(str(err).split())[:200]
         logger.warning("trace cache %s is unreadable (%s: %s); removing it and building it again",
                        final, type(err).__name__, reason)
@@ -454,7 +455,7 @@ def build_trace_dataset(
         if quiet:
             datasets.utils.disable_progress_bars()
         try:
-            dataset.save_to_disk(str(staged))
+            dataset.save_to_disk(str(staged), num_shards=1 if len(dataset) == 0 else None)  # 0 shards do not load
         finally:
             if quiet:
                 datasets.utils.enable_progress_bars()
