@@ -332,7 +332,8 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
     is, at every offset with every control, and the conditional intervention at the current state.
     The untrained model's own programs are not a control: it writes programs the prompt facts already
     explain (LOG.md E25). Writes evaluations/untrained-on-step-N.json (N the final step) once; None
-    when the run has no step-0 checkpoint or no later one."""
+    when the run has no step-0 checkpoint or no later one, or the final one wrote no scoreable program
+    for the test or the probe-training specs (a warning says so)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.probing.traces import build_trace_dataset
@@ -351,6 +352,10 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
     test_rows, probe_rows, _ = kept["data"]
     pairs = prompt_pairs(test_rows)
     test_rows, probe_rows = written_programs(found[final], final, (test_rows, probe_rows), preset, out, pairs)
+    if not len(test_rows) or not len(probe_rows):
+        logger.warning("no untrained control: checkpoint %d wrote no scoreable program for the %s specs", final,
+                       "test" if not len(test_rows) else "probe-training")
+        return None
     model = AutoModelForCausalLM.from_pretrained(str(found[0]), attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(str(found[0]))
     forced = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": 0},

@@ -303,3 +303,23 @@ def test_probes_are_fitted_under_the_presets_thread_limit(monkeypatch):
         reproduce.probe_families({}, dataclasses.replace(preset, probe_threads=0), 1)
     assert seen[0] and set(seen[0].values()) == {1}
     assert seen[1] == outside
+
+
+def test_no_untrained_control_when_the_final_checkpoint_wrote_no_program(run_dir, tmp_path, monkeypatch, caplog):
+    """A final checkpoint that wrote no scoreable program leaves no control to compute: a warning, no
+    file, and the report without the control's rows (not a traceback)."""
+    from karel_hf import reproduce
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "evaluations" / "untrained-on-step-20.json").unlink()
+    monkeypatch.setattr(reproduce, "written_programs", lambda path, step, row_sets, *a: tuple(
+        rows.select([]) for rows in row_sets))
+    preset = reproduce.reproduce_preset("tiny")
+    assert reproduce.untrained_control(copy, copy / "model", preset) is None
+    assert "no untrained control: checkpoint 20 wrote no scoreable program for the test specs" in caplog.text
+    assert not (copy / "evaluations" / "untrained-on-step-20.json").exists()
+    assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "analyze,report"]) == 0
+    report = (copy / "report.md").read_text()
+    assert "untrained states on the final programs" not in report and "| generated, untrained states |" not in report
+    assert "intervention, gains over the prompt facts (generated, current)" in report
