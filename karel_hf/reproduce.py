@@ -1101,6 +1101,16 @@ def _caveats(results: dict) -> list[str]:
                 notes.append(f"- Intervention ({family}, {name}) is uninformative: the best alternative ({best or '-'}) has labels "
                              f"{_pct(inter['determined_by_original'].get(best) if best else None)} determined by the original "
                              f"ones on {inter['num_rows']} rows (>= 95% or < 100 rows).")
+    for family, offsets in CONDITIONAL_INTERVENTION_OFFSETS.items():
+        for name in (OFFSET_NAMES[o] for o in offsets):
+            low = (_conditional(results["checkpoints"][-1], family, name) or {}).get("discordant_minimum")
+            if low and low["low"] <= 0:
+                notes.append(
+                    f"- The intervention as gains ({family}, {name}): on the {low['num_rows']} rows where {low['alternative']}'s "
+                    f"labels differ from the original's, what the state adds for the original meaning is not measurably "
+                    f"more than for {low['alternative']} (original's gain - its gain {_gain(low)} points, interval not "
+                    "above 0), so these probes do not single out the program's real semantics there; the paper's "
+                    "comparison of accuracies is tilted toward the original by the prompt facts (docs/protocol.md §6b).")
     if flags["budget_not_met"]:
         notes.append("- The row budget was not met (fewer scored rows than the budget) at some checkpoint for: "
                      + ", ".join(flags["budget_not_met"]) + "; their counts differ across checkpoints (see num_train/num_test).")

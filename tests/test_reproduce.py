@@ -323,3 +323,22 @@ def test_no_untrained_control_when_the_final_checkpoint_wrote_no_program(run_dir
     report = (copy / "report.md").read_text()
     assert "untrained states on the final programs" not in report and "| generated, untrained states |" not in report
     assert "intervention, gains over the prompt facts (generated, current)" in report
+
+
+def test_report_says_when_the_intervention_does_not_single_out_the_real_meaning(run_dir, tmp_path):
+    """A final conditional intervention whose smallest margin where the labels differ is not above 0
+    gets a caveat naming the alternative; one above 0 gets none."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    results = json.loads((copy / "results.json").read_text())
+    cond = results["checkpoints"][-1]["intervention"]["teacher_forced"]["prev1"]["conditional"]
+    for low, said in ((-0.021, True), (0.05, False)):
+        cond["discordant_minimum"] = {"alternative": "authors8", "value": low + 0.04, "low": low, "high": low + 0.08,
+                                      "num_rows": 332}
+        (copy / "results.json").write_text(json.dumps(results))
+        render_report(copy)
+        caveat = [l for l in (copy / "report.md").read_text().splitlines()
+                  if l.startswith("- The intervention as gains (teacher_forced, prev1)")]
+        assert bool(caveat) == said
+        if said:
+            assert "332 rows where authors8's labels differ" in caveat[0] and "+1.9 [-2.1, +5.9] points" in caveat[0]
