@@ -568,3 +568,26 @@ def test_token_init_restarts_the_cell_and_action_rows_and_nothing_else(tiny_run,
             module.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_summary_of_reproduction_folders(tiny_run, tmp_path, capsys):
+    """`summary.py --reproductions DIR...`: the final checkpoint's intervention (gains and the paper's
+    accuracies) and the generated family's gains beside their controls, mean and sd over folders."""
+    summary = _script("summary")
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert summary.main(["--reproductions", str(tiny_run), str(tiny_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| quantity (2 runs) | final | control |"
+    last = results["checkpoints"][-1]
+    accuracy = 100 * last["generation"]["accuracy"]
+    assert f"| accuracy | {accuracy:.1f} ± 0.0% | - |" in lines
+    gain = last["probes"]["generated"]["prev1"]["conditional_gain"]["value"]
+    base = results["baselines"]["untrained_states_on_final_programs"]["probes"]["prev1"]["conditional_gain"]["value"]
+    row = next(l for l in lines if l.startswith("| conditional gain, generated/prev1"))
+    assert row.endswith(f"| {100 * gain:+.1f} ± 0.0 | {100 * base:+.1f} ± 0.0 |")
+    row = next(l for l in lines if l.startswith("| ... final minus control, generated/prev1"))
+    assert f"| {100 * (gain - base):+.1f} ± 0.0 |" in row
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        summary.main(["--reproductions", str(tmp_path)])
+    assert "--reproductions: not a finished reproduction folder" in capsys.readouterr().err

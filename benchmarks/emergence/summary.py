@@ -14,6 +14,13 @@ With `--evaluations` it summarises instead the files of `probe_study.py --evalua
 the reproduction's evaluation with another probe): per probe, step, family and offset, the mean +-
 sd over the files of the conditional gain, of the margin over the strongest control and of the
 intervention's original minus best alternative, in points.
+
+With `--reproductions DIR...` it summarises `karel-hf reproduce` folders (their results.json; LOG.md
+E35-E36): the final checkpoint's intervention as gains and as the paper's accuracies, and the
+generated family's gains, each beside its control (the step-0 checkpoint, or for the generated
+family the untrained states on the final programs), mean +- sd over the folders:
+
+    python benchmarks/emergence/summary.py --reproductions runs/cpu-s0 runs/cpu-s1 runs/cpu-s2
 """
 
 from __future__ import annotations
@@ -95,13 +102,64 @@ def summarize_evaluations(payloads: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summarize_reproductions(results: list[dict]) -> str:
+    """One row per quantity: the final checkpoint's value and its control's, mean +- sd over runs
+    (a run without the quantity, e.g. no informative alternative, is left out of that mean)."""
+    def conditional(evaluation, family, name):
+        return ((evaluation or {}).get("intervention", {}).get(family, {}).get(name) or {}).get("conditional") or {}
+
+    def margin(found):
+        return found.get("original_minus_best_alternative") if found.get("best_alternative") else None
+
+    rows = []
+    for r in results:
+        first, last = r["checkpoints"][0], r["checkpoints"][-1]
+        untrained = first if first["step"] == 0 else None
+        control = r["baselines"].get("untrained_states_on_final_programs") or {}
+        gain = {name: last["probes"]["generated"][name]["conditional_gain"]["value"] for name in ("prev1", "current")}
+        base = {name: control["probes"][name]["conditional_gain"]["value"] if control else None
+                for name in ("prev1", "current")}
+        paper = last["intervention"]["generated"]["current"]
+        rows.append({
+            "accuracy": (last["generation"]["accuracy"], None),
+            "intervention as gains, teacher_forced/prev1 (control: step 0)": (
+                margin(conditional(last, "teacher_forced", "prev1")), margin(conditional(untrained, "teacher_forced", "prev1"))),
+            "intervention as gains, generated/current (control: untrained states on the final programs)": (
+                margin(conditional(last, "generated", "current")),
+                margin(control.get("intervention", {}).get("current", {}).get("conditional", {}))),
+            "intervention as the paper's accuracies, generated/current (control: step 0)": (
+                paper["original_minus_best_alternative"] if paper["best_alternative"] else None,
+                (untrained["intervention"]["generated"]["current"]["original_minus_best_alternative"]
+                 if untrained and untrained["intervention"]["generated"]["current"]["best_alternative"] else None)),
+            **{f"conditional gain, generated/{name} (control: untrained states on the final programs)": (gain[name], base[name])
+               for name in ("prev1", "current")},
+            **{f"... final minus control, generated/{name}": (gain[name] - base[name] if base[name] is not None else None, None)
+               for name in ("prev1", "current")},
+        })
+    lines = [f"| quantity ({len(results)} runs) | final | control |", "|---|---|---|"]
+    for name in (rows[0] if rows else {}):
+        finals, controls = [row[name][0] for row in rows], [row[name][1] for row in rows]
+        lines.append(f"| {name} | {_fmt(finals, signed=name != 'accuracy', unit='%' if name == 'accuracy' else '')} | "
+                     f"{_fmt(controls, signed=True) if any(c is not None for c in controls) else '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--specs", default=None, help="Comma-separated spec names (default: all).")
     parser.add_argument("--results", type=Path, default=RESULTS_JSONL)
     parser.add_argument("--evaluations", type=Path, nargs="+", default=None,
                         help="probe_study.py --evaluation files to summarise instead of the results table")
+    parser.add_argument("--reproductions", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="karel-hf reproduce output folders to summarise instead of the results table")
     args = parser.parse_args(argv)
+    if args.reproductions:
+        try:
+            results = [json.loads((path / "results.json").read_text(encoding="utf-8")) for path in args.reproductions]
+            print(summarize_reproductions(results))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            parser.error(f"--reproductions: not a finished reproduction folder (its results.json): {err}")
+        return 0
     if args.evaluations:
         try:
             payloads = [json.loads(path.read_text(encoding="utf-8")) for path in args.evaluations]
