@@ -1301,7 +1301,37 @@ def reproduce_command(argv: list[str] | None) -> int:
     page = out / VIEWER_DIR / "index.html"
     print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'figures'}"
           + (f" and the trace viewer {page}" if page.is_file() else ""))
+    if "report" in args.stage_list() and (out / "results.json").is_file():
+        print("\n".join(headline_summary(json.loads((out / "results.json").read_text()))))
     return 0
+
+
+def headline_summary(results: dict) -> list[str]:
+    """A few lines for the console at the end of a run: accuracy against the floor, the final
+    conditional gain against its control, the intervention as gains against its control."""
+    final, baselines = results["final"], results["baselines"]
+    constant = baselines.get("best_constant_program") or {}
+    floor = max(baselines["constant_program"], constant.get("accuracy", 0.0))
+    gain = final["probes"]["generated"]["current"]["conditional_gain"]
+    control = baselines.get("untrained_states_on_final_programs")
+    lines = [f"step {final['step']}: generation accuracy {_pct(final['generation_accuracy'])} (best constant program "
+             f"{_pct(floor)})",
+             f"conditional gain over the prompt facts (generated, current): {_gain(gain)} points"
+             + (f"; the untrained states on the same programs {_gain(control['probes']['current']['conditional_gain'])}"
+                if control else "")]
+    first = results["checkpoints"][0] if results["checkpoints"][0]["step"] == 0 else None
+    for family, offsets in CONDITIONAL_INTERVENTION_OFFSETS.items():
+        for name in (OFFSET_NAMES[o] for o in offsets):
+            found = _conditional(results["checkpoints"][-1], family, name)
+            base, which = _conditional(first, family, name), "step 0"
+            if family == "generated" and control:
+                base, which = control["intervention"]["current"]["conditional"], "the untrained states on these programs"
+            if found and found["best_alternative"]:
+                lines.append(f"intervention as gains ({family}, {name}): original - best alternative "
+                             f"({found['best_alternative']}) {_points(found['original_minus_best_alternative'])} points"
+                             + (f"; {which} {_points(base['original_minus_best_alternative'])}"
+                                if base and base["best_alternative"] else ""))
+    return lines + ["(report.md has every number beside its control, and its caveats)"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -342,3 +342,23 @@ def test_report_says_when_the_intervention_does_not_single_out_the_real_meaning(
         assert bool(caveat) == said
         if said:
             assert "332 rows where authors8's labels differ" in caveat[0] and "+1.9 [-2.1, +5.9] points" in caveat[0]
+
+
+def test_the_console_gets_the_headline_beside_its_controls(run_dir, tmp_path, capsys):
+    """At the end of a run the console shows accuracy against the floor, the final gain against the
+    untrained states on the same programs, and the intervention as gains (what report.md heads with)."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "report"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    results = json.loads((copy / "results.json").read_text())
+    gain = results["final"]["probes"]["generated"]["current"]["conditional_gain"]
+    control = results["baselines"]["untrained_states_on_final_programs"]["probes"]["current"]["conditional_gain"]
+    line = next(l for l in out if l.startswith("conditional gain over the prompt facts (generated, current): "))
+    assert f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] points" in line
+    assert f"the untrained states on the same programs {100 * control['value']:+.1f} [" in line
+    assert out[-1] == "(report.md has every number beside its control, and its caveats)"
+    assert any(l.startswith(f"step 20: generation accuracy {100 * results['final']['generation_accuracy']:.1f}%")
+               for l in out)
+    assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "plot"]) == 0  # no report, no summary
+    assert "conditional gain over the prompt facts" not in capsys.readouterr().out
