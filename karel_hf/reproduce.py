@@ -305,6 +305,13 @@ def _programs_by_example(traces, ids: list[int]) -> dict:
     return {i: found.get(i, ("", 0)) for i in ids}
 
 
+def _on_device(model):
+    """The model on the GPU when there is one (as `evaluate_checkpoint` puts it), else as it is."""
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
 def written_programs(path: Path, step: int, row_sets, preset: ReproducePreset, out: Path, pairs: int) -> tuple:
     """Each of `row_sets` with every reference program replaced by the one checkpoint `step` (folder
     `path`) writes for the spec, read from its generated traces (the evaluate stage's cache, built if
@@ -313,7 +320,7 @@ def written_programs(path: Path, step: int, row_sets, preset: ReproducePreset, o
 
     from karel_hf.probing.traces import build_trace_dataset
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+    model = _on_device(AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval())
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     kept = []
     for rows in row_sets:
@@ -356,7 +363,7 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
         logger.warning("no untrained control: checkpoint %d wrote no scoreable program for the %s specs", final,
                        "test" if not len(test_rows) else "probe-training")
         return None
-    model = AutoModelForCausalLM.from_pretrained(str(found[0]), attn_implementation="eager").eval()
+    model = _on_device(AutoModelForCausalLM.from_pretrained(str(found[0]), attn_implementation="eager").eval())
     tokenizer = AutoTokenizer.from_pretrained(str(found[0]))
     forced = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": 0},
                   num_prompt_pairs=pairs, mode="teacher_forced", min_length=1, progress=False)
@@ -474,7 +481,6 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
                         label_cache: dict | None = None) -> dict:
     """Everything measured at one checkpoint (docs/protocol.md §5-7). `label_cache` (a dict kept
     across checkpoints) computes the teacher-forced labels once (the same programs at every checkpoint)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.metrics.generation import compute_generation_accuracy
@@ -486,9 +492,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     test_rows, probe_rows, texts = data
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager")
-    model.eval()
-    if torch.cuda.is_available():
-        model.to("cuda")
+    model = _on_device(model.eval())
     pairs = prompt_pairs(test_rows)
     min_length = teacher_forced_min_length(preset, test_rows)
     common = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": step},
