@@ -380,12 +380,17 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
         "timings_seconds": {"total": time.perf_counter() - start}}, default=_json_default)
 
 
+def _probe_options(preset: ReproducePreset, pairs: int) -> dict:
+    """The preset's probe, row budgets and bootstrap, as `measure.semantic_content` takes them."""
+    return dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
+                num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
+
+
 def _control_probes(train, test, preset: ReproducePreset, pairs: int) -> tuple[dict, dict]:
     from karel_hf.probing.labels import OFFSETS
     from karel_hf.probing.measure import conditional_intervention, load_traces, semantic_content, summary
 
-    common = dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
-                  num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
+    common = _probe_options(preset, pairs)
     train, test = load_traces(train), load_traces(test)
     results = {o: semantic_content(train, test, o, return_predictions=True, **common) for o in OFFSETS}
     conditional = conditional_intervention(train, test, 0, original=results[0], **common)
@@ -408,8 +413,7 @@ def _probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[
         conditional_intervention, future_analysis, intervention, load_traces, semantic_content, summary,
     )
 
-    common = dict(probe=preset.probe, max_train_rows=preset.max_train_rows, max_test_rows=preset.max_test_rows,
-                  num_bootstrap=preset.num_bootstrap, num_prompt_pairs=pairs)
+    common = _probe_options(preset, pairs)
     probes, interventions, future, rows = {}, {}, {}, []
     for family, (train, test) in traces.items():
         train, test = load_traces(train), load_traces(test)
@@ -1030,18 +1034,24 @@ def _control_rows(results: dict) -> list[str]:
     return lines
 
 
+def _intervention_control(results: dict, family: str, name: str) -> tuple[dict | None, bool]:
+    """The control of the final conditional intervention at (family, name) and whether it is the
+    untrained states on the final programs (generated/current, when computed) rather than step 0's."""
+    control = results["baselines"].get("untrained_states_on_final_programs")
+    if family == "generated" and name == "current" and control:  # the same programs, not its own
+        return control["intervention"]["current"]["conditional"], True
+    first = results["checkpoints"][0]
+    return (_conditional(first, family, name) if first["step"] == 0 else None), False
+
+
 def _conditional_intervention_rows(results: dict) -> list[str]:
     """Headline rows: the conditional intervention at the final checkpoint beside the untrained one's."""
-    evals = results["checkpoints"]
-    untrained = evals[0] if evals and evals[0]["step"] == 0 else None
-    control = results["baselines"].get("untrained_states_on_final_programs")
     lines = []
     for family, offsets in CONDITIONAL_INTERVENTION_OFFSETS.items():
         for name in (OFFSET_NAMES[o] for o in offsets):
-            final, base = _conditional(evals[-1], family, name), _conditional(untrained, family, name)
-            which = "untrained model"
-            if family == "generated" and control and name == "current":  # the same programs, not its own
-                base, which = control["intervention"]["current"]["conditional"], "untrained states on these programs"
+            final = _conditional(results["checkpoints"][-1], family, name)
+            base, same_programs = _intervention_control(results, family, name)
+            which = "untrained states on these programs" if same_programs else "untrained model"
             if final is None:
                 continue
             best = final["best_alternative"]
@@ -1323,13 +1333,11 @@ def headline_summary(results: dict) -> list[str]:
              f"conditional gain over the prompt facts (generated, current): {_gain(gain)} points"
              + (f"; the untrained states on the same programs {_gain(control['probes']['current']['conditional_gain'])}"
                 if control else "")]
-    first = results["checkpoints"][0] if results["checkpoints"][0]["step"] == 0 else None
     for family, offsets in CONDITIONAL_INTERVENTION_OFFSETS.items():
         for name in (OFFSET_NAMES[o] for o in offsets):
             found = _conditional(results["checkpoints"][-1], family, name)
-            base, which = _conditional(first, family, name), "step 0"
-            if family == "generated" and control:
-                base, which = control["intervention"]["current"]["conditional"], "the untrained states on these programs"
+            base, same_programs = _intervention_control(results, family, name)
+            which = "the untrained states on these programs" if same_programs else "step 0"
             if found and found["best_alternative"]:
                 lines.append(f"intervention as gains ({family}, {name}): original - best alternative "
                              f"({found['best_alternative']}) {_points(found['original_minus_best_alternative'])} points"
