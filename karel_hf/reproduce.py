@@ -98,6 +98,11 @@ INTERVENTION_OFFSETS = {"generated": (0, 1, 2), "teacher_forced": (-2, -1, 0, 1,
 # ... and of its conditional form (gains over the prompt facts, docs/protocol.md §6b): the paper's
 # setting (generated, current) and the state the model has read (teacher-forced, prev1).
 CONDITIONAL_INTERVENTION_OFFSETS = {"generated": (0,), "teacher_forced": (-1,)}
+# A preset's `second_probe` (e.g. an MLP, which reads what a linear probe cannot: LOG.md E7, E21) is
+# fitted at these offsets only, both families, for the conditional gain and its prompt-only control.
+SECOND_PROBE_OFFSETS = (-1,)
+SECOND_PROBE_CONTROLS = ("prompt_only", "conditional_gain")
+PROBE_KINDS = ("linear", "mlp1", "mlp2")
 V3_CONTROLS = ("initial_glyph", "output_glyph")  # the v3 probe's controls (the fitted ones cost 12 fits each)
 AT_FLOOR_POINTS = 0.05  # the length test is "at the floor" when accuracy <= constant program + 5 points
 VALIDATION_ID_OFFSET = 1_000_000_000  # ids of validation specs used as extra test specs
@@ -130,6 +135,10 @@ class ReproducePreset:
     num_bootstrap: int = 1000  # resamples of the conditional gain's interval
     perplexity_programs: int = 256
     probe: str = "linear"
+    # A second probe kind, fitted beside `probe` for the conditional gain at SECOND_PROBE_OFFSETS only
+    # (both families, every checkpoint and the untrained control), with the same row budgets;
+    # "" for none. The `cpu` preset's linear probe reads little of the state an MLP reads (README).
+    second_probe: str = ""
     # BLAS / OpenMP threads while the probes are fitted (threadpoolctl); 0: the libraries' default,
     # every core. One thread was 5.5x faster than two for the cpu preset's probes on an AVX2 CPU
     # (benchmarks/bench_probe_threads.py), and it makes the probe numbers the same whatever the
@@ -146,6 +155,10 @@ class ReproducePreset:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: must be an integer >= {least}{meaning}, got {value!r}")
+        for name, allowed in (("probe", PROBE_KINDS), ("second_probe", ("", *PROBE_KINDS))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: unknown value {getattr(self, name)!r}; expected one of "
+                                 f"{', '.join(repr(a) for a in allowed)}")
 
 
 def reproduce_preset_names() -> tuple[str, ...]:
@@ -182,6 +195,9 @@ class ReproduceArguments:
     test_specs: int | None = field(default=None, metadata={"help": "Override the preset's test specs per checkpoint."})
     probe_train_specs: int | None = field(default=None, metadata={"help": "Override the preset's probe training specs."})
     probe: str | None = field(default=None, metadata={"help": "linear (default), mlp1 or mlp2."})
+    second_probe: str | None = field(default=None, metadata={
+        "help": "A second probe (linear, mlp1 or mlp2; '' for none) for the conditional gain at prev1, both families "
+        "(the preset's value: mlp1 for cpu)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
     max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
@@ -195,15 +211,13 @@ class ReproduceArguments:
         "(another `karel-hf reproduce` or `karel-hf train` on the same folder) has finished."})
 
     def __post_init__(self):
-        self.resolved()  # raises, naming the presets there are for an unknown one, or a bad probe_threads / eval_workers
+        self.resolved()  # raises, naming the presets there are for an unknown one, or a bad probe / threads / workers
         unknown = [s for s in self.stage_list() if s not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown stage(s) {unknown}; expected a comma-separated subset of {', '.join(STAGES)}")
         if self.follow and (set(self.stage_list()) & {"train", "evaluate"}) != {"evaluate"}:
             raise ValueError("follow: needs the evaluate stage without the train stage (the training runs in "
                              "another process), e.g. --stages evaluate,analyze,plot,report --follow")
-        if self.probe is not None and self.probe not in ("linear", "mlp1", "mlp2"):
-            raise ValueError(f"probe: unknown value {self.probe!r}; expected linear, mlp1 or mlp2")
         for name in ("test_specs", "probe_train_specs", "batch_size", "max_train_rows", "max_test_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -214,8 +228,8 @@ class ReproduceArguments:
 
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
-        changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "batch_size",
-                                                 "max_train_rows", "max_test_rows", "probe_threads",
+        changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "second_probe",
+                                                 "batch_size", "max_train_rows", "max_test_rows", "probe_threads",
                                                  "eval_workers")
                    if getattr(self, k) is not None}
         if self.train_args.strip():
@@ -316,12 +330,9 @@ def written_programs(path: Path, step: int, row_sets, preset: ReproducePreset, o
     """Each of `row_sets` with every reference program replaced by the one checkpoint `step` (folder
     `path`) writes for the spec, read from its generated traces (the evaluate stage's cache, built if
     missing); specs it wrote no scoreable program for are left out."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from karel_hf.probing.traces import build_trace_dataset
 
-    model = _on_device(AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval())
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model, tokenizer = _checkpoint_model(path)
     kept = []
     for rows in row_sets:
         traces = build_trace_dataset(model, tokenizer, rows, batch_size=preset.batch_size, cache_dir=str(out / "traces"),
@@ -340,9 +351,9 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
     The untrained model's own programs are not a control: it writes programs the prompt facts already
     explain (LOG.md E25). Writes evaluations/untrained-on-step-N.json (N the final step) once; None
     when the run has no step-0 checkpoint or no later one, or the final one wrote no scoreable program
-    for the test or the probe-training specs (a warning says so)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    for the test or the probe-training specs (a warning says so). With the preset's second probe the
+    file has its gains as well (`second_probe`, the generated family's keys); one written without
+    them is made again."""
     from karel_hf.probing.traces import build_trace_dataset
 
     found = dict(model_checkpoints(model_dir))
@@ -350,7 +361,7 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
         return None
     final = max(found)
     path = out / "evaluations" / CONTROL_FILE.format(final)
-    if path.is_file():
+    if path.is_file() and not _lacks_second_probe(json.loads(path.read_text()), preset):
         return path
     start = time.perf_counter()
     kept = {} if kept is None else kept
@@ -363,8 +374,7 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
         logger.warning("no untrained control: checkpoint %d wrote no scoreable program for the %s specs", final,
                        "test" if not len(test_rows) else "probe-training")
         return None
-    model = _on_device(AutoModelForCausalLM.from_pretrained(str(found[0]), attn_implementation="eager").eval())
-    tokenizer = AutoTokenizer.from_pretrained(str(found[0]))
+    model, tokenizer = _checkpoint_model(found[0])
     forced = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": 0},
                   num_prompt_pairs=pairs, mode="teacher_forced", min_length=1, progress=False)
     traces = (build_trace_dataset(model, tokenizer, probe_rows, **forced),
@@ -373,8 +383,10 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
 
     with threadpool_limits(limits=preset.probe_threads or None):
         probes, conditional = _control_probes(*traces, preset, pairs)
+    second = {"second_probe": second_probe_gains({"generated": traces}, preset, pairs)} if preset.second_probe else {}
     return atomic_write_json(path, {
         "step": 0, "programs_from": final, "probes": probes, "intervention": {"current": {"conditional": conditional}},
+        **second,
         "num_trace_rows": {"train": len(traces[0]), "test": len(traces[1])},
         "num_specs": {"test": len(test_rows), "probe_train": len(probe_rows)},
         "timings_seconds": {"total": time.perf_counter() - start}}, default=_json_default)
@@ -434,6 +446,30 @@ def _probe_families(traces: dict, preset: ReproducePreset, pairs: int) -> tuple[
     return probes, interventions, future, columns
 
 
+def second_probe_gains(traces: dict, preset: ReproducePreset, pairs: int) -> dict:
+    """`preset.second_probe`'s conditional gain (with its prompt-only control) at `SECOND_PROBE_OFFSETS`:
+    {family: (train traces, test traces)} -> {"probe": kind, family: {offset name: summary}}, the
+    rows and budgets of the preset's own probe."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn requirement
+
+    from karel_hf.probing.measure import load_traces, semantic_content, summary
+
+    options = dict(_probe_options(preset, pairs), probe=preset.second_probe)
+    found = {"probe": preset.second_probe}
+    with threadpool_limits(limits=preset.probe_threads or None):
+        for family, (train, test) in traces.items():
+            train, test = load_traces(train), load_traces(test)
+            found[family] = {OFFSET_NAMES[o]: summary(semantic_content(train, test, o, controls=SECOND_PROBE_CONTROLS,
+                                                                       **options))
+                             for o in SECOND_PROBE_OFFSETS}
+    return found
+
+
+def _lacks_second_probe(evaluation: dict, preset: ReproducePreset) -> bool:
+    """Whether a saved evaluation (or control) lacks the second probe the preset asks for."""
+    return bool(preset.second_probe) and (evaluation.get("second_probe") or {}).get("probe") != preset.second_probe
+
+
 ROW_COLUMNS = ("family", "offset", "example_id", "step", "num_actions", "task", "label", "probe", "prompt_only",
                "conditional")
 
@@ -485,31 +521,17 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
                         label_cache: dict | None = None) -> dict:
     """Everything measured at one checkpoint (docs/protocol.md §5-7). `label_cache` (a dict kept
     across checkpoints) computes the teacher-forced labels once (the same programs at every checkpoint)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from karel_hf.metrics.generation import compute_generation_accuracy
     from karel_hf.probing.analysis import length_test, program_perplexity
-    from karel_hf.probing.traces import build_trace_dataset
 
     start, cpu_start = time.perf_counter(), time.process_time()
     timings = {}
-    test_rows, probe_rows, texts = data
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager")
-    model = _on_device(model.eval())
+    test_rows, _, texts = data
+    model, tokenizer = _checkpoint_model(path)
     pairs = prompt_pairs(test_rows)
     min_length = teacher_forced_min_length(preset, test_rows)
-    common = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": step},
-                  num_prompt_pairs=pairs)
-    tick = time.perf_counter()
-    test_traces = build_trace_dataset(model, tokenizer, test_rows, **common)
-    train_traces = build_trace_dataset(model, tokenizer, probe_rows, **common)
-    timings["traces_generated"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    forced = dict(common, mode="teacher_forced", min_length=min_length, label_cache=label_cache)
-    tf_test = build_trace_dataset(model, tokenizer, test_rows, **forced)
-    tf_train = build_trace_dataset(model, tokenizer, probe_rows, **forced)
-    timings["traces_teacher_forced"] = time.perf_counter() - tick
+    traces = _checkpoint_traces(model, tokenizer, step, data, out, preset, label_cache, timings)
+    (train_traces, test_traces), (tf_train, tf_test) = traces["generated"], traces["teacher_forced"]
 
     # generation accuracy from the programs decoded for the traces (no second decoding pass)
     ids = [int(i) for i in test_rows["id"]]
@@ -535,10 +557,14 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     }
 
     tick = time.perf_counter()
-    traces = {"generated": (train_traces, test_traces), "teacher_forced": (tf_train, tf_test)}
     probes, interventions, future, rows = probe_families(traces, preset, pairs)
     write_parquet(out / "evaluations" / f"step-{step}.rows.parquet", rows)
     timings["probes"] = time.perf_counter() - tick
+    second = {}
+    if preset.second_probe:
+        tick = time.perf_counter()
+        second["second_probe"] = second_probe_gains(traces, preset, pairs)
+        timings["second_probe"] = time.perf_counter() - tick
     tick = time.perf_counter()
     perplexity = program_perplexity(model, tokenizer, texts, batch_size=min(32, preset.batch_size))
     timings["perplexity"] = time.perf_counter() - tick
@@ -551,13 +577,60 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
         "probes": probes,
         "future": future,
         "intervention": interventions,
+        **second,
         "perplexity": perplexity,
         "num_trace_rows": {"train": len(train_traces), "test": len(test_traces),
                            "teacher_forced_train": len(tf_train), "teacher_forced_test": len(tf_test)},
-        "num_specs": {"test": len(test_rows), "probe_train": len(probe_rows)},
+        "num_specs": {"test": len(test_rows), "probe_train": len(data[1])},
         "teacher_forced_min_length": min_length,
         "timings_seconds": timings,
     }
+
+
+def _checkpoint_model(path: Path):
+    """A checkpoint's model (eval mode, on the GPU when there is one) and tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager")
+    return _on_device(model.eval()), AutoTokenizer.from_pretrained(str(path))
+
+
+def _checkpoint_traces(model, tokenizer, step: int, data, out: Path, preset: ReproducePreset, label_cache: dict | None,
+                       timings: dict) -> dict:
+    """One checkpoint's trace datasets, {family: (probe-training traces, test traces)}: decoded (or
+    read from the cache under out/traces) and teacher-forced; their times go into `timings`."""
+    from karel_hf.probing.traces import build_trace_dataset
+
+    test_rows, probe_rows, _ = data
+    common = dict(batch_size=preset.batch_size, cache_dir=str(out / "traces"), fingerprint_extra={"step": step},
+                  num_prompt_pairs=prompt_pairs(test_rows))
+    tick = time.perf_counter()
+    test = build_trace_dataset(model, tokenizer, test_rows, **common)  # the test rows first, as always
+    generated = (build_trace_dataset(model, tokenizer, probe_rows, **common), test)
+    timings["traces_generated"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    forced = dict(common, mode="teacher_forced", min_length=teacher_forced_min_length(preset, test_rows),
+                  label_cache=label_cache)
+    test = build_trace_dataset(model, tokenizer, test_rows, **forced)
+    teacher_forced = (build_trace_dataset(model, tokenizer, probe_rows, **forced), test)
+    timings["traces_teacher_forced"] = time.perf_counter() - tick
+    return {"generated": generated, "teacher_forced": teacher_forced}
+
+
+def add_second_probe(step: int, path: Path, data, out: Path, preset: ReproducePreset,
+                     label_cache: dict | None = None) -> dict:
+    """Add the preset's second probe to checkpoint `step`'s saved evaluation (one made without it),
+    from its cached traces, leaving every other number as it is; returns the updated evaluation."""
+    saved = out / "evaluations" / f"step-{step}.json"
+    evaluation = json.loads(saved.read_text())
+    timings = {}
+    model, tokenizer = _checkpoint_model(path)
+    traces = _checkpoint_traces(model, tokenizer, step, data, out, preset, label_cache, timings)
+    tick = time.perf_counter()
+    evaluation["second_probe"] = second_probe_gains(traces, preset, prompt_pairs(data[0]))
+    evaluation["timings_seconds"]["second_probe"] = time.perf_counter() - tick
+    _write_evaluation(out, step, evaluation)
+    return evaluation
 
 
 def prompt_pairs(rows) -> int:
@@ -620,9 +693,12 @@ def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model
 
     evaluations = out / "evaluations"
     todo = [(s, p) for s, p in found if not all((evaluations / f.format(s)).is_file() for f in EVALUATION_FILES)]
+    # evaluations made without the preset's second probe get it added, the rest of them kept
+    lacking = [(s, p) for s, p in found if (s, p) not in todo
+               and _lacks_second_probe(json.loads((evaluations / f"step-{s}.json").read_text()), preset)]
     specs_missing = not (evaluations / TEST_SPECS_FILE).is_file()
     workers = _eval_workers(preset, len(todo))
-    if ((todo and workers == 1) or specs_missing) and "data" not in kept:
+    if ((todo and workers == 1) or lacking or specs_missing) and "data" not in kept:
         kept["data"] = _data_rows(model_dir, preset)
     if specs_missing:
         test_rows = kept["data"][0]
@@ -634,6 +710,8 @@ def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model
         label_cache = kept.setdefault("label_cache", {})
         for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
             _write_evaluation(out, step, evaluate_checkpoint(step, path, kept["data"], out, preset, label_cache))
+    for step, path in tqdm(lacking, desc=f"second probe ({preset.second_probe})", unit="ckpt"):
+        add_second_probe(step, path, kept["data"], out, preset, kept.setdefault("label_cache", {}))
 
 
 def _eval_workers(preset: ReproducePreset, checkpoints: int) -> int:
@@ -707,9 +785,38 @@ def _final_entry(result: dict) -> dict:
     return entry
 
 
+def _regression(accuracy: list, values: list) -> dict | None:
+    """The regression of accuracy on `values` over the checkpoints; None with fewer than 3 finite
+    values or when every checkpoint gave the same value."""
+    from karel_hf.probing.analysis import regress
+
+    try:
+        return regress(accuracy, values) if np.isfinite(values).sum() >= 3 else None
+    except ValueError:  # every checkpoint gave the same value
+        return None
+
+
+def _second_probe_results(evaluations: list, accuracy: list, control: dict | None, preset: ReproducePreset) -> dict | None:
+    """The second probe's conditional gains at the final checkpoint, at step 0 and on the untrained
+    control, and the regression of accuracy on them over the checkpoints; None when the preset has
+    no second probe or a checkpoint lacks it."""
+    if not preset.second_probe or any(_lacks_second_probe(e, preset) for e in evaluations):
+        return None
+    names = [OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS]
+    gains = {f: {n: [e["second_probe"][f][n]["conditional_gain"]["value"] for e in evaluations] for n in names}
+             for f in FAMILIES}
+    return {
+        "probe": preset.second_probe,
+        "final": {f: {n: evaluations[-1]["second_probe"][f][n] for n in names} for f in FAMILIES},
+        "step_0": ({f: {n: evaluations[0]["second_probe"][f][n] for n in names} for f in FAMILIES}
+                   if evaluations[0]["step"] == 0 else None),
+        "untrained_states_on_final_programs": (control or {}).get("second_probe"),
+        "regressions": {f: {n: _regression(accuracy, gains[f][n]) for n in names} for f in FAMILIES},
+    }
+
+
 def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings: dict) -> dict:
     from karel_hf.metrics.generation import best_constant_program_baseline, constant_program_baseline
-    from karel_hf.probing.analysis import regress
 
     evaluations = sorted((json.loads(p.read_text()) for p in (out / "evaluations").glob("step-*.json")),
                          key=lambda e: e["step"])
@@ -723,12 +830,8 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
         for name in names:
             regressions[family][name] = {}
             for metric in REGRESSION_METRICS:
-                values = [_metric(e, family, name, metric) for e in evaluations]
-                try:
-                    fit = regress(accuracy, values) if np.isfinite(values).sum() >= 3 else None
-                except ValueError:  # every checkpoint gave the same value
-                    fit = None
-                regressions[family][name][metric] = fit
+                regressions[family][name][metric] = _regression(accuracy, [_metric(e, family, name, metric)
+                                                                           for e in evaluations])
     test_rows, _, _ = _data_rows(out / "model", preset)
     floor = constant_program_baseline(test_rows, prompt_pairs(test_rows))["accuracy"]
     best_constant = best_constant_program_baseline(test_rows, prompt_pairs(test_rows))
@@ -767,6 +870,7 @@ def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings:
             "lengths": lengths,
         },
         "flags": flags,
+        "second_probe": _second_probe_results(evaluations, accuracy, control, preset),
         "baselines": {
             "constant_program": floor,
             "best_constant_program": best_constant,
@@ -1071,6 +1175,29 @@ def _conditional_intervention_rows(results: dict) -> list[str]:
     return lines
 
 
+def _second_probe_rows(results: dict) -> list[str]:
+    """Headline rows: the second probe's final conditional gains beside their controls (step 0 for
+    teacher-forced rows, the untrained states on the same programs for generated ones) and the
+    regression of accuracy on the teacher-forced gain."""
+    second = results.get("second_probe")
+    if not second:
+        return []
+    kind, lines = second["probe"], []
+    for name in (OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS):
+        tf, gen = second["final"]["teacher_forced"][name], second["final"]["generated"][name]
+        step_0 = ((second["step_0"] or {}).get("teacher_forced") or {}).get(name)
+        control = ((second["untrained_states_on_final_programs"] or {}).get("generated") or {}).get(name)
+        lines += [
+            f"| conditional gain final, {kind} probe (teacher_forced, {name}), 95% interval; step 0 (points) | "
+            f"{_gain(tf['conditional_gain'])}; {_gain(step_0['conditional_gain']) if step_0 else '-'} | - |",
+            f"| ... regression of accuracy on it | {_r2(second['regressions']['teacher_forced'][name])} | - |",
+            f"| conditional gain final, {kind} probe (generated, {name}); the untrained states on the same "
+            f"programs (points) | {_gain(gen['conditional_gain'])}; {_gain(control['conditional_gain']) if control else '-'}"
+            " | - |",
+        ]
+    return lines
+
+
 def _caveats(results: dict) -> list[str]:
     """Plain warnings when the numbers above cannot be read as the paper's."""
     evals = results["checkpoints"]
@@ -1169,7 +1296,10 @@ def render_report(out: Path) -> Path:
         f"{len(evals)} checkpoints (steps {', '.join(str(s) for s in results['steps'])}); "
         f"test specs per checkpoint: {int(final_eval['generation']['num_examples'])}, probe training specs: "
         f"{config['probe_train_specs']}, row budget: {config['max_train_rows']} train / {config['max_test_rows']} test "
-        f"per family and offset, probe: {config['probe']}, rows whose label is the initial or final state dropped "
+        f"per family and offset, probe: {config['probe']}"
+        + (f" ({config['second_probe']} as well for the conditional gain at "
+           f"{', '.join(OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS)})" if config.get("second_probe") else "")
+        + f", rows whose label is the initial or final state dropped "
         f"(drop_last={head['drop_last']}). Teacher-forced programs: reference programs with >= "
         f"{final_eval.get('teacher_forced_min_length', 1)} actions.",
         *_viewer_link(out),
@@ -1190,6 +1320,7 @@ def render_report(out: Path) -> Path:
         f"| conditional gain final, 95% interval (points) | {_gain(head['conditional_gain'])} | - |",
         *_control_rows(results),
         *_conditional_intervention_rows(results),
+        *_second_probe_rows(results),
     ]
     for name in ("current", "next1", "next2"):
         regs = results["regressions"]["generated"][name]
@@ -1343,6 +1474,15 @@ def headline_summary(results: dict) -> list[str]:
                              f"({found['best_alternative']}) {_points(found['original_minus_best_alternative'])} points"
                              + (f"; {which} {_points(base['original_minus_best_alternative'])}"
                                 if base and base["best_alternative"] else ""))
+    second = results.get("second_probe")
+    for name in (OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS) if second else ():
+        step_0 = ((second["step_0"] or {}).get("teacher_forced") or {}).get(name)
+        fit = second["regressions"]["teacher_forced"][name]
+        lines.append(f"{second['probe']} probe, conditional gain (teacher_forced, {name}): "
+                     f"{_gain(second['final']['teacher_forced'][name]['conditional_gain'])} points"
+                     + (f"; step 0 {_gain(step_0['conditional_gain'])}" if step_0 else "")
+                     + (f"; R^2 of accuracy on it {fit['r2']:.2f} over {fit['n']} checkpoints"
+                        if fit and np.isfinite(fit["r2"]) else ""))
     return lines + ["(report.md has every number beside its control, and its caveats)"]
 
 

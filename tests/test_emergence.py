@@ -587,6 +587,15 @@ def test_summary_of_reproduction_folders(tiny_run, tmp_path, capsys):
     assert row.endswith(f"| {100 * gain:+.1f} ± 0.0 | {100 * base:+.1f} ± 0.0 |")
     row = next(l for l in lines if l.startswith("| ... final minus control, generated/prev1"))
     assert f"| {100 * (gain - base):+.1f} ± 0.0 |" in row
+    # the tiny preset's second probe (mlp1): its gains beside their controls, and the R^2 on it
+    second = results["second_probe"]
+    tf, step_0 = (x["teacher_forced"]["prev1"]["conditional_gain"]["value"] for x in (second["final"], second["step_0"]))
+    row = next(l for l in lines if l.startswith("| mlp1 conditional gain, teacher_forced/prev1 (control: step 0)"))
+    assert row.endswith(f"| {100 * tf:+.1f} ± 0.0 | {100 * step_0:+.1f} ± 0.0 |")
+    fit = second["regressions"]["teacher_forced"]["prev1"]
+    row = next(l for l in lines if l.startswith("| R^2 of accuracy on the mlp1 teacher_forced/prev1 gain"))
+    finite = fit is not None and fit["r2"] == fit["r2"]  # NaN where the tiny run's accuracy is constant
+    assert row.endswith(f"| {fit['r2']:.2f} ± 0.00 | - |" if finite else "| n/a | - |")
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(SystemExit):
         summary.main(["--reproductions", str(tmp_path)])

@@ -362,3 +362,93 @@ def test_the_console_gets_the_headline_beside_its_controls(run_dir, tmp_path, ca
                for l in out)
     assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "plot"]) == 0  # no report, no summary
     assert "conditional gain over the prompt facts" not in capsys.readouterr().out
+
+
+def test_the_second_probe_reads_the_gain_at_prev1_beside_its_controls(run_dir, capsys, tmp_path):
+    """The preset's second probe (tiny: mlp1) is the conditional gain at prev1 of that probe on the
+    checkpoint's own traces and budgets, at every checkpoint and on the untrained control; results,
+    report and console set it beside step 0 / the control, with the regression of accuracy on it."""
+    from karel_hf import reproduce
+    from karel_hf.probing.measure import load_traces, semantic_content
+
+    preset = reproduce.reproduce_preset("tiny")
+    assert preset.second_probe == "mlp1"
+    results = json.loads((run_dir / "results.json").read_text())
+    for e in results["checkpoints"]:
+        assert e["second_probe"]["probe"] == "mlp1" and set(e["second_probe"]) == {"probe", *FAMILIES}
+        for family in FAMILIES:
+            r, linear = e["second_probe"][family]["prev1"], e["probes"][family]["prev1"]
+            assert r["probe"] == "mlp1" and r["offset"] == -1
+            fitted = {k for k, v in r["controls"].items() if v == v}  # not NaN: fitted
+            assert fitted == {"prompt_only"} and set(r["conditional_gain"]) == {"value", "low", "high"}
+            assert (r["num_train"], r["num_test"]) == (linear["num_train"], linear["num_test"])  # the same rows
+        assert e["timings_seconds"]["second_probe"] > 0
+    # the saved numbers are that probe's measure on the final checkpoint's traces (rebuilt from the cache)
+    last = results["checkpoints"][-1]
+    data = reproduce._data_rows(run_dir / "model", preset)
+    model, tokenizer = reproduce._checkpoint_model(run_dir / "model" / "checkpoint-20")
+    traces = reproduce._checkpoint_traces(model, tokenizer, 20, data, run_dir, preset, {}, {})
+    pairs = reproduce.prompt_pairs(data[0])
+    for family, (train, test) in traces.items():
+        direct = semantic_content(load_traces(train), load_traces(test), -1, probe="mlp1",
+                                  controls=("prompt_only", "conditional_gain"), max_train_rows=150, max_test_rows=60,
+                                  num_bootstrap=200, num_prompt_pairs=pairs)
+        assert last["second_probe"][family]["prev1"]["conditional_gain"] == pytest.approx(direct["conditional_gain"])
+    second = results["second_probe"]
+    assert second["final"] == {f: {"prev1": last["second_probe"][f]["prev1"]} for f in FAMILIES}
+    assert second["step_0"]["teacher_forced"]["prev1"] == results["checkpoints"][0]["second_probe"]["teacher_forced"]["prev1"]
+    fit = second["regressions"]["teacher_forced"]["prev1"]
+    assert fit is None or fit["n"] == 3
+    control = json.loads((run_dir / "evaluations" / "untrained-on-step-20.json").read_text())
+    assert second["untrained_states_on_final_programs"] == control["second_probe"]
+    ctrl = control["second_probe"]["generated"]["prev1"]
+    assert (ctrl["num_train"], ctrl["num_test"]) == (control["probes"]["prev1"]["num_train"],
+                                                     control["probes"]["prev1"]["num_test"])
+    report = (run_dir / "report.md").read_text()
+    tf = second["final"]["teacher_forced"]["prev1"]["conditional_gain"]
+    step_0 = second["step_0"]["teacher_forced"]["prev1"]["conditional_gain"]
+    row = next(l for l in report.splitlines() if l.startswith("| conditional gain final, mlp1 probe (teacher_forced, prev1)"))
+    assert f"| {100 * tf['value']:+.1f} [{100 * tf['low']:+.1f}, {100 * tf['high']:+.1f}]; {100 * step_0['value']:+.1f} [" in row
+    row = next(l for l in report.splitlines() if l.startswith("| conditional gain final, mlp1 probe (generated, prev1)"))
+    assert f"; {100 * ctrl['conditional_gain']['value']:+.1f} [" in row
+    assert "(mlp1 as well for the conditional gain at prev1)" in report
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "report"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("mlp1 probe, conditional gain"))
+    assert line.startswith(f"mlp1 probe, conditional gain (teacher_forced, prev1): {100 * tf['value']:+.1f} [")
+    assert f"; step 0 {100 * step_0['value']:+.1f} [" in line
+
+
+def test_an_evaluation_without_the_second_probe_gets_it_added(run_dir, tmp_path):
+    """A run evaluated before the preset asked for a second probe: the evaluate stage adds it to each
+    checkpoint from the cached traces, changing nothing else (the per-row files are not rewritten), and
+    makes the untrained control again with it; the numbers are those of a run that had it from the start."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    evaluations = copy / "evaluations"
+    saved = {p.name: json.loads(p.read_text()) for p in evaluations.glob("*.json")}
+    for name, evaluation in saved.items():
+        (evaluations / name).write_text(json.dumps({k: v for k, v in evaluation.items() if k != "second_probe"}))
+    rows = {p.name: p.stat().st_mtime_ns for p in evaluations.glob("*.parquet")}
+    assert main(["--preset", "tiny", "--output_dir", str(copy), "--stages", "evaluate,analyze"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in evaluations.glob("*.parquet")} == rows
+    for name, before in saved.items():
+        after = json.loads((evaluations / name).read_text())
+        assert after["second_probe"] == before["second_probe"]
+        drop = lambda e: {k: v for k, v in e.items() if k not in ("second_probe", "timings_seconds")}
+        assert drop(after) == drop(before)
+    assert json.loads((copy / "results.json").read_text())["second_probe"] == \
+        json.loads((run_dir / "results.json").read_text())["second_probe"]
+
+
+def test_second_probe_values_are_checked(tmp_path):
+    from karel_hf import reproduce
+
+    with pytest.raises(ValueError, match="second_probe: unknown value 'forest'; expected one of '', 'linear'"):
+        ReproduceArguments(output_dir=str(tmp_path), preset="tiny", second_probe="forest")
+    with pytest.raises(ValueError, match="probe: unknown value 'mlp3'"):
+        ReproduceArguments(output_dir=str(tmp_path), preset="tiny", probe="mlp3")
+    assert ReproduceArguments(output_dir=str(tmp_path), preset="tiny", second_probe="").resolved().second_probe == ""
+    assert reproduce.reproduce_preset("demo").second_probe == ""  # the README's main job stays as it was
+    assert reproduce.reproduce_preset("cpu").second_probe == "mlp1"

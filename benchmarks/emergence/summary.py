@@ -18,7 +18,8 @@ intervention's original minus best alternative, in points.
 With `--reproductions DIR...` it summarises `karel-hf reproduce` folders (their results.json; LOG.md
 E35-E36): the final checkpoint's intervention as gains and as the paper's accuracies, and the
 generated family's gains, each beside its control (the step-0 checkpoint, or for the generated
-family the untrained states on the final programs), mean +- sd over the folders:
+family the untrained states on the final programs), and a second probe's gains at prev1 with the
+R^2 of accuracy on them where the run has one (the `cpu` preset's MLP), mean +- sd over the folders:
 
     python benchmarks/emergence/summary.py --reproductions runs/cpu-s0 runs/cpu-s1 runs/cpu-s2
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -135,13 +137,36 @@ def summarize_reproductions(results: list[dict]) -> str:
                for name in ("prev1", "current")},
             **{f"... final minus control, generated/{name}": (gain[name] - base[name] if base[name] is not None else None, None)
                for name in ("prev1", "current")},
+            **_second_probe_rows(r.get("second_probe")),
         })
     lines = [f"| quantity ({len(results)} runs) | final | control |", "|---|---|---|"]
-    for name in (rows[0] if rows else {}):
-        finals, controls = [row[name][0] for row in rows], [row[name][1] for row in rows]
-        lines.append(f"| {name} | {_fmt(finals, signed=name != 'accuracy', unit='%' if name == 'accuracy' else '')} | "
-                     f"{_fmt(controls, signed=True) if any(c is not None for c in controls) else '-'} |")
+    for name in dict.fromkeys(name for row in rows for name in row):  # every quantity some run has, in order
+        finals, controls = [row.get(name, (None, None))[0] for row in rows], [row.get(name, (None, None))[1] for row in rows]
+        final = (_fmt(finals, scale=1.0, digits=2) if name.startswith("R^2") else
+                 _fmt(finals, signed=name != "accuracy", unit="%" if name == "accuracy" else ""))
+        lines.append(f"| {name} | {final} | {_fmt(controls, signed=True) if any(c is not None for c in controls) else '-'} |")
     return "\n".join(lines)
+
+
+def _second_probe_rows(second: dict | None) -> dict:
+    """The quantities of a reproduction's second probe (`karel-hf reproduce`'s `second_probe`, e.g. the
+    `cpu` preset's MLP): its conditional gains at prev1 beside their controls and the R^2 of accuracy
+    on the teacher-forced one; none for a run without it."""
+    if not second:
+        return {}
+    kind = second["probe"]
+    final, step_0 = second["final"], second.get("step_0") or {}
+    control = (second.get("untrained_states_on_final_programs") or {}).get("generated") or {}
+    value = lambda found: found["conditional_gain"]["value"] if found else None
+    fit = second["regressions"]["teacher_forced"]["prev1"]
+    return {
+        f"{kind} conditional gain, teacher_forced/prev1 (control: step 0)": (
+            value(final["teacher_forced"]["prev1"]), value((step_0.get("teacher_forced") or {}).get("prev1"))),
+        f"{kind} conditional gain, generated/prev1 (control: untrained states on the final programs)": (
+            value(final["generated"]["prev1"]), value(control.get("prev1"))),
+        f"R^2 of accuracy on the {kind} teacher_forced/prev1 gain": (
+            fit["r2"] if fit and math.isfinite(fit["r2"]) else None, None),  # NaN: a constant accuracy
+    }
 
 
 def main(argv=None) -> int:
