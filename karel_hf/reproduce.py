@@ -381,13 +381,17 @@ def untrained_control(out: Path, model_dir: Path, preset: ReproducePreset, kept:
               build_trace_dataset(model, tokenizer, test_rows, **forced))
     from threadpoolctl import threadpool_limits  # a scikit-learn requirement
 
+    from karel_hf.probing.measure import load_traces
+
+    sizes = {"train": len(traces[0]), "test": len(traces[1])}
+    traces = tuple(load_traces(t) for t in traces)  # read once for both probes
     with threadpool_limits(limits=preset.probe_threads or None):
         probes, conditional = _control_probes(*traces, preset, pairs)
     second = {"second_probe": second_probe_gains({"generated": traces}, preset, pairs)} if preset.second_probe else {}
     return atomic_write_json(path, {
         "step": 0, "programs_from": final, "probes": probes, "intervention": {"current": {"conditional": conditional}},
         **second,
-        "num_trace_rows": {"train": len(traces[0]), "test": len(traces[1])},
+        "num_trace_rows": sizes,
         "num_specs": {"test": len(test_rows), "probe_train": len(probe_rows)},
         "timings_seconds": {"total": time.perf_counter() - start}}, default=_json_default)
 
@@ -523,6 +527,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     across checkpoints) computes the teacher-forced labels once (the same programs at every checkpoint)."""
     from karel_hf.metrics.generation import compute_generation_accuracy
     from karel_hf.probing.analysis import length_test, program_perplexity
+    from karel_hf.probing.measure import load_traces
 
     start, cpu_start = time.perf_counter(), time.process_time()
     timings = {}
@@ -557,6 +562,7 @@ def evaluate_checkpoint(step: int, path: Path, data, out: Path, preset: Reproduc
     }
 
     tick = time.perf_counter()
+    traces = {family: tuple(load_traces(t) for t in pair) for family, pair in traces.items()}  # read once for both probes
     probes, interventions, future, rows = probe_families(traces, preset, pairs)
     write_parquet(out / "evaluations" / f"step-{step}.rows.parquet", rows)
     timings["probes"] = time.perf_counter() - tick
@@ -695,7 +701,8 @@ def _evaluate_checkpoints(out: Path, found: list, preset: ReproducePreset, model
     todo = [(s, p) for s, p in found if not all((evaluations / f.format(s)).is_file() for f in EVALUATION_FILES)]
     # evaluations made without the preset's second probe get it added, the rest of them kept
     lacking = [(s, p) for s, p in found if (s, p) not in todo
-               and _lacks_second_probe(json.loads((evaluations / f"step-{s}.json").read_text()), preset)]
+               and _lacks_second_probe(json.loads((evaluations / f"step-{s}.json").read_text()), preset)
+               ] if preset.second_probe else []
     specs_missing = not (evaluations / TEST_SPECS_FILE).is_file()
     workers = _eval_workers(preset, len(todo))
     if ((todo and workers == 1) or lacking or specs_missing) and "data" not in kept:
