@@ -805,13 +805,16 @@ def _regression(accuracy: list, values: list) -> dict | None:
 
 def _second_probe_results(evaluations: list, accuracy: list, control: dict | None, preset: ReproducePreset) -> dict | None:
     """The second probe's conditional gains at the final checkpoint, at step 0 and on the untrained
-    control, and the regression of accuracy on them over the checkpoints; None when the preset has
-    no second probe or a checkpoint lacks it."""
+    control, and the regression of accuracy on them over the checkpoints (`regressions`) and over the
+    trained ones, step 0 left out (`regressions_trained`: the untrained model's random features give
+    an MLP a gain that training first loses, LOG.md E41); None when the preset has no second probe
+    or a checkpoint lacks it."""
     if not preset.second_probe or any(_lacks_second_probe(e, preset) for e in evaluations):
         return None
     names = [OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS]
     gains = {f: {n: [e["second_probe"][f][n]["conditional_gain"]["value"] for e in evaluations] for n in names}
              for f in FAMILIES}
+    trained = [i for i, e in enumerate(evaluations) if e["step"] > 0]
     return {
         "probe": preset.second_probe,
         "final": {f: {n: evaluations[-1]["second_probe"][f][n] for n in names} for f in FAMILIES},
@@ -819,6 +822,8 @@ def _second_probe_results(evaluations: list, accuracy: list, control: dict | Non
                    if evaluations[0]["step"] == 0 else None),
         "untrained_states_on_final_programs": (control or {}).get("second_probe"),
         "regressions": {f: {n: _regression(accuracy, gains[f][n]) for n in names} for f in FAMILIES},
+        "regressions_trained": {f: {n: _regression([accuracy[i] for i in trained], [gains[f][n][i] for i in trained])
+                                    for n in names} for f in FAMILIES},
     }
 
 
@@ -1198,6 +1203,8 @@ def _second_probe_rows(results: dict) -> list[str]:
             f"| conditional gain final, {kind} probe (teacher_forced, {name}), 95% interval; step 0 (points) | "
             f"{_gain(tf['conditional_gain'])}; {_gain(step_0['conditional_gain']) if step_0 else '-'} | - |",
             f"| ... regression of accuracy on it | {_r2(second['regressions']['teacher_forced'][name])} | - |",
+            f"| ... over the trained checkpoints (step 0 left out) | "
+            f"{_r2((second.get('regressions_trained') or {}).get('teacher_forced', {}).get(name))} | - |",
             f"| conditional gain final, {kind} probe (generated, {name}); the untrained states on the same "
             f"programs (points) | {_gain(gen['conditional_gain'])}; {_gain(control['conditional_gain']) if control else '-'}"
             " | - |",
@@ -1485,11 +1492,14 @@ def headline_summary(results: dict) -> list[str]:
     for name in (OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS) if second else ():
         step_0 = ((second["step_0"] or {}).get("teacher_forced") or {}).get(name)
         fit = second["regressions"]["teacher_forced"][name]
+        trained = (second.get("regressions_trained") or {}).get("teacher_forced", {}).get(name)
         lines.append(f"{second['probe']} probe, conditional gain (teacher_forced, {name}): "
                      f"{_gain(second['final']['teacher_forced'][name]['conditional_gain'])} points"
                      + (f"; step 0 {_gain(step_0['conditional_gain'])}" if step_0 else "")
                      + (f"; R^2 of accuracy on it {fit['r2']:.2f} over {fit['n']} checkpoints"
-                        if fit and np.isfinite(fit["r2"]) else ""))
+                        if fit and np.isfinite(fit["r2"]) else "")
+                     + (f", {trained['r2']:.2f} over the {trained['n']} trained ones"
+                        if fit and np.isfinite(fit["r2"]) and trained and np.isfinite(trained["r2"]) else ""))
     return lines + ["(report.md has every number beside its control, and its caveats)"]
 
 

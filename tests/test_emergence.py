@@ -596,6 +596,9 @@ def test_summary_of_reproduction_folders(tiny_run, tmp_path, capsys):
     row = next(l for l in lines if l.startswith("| R^2 of accuracy on the mlp1 teacher_forced/prev1 gain"))
     finite = fit is not None and fit["r2"] == fit["r2"]  # NaN where the tiny run's accuracy is constant
     assert row.endswith(f"| {fit['r2']:.2f} ± 0.00 | - |" if finite else "| n/a | - |")
+    row = next(l for l in lines if l.startswith("| R^2 of accuracy on the mlp1 teacher_forced/prev1 gain, trained"))
+    assert second["regressions_trained"]["teacher_forced"]["prev1"] is None  # 2 trained checkpoints: no fit
+    assert row.endswith("| n/a | - |")
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(SystemExit):
         summary.main(["--reproductions", str(tmp_path)])

@@ -420,6 +420,33 @@ def test_the_second_probe_reads_the_gain_at_prev1_beside_its_controls(run_dir, c
     assert f"; step 0 {100 * step_0['value']:+.1f} [" in line
 
 
+def test_the_second_probe_is_regressed_over_every_checkpoint_and_the_trained_ones():
+    """`regressions` fits accuracy on the second probe's gain over every checkpoint; `regressions_trained`
+    leaves step 0 out (the untrained model's random features give the MLP a gain of their own)."""
+    from karel_hf import reproduce
+    from karel_hf.probing.analysis import regress
+
+    preset = reproduce.reproduce_preset("tiny")
+    accuracy = [0.06, 0.07, 0.09, 0.19, 0.24, 0.54, 0.62, 0.81, 0.83, 0.84, 0.86]
+    gains = [0.13, 0.02, -0.01, 0.04, 0.10, 0.17, 0.23, 0.30, 0.33, 0.38, 0.40]
+    entry = lambda g: {"conditional_gain": {"value": g, "low": g - 0.03, "high": g + 0.03}}
+    evaluations = [{"step": 1600 * i, "second_probe": {"probe": "mlp1", **{f: {"prev1": entry(g + (f == "generated") * 0.05)}
+                                                                             for f in FAMILIES}}}
+                   for i, g in enumerate(gains)]
+    second = reproduce._second_probe_results(evaluations, accuracy, None, preset)
+    every, trained = second["regressions"]["teacher_forced"]["prev1"], second["regressions_trained"]["teacher_forced"]["prev1"]
+    assert every == pytest.approx(regress(accuracy, gains)) and every["n"] == 11
+    assert trained == pytest.approx(regress(accuracy[1:], gains[1:])) and trained["n"] == 10
+    assert every["r2"] < 0.9 < trained["r2"]  # step 0's gain is what the fit over every checkpoint misses
+    assert second["regressions_trained"]["generated"]["prev1"]["n"] == 10
+    lines = reproduce._second_probe_rows({"second_probe": second})
+    assert f"| ... over the trained checkpoints (step 0 left out) | R^2={trained['r2']:.3f} (slope" in "\n".join(lines)
+    # a run without a step-0 checkpoint: both fits are over the same checkpoints
+    second = reproduce._second_probe_results(evaluations[1:], accuracy[1:], None, preset)
+    assert second["step_0"] is None
+    assert second["regressions_trained"] == second["regressions"]
+
+
 def test_an_evaluation_without_the_second_probe_gets_it_added(run_dir, tmp_path):
     """A run evaluated before the preset asked for a second probe: the evaluate stage adds it to each
     checkpoint from the cached traces, changing nothing else (the per-row files are not rewritten), and

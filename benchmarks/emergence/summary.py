@@ -151,7 +151,8 @@ def summarize_reproductions(results: list[dict]) -> str:
 def _second_probe_rows(second: dict | None) -> dict:
     """The quantities of a reproduction's second probe (`karel-hf reproduce`'s `second_probe`, e.g. the
     `cpu` preset's MLP): its conditional gains at prev1 beside their controls and the R^2 of accuracy
-    on the teacher-forced one; none for a run without it."""
+    on the teacher-forced one, over every checkpoint and over the trained ones (none in a results.json
+    written before LOG.md E41: analyze again); none for a run without it."""
     if not second:
         return {}
     kind = second["probe"]
@@ -159,13 +160,16 @@ def _second_probe_rows(second: dict | None) -> dict:
     control = (second.get("untrained_states_on_final_programs") or {}).get("generated") or {}
     value = lambda found: found["conditional_gain"]["value"] if found else None
     fit = second["regressions"]["teacher_forced"]["prev1"]
+    trained = (second.get("regressions_trained") or {}).get("teacher_forced", {}).get("prev1")  # since LOG.md E41
+    r2 = lambda found: found["r2"] if found and math.isfinite(found["r2"]) else None  # NaN: a constant accuracy
     return {
         f"{kind} conditional gain, teacher_forced/prev1 (control: step 0)": (
             value(final["teacher_forced"]["prev1"]), value((step_0.get("teacher_forced") or {}).get("prev1"))),
         f"{kind} conditional gain, generated/prev1 (control: untrained states on the final programs)": (
             value(final["generated"]["prev1"]), value(control.get("prev1"))),
-        f"R^2 of accuracy on the {kind} teacher_forced/prev1 gain": (
-            fit["r2"] if fit and math.isfinite(fit["r2"]) else None, None),  # NaN: a constant accuracy
+        f"R^2 of accuracy on the {kind} teacher_forced/prev1 gain": (r2(fit), None),
+        f"R^2 of accuracy on the {kind} teacher_forced/prev1 gain, trained checkpoints (step 0 left out)": (
+            r2(trained), None),
     }
 
 
