@@ -599,6 +599,15 @@ def test_summary_of_reproduction_folders(tiny_run, tmp_path, capsys):
     row = next(l for l in lines if l.startswith("| R^2 of accuracy on the mlp1 teacher_forced/prev1 gain, trained"))
     assert second["regressions_trained"]["teacher_forced"]["prev1"] is None  # 2 trained checkpoints: no fit
     assert row.endswith("| n/a | - |")
+    # a run without a quantity (here: a run analyzed before the fit over the trained checkpoints existed)
+    # is left out of that row's mean, and the row says over how many runs it is
+    fitted, older = json.loads(json.dumps(results)), json.loads(json.dumps(results))
+    fitted["second_probe"]["regressions_trained"]["teacher_forced"]["prev1"] = {
+        "r2": 0.8, "slope": 1.0, "intercept": 0.0, "p_value": 0.01, "n": 10}
+    del older["second_probe"]["regressions_trained"]
+    lines = summary.summarize_reproductions([fitted, older]).splitlines()
+    assert next(l for l in lines if "trained checkpoints" in l).endswith("| 0.80 (1 of 2 runs) | - |")
+    assert f"| {accuracy:.1f} ± 0.0% | - |" in next(l for l in lines if l.startswith("| accuracy |"))
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(SystemExit):
         summary.main(["--reproductions", str(tmp_path)])

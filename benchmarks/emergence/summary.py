@@ -106,7 +106,8 @@ def summarize_evaluations(payloads: list[dict]) -> str:
 
 def summarize_reproductions(results: list[dict]) -> str:
     """One row per quantity: the final checkpoint's value and its control's, mean +- sd over runs
-    (a run without the quantity, e.g. no informative alternative, is left out of that mean)."""
+    (a run without the quantity, e.g. no informative alternative, is left out of that mean, and the
+    row says over how many runs it is)."""
     def conditional(evaluation, family, name):
         return ((evaluation or {}).get("intervention", {}).get(family, {}).get(name) or {}).get("conditional") or {}
 
@@ -144,6 +145,9 @@ def summarize_reproductions(results: list[dict]) -> str:
         finals, controls = [row.get(name, (None, None))[0] for row in rows], [row.get(name, (None, None))[1] for row in rows]
         final = (_fmt(finals, scale=1.0, digits=2) if name.startswith("R^2") else
                  _fmt(finals, signed=name != "accuracy", unit="%" if name == "accuracy" else ""))
+        have = sum(f is not None for f in finals)
+        if 0 < have < len(rows):
+            final += f" ({have} of {len(rows)} runs)"
         lines.append(f"| {name} | {final} | {_fmt(controls, signed=True) if any(c is not None for c in controls) else '-'} |")
     return "\n".join(lines)
 
