@@ -814,17 +814,26 @@ def _second_probe_results(evaluations: list, accuracy: list, control: dict | Non
     names = [OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS]
     gains = {f: {n: [e["second_probe"][f][n]["conditional_gain"]["value"] for e in evaluations] for n in names}
              for f in FAMILIES}
-    trained = [i for i, e in enumerate(evaluations) if e["step"] > 0]
+
+    def fits(rows):  # accuracy regressed on each gain over the checkpoints `rows`
+        return {f: {n: _regression([accuracy[i] for i in rows], [gains[f][n][i] for i in rows]) for n in names}
+                for f in FAMILIES}
+
     return {
         "probe": preset.second_probe,
         "final": {f: {n: evaluations[-1]["second_probe"][f][n] for n in names} for f in FAMILIES},
         "step_0": ({f: {n: evaluations[0]["second_probe"][f][n] for n in names} for f in FAMILIES}
                    if evaluations[0]["step"] == 0 else None),
         "untrained_states_on_final_programs": (control or {}).get("second_probe"),
-        "regressions": {f: {n: _regression(accuracy, gains[f][n]) for n in names} for f in FAMILIES},
-        "regressions_trained": {f: {n: _regression([accuracy[i] for i in trained], [gains[f][n][i] for i in trained])
-                                    for n in names} for f in FAMILIES},
+        "regressions": fits(range(len(evaluations))),
+        "regressions_trained": fits([i for i, e in enumerate(evaluations) if e["step"] > 0]),
     }
+
+
+def _trained_fit(second: dict, name: str) -> dict | None:
+    """The second probe's teacher-forced fit over the trained checkpoints (None in a results.json
+    analyzed before it existed)."""
+    return (second.get("regressions_trained") or {}).get("teacher_forced", {}).get(name)
 
 
 def analyze_stage(out: Path, preset_name: str, preset: ReproducePreset, timings: dict) -> dict:
@@ -1204,7 +1213,7 @@ def _second_probe_rows(results: dict) -> list[str]:
             f"{_gain(tf['conditional_gain'])}; {_gain(step_0['conditional_gain']) if step_0 else '-'} | - |",
             f"| ... regression of accuracy on it | {_r2(second['regressions']['teacher_forced'][name])} | - |",
             f"| ... over the trained checkpoints (step 0 left out) | "
-            f"{_r2((second.get('regressions_trained') or {}).get('teacher_forced', {}).get(name))} | - |",
+            f"{_r2(_trained_fit(second, name))} | - |",
             f"| conditional gain final, {kind} probe (generated, {name}); the untrained states on the same "
             f"programs (points) | {_gain(gen['conditional_gain'])}; {_gain(control['conditional_gain']) if control else '-'}"
             " | - |",
@@ -1492,7 +1501,7 @@ def headline_summary(results: dict) -> list[str]:
     for name in (OFFSET_NAMES[o] for o in SECOND_PROBE_OFFSETS) if second else ():
         step_0 = ((second["step_0"] or {}).get("teacher_forced") or {}).get(name)
         fit = second["regressions"]["teacher_forced"][name]
-        trained = (second.get("regressions_trained") or {}).get("teacher_forced", {}).get(name)
+        trained = _trained_fit(second, name)
         lines.append(f"{second['probe']} probe, conditional gain (teacher_forced, {name}): "
                      f"{_gain(second['final']['teacher_forced'][name]['conditional_gain'])} points"
                      + (f"; step 0 {_gain(step_0['conditional_gain'])}" if step_0 else "")
