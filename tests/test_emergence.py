@@ -585,6 +585,10 @@ def test_summary_of_reproduction_folders(tiny_run, tmp_path, capsys):
     base = results["baselines"]["untrained_states_on_final_programs"]["probes"]["prev1"]["conditional_gain"]["value"]
     row = next(l for l in lines if l.startswith("| conditional gain, generated/prev1"))
     assert row.endswith(f"| {100 * gain:+.1f} ± 0.0 | {100 * base:+.1f} ± 0.0 |")
+    tf_final, tf_step_0 = (c["probes"]["teacher_forced"]["prev1"]["conditional_gain"]["value"]
+                           for c in (last, results["checkpoints"][0]))
+    row = next(l for l in lines if l.startswith("| conditional gain, teacher_forced/prev1 (control: step 0)"))
+    assert results["checkpoints"][0]["step"] == 0 and row.endswith(f"| {100 * tf_final:+.1f} ± 0.0 | {100 * tf_step_0:+.1f} ± 0.0 |")
     row = next(l for l in lines if l.startswith("| ... final minus control, generated/prev1"))
     assert f"| {100 * (gain - base):+.1f} ± 0.0 |" in row
     # the tiny preset's second probe (mlp1): its gains beside their controls, and the R^2 on it

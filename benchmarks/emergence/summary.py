@@ -3,7 +3,7 @@
     python benchmarks/emergence/summary.py [--specs p2l6-demo,p2l6-cpu]
     python benchmarks/emergence/summary.py --evaluations benchmarks/emergence/probe_study/*evaluation*.json
 
-Prints a Markdown table (the one in the README): seeds, floor, final generation accuracy, the
+Prints a Markdown table (the one in docs/cpu_results.md): seeds, floor, final generation accuracy, the
 teacher-forced and generated conditional gains at offset -1 (points) and the untrained model's
 teacher-forced gain, each as mean +- sample sd over the seeds (sd only with >= 2 seeds). Runs on
 different kinds of CPU (AMX, AVX512, AVX2: what decides bf16's speed) or with different torch thread
@@ -111,6 +111,9 @@ def summarize_reproductions(results: list[dict]) -> str:
     def conditional(evaluation, family, name):
         return ((evaluation or {}).get("intervention", {}).get(family, {}).get(name) or {}).get("conditional") or {}
 
+    def tf_gain(evaluation):  # the protocol's headline: the reproduction's own (linear) probe
+        return evaluation["probes"]["teacher_forced"]["prev1"]["conditional_gain"]["value"] if evaluation else None
+
     def margin(found):
         return found.get("original_minus_best_alternative") if found.get("best_alternative") else None
 
@@ -134,6 +137,8 @@ def summarize_reproductions(results: list[dict]) -> str:
                 paper["original_minus_best_alternative"] if paper["best_alternative"] else None,
                 (untrained["intervention"]["generated"]["current"]["original_minus_best_alternative"]
                  if untrained and untrained["intervention"]["generated"]["current"]["best_alternative"] else None)),
+            "conditional gain, teacher_forced/prev1 (control: step 0)": (
+                tf_gain(last), tf_gain(untrained)),
             **{f"conditional gain, generated/{name} (control: untrained states on the final programs)": (gain[name], base[name])
                for name in ("prev1", "current")},
             **{f"... final minus control, generated/{name}": (gain[name] - base[name] if base[name] is not None else None, None)
