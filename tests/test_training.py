@@ -429,3 +429,19 @@ def test_latest_checkpoint_skips_incomplete_saves(tmp_path):
     args.resume_from_checkpoint = str(tmp_path / "checkpoint-15")
     with pytest.raises(TrainArgumentError, match="not a checkpoint to resume from: no trainer_state.json"):
         training.resolve_resume(args)
+
+
+def test_the_generation_check_decodes_in_the_language_of_the_references(monkeypatch, tokenizer):
+    """A model trained on an extended corpus is checked with the extended grammar (else every program
+    with control flow would be out of reach and its accuracy silently low); straight-line references
+    keep the straight-line grammar; an explicit `extended` wins."""
+    from karel_hf.training import callbacks
+
+    seen = []
+    monkeypatch.setattr(callbacks, "evaluate_generation", lambda *a, **kw: seen.append(kw["extended"]) or {"accuracy": 1.0})
+    line = {"text": "\nCode:\n", "program": "def run() { move() turn_left() }"}
+    loop = {"text": "\nCode:\n", "program": "def run() { repeat(2) { move() } turn_left() }"}
+    for rows, extended, expected in [([line, line], None, False), ([line, loop], None, True),
+                                     ([line, loop], False, False), ([line], True, True)]:
+        assert callbacks.make_generation_eval_fn(tokenizer, rows, extended=extended)(None) == {"generation_accuracy": 1.0}
+        assert seen.pop() is expected

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from karel_hf.data.formatting import count_prompt_pairs
 from karel_hf.decoding import evaluate_generation
+from karel_hf.karel import parse
 from karel_hf.utils import TRAINER_STATE_FILE, checkpoint_dir
 
 logger = logging.getLogger(__name__)
@@ -125,14 +126,21 @@ class CheckpointExtrasCallback(TrainerCallback):
                 self.write_extras(directory, state)
 
 
-def make_generation_eval_fn(tokenizer, rows: list[dict], *, batch_size: int = 32, max_new_actions: int = 14):
+def make_generation_eval_fn(tokenizer, rows: list[dict], *, batch_size: int = 32, max_new_actions: int = 14,
+                            extended: bool | None = None):
     """`eval_fn(model) -> dict`: `karel_hf.decoding.evaluate_generation` on `rows`, its keys prefixed
-    `generation_` (generation_accuracy, generation_parse_rate, ...)."""
+    `generation_` (generation_accuracy, generation_parse_rate, ...).
+
+    `extended`: decode in the extended language (if / ifelse / repeat / while) rather than the
+    straight-line one. None decides from the rows: extended iff some reference program has control
+    flow, so that a model trained on an extended corpus is not held to straight-line programs."""
     num_prompt_pairs = count_prompt_pairs(rows[0]["text"]) if rows else 5
+    if extended is None:
+        extended = any(not parse(r["program"]).is_straight_line for r in rows if r.get("program"))
 
     def eval_fn(model):
         numbers = evaluate_generation(model, tokenizer, rows, batch_size=batch_size, max_new_actions=max_new_actions,
-                                      num_prompt_pairs=num_prompt_pairs)
+                                      num_prompt_pairs=num_prompt_pairs, extended=extended)
         return {k if k.startswith("generation_") else f"generation_{k}": v for k, v in numbers.items()}
 
     return eval_fn
