@@ -616,3 +616,32 @@ def test_summary_of_reproduction_folders(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         summary.main(["--reproductions", str(tmp_path)])
     assert "--reproductions: not a finished reproduction folder" in capsys.readouterr().err
+
+
+def test_extended_screen_reads_a_run_beside_its_floors_and_refuses_a_missing_step(tiny_run, tmp_path, capsys):
+    """extended_screen.py on a finished run (here the tiny straight-line one, as run.py lays it out):
+    the floors are the reproduction's own, no test program has control flow, and a step that is not
+    a checkpoint is a one-line refusal."""
+    import shutil
+
+    screen = _script("extended_screen")
+    assert screen.control_flow_share(["def run() { move() }", "def run() { while(front_is_clear()) { move() } }",
+                                      "def run() { move(", None]) == 0.25
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ROOT / "karel_hf" / "presets" / "tiny.yaml", run / "preset.yaml")
+    (run / "model").symlink_to(tiny_run / "model")
+    steps = sorted(int(p.name.split("-")[1]) for p in (tiny_run / "model").glob("checkpoint-*"))
+    assert screen.main([str(run), "--steps", f"{steps[0]},{steps[-1]}"]) == 0
+    result = json.loads((run / "extended_screen.json").read_text())
+    baselines = json.loads((tiny_run / "results.json").read_text())["baselines"]
+    assert result["floor_put_marker"] == baselines["constant_program"]
+    assert result["floor_best_constant"] == baselines["best_constant_program"]
+    assert result["test_with_control_flow"] == 0.0 and 0.0 <= result["test_seen_in_train"] <= 1.0
+    assert [c["step"] for c in result["checkpoints"]] == [steps[0], steps[-1]]
+    assert all(0.0 <= c["accuracy"] <= 1.0 and c["parse_rate"] == 1.0 for c in result["checkpoints"])
+    assert "| step | accuracy | on unseen programs |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no checkpoint at step"):
+        screen.main([str(run), "--steps", "7"])
+    with pytest.raises(SystemExit, match="no preset.yaml"):
+        screen.main([str(tmp_path), "--steps", "0"])
