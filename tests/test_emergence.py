@@ -645,3 +645,25 @@ def test_extended_screen_reads_a_run_beside_its_floors_and_refuses_a_missing_ste
         screen.main([str(run), "--steps", "7"])
     with pytest.raises(SystemExit, match="no preset.yaml"):
         screen.main([str(tmp_path), "--steps", "0"])
+
+
+def test_control_flow_probe_labels_statements_by_running_them_and_finds_their_tokens():
+    """control_flow_probe.py: a turn inside `if` happens on one world and not the other, under the
+    real meaning and under swap (left and right exchanged); the top-level statements are found in
+    the tokens the model reads, one start per statement."""
+    from karel_hf.karel import World, format_program, parse
+    from karel_hf.tokenizer import build_tokenizer
+
+    probe = _script("control_flow_probe")
+    program = parse("def run() { turn_left() if(front_is_clear()) { turn_right() } move() }")
+    top = World.from_ascii("#####\n#>..#\n#...#\n#####")  # after the left turn it faces the wall
+    low = World.from_ascii("#####\n#...#\n#>..#\n#####")  # ... and here the cell above
+    assert probe.prefix_directions(program, [top, low]).tolist() == [[1, 1], [0, 0], [0, 1], [0, 1]]
+    assert probe.prefix_directions(program, [top, low], "swap").tolist() == [[1, 1], [2, 2], [1, 2], [1, 2]]
+    tokenizer = build_tokenizer()
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("\nCode:\n" + format_program(program, "lines"))["input_ids"])
+    starts = probe.statement_starts(tokens, tokens.index("Code:\n"))
+    assert [tokens[s] for s in starts] == ["  turn_left()\n", "  if(front_is_clear()) ", "  move()\n"]
+    nested = parse("def run() { ifelse(markers_present()) { move() } else { repeat(2) { turn_left() } } }")
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("\nCode:\n" + format_program(nested, "lines"))["input_ids"])
+    assert len(probe.statement_starts(tokens, tokens.index("Code:\n"))) == len(nested.body) == 1

@@ -1,0 +1,224 @@
+"""Probe a run trained on the extended language (if / ifelse / repeat / while) at its programs'
+top-level statements, teacher-forced: the control-flow reading of LOG.md E43.
+
+The reproduction's probe labels (karel_hf.probing.labels) are defined per action of a straight-line
+program. With control flow an action may run many times or not at all, but the robot's state after
+each whole top-level statement is defined. So a row here is a top-level statement k = 1..n of a
+reference program (n = its top-level statements):
+- the feature is the layer-mean hidden state (every hidden-state layer, embeddings included) at the
+  token before statement k's first token, where the model is about to write statement k;
+- the label at offset -1 (`direction_<i>_prev1`) is the robot's direction in spec input i after
+  statements 1..k-1, run by the interpreter, under the real meaning and under each alternative
+  meaning of the actions (karel_hf.karel.semantics; a prefix that exhausts the step budget under a
+  meaning has no label there).
+
+The table has the trace datasets' columns, so karel_hf.probing.measure scores it as it scores the
+reproduction's: `semantic_content` (the conditional gain over the prompt facts: initial and output
+direction, k, n) and `conditional_intervention` (the real meaning's gain minus the best informative
+alternative's). Both are reported on every scored test row and on the *world-dependent* ones: rows
+whose prefix turns the robot by different amounts on the spec's 10 inputs, where the direction is
+not a function of the tokens read (in a straight-line program it always is).
+
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
+
+Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LAYOUT_TOKENS = ("def ", "run() ", "{\n")  # what follows "Code:\n" before the first statement
+
+
+def statement_starts(tokens: list[str], code_index: int) -> list[int]:
+    """Token positions where the program's top-level statements start: after "Code:\\n" (at
+    `code_index`) and `def run() {`, the pieces indented by exactly two spaces, except `else`
+    (the second half of an ifelse) and closing braces.
+
+    >>> statement_starts(["Code:\\n", "def ", "run() ", "{\\n", "  move()\\n", "  repeat(2) ", "{\\n",
+    ...                   "    turn_left()\\n", "  }\\n", "}"], 0)
+    [4, 5]
+    """
+    starts = []
+    for position in range(code_index + 1 + len(LAYOUT_TOKENS), len(tokens)):
+        piece = tokens[position]
+        if piece.startswith("  ") and not piece.startswith("   ") and not piece.strip().startswith(("}", "else")):
+            starts.append(position)
+    return starts
+
+
+def prefix_directions(program, worlds, semantics: str = "original") -> np.ndarray:
+    """(n + 1, len(worlds)) int64: the robot's direction in each world after top-level statements
+    1..j of `program` (row j), under `semantics`; -1 where the prefix exhausts the step budget."""
+    from karel_hf.karel import execute
+    from karel_hf.karel.program import Program
+    from karel_hf.karel.semantics import get_semantics
+
+    meaning = get_semantics(semantics)
+    body = meaning.apply(program).body
+    out = np.full((len(body) + 1, len(worlds)), -1, dtype=np.int64)
+    for j in range(len(body) + 1):
+        prefix = Program(tuple(body[:j]))
+        for w, world in enumerate(worlds):
+            result = execute(prefix, world)
+            if result.completed:
+                out[j, w] = result.world.direction
+    return out
+
+
+def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[str, ...], batch_size: int = 32) -> dict:
+    """The trace-like table (karel_hf.probing.measure's columns) of `rows` (dataset rows with
+    `id`, `text`, `program`, `inputs`, `outputs`); programs whose statements the tokens do not show
+    one for one are left out (counted in `skipped`), and so is a statement after which some meaning
+    has no label (its prefix exhausts the step budget under that meaning; `incomplete`), so that
+    every meaning is scored on the same rows."""
+    import torch
+
+    from karel_hf.karel import World, parse
+    from karel_hf.probing.labels import NUM_SPEC_INPUTS, label_column
+
+    labels = [f"direction_{i}" for i in range(min(num_prompt_pairs, NUM_SPEC_INPUTS))]
+    columns: dict[str, list] = {c: [] for c in ("example_id", "step", "num_actions", "state", "code_state",
+                                                 "world_dependent")}
+    for l in labels:
+        for which in (-1, "initial", "output"):
+            columns[label_column(l, which)] = []
+        for name in semantics:
+            columns[label_column(l, -1, name)] = []
+    skipped = incomplete = 0
+    rows = list(rows)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        encoded = [tokenizer(r["text"])["input_ids"] for r in batch]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, e in enumerate(encoded):
+            ids[b, :len(e)], mask[b, :len(e)] = torch.tensor(e), 1
+        with torch.no_grad():
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        layer_mean = torch.stack(hidden).float().mean(0).numpy()  # (batch, width, hidden)
+        for b, (row, e) in enumerate(zip(batch, encoded)):
+            tokens = tokenizer.convert_ids_to_tokens(e)
+            code = tokens.index("Code:\n")
+            program = parse(row["program"])
+            starts = statement_starts(tokens, code)
+            if len(starts) != len(program.body):
+                skipped += 1
+                continue
+            worlds = [World.from_view_codes(w) for w in row["inputs"]]
+            outputs = [World.from_view_codes(w) for w in row["outputs"]]
+            real = prefix_directions(program, worlds)  # (n+1, 10)
+            rotation = (real - real[:1]) % 4
+            others = {name: prefix_directions(program, worlds[:len(labels)], name) for name in semantics}
+            n = len(program.body)
+            for k in range(1, n + 1):
+                if any((o[k - 1] < 0).any() for o in others.values()):  # a meaning's prefix never ends
+                    incomplete += 1  # every meaning is scored on the same rows
+                    continue
+                columns["example_id"].append(int(row["id"]))
+                columns["step"].append(k)
+                columns["num_actions"].append(n)
+                columns["state"].append(layer_mean[b, starts[k - 1] - 1])
+                columns["code_state"].append(layer_mean[b, code])
+                columns["world_dependent"].append(bool(len(set(rotation[k - 1].tolist())) > 1))
+                for i, l in enumerate(labels):
+                    columns[label_column(l, -1)].append(int(real[k - 1, i]))
+                    columns[label_column(l, "initial")].append(int(real[0, i]))
+                    columns[label_column(l, "output")].append(int(outputs[i].direction))
+                for name, other in others.items():
+                    for i, l in enumerate(labels):
+                        columns[label_column(l, -1, name)].append(int(other[k - 1, i]))
+    table = {c: (np.stack(v).astype(np.float32) if c in ("state", "code_state") and v else np.asarray(v))
+             for c, v in columns.items()}
+    return {"table": table, "skipped": skipped, "incomplete": incomplete}
+
+
+def subset(table: dict, keep: np.ndarray) -> dict:
+    return {c: v[keep] for c, v in table.items()}
+
+
+def measure(train: dict, test: dict, num_prompt_pairs: int, semantics: tuple[str, ...], probe: str, budgets: dict) -> dict:
+    from karel_hf.probing.measure import conditional_intervention, semantic_content
+
+    options = dict(label_set="v1", num_prompt_pairs=num_prompt_pairs, probe=probe, **budgets)
+    content = semantic_content(train, test, -1, **options)
+    intervention = conditional_intervention(train, test, -1, semantics=semantics, **options)
+    gains = {k: v["value"] for k, v in intervention["gain"].items()}
+    return {"conditional_gain": content["conditional_gain"], "accuracy": content.get("accuracy"),
+            "num_test_rows": intervention["num_rows"], "gains": gains,
+            "best_alternative": intervention["best_alternative"],
+            "original_minus_best_alternative": intervention["original_minus_best_alternative"]}
+
+
+def probe_run(run: Path, steps: list[int], probe: str, budgets: dict, semantics: tuple[str, ...]) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
+    from karel_hf.utils import checkpoint_dir
+
+    preset_file = run / "preset.yaml"
+    if not preset_file.is_file():
+        raise SystemExit(f"control_flow_probe: {run} has no preset.yaml: not a run of benchmarks/emergence/run.py")
+    preset = reproduce_preset(str(preset_file))
+    test_rows, train_rows, _ = _data_rows(run / "model", preset)
+    pairs = prompt_pairs(test_rows)
+    out = {"run": str(run), "probe": probe, "budgets": budgets, "semantics": list(semantics), "checkpoints": []}
+    for step in steps:
+        path = checkpoint_dir(run / "model", step)
+        if not path.is_dir():
+            raise SystemExit(f"control_flow_probe: {run} has no checkpoint at step {step}")
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        built = {name: build_table(model, tokenizer, rows, pairs, semantics)
+                 for name, rows in (("train", train_rows), ("test", test_rows))}
+        train, test = built["train"]["table"], built["test"]["table"]
+        dependent = test["world_dependent"].astype(bool)
+        found = {"step": step, "skipped": {k: v["skipped"] for k, v in built.items()},
+                 "incomplete": {k: v["incomplete"] for k, v in built.items()},
+                 "rows": {"train": len(train["step"]), "test": len(test["step"]),
+                          "test_world_dependent": int(dependent.sum())},
+                 "all_rows": measure(train, test, pairs, semantics, probe, budgets),
+                 "world_dependent": measure(train, subset(test, dependent), pairs, semantics, probe, budgets)}
+        out["checkpoints"].append(found)
+        for part in ("all_rows", "world_dependent"):
+            m = found[part]
+            gain = m["conditional_gain"]
+            print(f"step {step} {part}: gain -1 {100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
+                  f"on {m['num_test_rows']} rows; original - best alternative ({m['best_alternative']}) "
+                  f"{100 * m['original_minus_best_alternative']:+.1f}", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    from karel_hf.probing.measure import ALTERNATIVE_SEMANTICS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a run folder of benchmarks/emergence/run.py (preset.yaml, model/)")
+    parser.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
+    parser.add_argument("--probe", default="mlp1", help="linear, mlp1 or mlp2")
+    parser.add_argument("--max_train_rows", type=int, default=2000)
+    parser.add_argument("--max_test_rows", type=int, default=None)
+    parser.add_argument("--output", type=Path, help="default RUN/control_flow_probe.json")
+    args = parser.parse_args(argv)
+    try:
+        steps = [int(s) for s in args.steps.split(",")]
+    except ValueError:
+        parser.error(f"--steps: expected comma-separated integers, got {args.steps!r}")
+    budgets = {"max_train_rows": args.max_train_rows, "max_test_rows": args.max_test_rows}
+    result = probe_run(args.run, steps, args.probe, budgets, tuple(ALTERNATIVE_SEMANTICS))
+    output = args.output or args.run / "control_flow_probe.json"
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float))
+    tmp.replace(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
