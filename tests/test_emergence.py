@@ -632,12 +632,15 @@ def test_extended_screen_reads_a_run_beside_its_floors_and_refuses_a_missing_ste
     shutil.copy(ROOT / "karel_hf" / "presets" / "tiny.yaml", run / "preset.yaml")
     (run / "model").symlink_to(tiny_run / "model")
     steps = sorted(int(p.name.split("-")[1]) for p in (tiny_run / "model").glob("checkpoint-*"))
-    assert screen.main([str(run), "--steps", f"{steps[0]},{steps[-1]}"]) == 0
+    assert screen.main([str(run), "--steps", f"{steps[0]},{steps[-1]}", "--straight_line_max", "2"]) == 0
     result = json.loads((run / "extended_screen.json").read_text())
     baselines = json.loads((tiny_run / "results.json").read_text())["baselines"]
     assert result["floor_put_marker"] == baselines["constant_program"]
     assert result["floor_best_constant"] == baselines["best_constant_program"]
     assert result["test_with_control_flow"] == 0.0 and 0.0 <= result["test_seen_in_train"] <= 1.0
+    ceiling = result["straight_line_ceiling"]  # JSON keys: "1", "2"; no one program beats the union
+    assert list(ceiling) == ["1", "2"] and baselines["best_constant_program"]["accuracy"] <= ceiling["2"]
+    assert ceiling["1"] <= ceiling["2"] <= 1.0
     assert [c["step"] for c in result["checkpoints"]] == [steps[0], steps[-1]]
     assert all(0.0 <= c["accuracy"] <= 1.0 and c["parse_rate"] == 1.0 for c in result["checkpoints"])
     assert "| step | accuracy | on unseen programs |" in capsys.readouterr().out

@@ -6,7 +6,9 @@ stage cannot read such a run. This script reads what can be read before the prob
 chosen checkpoint, grammar-constrained greedy decoding in the extended language on the run's test
 specs, scored on the prompt pairs and on all pairs (karel_hf.decoding.evaluate_generation's numbers
 and the share of written programs that use control flow), beside the floors (`put_marker()` and the
-best constant program of 1-2 actions) and two facts about the test split: the share of its
+best constant program of 1-2 actions), the share of specs that some straight-line program of up to
+`--straight_line_max` actions solves on the prompt pairs (what an extended task leaves to straight-line
+programs), and two facts about the test split: the share of its
 reference programs with control flow, and the share whose program text occurs in the training split, with the accuracy on the others
 (extended corpora have no held-out split yet: karel_hf.karel.heldout is defined for straight-line
 programs).
@@ -42,7 +44,27 @@ def control_flow_share(programs) -> float:
     return sum(has_control(p) for p in programs) / len(programs) if programs else 0.0
 
 
-def screen(run: Path, steps: list[int] | None, batch_size: int = 64) -> dict:
+def straight_line_ceiling(references, num_spec_pairs: int, max_length: int) -> dict[int, float]:
+    """{L: share of the references whose prompt pairs some straight-line program of at most L actions
+    solves}, L = 1..max_length: how much of an extended task straight-line programs can do (5^L
+    programs of length L are tried, so each length costs 5x the one before)."""
+    from itertools import product
+
+    from karel_hf.karel.program import ACTIONS, Program
+    from karel_hf.metrics.generation import load_reference, pairs_correct
+
+    specs = [load_reference(r) for r in references]
+    open_ = list(range(len(specs)))
+    out = {}
+    for length in range(1, max_length + 1):
+        for actions in product(ACTIONS, repeat=length):
+            program = Program.from_actions(list(actions))
+            open_ = [i for i in open_ if not pairs_correct(program, specs[i], num_spec_pairs)]
+        out[length] = 1.0 - len(open_) / len(specs) if specs else 0.0
+    return out
+
+
+def screen(run: Path, steps: list[int] | None, batch_size: int = 64, straight_line_max: int = 6) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.decoding import decode, prompts_from_rows
@@ -70,6 +92,7 @@ def screen(run: Path, steps: list[int] | None, batch_size: int = 64) -> dict:
         "test_seen_in_train": sum(p in train_programs for p in test_rows["program"]) / len(references),
         "floor_put_marker": constant_program_baseline(references, pairs)["accuracy"],
         "floor_best_constant": best_constant_program_baseline(references, pairs),
+        "straight_line_ceiling": straight_line_ceiling(references, pairs, straight_line_max),
         "checkpoints": [],
     }
     for step in chosen:
@@ -107,7 +130,10 @@ def table(result: dict) -> str:
              f"{100 * result['test_with_control_flow']:.1f}% of their programs use control flow, "
              f"{100 * result['test_seen_in_train']:.1f}% occur in the training split; floors: put_marker() "
              f"{100 * result['floor_put_marker']:.1f}%, best constant program {100 * best['accuracy']:.1f}% "
-             f"({best['program'].strip()})", "",
+             f"({best['program'].strip()}); a straight-line program of at most "
+             + ", ".join(f"{k} action{'' if int(k) == 1 else 's'} solves {100 * v:.1f}%"
+                         for k, v in result["straight_line_ceiling"].items())
+             + " of the specs on their prompt pairs", "",
              "| step | accuracy | on unseen programs | all pairs | parsed | programs written with control flow |",
              "|---|---|---|---|---|---|"]
     for c in result["checkpoints"]:
@@ -121,13 +147,17 @@ def main(argv=None) -> int:
     parser.add_argument("run", type=Path, help="a run folder of benchmarks/emergence/run.py (preset.yaml, model/)")
     parser.add_argument("--steps", default="all", help="comma-separated checkpoint steps, or all")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--straight_line_max", type=int, default=6,
+                        help="longest straight-line programs tried for the ceiling (6: about a minute on 1,000 specs)")
     parser.add_argument("--output", type=Path, help="default RUN/extended_screen.json")
     args = parser.parse_args(argv)
     try:
         steps = None if args.steps == "all" else [int(s) for s in args.steps.split(",")]
     except ValueError:
         parser.error(f"--steps: expected comma-separated integers or all, got {args.steps!r}")
-    result = screen(args.run, steps, args.batch_size)
+    if args.straight_line_max < 0:
+        parser.error("--straight_line_max: expected 0 or more")
+    result = screen(args.run, steps, args.batch_size, args.straight_line_max)
     output = args.output or args.run / "extended_screen.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
