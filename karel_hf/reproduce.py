@@ -1463,10 +1463,9 @@ def reproduce_command(argv: list[str] | None) -> int:
     # the training flags (the preset's and --train_args) fail now, not after the first stages ran
     _, data_args, _, _ = parse_train_args(["--preset", preset.train_preset, "--output_dir",
                                            str(Path(args.output_dir) / "model"), *preset.train_overrides])
-    if set(args.stage_list()) - {"train"} and not data_args.dataset_path:
-        from karel_hf.data.builder import get_config
-
-        if get_config(data_args.dataset_config, **data_args.load_karel_overrides()).extended:
+    if set(args.stage_list()) - {"train"}:
+        config = data_args.corpus_config()
+        if config is not None and config.extended:
             raise UsageError("the corpus is in the extended language (extended: true), which the evaluate stage "
                              "cannot read: it decodes and probes straight-line programs only. Run --stages train, "
                              "then benchmarks/emergence/extended_screen.py and control_flow_probe.py on the run")

@@ -148,11 +148,10 @@ def measure(train: dict, test: dict, num_prompt_pairs: int, semantics: tuple[str
     from karel_hf.probing.measure import conditional_intervention, semantic_content
 
     options = dict(label_set="v1", num_prompt_pairs=num_prompt_pairs, probe=probe, **budgets)
-    content = semantic_content(train, test, -1, **options)
-    intervention = conditional_intervention(train, test, -1, semantics=semantics, **options)
+    content = semantic_content(train, test, -1, return_predictions=True, **options)  # fitted once, reused below
+    intervention = conditional_intervention(train, test, -1, semantics=semantics, original=content, **options)
     gains = {k: v["value"] for k, v in intervention["gain"].items()}
-    return {"conditional_gain": content["conditional_gain"], "accuracy": content.get("accuracy"),
-            "num_test_rows": intervention["num_rows"], "gains": gains,
+    return {"conditional_gain": content["conditional_gain"], "num_test_rows": intervention["num_rows"], "gains": gains,
             "best_alternative": intervention["best_alternative"],
             "original_minus_best_alternative": intervention["original_minus_best_alternative"]}
 

@@ -174,6 +174,15 @@ class DataArguments:
     def load_karel_overrides(self) -> dict:
         return parse_overrides(self.dataset_overrides, what="dataset_overrides")
 
+    def corpus_config(self):
+        """The `KarelConfig` the corpus is generated from (`dataset_config` with the overrides), or
+        None for a corpus read from `dataset_path`."""
+        if self.dataset_path:
+            return None
+        from karel_hf.data.builder import get_config
+
+        return get_config(self.dataset_config, **self.load_karel_overrides())
+
 
 @dataclass
 class KarelTrainingArguments(TrainingArguments):

@@ -219,11 +219,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     generation = None
     if training_args.generation_eval_steps and "validation" in raw:
         rows = generation_rows(raw["validation"], training_args.generation_eval_samples)
-        extended = None  # a corpus read from a path: decided from its reference programs
-        if not data_args.dataset_path:
-            from karel_hf.data.builder import get_config
-
-            extended = get_config(data_args.dataset_config, **data_args.load_karel_overrides()).extended
+        config = data_args.corpus_config()  # None for a corpus read from a path: its references decide
+        extended = config.extended if config is not None else None
         fn = eval_fn or make_generation_eval_fn(tokenizer, rows, batch_size=training_args.generation_eval_batch_size,
                                                 max_new_actions=training_args.generation_max_new_actions,
                                                 extended=extended)
