@@ -358,5 +358,10 @@ def test_heldout_config_errors_name_the_length_and_the_fix():
         get_config("tiny", heldout_fraction=0.99, eval_min_length=5)
     with pytest.raises(ValueError, match=r"heldout_fraction"):
         get_config("tiny", heldout_fraction=1.5)
-    with pytest.raises(ValueError, match=r"heldout_fraction: held-out programs.*straight-line"):
-        get_config("tiny", heldout_fraction=0.1, eval_min_length=5, extended=True)
+    with pytest.raises(ValueError, match=r"needs_control_flow: true needs extended: true"):
+        get_config("tiny", needs_control_flow=True)
+    with pytest.raises(ValueError, match=r"needs_control_flow must be true or false"):
+        get_config("tiny", needs_control_flow="yes", extended=True)
+    config = get_config("tiny", heldout_fraction=0.1, eval_min_length=5, extended=True, needs_control_flow=True)
+    assert config.corpus_config("test").control_flow_pairs == config.num_prompt_pairs
+    assert config.corpus_config("train").heldout_role == "exclude"

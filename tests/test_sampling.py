@@ -390,8 +390,10 @@ def test_numba_engine_equals_the_interpreter_on_random_programs_and_worlds():
 
 
 @pytest.mark.parametrize("overrides", [dict(seed=4), dict(seed=9, num_pairs=3, max_length=12),
-                                       dict(seed=2, height=6, width=9, action_weights=(1, 1, 0, 3, 1))],
-                         ids=["default", "long", "small-grid-weights"])
+                                       dict(seed=2, height=6, width=9, action_weights=(1, 1, 0, 3, 1)),
+                                       dict(seed=5, height=6, width=6, min_length=3, max_length=6, heldout_fraction=0.15,
+                                            heldout_role="only", heldout_key=3, control_flow_pairs=2)],
+                         ids=["default", "long", "small-grid-weights", "heldout-needs-control-flow"])
 def test_numba_and_numpy_engines_make_the_same_examples(overrides):
     """The extended generator's two engines, array for array and text for text."""
     from karel_hf.karel import compiled
@@ -609,9 +611,103 @@ _HELD_WEIGHTS = CorpusConfig(num_programs=1).action_weights
 @pytest.mark.parametrize(
     "kwargs",
     [{"heldout_fraction": 1.0}, {"heldout_fraction": -0.1}, {"heldout_role": "test"},
-     {"heldout_role": "only"}, {"heldout_fraction": 0.1, "heldout_role": "only", "extended": True},
-     {"heldout_fraction": 0.1, "heldout_role": "only", "heldout_key": -1}],
+     {"heldout_role": "only"}, {"heldout_fraction": 0.1, "heldout_role": "only", "heldout_key": -1}],
 )
 def test_heldout_config_errors(kwargs):
     with pytest.raises(ValueError, match=r"CorpusConfig\.heldout"):
         CorpusConfig(num_programs=10, min_length=3, max_length=5, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"control_flow_pairs": 2}, r"control_flow_pairs needs extended=True"),
+    ({"control_flow_pairs": 11, "extended": True}, r"control_flow_pairs must be in \[0, 10\]"),
+    ({"control_flow_pairs": True, "extended": True}, r"control_flow_pairs must be an integer"),
+])
+def test_control_flow_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=rf"CorpusConfig\.{match}"):
+        CorpusConfig(num_programs=10, **kwargs)
+
+
+# ------------------------------------------------ extended corpora: held-out programs, control flow needed
+def _interior(view):
+    """(walls, markers, robot cell, direction) of one view's interior, as the generator holds a world."""
+    world = World.from_view_codes(view)
+    w = world.width - 2
+    return (world.walls[1:-1, 1:-1].reshape(-1), world.markers[1:-1, 1:-1].reshape(-1).astype(np.int64),
+            (world.y - 1) * w + world.x - 1, world.direction)
+
+
+def _solves(inputs, outputs, pairs, max_length):
+    from karel_hf.karel.compiled import straight_line_solves
+
+    ins, outs = [_interior(v) for v in inputs[:pairs]], [_interior(v) for v in outputs[:pairs]]
+    column = lambda worlds, j: np.array([world[j] for world in worlds])  # noqa: E731
+    return straight_line_solves(column(ins, 0), column(ins, 1), column(ins, 2), column(ins, 3), column(outs, 1),
+                                column(outs, 2), column(outs, 3), max_length, inputs.shape[-1])
+
+
+def _any_straight_line_solves(inputs, outputs, pairs, programs):
+    from karel_hf.karel.scoring import Spec, pairs_correct
+
+    spec = Spec([World.from_view_codes(v) for v in inputs], [np.asarray(v) for v in outputs], None)
+    return any(pairs_correct(program, spec, pairs) for program in programs)
+
+
+def _straight_line_programs(max_length):
+    from itertools import product
+
+    return [Program.from_actions(list(a)) for n in range(1, max_length + 1) for a in product(ACTIONS, repeat=n)]
+
+
+def test_straight_line_search_agrees_with_trying_every_program():
+    """straight_line_solves, the corpus rule of control_flow_pairs, against running all 155 programs of
+    1..3 actions on the first 1..4 pairs of 300 extended examples (views, as a reader of the corpus
+    sees them: the markers under the output's robot are hidden)."""
+    batch = generate(CorpusConfig(num_programs=300, extended=True, num_pairs=4, height=6, width=6, max_length=3,
+                                  seed=5), 0, 300)
+    programs = _straight_line_programs(3)
+    outcomes = {True: 0, False: 0}
+    for i in range(300):
+        for pairs in (1, 2, 3, 4):
+            found = _solves(batch.inputs[i], batch.outputs[i], pairs, 3)
+            assert found == _any_straight_line_solves(batch.inputs[i], batch.outputs[i], pairs, programs), (i, pairs)
+            outcomes[found] += 1
+    assert outcomes[False] >= 50 and outcomes[True] >= 500, outcomes
+
+
+def test_a_control_flow_corpus_needs_its_control_flow_on_the_prompt_pairs(monkeypatch):
+    """control_flow_pairs=2: no straight-line program of up to max_length actions solves an example's
+    first two pairs; the program itself does (every array checked against the interpreter), and so
+    do examples whose worlds were drawn again (a small WORLD_ATTEMPTS makes that frequent)."""
+    from karel_hf.karel import extended_sampling
+
+    config = CorpusConfig(num_programs=400, extended=True, num_pairs=4, height=6, width=6, max_length=3,
+                          control_flow_pairs=2, seed=8)
+    batch = generate(config, 0, 120)
+    programs = _straight_line_programs(3)
+    assert all(not _any_straight_line_solves(batch.inputs[i], batch.outputs[i], 2, programs) for i in range(120))
+    check_against_interpreter(batch, config, range(0, 120, 3))
+    assert_same(batch, ProgramBatch.concatenate([generate(config, 0, 37), generate(config, 37, 120)]))
+    monkeypatch.setattr(extended_sampling, "WORLD_ATTEMPTS", 10)
+    redrawn = generate(config, 0, 120)
+    fresh = (redrawn.inputs != batch.inputs).any(axis=(1, 2, 3))
+    assert 10 <= fresh.sum() < 120
+    assert all(not _solves(redrawn.inputs[i], redrawn.outputs[i], 2, 3) for i in range(120))
+    check_against_interpreter(redrawn, config, np.flatnonzero(fresh)[:30])
+    assert_same(redrawn, ProgramBatch.concatenate([generate(config, 0, 50), generate(config, 50, 120)]))
+
+
+def test_extended_heldout_split_is_program_disjoint():
+    """A held-out split of an extended corpus: a program is its line codes (hashed as straight-line
+    action codes are, so a program without control flow has one name in both languages)."""
+    held = dict(extended=True, height=6, width=6, max_length=5, heldout_fraction=0.2, heldout_key=11)
+    train = generate(CorpusConfig(num_programs=1500, heldout_role="exclude", seed=30, **held), 0, 1500)
+    test = generate(CorpusConfig(num_programs=300, min_length=3, heldout_role="only", seed=32, **held), 0, 300)
+    def codes(batch):  # (n, 40) line codes, -1 padded
+        rows = [line_codes(parse(p, extended=True))[0] for p in batch.programs]
+        return np.array([row + [-1] * (40 - len(row)) for row in rows])
+
+    assert not is_heldout(11, 0.2, codes(train)).any() and is_heldout(11, 0.2, codes(test)).all()
+    assert not set(train.programs) & set(test.programs)
+    straight = [i for i, p in enumerate(train.programs) if "{" not in p.split("{", 1)[1]]
+    assert straight and not is_heldout(11, 0.2, train.actions[straight]).any()

@@ -78,7 +78,7 @@ class KarelConfig(datasets.BuilderConfig):
     action_weights: tuple = (5, 3, 3, 2, 2)
     extended: bool = False
     seed: int = 1234
-    # Program-disjoint splits (karel_hf.karel.heldout): a program (its action sequence) is held out
+    # Program-disjoint splits (karel_hf.karel.heldout): a program (its line codes) is held out
     # iff a hash keyed by `seed` falls below heldout_fraction; training never holds a held-out
     # program, validation and test hold only held-out ones. 0.0: no split (every program anywhere).
     heldout_fraction: float = 0.0
@@ -86,6 +86,10 @@ class KarelConfig(datasets.BuilderConfig):
     # lengths have too few programs to hold some out.
     eval_min_length: int | None = None
     eval_max_length: int | None = None
+    # Extended corpora: keep only programs whose prompt pairs (the first num_prompt_pairs) no
+    # straight-line program of up to max_length actions solves, so that writing a correct program
+    # needs control flow (karel_hf.karel.compiled.straight_line_solves).
+    needs_control_flow: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -102,6 +106,11 @@ class KarelConfig(datasets.BuilderConfig):
             raise ValueError(f"action_weights must be a list of {len(ACTIONS)} weights, one per action {ACTIONS}, "
                              f"got {self.action_weights!r}")
         self.action_weights = tuple(self.action_weights)
+        if not isinstance(self.needs_control_flow, bool):
+            raise ValueError(f"needs_control_flow must be true or false, got {self.needs_control_flow!r}")
+        if self.needs_control_flow and not self.extended:
+            raise ValueError("needs_control_flow: true needs extended: true (a straight-line program solves its "
+                             "own pairs)")
         for split in SPLITS:  # CorpusConfig validates lengths, sizes, ratios, weights and held-out programs
             try:
                 self.corpus_config(split, num_programs=max(getattr(self, f"{split}_size"), 1))
@@ -142,6 +151,7 @@ class KarelConfig(datasets.BuilderConfig):
             heldout_fraction=self.heldout_fraction,
             heldout_role="none" if not self.heldout_fraction else ("exclude" if split == "train" else "only"),
             heldout_key=self.seed,  # the same for every split: they agree on what is held out
+            control_flow_pairs=min(self.num_prompt_pairs, self.num_pairs) if self.needs_control_flow else 0,
         )
 
     def generator_fields(self) -> dict:
@@ -159,7 +169,7 @@ class KarelConfig(datasets.BuilderConfig):
 
 
 _NO_DEFAULT = object()
-_LATER_FIELDS = {"heldout_fraction": 0.0, "eval_min_length": None, "eval_max_length": None}
+_LATER_FIELDS = {"heldout_fraction": 0.0, "eval_min_length": None, "eval_max_length": None, "needs_control_flow": False}
 
 
 def _preset_corpus(name: str, fields: dict) -> KarelConfig:

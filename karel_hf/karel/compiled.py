@@ -7,8 +7,10 @@ compiled loop: draw attempt 0, 1, ... of the example's program from the same cou
 (karel_hf.karel.randomness: SplitMix64 of (key, counter)), run it on the example's input worlds
 under the same step budget (actions, evaluated conditions and repeat iterations count), and keep
 the first attempt whose runs all halt within the budget and leave at most MAX_VISIBLE_MARKERS on
-every visible cell. The examples are the same, byte for byte (tests/test_sampling.py compares the
-two paths); only the speed differs.
+every visible cell, and, where the config asks, whose program is on its side of a held-out split
+(`line_hash`) and whose prompt pairs no straight-line program solves (`straight_line_solves`). The
+examples are the same, byte for byte (tests/test_sampling.py compares the two paths); only the speed
+differs.
 
 The program runs from its flat form (one code per line, karel_hf.karel.program): each block's
 opening, `} else {` and `}` lines are matched with a stack, then a program counter walks the lines.
@@ -225,11 +227,108 @@ def _run(codes, partner, counters, walls, markers, robot, direction, budget, w, 
 
 
 @_jit
-def extended_kernel(index, lengths, walls, markers, robot, direction, key, num_lines, max_attempts, thresholds,
-                    control, max_depth, budget, max_visible, num_pairs, w,
-                    codes, depths, out_markers, out_robot, out_direction, trace_x, trace_y, trace_dir, trace_len):
-    """Every example's first valid program and its runs into the output arrays (see module doc).
-    Returns -1, or the row of the first example without a valid program in max_attempts."""
+def line_hash(codes, start):
+    """karel_hf.karel.heldout.program_hash of one program's line codes (-1 padded) from the hash's
+    starting value `start` (stream_key(key, STREAM_HELDOUT))."""
+    h = np.uint64(start)
+    for line in range(len(codes)):
+        if codes[line] < 0:
+            break
+        z = (h ^ np.uint64(codes[line] + 1)) + np.uint64(_GAMMA)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(_MIX1)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(_MIX2)
+        z ^= z >> np.uint64(31)
+        h = z
+    return h
+
+
+@_jit
+def _distance(cell, d, marks, target_cell, target_d, target_marks, w):
+    """A lower bound on the actions that take one world to its target view: each action moves the
+    robot one cell, or turns it a quarter, or changes one cell's markers by one. The markers under
+    the target robot are not in the view, so they do not count."""
+    steps = abs(cell // w - target_cell // w) + abs(cell % w - target_cell % w)
+    turn = (d - target_d) & 3
+    steps += min(turn, 4 - turn)
+    for k in range(len(marks)):
+        if k != target_cell:
+            steps += abs(marks[k] - target_marks[k])
+    return steps
+
+
+@_jit
+def straight_line_solves(walls, markers, robot, direction, out_markers, out_robot, out_direction, max_length, w):
+    """Whether some straight-line program of 1..max_length actions takes every input world (walls /
+    markers (P, c) interior, robot cell / direction (P,)) to its output's view (out_markers,
+    out_robot, out_direction; the markers under the output's robot are not compared, as the view
+    hides them). Exact: a depth-first search over action sequences that cuts a branch when the
+    actions left are fewer than `_distance` to some target, or when it undoes its last action
+    (turn_left after turn_right and back, pick_marker after put_marker): a program with such a pair
+    solves the same pairs as the shorter one without it."""
+    P, c = markers.shape
+    h = c // w
+    cells = np.empty((max_length + 1, P), dtype=np.int64)
+    dirs = np.empty((max_length + 1, P), dtype=np.int64)
+    marks = np.empty((max_length + 1, P, c), dtype=np.int64)
+    taken = np.full(max_length + 1, -1, dtype=np.int64)  # taken[t]: the action that made level t
+    nxt = np.zeros(max_length + 1, dtype=np.int64)  # the next action to try from level t
+    for p in range(P):
+        cells[0, p], dirs[0, p] = robot[p], direction[p]
+        for k in range(c):
+            marks[0, p, k] = markers[p, k]
+    t = 0
+    while t >= 0:
+        a = nxt[t]
+        if a >= _NUM_ACTIONS:
+            t -= 1
+            continue
+        nxt[t] = a + 1
+        last = taken[t]
+        if ((a == _TURN_LEFT and last == _TURN_RIGHT) or (a == _TURN_RIGHT and last == _TURN_LEFT)
+                or (a == _PICK and last == _PUT)):
+            continue
+        bound = 0
+        for p in range(P):
+            cell, d = cells[t, p], dirs[t, p]
+            for k in range(c):
+                marks[t + 1, p, k] = marks[t, p, k]
+            if a == _MOVE:
+                y, x = cell // w + DY_[d], cell % w + DX_[d]
+                if 0 <= y < h and 0 <= x < w and not walls[p, y * w + x]:
+                    cell = y * w + x
+            elif a == _TURN_LEFT:
+                d = (d + 3) & 3
+            elif a == _TURN_RIGHT:
+                d = (d + 1) & 3
+            elif a == _PUT:
+                marks[t + 1, p, cell] += 1
+            elif marks[t + 1, p, cell] > 0:
+                marks[t + 1, p, cell] -= 1
+            cells[t + 1, p], dirs[t + 1, p] = cell, d
+            bound = max(bound, _distance(cell, d, marks[t + 1, p], out_robot[p], out_direction[p], out_markers[p], w))
+        if bound == 0:  # every world shows its output
+            return True
+        if t + 1 < max_length and bound <= max_length - (t + 1):
+            t += 1
+            taken[t] = a
+            nxt[t] = 0
+    return False
+
+
+@_jit
+def extended_kernel(index, lengths, walls, markers, robot, direction, key, num_lines, max_attempts, tries, thresholds,
+                    control, max_depth, budget, max_visible, num_pairs, w, held_start, held_threshold, held_role,
+                    control_flow_pairs, straight_line_max, codes, depths, out_markers, out_robot, out_direction,
+                    trace_x, trace_y, trace_dir, trace_len, failed):
+    """Every example's first valid program among attempts 0..tries-1 (max_attempts sets the stride of
+    the attempts' random values) and its runs into the output arrays (see module doc); failed[r] is
+    set for an example without one, whose outputs are then meaningless.
+    held_role: 0 no split, 1 held-out programs (line_hash(codes, held_start) < held_threshold) are
+    drawn again, 2 every other program is; control_flow_pairs > 0: programs whose first that many
+    pairs a straight-line program of up to straight_line_max actions solves are drawn again.
+    Returns the number of failed examples."""
     n = len(index)
     c = walls.shape[1]
     P = num_pairs
@@ -246,11 +345,15 @@ def extended_kernel(index, lengths, walls, markers, robot, direction, key, num_l
     cells = np.zeros((P, budget + 2), dtype=np.int64)
     dirs = np.zeros((P, budget + 2), dtype=np.int64)
     counts = np.zeros(P, dtype=np.int64)
+    num_failed = 0
     for r in range(n):
         found = False
-        for attempt in range(max_attempts):
+        failed[r] = False
+        for attempt in range(tries):
             first = (np.uint64(index[r]) * np.uint64(max_attempts + 1) + np.uint64(attempt)) * np.uint64(num_lines)
             _sample(codes[r], depths[r], key, first, lengths[r], thresholds, control, max_depth, remaining, orelse, u)
+            if held_role != 0 and (line_hash(codes[r], held_start) < held_threshold) == (held_role == 1):
+                continue
             _match_blocks(codes[r], partner, stack)
             ok = True
             for p in range(P):
@@ -268,11 +371,18 @@ def extended_kernel(index, lengths, walls, markers, robot, direction, key, num_l
                     break
                 counts[p] = count
                 out_robot[world], out_direction[world] = cell, d
+            if ok and control_flow_pairs > 0:
+                lo, hi = r * P, r * P + control_flow_pairs
+                ok = not straight_line_solves(walls[lo:hi], markers[lo:hi], robot[lo:hi], direction[lo:hi],
+                                              out_markers[lo:hi], out_robot[lo:hi], out_direction[lo:hi],
+                                              straight_line_max, w)
             if ok:
                 found = True
                 break
         if not found:
-            return r
+            failed[r] = True
+            num_failed += 1
+            continue
         for p in range(P):
             trace_len[r, p] = counts[p]
             for t in range(T + 1):
@@ -284,7 +394,7 @@ def extended_kernel(index, lengths, walls, markers, robot, direction, key, num_l
                     trace_x[r, p, t] = -1
                     trace_y[r, p, t] = -1
                     trace_dir[r, p, t] = -1
-    return -1
+    return num_failed
 
 
 def run_line_codes(codes, walls, markers, robot: int, direction: int, *, budget: int, width: int):

@@ -4,7 +4,8 @@ One config fixes how many programs, their lengths (action nodes, uniform over
 `min_length..max_length`), the worlds (size, wall and marker ratios, input/output pairs per
 program), the action weights, the language (straight-line or `extended` with if / ifelse / repeat /
 while), the seed, and for program-disjoint splits which programs this split may draw
-(`heldout_fraction`, `heldout_role`, `heldout_key`; karel_hf.karel.heldout). Every field is checked
+(`heldout_fraction`, `heldout_role`, `heldout_key`; karel_hf.karel.heldout), and for extended
+corpora whether a program must need its control flow (`control_flow_pairs`). Every field is checked
 when the config is made, and an error names the field and the fix.
 `karel_hf.karel.sampling.generate` turns a config into examples.
 
@@ -28,8 +29,8 @@ MAX_GRID_SIDE = 64
 # EXTENDED_STEP_BUDGET + 1 columns.
 EXTENDED_STEP_BUDGET = 100
 # A program that breaks a corpus rule (a visible cell with more than 9 markers; for extended
-# programs also an exhausted step budget; with held-out programs, one on the wrong side of the
-# split) is drawn again, at most this many times.
+# programs also an exhausted step budget, and with control_flow_pairs a straight-line solution; with
+# held-out programs, one on the wrong side of the split) is drawn again, at most this many times.
 MAX_ATTEMPTS = 1000
 
 
@@ -55,6 +56,10 @@ class CorpusConfig:
     heldout_fraction: float = 0.0
     heldout_role: str = "none"
     heldout_key: int = 0
+    # Extended corpora: > 0 keeps only programs whose first `control_flow_pairs` input/output pairs
+    # no straight-line program of 1..max_length actions solves (karel_hf.karel.compiled.
+    # straight_line_solves): on those pairs the program's control flow is needed. 0: no such rule.
+    control_flow_pairs: int = 0
 
     def __post_init__(self):
         _check_int("num_programs", self.num_programs, 1, None, "use a positive number of programs")
@@ -92,15 +97,18 @@ class CorpusConfig:
             raise ValueError(f"CorpusConfig.heldout_role must be one of {HELDOUT_ROLES}, got {self.heldout_role!r}")
         if self.heldout_role != "none" and self.heldout_fraction == 0.0:
             raise ValueError(f"CorpusConfig.heldout_role={self.heldout_role!r} needs heldout_fraction > 0")
-        if self.heldout_role != "none" and self.extended:
-            raise ValueError("CorpusConfig.heldout_fraction: held-out programs are defined for straight-line "
-                             "corpora only; use extended=False, or heldout_fraction=0 (heldout_role='none')")
         _check_int("heldout_key", self.heldout_key, 0, 2**63 - 1, "use a non-negative integer key")
-        try:
-            check_heldout_lengths(self.heldout_key, self.heldout_fraction, self.heldout_role, self.action_weights,
-                                  self.min_length, self.max_length)
-        except ValueError as err:
-            raise ValueError(f"CorpusConfig.{err}") from None
+        if not self.extended:  # extended lengths hold too many programs (control flow) for a side to be empty
+            try:
+                check_heldout_lengths(self.heldout_key, self.heldout_fraction, self.heldout_role, self.action_weights,
+                                      self.min_length, self.max_length)
+            except ValueError as err:
+                raise ValueError(f"CorpusConfig.{err}") from None
+        _check_int("control_flow_pairs", self.control_flow_pairs, 0, self.num_pairs,
+                   "use 0 (no rule) or a number of pairs up to num_pairs")
+        if self.control_flow_pairs and not self.extended:
+            raise ValueError("CorpusConfig.control_flow_pairs needs extended=True: a straight-line program always "
+                             "has a straight-line solution, itself")
 
     @property
     def trace_steps(self) -> int:

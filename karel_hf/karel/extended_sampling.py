@@ -17,7 +17,11 @@ checks that both samplers give the same distribution.
 (the same counter-based worlds as straight-line corpora) by the interpreter's batched twin
 (karel_hf.karel.batched.run_compiled). A program that exhausts the step budget
 (`EXTENDED_STEP_BUDGET`) or leaves more than 9 markers on a visible cell on any input is drawn
-again (attempt 1, 2, ...): each example takes its first valid attempt. Examples still waiting after
+again (attempt 1, 2, ...): each example takes its first valid attempt. With a held-out split a
+program on the wrong side of it is drawn again too (a program is its line codes, hashed by
+karel_hf.karel.heldout.program_hash: a straight-line program has the same name as in a straight-line
+corpus), and with `control_flow_pairs` so is one whose first pairs a straight-line program solves
+(karel_hf.karel.compiled.straight_line_solves, compiled when numba is installed). Examples still waiting after
 a round try several next attempts at once, which changes only the speed, never the choice. With
 numba installed (`pip install karel_hf[fast]`), karel_hf.karel.compiled makes the same examples,
 byte for byte, one example at a time in compiled code (benchmarks/bench_corpus.py: the ratios).
@@ -28,6 +32,7 @@ Python + NumPy; numba optional.
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 
 import numpy as np
 
@@ -50,8 +55,10 @@ from .program import (
     While,
     format_line_codes_batch,
 )
+from .heldout import STREAM_HELDOUT, heldout_threshold, is_heldout
 from .randomness import action_thresholds, draw_actions, halves, hash_at, stream_key
 from .world import MARKER_CODE_OFFSET, MAX_VISIBLE_MARKERS
+from .world_sampling import sample_worlds_at
 
 EXTENDED_MAX_DEPTH = 2
 CONTROL_PROBABILITY = 0.3
@@ -62,6 +69,9 @@ EXTENDED_SAMPLER_REVISION = 2
 STREAM_EXTENDED = 4  # karel_hf.karel.randomness numbers the other streams
 _VALUES_PER_STEP = 3  # uint64 hashes per sampler step: six uint32 values
 ROWS_PER_ROUND = 256  # programs tried at least in a redraw round (see extended_examples)
+# With control_flow_pairs: attempts on one draw of an example's worlds, and fresh draws of its worlds.
+WORLD_ATTEMPTS = 200
+WORLD_ROUNDS = 50
 
 
 # ------------------------------------------------------------------ the reference: one program
@@ -208,10 +218,37 @@ def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarr
     compiled = _compiled() if engine != "numpy" else None
     if engine == "numba" and compiled is None:
         raise ImportError("engine='numba' needs numba: pip install karel_hf[fast]")
-    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (n * P, c)
-    if compiled is not None:
-        return _compiled_examples(compiled, config, index, lengths, worlds, inputs)
-    return _numpy_examples(config, index, lengths, worlds, inputs)
+    build = _numpy_examples if compiled is None else partial(_compiled_examples, compiled)
+    tries = WORLD_ATTEMPTS if config.control_flow_pairs else MAX_ATTEMPTS
+    parts, failed = build(config, index, lengths, worlds, tries)
+    if failed.any() and not config.control_flow_pairs:
+        raise RuntimeError(f"example {int(index[np.argmax(failed)])}: no valid extended program in {MAX_ATTEMPTS} "
+                           "attempts; lower max_length")
+    # With control_flow_pairs some worlds admit no program that needs control flow (every program
+    # does the same on them): such an example draws fresh worlds, round 1, 2, ... (worlds and programs
+    # of "example" index + round * num_programs, past every real example), up to WORLD_ROUNDS.
+    P = config.num_pairs
+    for round_ in range(1, WORLD_ROUNDS + 1):
+        rows = np.flatnonzero(failed)
+        if not len(rows):
+            break
+        fresh = index[rows] + round_ * config.num_programs
+        new, failed_again = build(config, fresh, lengths[rows], sample_worlds_at(config, fresh), tries)
+        done = ~failed_again
+        for name, values in new.items():
+            if name == "programs":
+                for r, text in zip(rows[done], np.asarray(values, dtype=object)[done]):
+                    parts[name][r] = text
+            elif name in ("inputs", "outputs"):  # (n * P, c)
+                parts[name].reshape(len(index), P, -1)[rows[done]] = values.reshape(len(rows), P, -1)[done]
+            else:
+                parts[name][rows[done]] = values[done]
+        failed[rows] = failed_again
+    if failed.any():
+        raise RuntimeError(f"example {int(index[np.argmax(failed)])}: no program that needs control flow on its first "
+                           f"{config.control_flow_pairs} pairs in {WORLD_ROUNDS + 1} draws of its worlds; lower "
+                           "num_prompt_pairs or raise max_length")
+    return parts
 
 
 def _compiled():
@@ -224,7 +261,8 @@ def _compiled():
     return compiled if compiled.AVAILABLE else None
 
 
-def _compiled_examples(compiled, config: CorpusConfig, index, lengths, worlds: WorldBatch, inputs) -> dict:
+def _compiled_examples(compiled, config: CorpusConfig, index, lengths, worlds: WorldBatch, tries: int):
+    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (n * P, c)
     n, P, T = len(index), config.num_pairs, config.trace_steps
     steps = max_lines(config)
     codes = np.full((n, steps), -1, dtype=np.int16)
@@ -233,16 +271,20 @@ def _compiled_examples(compiled, config: CorpusConfig, index, lengths, worlds: W
     robot, direction = np.empty(n * P, dtype=np.int64), np.empty(n * P, dtype=np.int8)
     trace_x, trace_y, trace_dir = (np.empty((n, P, T + 1), dtype=np.int8) for _ in range(3))
     trace_len = np.empty((n, P), dtype=np.int16)
-    failed = compiled.extended_kernel(
+    failed = np.zeros(n, dtype=np.bool_)
+    compiled.extended_kernel(
         np.ascontiguousarray(index, dtype=np.int64), np.ascontiguousarray(lengths, dtype=np.int64),
         np.ascontiguousarray(worlds.walls, dtype=np.bool_), np.ascontiguousarray(worlds.markers, dtype=np.int8),
         np.ascontiguousarray(worlds.robot, dtype=np.int64), np.ascontiguousarray(worlds.direction, dtype=np.int8),
-        np.uint64(stream_key(config.seed, STREAM_EXTENDED)), steps, MAX_ATTEMPTS, action_thresholds(config.action_weights),
+        np.uint64(stream_key(config.seed, STREAM_EXTENDED)), steps, MAX_ATTEMPTS, tries,
+        action_thresholds(config.action_weights),
         np.uint64(round(CONTROL_PROBABILITY * 2**32)), EXTENDED_MAX_DEPTH, EXTENDED_STEP_BUDGET, MAX_VISIBLE_MARKERS,
-        P, config.width - 2, codes, depths, markers, robot, direction, trace_x, trace_y, trace_dir, trace_len)
-    if failed >= 0:
-        raise RuntimeError(f"example {int(index[failed])}: no valid extended program in {MAX_ATTEMPTS} "
-                           "attempts; lower max_length")
+        P, config.width - 2, np.uint64(stream_key(config.heldout_key, STREAM_HELDOUT)),
+        heldout_threshold(config.heldout_fraction), ("none", "exclude", "only").index(config.heldout_role),
+        config.control_flow_pairs, config.max_length,
+        codes, depths, markers, robot, direction, trace_x, trace_y, trace_dir, trace_len, failed)
+    lost = np.repeat(failed, P)  # the worlds of failed examples hold no run: blank them
+    markers[lost], robot[lost], direction[lost] = 0, 0, 0
     return dict(
         actions=_action_columns(codes, config.max_length),
         programs=format_line_codes_batch(codes, depths),
@@ -252,10 +294,31 @@ def _compiled_examples(compiled, config: CorpusConfig, index, lengths, worlds: W
         trace_y=trace_y,
         trace_dir=trace_dir,
         trace_len=trace_len,
-    )
+    ), failed
 
 
-def _numpy_examples(config: CorpusConfig, index, lengths, worlds: WorldBatch, inputs) -> dict:
+def _drop_straight_line_solvable(config: CorpusConfig, ok: np.ndarray, worlds: WorldBatch, world_of, markers,
+                                 robot, direction) -> None:
+    """Clear ok[e, j] (example e's j-th attempt of the round) where a straight-line program solves the
+    attempt's first control_flow_pairs pairs, for each example up to its first attempt that passes:
+    the attempts after it are not chosen whatever they are."""
+    from .compiled import straight_line_solves  # compiled when numba is installed, plain Python else
+
+    P, k = config.num_pairs, ok.shape[1]
+    lanes = np.arange(config.control_flow_pairs)
+    for e in np.flatnonzero(ok.any(axis=1)):
+        for j in np.flatnonzero(ok[e]):
+            rows = (e * k + j) * P + lanes  # the attempt's runs on its first pairs
+            w = world_of[rows]
+            if not straight_line_solves(worlds.walls[w], worlds.markers[w], worlds.robot[w], worlds.direction[w],
+                                        markers[rows], robot[rows], direction[rows], config.max_length,
+                                        config.width - 2):
+                break
+            ok[e, j] = False
+
+
+def _numpy_examples(config: CorpusConfig, index, lengths, worlds: WorldBatch, tries: int):
+    inputs = view_codes(worlds.walls, worlds.markers, worlds.robot, worlds.direction)  # (n * P, c)
     n, P, T = len(index), config.num_pairs, config.trace_steps
     h, w = config.height - 2, config.width - 2
     c = h * w
@@ -263,18 +326,15 @@ def _numpy_examples(config: CorpusConfig, index, lengths, worlds: WorldBatch, in
     outputs = np.empty_like(inputs)
     chosen_codes = np.full((n, steps), -1, dtype=np.int16)
     chosen_depths = np.zeros((n, steps), dtype=np.int8)
-    cells = np.empty((n, P, T + 1), dtype=np.int16)  # -1 after the run
+    cells = np.full((n, P, T + 1), -1, dtype=np.int16)  # -1 after the run (and for a failed example)
     directions = np.empty((n, P, T + 1), dtype=np.int8)
     trace_len = np.zeros((n, P), dtype=np.int16)
     waiting = np.arange(n)  # examples without a valid program yet
     tried = 0  # attempts 0..tried-1 of every waiting example failed
-    while len(waiting):
-        if tried >= MAX_ATTEMPTS:
-            raise RuntimeError(f"example {int(index[waiting[0]])}: no valid extended program in {MAX_ATTEMPTS} "
-                               "attempts; lower max_length")
+    while len(waiting) and tried < tries:
         # Every waiting example tries its next k attempts at once: one while many wait, more once
         # few do (a round costs at least as much as its longest run, whatever its size).
-        k = int(np.clip(ROWS_PER_ROUND // len(waiting), 1, min(64, MAX_ATTEMPTS - tried)))
+        k = int(np.clip(ROWS_PER_ROUND // len(waiting), 1, min(64, tries - tried)))
         example = np.repeat(waiting, k)  # (m,) one row per (example, attempt)
         attempt = tried + np.tile(np.arange(k), len(waiting))
         codes, depths = sample_line_codes(config, index[example], lengths[example], attempt)
@@ -286,7 +346,12 @@ def _numpy_examples(config: CorpusConfig, index, lengths, worlds: WorldBatch, in
         robot, direction = runs.final_robot()
         out = view_codes(worlds.walls[world_of], runs.markers, robot, direction)  # (m * P, c)
         ok &= (out.reshape(-1, P * c) <= _MAX_VISIBLE_CODE).all(axis=1)
+        if config.heldout_role != "none":
+            held = is_heldout(config.heldout_key, config.heldout_fraction, codes)
+            ok &= ~held if config.heldout_role == "exclude" else held
         ok = ok.reshape(len(waiting), k)
+        if config.control_flow_pairs:
+            _drop_straight_line_solvable(config, ok, worlds, world_of, runs.markers, robot, direction)
         found = ok.any(axis=1)
         row = np.flatnonzero(found) * k + ok[found].argmax(axis=1)  # each example's first valid attempt
         done = waiting[found]
@@ -310,4 +375,4 @@ def _numpy_examples(config: CorpusConfig, index, lengths, worlds: WorldBatch, in
         trace_y=row.take(cells),
         trace_dir=directions,
         trace_len=trace_len,
-    )
+    ), np.isin(np.arange(n), waiting)
