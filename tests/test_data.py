@@ -195,6 +195,20 @@ print("ok")
     assert "Ignoring part of dataset_info" not in out.stderr  # each split has num_bytes: datasets keeps the infos
 
 
+def test_the_card_of_a_control_flow_corpus_says_what_its_programs_need(tmp_path):
+    from karel_hf.data.export import export_dataset
+
+    overrides = dict(train_size=100, validation_size=20, test_size=20, extended=True, needs_control_flow=True,
+                     heldout_fraction=0.2, eval_min_length=4)
+    card = (export_dataset("tiny", tmp_path / "out", cache_dir=str(tmp_path / "c"), **overrides) / "README.md").read_text()
+    assert "a hash of its line codes keyed by the seed" in card
+    assert "no straight-line program of up to 10 actions maps the 5 prompt pairs' inputs to their outputs" in card
+    assert "| tiny | test | 20 | 4-10 | 20 | 0.0% |" in card
+    plain = export_dataset("tiny", tmp_path / "plain", cache_dir=str(tmp_path / "c"), train_size=100, validation_size=20,
+                           test_size=20, extended=True)
+    assert "control flow (`needs_control_flow`)" not in (plain / "README.md").read_text()
+
+
 def test_dataset_cli_reports_bad_override(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "karel_hf.cli", "dataset", "export", "--config", "tiny", "--output_dir",

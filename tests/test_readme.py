@@ -26,7 +26,7 @@ def comment(line: str) -> str:
 
 
 def test_the_readme_has_the_blocks_these_tests_read():
-    assert len(python_blocks()) == 4
+    assert len(python_blocks()) == 5
 
 
 def test_the_karel_block_runs_and_the_robot_picks_the_marker(capsys):
@@ -46,6 +46,24 @@ def test_the_heldout_block_gives_the_overlap_its_comment_shows(tmp_path, monkeyp
     value = eval(expression.strip(), namespace)
     assert value == ast.literal_eval(promised.strip())
     assert namespace["ds"]["test"].num_rows > 0
+
+
+def test_the_control_flow_block_leaves_no_straight_line_program_a_score(tmp_path, monkeypatch):
+    import datasets
+
+    from karel_hf.data import load_karel
+    from karel_hf.metrics.generation import best_constant_program_baseline
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))  # not the user's cache
+    *body, last = block_with("needs_control_flow").strip().splitlines()
+    namespace = {}
+    exec(compile("\n".join(body), "README.md", "exec"), namespace)
+    expression, promised = last.split("#", 1)
+    assert eval(expression.strip(), namespace) == ast.literal_eval(promised.strip())
+    assert namespace["ds"]["test"].num_rows > 0
+    # without the rule the same task leaves a straight-line program some of its test specs
+    plain = load_karel("tiny", extended=True, heldout_fraction=0.2, eval_min_length=4)
+    assert best_constant_program_baseline(list(plain["test"]), num_spec_pairs=5, max_length=3)["accuracy"] > 0
 
 
 def test_the_corpus_block_states_the_cpu_config_sizes():

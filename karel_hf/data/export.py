@@ -220,13 +220,19 @@ def render_card(out: Path, config_name: str, config: KarelConfig, overlap: Progr
         for s in splits
     )
     if config.heldout_fraction:
-        heldout = (f"Program-disjoint splits: a program is held out for evaluation iff a hash of its actions keyed "
+        heldout = (f"Program-disjoint splits: a program is held out for evaluation iff a hash of its "
+                   f"{'line codes' if config.extended else 'actions'} keyed "
                    f"by the seed falls below `heldout_fraction` = {config.heldout_fraction}; the training split "
                    "holds no held-out program, validation and test hold only held-out ones, so no evaluation "
                    "program occurs in training.")
     else:
         heldout = ("The splits are drawn independently (`heldout_fraction` = 0): a short program can occur in "
                    "training and in evaluation; the last column says how often.")
+    if config.needs_control_flow:
+        heldout += (f"\n\nEvery program needs its control flow (`needs_control_flow`): no straight-line program of up "
+                    f"to {config.max_length} actions maps the {config.num_prompt_pairs} prompt pairs' inputs to their "
+                    "outputs. Input worlds on which no program needed it were drawn again, so the worlds are "
+                    "chosen, not uniform.")
     fields = {
         "config_name": config_name,
         "version": __version__,

@@ -263,12 +263,16 @@ def straight_line_solves(walls, markers, robot, direction, out_markers, out_robo
     """Whether some straight-line program of 1..max_length actions takes every input world (walls /
     markers (P, c) interior, robot cell / direction (P,)) to its output's view (out_markers,
     out_robot, out_direction; the markers under the output's robot are not compared, as the view
-    hides them). Exact: a depth-first search over action sequences that cuts a branch when the
-    actions left are fewer than `_distance` to some target, or when it undoes its last action
-    (turn_left after turn_right and back, pick_marker after put_marker): a program with such a pair
-    solves the same pairs as the shorter one without it."""
+    hides them). Exact: no program when the robot turns by different amounts in two worlds, else a
+    depth-first search over action sequences in a canonical form (no action undoing the one before,
+    turns before the marker actions they commute with, turn_left twice for a half turn, turn_right
+    for three left turns: every program has a form as short that does the same) that cuts a branch
+    when the actions left are fewer than `_distance` to some target."""
     P, c = markers.shape
     h = c // w
+    for p in range(1, P):  # a straight-line program turns the robot by the same amount in every world
+        if (out_direction[p] - direction[p]) & 3 != (out_direction[0] - direction[0]) & 3:
+            return False
     cells = np.empty((max_length + 1, P), dtype=np.int64)
     dirs = np.empty((max_length + 1, P), dtype=np.int64)
     marks = np.empty((max_length + 1, P, c), dtype=np.int64)
@@ -286,8 +290,12 @@ def straight_line_solves(walls, markers, robot, direction, out_markers, out_robo
             continue
         nxt[t] = a + 1
         last = taken[t]
-        if ((a == _TURN_LEFT and last == _TURN_RIGHT) or (a == _TURN_RIGHT and last == _TURN_LEFT)
-                or (a == _PICK and last == _PUT)):
+        turn = a == _TURN_LEFT or a == _TURN_RIGHT
+        if ((turn and last != a and (last == _TURN_LEFT or last == _TURN_RIGHT))  # undoes the last turn
+                or (a == _PICK and last == _PUT)  # undoes the last put
+                or (turn and (last == _PUT or last == _PICK))  # turns commute with markers: turn first
+                or (a == _TURN_RIGHT and last == _TURN_RIGHT)  # a half turn is turn_left twice
+                or (a == _TURN_LEFT and last == _TURN_LEFT and t >= 2 and taken[t - 1] == _TURN_LEFT)):  # = turn_right
             continue
         bound = 0
         for p in range(P):

@@ -246,8 +246,9 @@ def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarr
         failed[rows] = failed_again
     if failed.any():
         raise RuntimeError(f"example {int(index[np.argmax(failed)])}: no program that needs control flow on its first "
-                           f"{config.control_flow_pairs} pairs in {WORLD_ROUNDS + 1} draws of its worlds; lower "
-                           "num_prompt_pairs or raise max_length")
+                           f"{config.control_flow_pairs} pairs in {WORLD_ROUNDS + 1} draws of its worlds; show more "
+                           "prompt pairs (num_prompt_pairs) or lower max_length (on one pair a program's own run "
+                           "is a straight-line solution when it is short enough)")
     return parts
 
 
