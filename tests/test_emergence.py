@@ -650,6 +650,28 @@ def test_extended_screen_reads_a_run_beside_its_floors_and_refuses_a_missing_ste
         screen.main([str(tmp_path), "--steps", "0"])
 
 
+def test_the_straight_line_ceiling_is_the_brute_force_of_the_scoring_function():
+    """extended_screen.straight_line_ceiling runs every program by the batched engine; the scoring
+    function (karel_hf.karel.scoring.pairs_correct, the AST interpreter) gives the same shares."""
+    from itertools import product
+
+    from karel_hf.karel import Program
+    from karel_hf.karel.sampling import CorpusConfig, generate
+    from karel_hf.karel.scoring import load_reference, pairs_correct
+
+    batch = generate(CorpusConfig(num_programs=80, num_pairs=3, height=6, width=6, max_length=4, extended=True,
+                                  seed=3), 0, 80)
+    references = [{"inputs": batch.inputs[i].tolist(), "outputs": batch.outputs[i].tolist()} for i in range(80)]
+    ceiling = _script("extended_screen").straight_line_ceiling(references, 2, 2)
+    specs = [load_reference(r) for r in references]
+    for length in (1, 2):
+        programs = [Program.from_actions(list(a)) for n in range(1, length + 1)
+                    for a in product(("move", "turn_left", "turn_right", "put_marker", "pick_marker"), repeat=n)]
+        expected = sum(any(pairs_correct(p, spec, 2) for p in programs) for spec in specs) / len(specs)
+        assert ceiling[length] == expected
+    assert 0 < ceiling[1] < ceiling[2] < 1
+
+
 def test_control_flow_probe_labels_statements_by_running_them_and_finds_their_tokens():
     """control_flow_probe.py: a turn inside `if` happens on one world and not the other, under the
     real meaning and under swap (left and right exchanged); the top-level statements are found in

@@ -1,5 +1,5 @@
 """Generation accuracy of a run trained on the extended language (if / ifelse / repeat / while), for
-a screen of the control-flow task (LOG.md E43).
+a screen of the control-flow task (LOG.md E43, E44).
 
 `karel-hf reproduce` probes straight-line programs only (karel_hf.probing.labels), so its evaluate
 stage cannot read such a run. This script reads what can be read before the probes exist: at each
@@ -9,9 +9,8 @@ and the share of written programs that use control flow), beside the floors (`pu
 best constant program of 1-2 actions), the share of specs that some straight-line program of up to
 `--straight_line_max` actions solves on the prompt pairs (what an extended task leaves to straight-line
 programs), and two facts about the test split: the share of its
-reference programs with control flow, and the share whose program text occurs in the training split, with the accuracy on the others
-(extended corpora have no held-out split yet: karel_hf.karel.heldout is defined for straight-line
-programs).
+reference programs with control flow, and the share whose program text occurs in the training split,
+with the accuracy on the others (0 with a held-out split, `heldout_fraction` > 0; LOG.md E44).
 
     python benchmarks/emergence/extended_screen.py RUNS/p2l6-cpu-ext-16k-s0-bf16 --steps 0,8000,16000
 
@@ -46,22 +45,39 @@ def control_flow_share(programs) -> float:
 
 def straight_line_ceiling(references, num_spec_pairs: int, max_length: int) -> dict[int, float]:
     """{L: share of the references whose prompt pairs some straight-line program of at most L actions
-    solves}, L = 1..max_length: how much of an extended task straight-line programs can do (5^L
-    programs of length L are tried, so each length costs 5x the one before)."""
+    solves}, L = 1..max_length: how much of an extended task straight-line programs can do. Every
+    program of 1..max_length actions is run on each reference's prompt inputs by the batched engine
+    (karel_hf.karel.batched.run_straight_line) and its output views compared: a brute force,
+    independent of the corpus rule's search (karel_hf.karel.compiled.straight_line_solves)."""
     from itertools import product
 
-    from karel_hf.karel.program import ACTIONS, Program
-    from karel_hf.metrics.generation import load_reference, pairs_correct
+    import numpy as np
 
-    specs = [load_reference(r) for r in references]
-    open_ = list(range(len(specs)))
-    out = {}
-    for length in range(1, max_length + 1):
-        for actions in product(ACTIONS, repeat=length):
-            program = Program.from_actions(list(actions))
-            open_ = [i for i in open_ if not pairs_correct(program, specs[i], num_spec_pairs)]
-        out[length] = 1.0 - len(open_) / len(specs) if specs else 0.0
-    return out
+    from karel_hf.karel.batched import WorldBatch, run_straight_line, view_codes
+    from karel_hf.metrics.generation import load_reference
+
+    rows = [list(a) + [-1] * (max_length - n) for n in range(1, max_length + 1) for a in product(range(5), repeat=n)]
+    programs = np.array(rows, dtype=np.int8).reshape(-1, max_length)
+    length = (programs >= 0).sum(axis=1)
+    n, P = len(programs), num_spec_pairs
+    shortest = []
+    for reference in references:
+        spec = load_reference(reference)
+        worlds = spec.inputs[:P]
+        height, width = worlds[0].walls.shape
+        walls = np.array([w.walls[1:-1, 1:-1].reshape(-1) for w in worlds])
+        markers = np.array([w.markers[1:-1, 1:-1].reshape(-1) for w in worlds], dtype=np.int8)
+        robot = np.array([(w.y - 1) * (width - 2) + w.x - 1 for w in worlds])
+        direction = np.array([w.direction for w in worlds], dtype=np.int8)
+        batch = WorldBatch(np.tile(walls, (n, 1)), np.tile(markers, (n, 1)), np.tile(robot, n), np.tile(direction, n))
+        out_markers, out_robot, out_direction, _, _ = run_straight_line(batch, programs, num_pairs=P, height=height,
+                                                                        width=width)
+        views = view_codes(batch.walls, out_markers, out_robot, out_direction).reshape(n, P, -1)
+        expected = np.array([np.asarray(v).reshape(-1) for v in spec.outputs[:P]])
+        solved = (views == expected[None]).all(axis=(1, 2))
+        shortest.append(length[solved].min() if solved.any() else max_length + 1)
+    shortest = np.array(shortest)
+    return {k: float((shortest <= k).mean()) if len(shortest) else 0.0 for k in range(1, max_length + 1)}
 
 
 def screen(run: Path, steps: list[int] | None, batch_size: int = 64, straight_line_max: int = 6) -> dict:
@@ -148,7 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", default="all", help="comma-separated checkpoint steps, or all")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--straight_line_max", type=int, default=6,
-                        help="longest straight-line programs tried for the ceiling (6: about a minute on 1,000 specs)")
+                        help="longest straight-line programs tried for the ceiling (6: about 10 s on 1,000 specs of 2 pairs)")
     parser.add_argument("--output", type=Path, help="default RUN/extended_screen.json")
     args = parser.parse_args(argv)
     try:
