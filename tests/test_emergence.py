@@ -80,6 +80,29 @@ def test_bad_specs_get_one_line_errors(emergence, tmp_path):
         emergence.build_preset({"name": "a", "base": "nope"}, 0, "bf16")
 
 
+def test_a_curriculum_spec_starts_from_its_earlier_run_or_names_it(emergence, tmp_path, capsys):
+    """start_from: the checkpoint of the named spec's run of the same seed and precision; a missing one
+    is a one-line refusal that names the run to make, before anything is written."""
+    spec = {"name": "next", "base": "tiny", "start_from": {"spec": "first", "step": 40}}
+    (tmp_path / "next.json").write_text(json.dumps(spec))
+    assert emergence.read_spec(tmp_path / "next.json")["start_from"] == {"spec": "first", "step": 40}
+    assert emergence.start_checkpoint({"name": "x"}, 0, "fp32", tmp_path) is None
+    runs = tmp_path / "runs"
+    assert emergence.main([str(tmp_path / "next.json"), "--seed", "2", "--precision", "fp32", "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: start_from: no checkpoint at {runs}/first-s2-fp32/model/checkpoint-40; run spec first "
+                   f"with --seed 2 --precision fp32 --runs {runs} first")
+    assert not runs.exists()
+    checkpoint = runs / "first-s2-fp32" / "model" / "checkpoint-40"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    assert emergence.start_checkpoint(spec, 2, "fp32", runs) == checkpoint
+    for bad in ({"spec": "first"}, {"spec": "", "step": 1}, {"spec": "first", "step": -1}, "first"):
+        (tmp_path / "bad.json").write_text(json.dumps({**spec, "start_from": bad}))
+        with pytest.raises(emergence.SpecError, match="'start_from' must be"):
+            emergence.read_spec(tmp_path / "bad.json")
+
+
 def test_a_finished_run_becomes_a_row(emergence, tiny_run, tmp_path, monkeypatch):
     results = json.loads((tiny_run / "results.json").read_text())
     summary = emergence.summarize(tiny_run)
@@ -646,6 +669,13 @@ def test_extended_screen_reads_a_run_beside_its_floors_and_refuses_a_missing_ste
     assert "| step | accuracy | on unseen programs |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no checkpoint at step"):
         screen.main([str(run), "--steps", "7"])
+    # a curriculum's earlier run: its training programs count as seen (here the same corpus: all of them)
+    assert screen.main([str(run), "--steps", str(steps[-1]), "--straight_line_max", "1", "--seen_in", str(run),
+                        "--output", str(tmp_path / "seen.json")]) == 0
+    again = json.loads((tmp_path / "seen.json").read_text())
+    assert again["seen_in"] == [str(run)] and again["test_seen_in_train"] == result["test_seen_in_train"]
+    with pytest.raises(SystemExit, match="--seen_in .* has no preset.yaml"):
+        screen.main([str(run), "--steps", "0", "--seen_in", str(tmp_path)])
     with pytest.raises(SystemExit, match="no preset.yaml"):
         screen.main([str(tmp_path), "--steps", "0"])
 

@@ -10,7 +10,8 @@ best constant program of 1-2 actions), the share of specs that some straight-lin
 `--straight_line_max` actions solves on the prompt pairs (what an extended task leaves to straight-line
 programs), and two facts about the test split: the share of its
 reference programs with control flow, and the share whose program text occurs in the training split,
-with the accuracy on the others (0 with a held-out split, `heldout_fraction` > 0; LOG.md E44).
+with the accuracy on the others (0 with a held-out split, `heldout_fraction` > 0; LOG.md E44);
+`--seen_in RUN ...` counts the training programs of a curriculum's earlier runs as seen too (E45).
 
     python benchmarks/emergence/extended_screen.py RUNS/p2l6-cpu-ext-16k-s0-bf16 --steps 0,8000,16000
 
@@ -80,7 +81,8 @@ def straight_line_ceiling(references, num_spec_pairs: int, max_length: int) -> d
     return {k: float((shortest <= k).mean()) if len(shortest) else 0.0 for k in range(1, max_length + 1)}
 
 
-def screen(run: Path, steps: list[int] | None, batch_size: int = 64, straight_line_max: int = 6) -> dict:
+def screen(run: Path, steps: list[int] | None, batch_size: int = 64, straight_line_max: int = 6,
+           seen_in: list[Path] = ()) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.decoding import decode, prompts_from_rows
@@ -95,6 +97,11 @@ def screen(run: Path, steps: list[int] | None, batch_size: int = 64, straight_li
     preset = reproduce_preset(str(preset_file))
     test_rows, _, _ = _data_rows(run / "model", preset)
     train_programs = set(_train_programs(run, preset))
+    for earlier in seen_in:  # a curriculum's earlier stages: their training programs were seen too
+        if not (earlier / "preset.yaml").is_file():
+            raise SystemExit(f"extended_screen: --seen_in {earlier} has no preset.yaml: not a run of "
+                             "benchmarks/emergence/run.py")
+        train_programs |= set(_train_programs(earlier, reproduce_preset(str(earlier / "preset.yaml"))))
     pairs = prompt_pairs(test_rows)
     references = list(test_rows)
     available = sorted(int(p.name.split("-")[1]) for p in (run / "model").glob("checkpoint-*") if p.name.split("-")[1].isdigit())
@@ -103,7 +110,7 @@ def screen(run: Path, steps: list[int] | None, batch_size: int = 64, straight_li
     if missing:
         raise SystemExit(f"extended_screen: no checkpoint at step(s) {missing}; the run has {available}")
     out = {
-        "run": str(run), "num_test_specs": len(references), "prompt_pairs": pairs,
+        "run": str(run), "seen_in": [str(p) for p in seen_in], "num_test_specs": len(references), "prompt_pairs": pairs,
         "test_with_control_flow": control_flow_share(test_rows["program"]),
         "test_seen_in_train": sum(p in train_programs for p in test_rows["program"]) / len(references),
         "floor_put_marker": constant_program_baseline(references, pairs)["accuracy"],
@@ -166,6 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--straight_line_max", type=int, default=6,
                         help="longest straight-line programs tried for the ceiling (6: about 10 s on 1,000 specs of 2 pairs)")
     parser.add_argument("--output", type=Path, help="default RUN/extended_screen.json")
+    parser.add_argument("--seen_in", type=Path, nargs="*", default=[],
+                        help="runs whose training programs count as seen too (a curriculum's earlier stages)")
     args = parser.parse_args(argv)
     try:
         steps = None if args.steps == "all" else [int(s) for s in args.steps.split(",")]
@@ -173,7 +182,7 @@ def main(argv=None) -> int:
         parser.error(f"--steps: expected comma-separated integers or all, got {args.steps!r}")
     if args.straight_line_max < 0:
         parser.error("--straight_line_max: expected 0 or more")
-    result = screen(args.run, steps, args.batch_size, args.straight_line_max)
+    result = screen(args.run, steps, args.batch_size, args.straight_line_max, args.seen_in)
     output = args.output or args.run / "extended_screen.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))

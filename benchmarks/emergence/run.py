@@ -13,6 +13,11 @@ A spec:
      "dataset": {"num_prompt_pairs": 2, "max_length": 6, ...},
      "model": {"position_init": "grid"}, "training": {"max_steps": 4000}, "reproduce": {...}}
 
+A curriculum: `"start_from": {"spec": "p2l6-cpu-ext-16k", "step": 16000}` starts the model from that
+checkpoint of the named spec's run of the same seed and precision under the same --runs folder
+(RUNS/<spec>-s<seed>-<precision>/model/checkpoint-<step>), instead of a fresh one; run that spec
+first (LOG.md E45).
+
 Each run writes RUNS/<name>-s<seed>-<precision>/ (the preset it ran as preset.yaml, every stage's
 files) and appends one line to benchmarks/emergence/results.jsonl (everything summarised) and one
 row to benchmarks/emergence/results.md (the table a reader scans): the spec, seed, machine (CPU
@@ -44,7 +49,7 @@ from karel_hf.utils import machine_info
 HERE = Path(__file__).resolve().parent
 RESULTS_JSONL = HERE / "results.jsonl"
 RESULTS_MD = HERE / "results.md"
-SPEC_KEYS = {"name", "about", "base", "model", "dataset", "training", "reproduce"}
+SPEC_KEYS = {"name", "about", "base", "model", "dataset", "training", "reproduce", "start_from"}
 PRECISIONS = ("bf16", "fp32", "auto")
 MD_HEADER = (
     "| date (UTC) | spec | seed | precision | CPU | threads | wall s | train s | steps | unseen test | floor "
@@ -71,7 +76,26 @@ def read_spec(path: Path) -> dict:
     for section in ("model", "dataset", "training", "reproduce"):
         if not isinstance(spec.get(section, {}), dict):
             raise SpecError(f"spec {path}: '{section}' must be an object")
+    start = spec.get("start_from")
+    if start is not None and not (isinstance(start, dict) and set(start) == {"spec", "step"}
+                                  and isinstance(start["spec"], str) and start["spec"]
+                                  and isinstance(start["step"], int) and not isinstance(start["step"], bool)
+                                  and start["step"] >= 0):
+        raise SpecError(f"spec {path}: 'start_from' must be {{\"spec\": NAME, \"step\": STEP}}, got {start!r}")
     return spec
+
+
+def start_checkpoint(spec: dict, seed: int, precision: str, runs: Path) -> Path | None:
+    """The checkpoint a curriculum spec starts from (None without `start_from`); a SpecError naming
+    the run to make first when it is not there."""
+    start = spec.get("start_from")
+    if start is None:
+        return None
+    path = Path(runs) / f"{start['spec']}-s{seed}-{precision}" / "model" / f"checkpoint-{start['step']}"
+    if not (path / "config.json").is_file():
+        raise SpecError(f"start_from: no checkpoint at {path}; run spec {start['spec']} with --seed {seed} "
+                        f"--precision {precision} --runs {runs} first")
+    return path
 
 
 def build_preset(spec: dict, seed: int, precision: str) -> dict:
@@ -217,6 +241,9 @@ def main(argv=None) -> int:
     try:
         spec = read_spec(args.spec)
         preset = build_preset(spec, args.seed, args.precision)
+        start = start_checkpoint(spec, args.seed, args.precision, args.runs)
+        if start is not None:
+            preset["training"]["model_name_or_path"] = str(start.resolve())
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
