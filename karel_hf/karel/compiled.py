@@ -41,15 +41,20 @@ def _jit(function):
 
 
 @_jit
-def _hash(key, counter):
-    """SplitMix64 finalizer of key + counter * GAMMA (karel_hf.karel.randomness.hash_at)."""
-    z = np.uint64(counter) * np.uint64(_GAMMA) + key
+def _mix(z):
+    """SplitMix64's finalizer of a uint64."""
     z ^= z >> np.uint64(30)
     z *= np.uint64(_MIX1)
     z ^= z >> np.uint64(27)
     z *= np.uint64(_MIX2)
     z ^= z >> np.uint64(31)
     return z
+
+
+@_jit
+def _hash(key, counter):
+    """SplitMix64 finalizer of key + counter * GAMMA (karel_hf.karel.randomness.hash_at)."""
+    return _mix(np.uint64(counter) * np.uint64(_GAMMA) + key)
 
 
 @_jit
@@ -234,13 +239,7 @@ def line_hash(codes, start):
     for line in range(len(codes)):
         if codes[line] < 0:
             break
-        z = (h ^ np.uint64(codes[line] + 1)) + np.uint64(_GAMMA)
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(_MIX1)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(_MIX2)
-        z ^= z >> np.uint64(31)
-        h = z
+        h = _mix((h ^ np.uint64(codes[line] + 1)) + np.uint64(_GAMMA))
     return h
 
 
