@@ -722,3 +722,58 @@ def test_control_flow_probe_labels_statements_by_running_them_and_finds_their_to
     nested = parse("def run() { ifelse(markers_present()) { move() } else { repeat(2) { turn_left() } } }")
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("\nCode:\n" + format_program(nested, "lines"))["input_ids"])
     assert len(probe.statement_starts(tokens, tokens.index("Code:\n"))) == len(nested.body) == 1
+
+
+def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
+    """control_flow_probe.py --features: each row holds every hidden-state layer's vector at the token
+    before its statement (layer 0 the embeddings), their mean is the `state` the probe read before,
+    and a layer's reading swaps exactly `state` and `code_state` for that layer's vectors."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from karel_hf.data.builder import get_config, split_table
+    from karel_hf.tokenizer import build_tokenizer
+
+    probe = _script("control_flow_probe")
+    config = get_config("cpu", extended=True, needs_control_flow=True, num_prompt_pairs=2, max_length=4, test_size=40,
+                        seed=5)  # programs that need their control flow: some statements turn by the world
+    rows = split_table(config, "test", 0, 40).to_pylist()
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
+                                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=tokenizer.pad_token_id)).eval()
+    built = probe.build_table(model, tokenizer, rows, 2, ("swap",), batch_size=5)
+    table, states = built["table"], built["layers"]["states"]
+    assert states.shape == (len(table["step"]), 3, 16) and len(table["step"]) > 40
+    np.testing.assert_allclose(states.mean(1), table["state"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(built["layers"]["code_states"].mean(1), table["code_state"], rtol=1e-5, atol=1e-6)
+    first = rows[0]  # its first statement's row, against the model run on that example alone
+    ids = tokenizer(first["text"])["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    start = probe.statement_starts(tokens, tokens.index("Code:\n"))[0]
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    row = int(np.flatnonzero((table["example_id"] == first["id"]) & (table["step"] == 1))[0])
+    for layer in range(3):
+        np.testing.assert_allclose(states[row, layer], hidden[layer][0, start - 1].numpy(), rtol=1e-4, atol=1e-5)
+    one = probe.with_feature(built, "layer_1")
+    np.testing.assert_array_equal(one["state"], states[:, 1])
+    np.testing.assert_array_equal(one["code_state"], built["layers"]["code_states"][:, 1])
+    assert all(np.array_equal(one[c], table[c]) for c in table if c not in ("state", "code_state"))
+    assert probe.with_feature(built, "state") is table
+    assert probe.feature_names("all", 3) == ["state", "layer_0", "layer_1", "layer_2"]
+    # --gains_only: one fit scores both parts, the same numbers as measure's refit on each part
+    train_built = probe.build_table(model, tokenizer, split_table(config, "train", 0, 60).to_pylist(), 2, ("swap",))
+    train, test = probe.with_feature(train_built, "layer_2"), probe.with_feature(built, "layer_2")
+    dependent = test["world_dependent"].astype(bool)
+    assert 0 < dependent.sum() < len(dependent)
+    budgets = {"max_train_rows": None, "max_test_rows": None}
+    quick = probe.gains(train, test, dependent, 2, "linear", budgets)
+    full = {"all_rows": probe.measure(train, test, 2, ("swap",), "linear", budgets),
+            "world_dependent": probe.measure(train, probe.subset(test, dependent), 2, ("swap",), "linear", budgets)}
+    for part in ("all_rows", "world_dependent"):
+        assert quick[part]["conditional_gain"] == pytest.approx(full[part]["conditional_gain"])
+        assert quick[part]["num_test_rows"] == full[part]["num_test_rows"]
+    with pytest.raises(SystemExit, match="'layer_3' is not state or layer_0..layer_2"):
+        probe.feature_names("state,layer_3", 3)

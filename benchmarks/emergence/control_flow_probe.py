@@ -19,7 +19,14 @@ alternative's). Both are reported on every scored test row and on the *world-dep
 whose prefix turns the robot by different amounts on the spec's 10 inputs, where the direction is
 not a function of the tokens read (in a straight-line program it always is).
 
+`--features all` reads each hidden-state layer on its own too (`layer_0` is the embeddings), beside
+the layer mean (`state`; E47), as rotation_probe.py names them; `--probe linear,mlp1` fits each
+probe on each of them. The first reading (the first feature with the first probe) is also written at
+the top of each checkpoint, as before. `--gains_only` fits only what the conditional gain needs and
+scores the world-dependent rows from the same fits (a sweep; the intervention for the layer it picks).
+
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
 
 Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
 """
@@ -77,7 +84,9 @@ def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[
     `id`, `text`, `program`, `inputs`, `outputs`); programs whose statements the tokens do not show
     one for one are left out (counted in `skipped`), and so is a statement after which some meaning
     has no label (its prefix exhausts the step budget under that meaning; `incomplete`), so that
-    every meaning is scored on the same rows."""
+    every meaning is scored on the same rows. `layers` (`states`, `code_states`: (rows, layers,
+    hidden)) holds every hidden-state layer's vectors at the tokens of `state` and `code_state`, the
+    layer means."""
     import torch
 
     from karel_hf.karel import World, parse
@@ -86,6 +95,7 @@ def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[
     labels = [f"direction_{i}" for i in range(min(num_prompt_pairs, NUM_SPEC_INPUTS))]
     columns: dict[str, list] = {c: [] for c in ("example_id", "step", "num_actions", "state", "code_state",
                                                  "world_dependent")}
+    layers: dict[str, list] = {"states": [], "code_states": []}
     for l in labels:
         for which in (-1, "initial", "output"):
             columns[label_column(l, which)] = []
@@ -103,7 +113,8 @@ def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[
             ids[b, :len(e)], mask[b, :len(e)] = torch.tensor(e), 1
         with torch.no_grad():
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        layer_mean = torch.stack(hidden).float().mean(0).numpy()  # (batch, width, hidden)
+        stacked = torch.stack(hidden, dim=2).float()  # (batch, width, layers, hidden)
+        every_layer, layer_mean = stacked.numpy(), stacked.mean(2).numpy()
         for b, (row, e) in enumerate(zip(batch, encoded)):
             tokens = tokenizer.convert_ids_to_tokens(e)
             code = tokens.index("Code:\n")
@@ -127,6 +138,8 @@ def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[
                 columns["num_actions"].append(n)
                 columns["state"].append(layer_mean[b, starts[k - 1] - 1])
                 columns["code_state"].append(layer_mean[b, code])
+                layers["states"].append(every_layer[b, starts[k - 1] - 1])
+                layers["code_states"].append(every_layer[b, code])
                 columns["world_dependent"].append(bool(len(set(rotation[k - 1].tolist())) > 1))
                 for i, l in enumerate(labels):
                     columns[label_column(l, -1)].append(int(real[k - 1, i]))
@@ -137,7 +150,36 @@ def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[
                         columns[label_column(l, -1, name)].append(int(other[k - 1, i]))
     table = {c: (np.stack(v).astype(np.float32) if c in ("state", "code_state") and v else np.asarray(v))
              for c, v in columns.items()}
-    return {"table": table, "skipped": skipped, "incomplete": incomplete}
+    stacks = {c: np.stack(v).astype(np.float32) if v else np.zeros((0, 0, 0), np.float32) for c, v in layers.items()}
+    return {"table": table, "layers": stacks, "skipped": skipped, "incomplete": incomplete}
+
+
+def feature_names(features: str, num_layers: int) -> list[str]:
+    """The features `--features` names: comma-separated `state` (the layer mean) and `layer_<i>`
+    (hidden-state layer i, 0 the embeddings), or `all` (state, then every layer).
+
+    >>> feature_names("all", 3)
+    ['state', 'layer_0', 'layer_1', 'layer_2']
+    >>> feature_names("state,layer_2", 5)
+    ['state', 'layer_2']
+    """
+    if features == "all":
+        return ["state"] + [f"layer_{i}" for i in range(num_layers)]
+    names = [n.strip() for n in features.split(",")]
+    for name in names:
+        index = name[6:] if name.startswith("layer_") else ""
+        if name != "state" and not (index.isdigit() and int(index) < num_layers):
+            raise SystemExit(f"control_flow_probe: --features: {name!r} is not state or layer_0..layer_{num_layers - 1}")
+    return names
+
+
+def with_feature(built: dict, name: str) -> dict:
+    """`built`'s table with `state` and `code_state` read from feature `name` (state: the layer mean)."""
+    if name == "state":
+        return built["table"]
+    layer = int(name[6:])
+    return {**built["table"], "state": built["layers"]["states"][:, layer],
+            "code_state": built["layers"]["code_states"][:, layer]}
 
 
 def subset(table: dict, keep: np.ndarray) -> dict:
@@ -156,7 +198,31 @@ def measure(train: dict, test: dict, num_prompt_pairs: int, semantics: tuple[str
             "original_minus_best_alternative": intervention["original_minus_best_alternative"]}
 
 
-def probe_run(run: Path, steps: list[int], probe: str, budgets: dict, semantics: tuple[str, ...]) -> dict:
+def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int, probe: str, budgets: dict) -> dict:
+    """The conditional gain at -1 alone (`--gains_only`), on every scored row and on the rows
+    `dependent` marks, from one fit of the two probes it needs (prompt facts; state and facts):
+    the subset's is the same bootstrap over the same predictions as `measure`'s refit on it."""
+    from karel_hf.probing.measure import semantic_content
+    from karel_hf.probing.probes import bootstrap_difference
+
+    content = semantic_content(train, test, -1, label_set="v1", num_prompt_pairs=num_prompt_pairs, probe=probe,
+                               controls=("prompt_only", "conditional_gain"), return_predictions=True, **budgets)
+    rows, labels = content["test_rows"], sorted(content["targets"])
+    targets = np.stack([content["targets"][l] for l in labels])
+    hits = {name: np.stack([content["control_predictions"][name][l] for l in labels]) == targets
+            for name in ("conditional", "prompt_only")}
+    keep = dependent[rows]
+    accuracy = {name: float(np.nanmean([h[v].mean() if v.any() else np.nan for h, v in zip(hit, targets >= 0)]))
+                for name, hit in hits.items()}  # the two probes' own accuracies (mean over labels), every row
+    subset_gain = bootstrap_difference(hits["conditional"][:, keep], hits["prompt_only"][:, keep],
+                                       (targets >= 0)[:, keep], np.asarray(test["example_id"])[rows][keep])
+    return {"all_rows": {"conditional_gain": content["conditional_gain"], "num_test_rows": int(len(rows)),
+                         "accuracy": accuracy},
+            "world_dependent": {"conditional_gain": subset_gain, "num_test_rows": int(keep.sum())}}
+
+
+def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
+              features: str = "state", gains_only: bool = False) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -168,7 +234,9 @@ def probe_run(run: Path, steps: list[int], probe: str, budgets: dict, semantics:
     preset = reproduce_preset(str(preset_file))
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
-    out = {"run": str(run), "probe": probe, "budgets": budgets, "semantics": list(semantics), "checkpoints": []}
+    out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
+           "budgets": budgets,
+           "semantics": list(semantics), "checkpoints": []}
     for step in steps:
         path = checkpoint_dir(run / "model", step)
         if not path.is_dir():
@@ -177,31 +245,50 @@ def probe_run(run: Path, steps: list[int], probe: str, budgets: dict, semantics:
         tokenizer = AutoTokenizer.from_pretrained(path)
         built = {name: build_table(model, tokenizer, rows, pairs, semantics)
                  for name, rows in (("train", train_rows), ("test", test_rows))}
-        train, test = built["train"]["table"], built["test"]["table"]
+        test = built["test"]["table"]
         dependent = test["world_dependent"].astype(bool)
         found = {"step": step, "skipped": {k: v["skipped"] for k, v in built.items()},
                  "incomplete": {k: v["incomplete"] for k, v in built.items()},
-                 "rows": {"train": len(train["step"]), "test": len(test["step"]),
+                 "rows": {"train": len(built["train"]["table"]["step"]), "test": len(test["step"]),
                           "test_world_dependent": int(dependent.sum())},
-                 "all_rows": measure(train, test, pairs, semantics, probe, budgets),
-                 "world_dependent": measure(train, subset(test, dependent), pairs, semantics, probe, budgets)}
+                 "readings": []}
+        for name in feature_names(features, built["test"]["layers"]["states"].shape[1]):
+            train, test = with_feature(built["train"], name), with_feature(built["test"], name)
+            for probe in probes:
+                if gains_only:
+                    reading = {"feature": name, "probe": probe, **gains(train, test, dependent, pairs, probe, budgets)}
+                else:
+                    reading = {"feature": name, "probe": probe,
+                               "all_rows": measure(train, test, pairs, semantics, probe, budgets),
+                               "world_dependent": measure(train, subset(test, dependent), pairs, semantics, probe,
+                                                          budgets)}
+                found["readings"].append(reading)
+                for part in ("all_rows", "world_dependent"):
+                    m = reading[part]
+                    gain = m["conditional_gain"]
+                    versus = ("" if gains_only else f"; original - best alternative ({m['best_alternative']}) "
+                              f"{100 * m['original_minus_best_alternative']:+.1f}")
+                    print(f"step {step} {name} {probe} {part}: gain -1 "
+                          f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
+                          f"on {m['num_test_rows']} rows{versus}", flush=True)
+        found.update(all_rows=found["readings"][0]["all_rows"], world_dependent=found["readings"][0]["world_dependent"])
         out["checkpoints"].append(found)
-        for part in ("all_rows", "world_dependent"):
-            m = found[part]
-            gain = m["conditional_gain"]
-            print(f"step {step} {part}: gain -1 {100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
-                  f"on {m['num_test_rows']} rows; original - best alternative ({m['best_alternative']}) "
-                  f"{100 * m['original_minus_best_alternative']:+.1f}", flush=True)
     return out
 
 
 def main(argv=None) -> int:
     from karel_hf.probing.measure import ALTERNATIVE_SEMANTICS
+    from karel_hf.probing.probes import PROBES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run folder of benchmarks/emergence/run.py (preset.yaml, model/)")
     parser.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
-    parser.add_argument("--probe", default="mlp1", help="linear, mlp1 or mlp2")
+    parser.add_argument("--probe", default="mlp1", help="linear, mlp1 or mlp2, or several, comma-separated")
+    parser.add_argument("--features", default="state",
+                        help="comma-separated: state (the layer mean, the default) and/or layer_0 .. layer_<n_layer>; "
+                             "all: state and every layer")
+    parser.add_argument("--gains_only", action="store_true",
+                        help="the conditional gain alone (2 fits per label instead of the intervention's dozens)")
     parser.add_argument("--max_train_rows", type=int, default=2000)
     parser.add_argument("--max_test_rows", type=int, default=None)
     parser.add_argument("--output", type=Path, help="default RUN/control_flow_probe.json")
@@ -211,7 +298,12 @@ def main(argv=None) -> int:
     except ValueError:
         parser.error(f"--steps: expected comma-separated integers, got {args.steps!r}")
     budgets = {"max_train_rows": args.max_train_rows, "max_test_rows": args.max_test_rows}
-    result = probe_run(args.run, steps, args.probe, budgets, tuple(ALTERNATIVE_SEMANTICS))
+    probes = [p.strip() for p in args.probe.split(",")]
+    for probe in probes:
+        if probe not in PROBES:
+            parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
+    result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
+                       args.gains_only)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
