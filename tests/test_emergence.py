@@ -775,5 +775,10 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
     for part in ("all_rows", "world_dependent"):
         assert quick[part]["conditional_gain"] == pytest.approx(full[part]["conditional_gain"])
         assert quick[part]["num_test_rows"] == full[part]["num_test_rows"]
+    only = probe.world_dependent_only(train_built)  # --train_on world_dependent: rows and vectors kept together
+    keep = train_built["table"]["world_dependent"].astype(bool)
+    assert 0 < len(only["table"]["step"]) == keep.sum() < len(keep) and only["table"]["world_dependent"].all()
+    np.testing.assert_array_equal(only["layers"]["states"], train_built["layers"]["states"][keep])
+    np.testing.assert_array_equal(probe.with_feature(only, "layer_1")["state"], train_built["layers"]["states"][keep, 1])
     with pytest.raises(SystemExit, match="'layer_3' is not state or layer_0..layer_2"):
         probe.feature_names("state,layer_3", 3)

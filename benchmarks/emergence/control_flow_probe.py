@@ -24,6 +24,8 @@ the layer mean (`state`; E47), as rotation_probe.py names them; `--probe linear,
 probe on each of them. The first reading (the first feature with the first probe) is also written at
 the top of each checkpoint, as before. `--gains_only` fits only what the conditional gain needs and
 scores the world-dependent rows from the same fits (a sweep; the intervention for the layer it picks).
+`--train_on world_dependent` fits the probes on the training rows where the direction depends on
+the world only (E48).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
@@ -186,6 +188,14 @@ def subset(table: dict, keep: np.ndarray) -> dict:
     return {c: v[keep] for c, v in table.items()}
 
 
+def world_dependent_only(built: dict) -> dict:
+    """`build_table`'s result kept to its world-dependent rows, every layer's vectors with them
+    (`--train_on world_dependent`: the probes learn from the rows where the tokens do not fix the
+    direction)."""
+    keep = built["table"]["world_dependent"].astype(bool)
+    return {**built, "table": subset(built["table"], keep), "layers": subset(built["layers"], keep)}
+
+
 def measure(train: dict, test: dict, num_prompt_pairs: int, semantics: tuple[str, ...], probe: str, budgets: dict) -> dict:
     from karel_hf.probing.measure import conditional_intervention, semantic_content
 
@@ -222,7 +232,7 @@ def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int,
 
 
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
-              features: str = "state", gains_only: bool = False) -> dict:
+              features: str = "state", gains_only: bool = False, train_on: str = "all") -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -235,6 +245,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
+           "train_on": train_on,
            "budgets": budgets,
            "semantics": list(semantics), "checkpoints": []}
     for step in steps:
@@ -245,6 +256,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
         tokenizer = AutoTokenizer.from_pretrained(path)
         built = {name: build_table(model, tokenizer, rows, pairs, semantics)
                  for name, rows in (("train", train_rows), ("test", test_rows))}
+        if train_on == "world_dependent":
+            built["train"] = world_dependent_only(built["train"])
         test = built["test"]["table"]
         dependent = test["world_dependent"].astype(bool)
         found = {"step": step, "skipped": {k: v["skipped"] for k, v in built.items()},
@@ -289,6 +302,8 @@ def main(argv=None) -> int:
                              "all: state and every layer")
     parser.add_argument("--gains_only", action="store_true",
                         help="the conditional gain alone (2 fits per label instead of the intervention's dozens)")
+    parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
+                        help="the probes' training rows: every row (default) or the world-dependent ones")
     parser.add_argument("--max_train_rows", type=int, default=2000)
     parser.add_argument("--max_test_rows", type=int, default=None)
     parser.add_argument("--output", type=Path, help="default RUN/control_flow_probe.json")
@@ -303,7 +318,7 @@ def main(argv=None) -> int:
         if probe not in PROBES:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
-                       args.gains_only)
+                       args.gains_only, args.train_on)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
