@@ -222,8 +222,8 @@ def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int,
     hits = {name: np.stack([content["control_predictions"][name][l] for l in labels]) == targets
             for name in ("conditional", "prompt_only")}
     keep = dependent[rows]
-    accuracy = {name: float(np.nanmean([h[v].mean() if v.any() else np.nan for h, v in zip(hit, targets >= 0)]))
-                for name, hit in hits.items()}  # the two probes' own accuracies (mean over labels), every row
+    facts_only = content["controls"]["prompt_only"]  # the two probes' own accuracies on every row
+    accuracy = {"prompt_only": facts_only, "conditional": facts_only + content["conditional_gain"]["value"]}
     subset_gain = bootstrap_difference(hits["conditional"][:, keep], hits["prompt_only"][:, keep],
                                        (targets >= 0)[:, keep], np.asarray(test["example_id"])[rows][keep])
     return {"all_rows": {"conditional_gain": content["conditional_gain"], "num_test_rows": int(len(rows)),
@@ -245,9 +245,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
-           "train_on": train_on,
-           "budgets": budgets,
-           "semantics": list(semantics), "checkpoints": []}
+           "train_on": train_on, "budgets": budgets, "semantics": list(semantics), "checkpoints": []}
     for step in steps:
         path = checkpoint_dir(run / "model", step)
         if not path.is_dir():
