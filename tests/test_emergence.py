@@ -743,7 +743,7 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
                                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
                                        eos_token_id=tokenizer.pad_token_id)).eval()
-    built = probe.build_table(model, tokenizer, rows, 2, ("swap",), batch_size=5)
+    built = probe.build_table(model, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=5)
     table, states = built["table"], built["layers"]["states"]
     assert states.shape == (len(table["step"]), 3, 16) and len(table["step"]) > 40
     np.testing.assert_allclose(states.mean(1), table["state"], rtol=1e-5, atol=1e-6)
@@ -764,17 +764,28 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
     assert probe.with_feature(built, "state") is table
     assert probe.feature_names("all", 3) == ["state", "layer_0", "layer_1", "layer_2"]
     # --gains_only: one fit scores both parts, the same numbers as measure's refit on each part
-    train_built = probe.build_table(model, tokenizer, split_table(config, "train", 0, 60).to_pylist(), 2, ("swap",))
+    train_built = probe.build_table(model, tokenizer, split_table(config, "train", 0, 60).to_pylist(), 2,
+                                    ("swap", "cycle1"))
     train, test = probe.with_feature(train_built, "layer_2"), probe.with_feature(built, "layer_2")
     dependent = test["world_dependent"].astype(bool)
     assert 0 < dependent.sum() < len(dependent)
     budgets = {"max_train_rows": None, "max_test_rows": None}
     quick = probe.gains(train, test, dependent, 2, "linear", budgets)
-    full = {"all_rows": probe.measure(train, test, 2, ("swap",), "linear", budgets),
-            "world_dependent": probe.measure(train, probe.subset(test, dependent), 2, ("swap",), "linear", budgets)}
+    meanings = ("swap", "cycle1")
+    full = {"all_rows": probe.measure(train, test, 2, meanings, "linear", budgets),
+            "world_dependent": probe.measure(train, probe.subset(test, dependent), 2, meanings, "linear", budgets)}
+    # --alternatives: each meaning fitted once, both parts scored from it, equal to the refit too
+    versus = probe.alternative_gains(train, test, dependent, 2, "linear", budgets, meanings)
     for part in ("all_rows", "world_dependent"):
         assert quick[part]["conditional_gain"] == pytest.approx(full[part]["conditional_gain"])
         assert quick[part]["num_test_rows"] == full[part]["num_test_rows"]
+        assert versus[part]["conditional_gain"] == pytest.approx(full[part]["conditional_gain"])
+        assert versus[part]["gains"] == pytest.approx(full[part]["gains"])
+        assert versus[part]["best_alternative"] == full[part]["best_alternative"]
+        assert versus[part]["original_minus_best_alternative"] == pytest.approx(
+            full[part]["original_minus_best_alternative"], nan_ok=True)
+    assert versus["all_rows"]["best_alternative"] == "cycle1"  # swap is a function of (real, initial) labels
+    assert versus["all_rows"]["determined_by_original_and_initial"]["swap"] >= 0.95
     only = probe.world_dependent_only(train_built)  # --train_on world_dependent: rows and vectors kept together
     keep = train_built["table"]["world_dependent"].astype(bool)
     assert 0 < len(only["table"]["step"]) == keep.sum() < len(keep) and only["table"]["world_dependent"].all()

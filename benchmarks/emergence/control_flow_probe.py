@@ -24,7 +24,8 @@ the layer mean (`state`; E47), as rotation_probe.py names them; `--probe linear,
 probe on each of them. The first reading (the first feature with the first probe) is also written at
 the top of each checkpoint, as before. `--gains_only` fits only what the conditional gain needs and
 scores the world-dependent rows from the same fits (a sweep; the intervention for the layer it picks).
-`--train_on world_dependent` fits the probes on the training rows where the direction depends on
+`--gains_only --alternatives` adds each alternative meaning's gain from one fit per meaning, shared by
+both parts (E50). `--train_on world_dependent` fits the probes on the training rows where the direction depends on
 the world only (E48).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
@@ -208,15 +209,22 @@ def measure(train: dict, test: dict, num_prompt_pairs: int, semantics: tuple[str
             "original_minus_best_alternative": intervention["original_minus_best_alternative"]}
 
 
-def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int, probe: str, budgets: dict) -> dict:
+def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int, probe: str, budgets: dict,
+          semantics: str = "original", fitted: dict | None = None) -> dict:
     """The conditional gain at -1 alone (`--gains_only`), on every scored row and on the rows
     `dependent` marks, from one fit of the two probes it needs (prompt facts; state and facts):
-    the subset's is the same bootstrap over the same predictions as `measure`'s refit on it."""
+    the subset's is the same bootstrap over the same predictions as `measure`'s refit on it.
+
+    `semantics`: whose labels the probes learn (the prompt facts stay the real meaning's, as in
+    `conditional_intervention`). `fitted`, when given, receives the scored test rows and their
+    labels (`rows`, `targets`: label name -> array) for `alternative_gains`.
+    """
     from karel_hf.probing.measure import semantic_content
     from karel_hf.probing.probes import bootstrap_difference
 
     content = semantic_content(train, test, -1, label_set="v1", num_prompt_pairs=num_prompt_pairs, probe=probe,
-                               controls=("prompt_only", "conditional_gain"), return_predictions=True, **budgets)
+                               semantics=semantics, controls=("prompt_only", "conditional_gain"),
+                               return_predictions=True, **budgets)
     rows, labels = content["test_rows"], sorted(content["targets"])
     targets = np.stack([content["targets"][l] for l in labels])
     hits = {name: np.stack([content["control_predictions"][name][l] for l in labels]) == targets
@@ -226,13 +234,62 @@ def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int,
     accuracy = {"prompt_only": facts_only, "conditional": facts_only + content["conditional_gain"]["value"]}
     subset_gain = bootstrap_difference(hits["conditional"][:, keep], hits["prompt_only"][:, keep],
                                        (targets >= 0)[:, keep], np.asarray(test["example_id"])[rows][keep])
+    if fitted is not None:
+        fitted.update(rows=rows, targets=content["targets"])
     return {"all_rows": {"conditional_gain": content["conditional_gain"], "num_test_rows": int(len(rows)),
                          "accuracy": accuracy},
             "world_dependent": {"conditional_gain": subset_gain, "num_test_rows": int(keep.sum())}}
 
 
+def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int, probe: str,
+                      budgets: dict, semantics: tuple[str, ...]) -> dict:
+    """`--gains_only --alternatives`: `gains` for the real meaning and for each distinct alternative
+    map (one fit each, on every training row), and per part (every row; the world-dependent ones)
+    the real meaning's gain minus the best informative alternative's, as `conditional_intervention`
+    takes it: informative where no function of (real label, initial label) predicts the
+    alternative's labels on that part's rows 95% of the time (`determined_by_original_and_initial`).
+    The full measure refits every probe for the world-dependent part; here both parts share the fits
+    (the discordant-row and given-other comparisons are the full measure's only)."""
+    from karel_hf.karel.semantics import get_semantics
+    from karel_hf.probing.labels import INITIAL, label_column
+    from karel_hf.probing.measure import UNINFORMATIVE_BEST, determined_by, label_tasks
+
+    tasks = label_tasks("v1", num_prompt_pairs)
+    labels = [l for parts in tasks.values() for l in parts]
+    fits, done = {}, {}
+    for name in ("original", *semantics):
+        key = tuple(sorted(get_semantics(name).mapping.items()))
+        if key not in done:
+            fitted = {}
+            done[key] = (gains(train, test, dependent, num_prompt_pairs, probe, budgets, name, fitted), fitted)
+        fits[name] = done[key]
+    rows = fits["original"][1]["rows"]
+    real = fits["original"][1]["targets"]
+    initial = {l: np.asarray(test[label_column(l, INITIAL)])[rows] for l in labels}
+    out = {}
+    for part, keep in (("all_rows", np.ones(len(rows), dtype=bool)), ("world_dependent", dependent[rows])):
+        gain, determined = {}, {}
+        for name, (reading, fitted) in fits.items():
+            gain[name] = reading[part]["conditional_gain"]
+            if name != "original":
+                determined[name] = (determined_by([{l: v[keep] for l, v in real.items()},
+                                                   {l: v[keep] for l, v in initial.items()}],
+                                                  {l: v[keep] for l, v in fitted["targets"].items()}, tasks)
+                                    if keep.any() else float("nan"))
+        informative = {k: v["value"] for k, v in gain.items()
+                       if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
+        best = max(informative, key=informative.get) if informative else None
+        out[part] = {**fits["original"][0][part], "gains": {k: v["value"] for k, v in gain.items()},
+                     "gain_intervals": gain, "determined_by_original_and_initial": determined,
+                     "best_alternative": best,
+                     "original_minus_best_alternative":
+                         float(gain["original"]["value"] - informative[best]) if best else float("nan")}
+    return out
+
+
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
-              features: str = "state", gains_only: bool = False, train_on: str = "all") -> dict:
+              features: str = "state", gains_only: bool = False, train_on: str = "all",
+              alternatives: bool = False) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -245,7 +302,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
-           "train_on": train_on, "budgets": budgets, "semantics": list(semantics), "checkpoints": []}
+           "alternatives": alternatives, "train_on": train_on, "budgets": budgets, "semantics": list(semantics), "checkpoints": []}
     for step in steps:
         path = checkpoint_dir(run / "model", step)
         if not path.is_dir():
@@ -266,7 +323,10 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
         for name in feature_names(features, built["test"]["layers"]["states"].shape[1]):
             train, test = with_feature(built["train"], name), with_feature(built["test"], name)
             for probe in probes:
-                if gains_only:
+                if gains_only and alternatives:
+                    reading = {"feature": name, "probe": probe,
+                               **alternative_gains(train, test, dependent, pairs, probe, budgets, semantics)}
+                elif gains_only:
                     reading = {"feature": name, "probe": probe, **gains(train, test, dependent, pairs, probe, budgets)}
                 else:
                     reading = {"feature": name, "probe": probe,
@@ -277,7 +337,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
                 for part in ("all_rows", "world_dependent"):
                     m = reading[part]
                     gain = m["conditional_gain"]
-                    versus = ("" if gains_only else f"; original - best alternative ({m['best_alternative']}) "
+                    versus = ("" if gains_only and not alternatives else f"; original - best alternative ({m['best_alternative']}) "
                               f"{100 * m['original_minus_best_alternative']:+.1f}")
                     print(f"step {step} {name} {probe} {part}: gain -1 "
                           f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
@@ -300,6 +360,9 @@ def main(argv=None) -> int:
                              "all: state and every layer")
     parser.add_argument("--gains_only", action="store_true",
                         help="the conditional gain alone (2 fits per label instead of the intervention's dozens)")
+    parser.add_argument("--alternatives", action="store_true",
+                        help="with --gains_only: also each alternative meaning's gain, from one fit per meaning "
+                             "shared by both parts, and the real meaning's lead over the best informative one")
     parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
                         help="the probes' training rows: every row (default) or the world-dependent ones")
     parser.add_argument("--max_train_rows", type=int, default=2000)
@@ -310,13 +373,15 @@ def main(argv=None) -> int:
         steps = [int(s) for s in args.steps.split(",")]
     except ValueError:
         parser.error(f"--steps: expected comma-separated integers, got {args.steps!r}")
+    if args.alternatives and not args.gains_only:
+        parser.error("--alternatives goes with --gains_only (the full measure already fits the alternatives)")
     budgets = {"max_train_rows": args.max_train_rows, "max_test_rows": args.max_test_rows}
     probes = [p.strip() for p in args.probe.split(",")]
     for probe in probes:
         if probe not in PROBES:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
-                       args.gains_only, args.train_on)
+                       args.gains_only, args.train_on, args.alternatives)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
