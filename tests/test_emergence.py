@@ -786,6 +786,9 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
             full[part]["original_minus_best_alternative"], nan_ok=True)
     assert versus["all_rows"]["best_alternative"] == "cycle1"  # swap is a function of (real, initial) labels
     assert versus["all_rows"]["determined_by_original_and_initial"]["swap"] >= 0.95
+    with pytest.raises(SystemExit) as exit_info:  # refused before any model is loaded
+        probe.main(["no-such-run", "--steps", "0", "--alternatives"])
+    assert exit_info.value.code == 2
     only = probe.world_dependent_only(train_built)  # --train_on world_dependent: rows and vectors kept together
     keep = train_built["table"]["world_dependent"].astype(bool)
     assert 0 < len(only["table"]["step"]) == keep.sum() < len(keep) and only["table"]["world_dependent"].all()

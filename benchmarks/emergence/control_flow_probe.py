@@ -25,11 +25,12 @@ probe on each of them. The first reading (the first feature with the first probe
 the top of each checkpoint, as before. `--gains_only` fits only what the conditional gain needs and
 scores the world-dependent rows from the same fits (a sweep; the intervention for the layer it picks).
 `--gains_only --alternatives` adds each alternative meaning's gain from one fit per meaning, shared by
-both parts (E50). `--train_on world_dependent` fits the probes on the training rows where the direction depends on
-the world only (E48).
+both parts (E50). `--train_on world_dependent` fits the probes on the training rows where the
+direction depends on the world only (E48).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000 --features layer_4 --gains_only --alternatives
 
 Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
 """
@@ -302,7 +303,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
-           "alternatives": alternatives, "train_on": train_on, "budgets": budgets, "semantics": list(semantics), "checkpoints": []}
+           "alternatives": alternatives, "train_on": train_on, "budgets": budgets, "semantics": list(semantics),
+           "checkpoints": []}
     for step in steps:
         path = checkpoint_dir(run / "model", step)
         if not path.is_dir():
@@ -337,7 +339,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
                 for part in ("all_rows", "world_dependent"):
                     m = reading[part]
                     gain = m["conditional_gain"]
-                    versus = ("" if gains_only and not alternatives else f"; original - best alternative ({m['best_alternative']}) "
+                    versus = ("" if gains_only and not alternatives else
+                              f"; original - best alternative ({m['best_alternative']}) "
                               f"{100 * m['original_minus_best_alternative']:+.1f}")
                     print(f"step {step} {name} {probe} {part}: gain -1 "
                           f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
