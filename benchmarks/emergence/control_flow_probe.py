@@ -253,7 +253,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     (the discordant-row and given-other comparisons are the full measure's only)."""
     from karel_hf.karel.semantics import get_semantics
     from karel_hf.probing.labels import INITIAL, label_column
-    from karel_hf.probing.measure import UNINFORMATIVE_BEST, determined_by, label_tasks
+    from karel_hf.probing.measure import determined_by, informative_gains, label_tasks
 
     tasks = label_tasks("v1", num_prompt_pairs)
     labels = [l for parts in tasks.values() for l in parts]
@@ -277,8 +277,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
                                                    {l: v[keep] for l, v in initial.items()}],
                                                   {l: v[keep] for l, v in fitted["targets"].items()}, tasks)
                                     if keep.any() else float("nan"))
-        informative = {k: v["value"] for k, v in gain.items()
-                       if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
+        informative = informative_gains(gain, determined)
         best = max(informative, key=informative.get) if informative else None
         out[part] = {**fits["original"][0][part], "gains": {k: v["value"] for k, v in gain.items()},
                      "gain_intervals": gain, "determined_by_original_and_initial": determined,

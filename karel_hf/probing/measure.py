@@ -376,8 +376,7 @@ def conditional_intervention(
         if name != "original":
             discordant[name] = discordant_margin(reference, scored, test, num_prompt_pairs=num_prompt_pairs,
                                                  num_bootstrap=num_bootstrap)
-    informative = {k: v["value"] for k, v in gain.items()
-                   if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
+    informative = informative_gains(gain, determined)
     best = max(informative, key=informative.get) if informative else None
     compared = {k: discordant[k] for k in informative
                 if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
@@ -398,6 +397,19 @@ def conditional_intervention(
             "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None,
             "num_rows": int(len(rows)),
             "uninformative": bool(best is None or len(rows) < UNINFORMATIVE_ROWS)}
+
+
+def informative_gains(gain: Mapping[str, Mapping[str, float]], determined: Mapping[str, float]) -> dict[str, float]:
+    """The alternatives' gain values (`gain`: meaning -> {"value", ...}, "original" among them) that
+    say something: a value, and labels that no function of (original label, initial label)
+    predicts `UNINFORMATIVE_BEST` of the time (`determined`: meaning -> that best function's score).
+
+    >>> informative_gains({"original": {"value": 0.3}, "swap": {"value": 0.2}, "cycle1": {"value": 0.1}},
+    ...                   {"swap": 0.99, "cycle1": 0.5})
+    {'cycle1': 0.1}
+    """
+    return {k: v["value"] for k, v in gain.items()
+            if k != "original" and not np.isnan(v["value"]) and determined[k] < UNINFORMATIVE_BEST}
 
 
 def _task_codes(parts: Sequence[np.ndarray]) -> np.ndarray:
