@@ -786,9 +786,31 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
             full[part]["original_minus_best_alternative"], nan_ok=True)
     assert versus["all_rows"]["best_alternative"] == "cycle1"  # swap is a function of (real, initial) labels
     assert versus["all_rows"]["determined_by_original_and_initial"]["swap"] >= 0.95
+    # the margins where the labels differ, and given the other's label: on every row, the full
+    # measure's (conditional_intervention) from the same fits; on a part, only that part's rows
+    from karel_hf.probing.measure import conditional_intervention
+
+    crossed = probe.alternative_gains(train, test, dependent, 2, "linear", budgets, meanings, given_other=("swap",))
+    every = conditional_intervention(train, test, -1, label_set="v1", num_prompt_pairs=2, probe="linear",
+                                     semantics=meanings, given_other=("swap",), **budgets)
+    for name in meanings:
+        assert crossed["all_rows"]["discordant"][name] == pytest.approx(every["discordant"][name], nan_ok=True)
+    swap, swap_every = crossed["all_rows"]["given_other"]["swap"], every["given_other"]["swap"]
+    assert {k: swap[k] for k in ("value", "low", "high", "num_rows")} == pytest.approx(
+        {k: swap_every[k] for k in ("value", "low", "high", "num_rows")})
+    assert swap["part"]["original_gain"] == pytest.approx(swap_every["all_rows"]["original_gain"])
+    assert swap["part"]["alternative_gain"] == pytest.approx(swap_every["all_rows"]["alternative_gain"])
+    part = crossed["world_dependent"]
+    assert 0 < part["discordant"]["cycle1"]["num_rows"] < crossed["all_rows"]["discordant"]["cycle1"]["num_rows"]
+    assert part["given_other"]["swap"]["num_rows"] <= int(dependent.sum())
+    assert part["gains"] == pytest.approx(versus["world_dependent"]["gains"])  # the extra fits change nothing else
     with pytest.raises(SystemExit) as exit_info:  # refused before any model is loaded
         probe.main(["no-such-run", "--steps", "0", "--alternatives"])
     assert exit_info.value.code == 2
+    for wrong in (["--gains_only", "--given_other", "swap"], ["--gains_only", "--alternatives", "--given_other", "spin"]):
+        with pytest.raises(SystemExit) as exit_info:
+            probe.main(["no-such-run", "--steps", "0", *wrong])
+        assert exit_info.value.code == 2
     only = probe.world_dependent_only(train_built)  # --train_on world_dependent: rows and vectors kept together
     keep = train_built["table"]["world_dependent"].astype(bool)
     assert 0 < len(only["table"]["step"]) == keep.sum() < len(keep) and only["table"]["world_dependent"].all()

@@ -210,50 +210,67 @@ def measure(train: dict, test: dict, num_prompt_pairs: int, semantics: tuple[str
             "original_minus_best_alternative": intervention["original_minus_best_alternative"]}
 
 
+def part_gain(content: dict, test: dict, keep: np.ndarray) -> dict:
+    """The conditional gain of `content` (`semantic_content(..., return_predictions=True)` with the
+    prompt-only and conditional probes) on the scored test rows `keep` marks (booleans in
+    `test_rows` order): the same bootstrap over the same predictions as a refit on those rows."""
+    from karel_hf.probing.probes import bootstrap_difference
+
+    rows, labels = content["test_rows"], sorted(content["targets"])
+    targets = np.stack([content["targets"][l] for l in labels])
+    hits = {name: np.stack([content["control_predictions"][name][l] for l in labels]) == targets
+            for name in ("conditional", "prompt_only")}
+    return bootstrap_difference(hits["conditional"][:, keep], hits["prompt_only"][:, keep],
+                                (targets >= 0)[:, keep], np.asarray(test["example_id"])[rows][keep])
+
+
 def gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int, probe: str, budgets: dict,
-          semantics: str = "original", fitted: dict | None = None) -> dict:
+          semantics: str = "original", fitted: dict | None = None, given: tuple[str, ...] = ()) -> dict:
     """The conditional gain at -1 alone (`--gains_only`), on every scored row and on the rows
     `dependent` marks, from one fit of the two probes it needs (prompt facts; state and facts):
     the subset's is the same bootstrap over the same predictions as `measure`'s refit on it.
 
     `semantics`: whose labels the probes learn (the prompt facts stay the real meaning's, as in
-    `conditional_intervention`). `fitted`, when given, receives the scored test rows and their
-    labels (`rows`, `targets`: label name -> array) for `alternative_gains`.
+    `conditional_intervention`). `given`: columns both probes also get as facts. `fitted`, when
+    given, receives the scored test rows, their labels (`rows`, `targets`: label name -> array) and
+    the fit itself (`content`) for `alternative_gains`.
     """
     from karel_hf.probing.measure import semantic_content
-    from karel_hf.probing.probes import bootstrap_difference
 
     content = semantic_content(train, test, -1, label_set="v1", num_prompt_pairs=num_prompt_pairs, probe=probe,
                                semantics=semantics, controls=("prompt_only", "conditional_gain"),
-                               return_predictions=True, **budgets)
-    rows, labels = content["test_rows"], sorted(content["targets"])
-    targets = np.stack([content["targets"][l] for l in labels])
-    hits = {name: np.stack([content["control_predictions"][name][l] for l in labels]) == targets
-            for name in ("conditional", "prompt_only")}
+                               return_predictions=True, given=list(given), **budgets)
+    rows = content["test_rows"]
     keep = dependent[rows]
     facts_only = content["controls"]["prompt_only"]  # the two probes' own accuracies on every row
     accuracy = {"prompt_only": facts_only, "conditional": facts_only + content["conditional_gain"]["value"]}
-    subset_gain = bootstrap_difference(hits["conditional"][:, keep], hits["prompt_only"][:, keep],
-                                       (targets >= 0)[:, keep], np.asarray(test["example_id"])[rows][keep])
     if fitted is not None:
-        fitted.update(rows=rows, targets=content["targets"])
+        fitted.update(rows=rows, targets=content["targets"], content=content)
     return {"all_rows": {"conditional_gain": content["conditional_gain"], "num_test_rows": int(len(rows)),
                          "accuracy": accuracy},
-            "world_dependent": {"conditional_gain": subset_gain, "num_test_rows": int(keep.sum())}}
+            "world_dependent": {"conditional_gain": part_gain(content, test, keep), "num_test_rows": int(keep.sum())}}
 
 
 def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt_pairs: int, probe: str,
-                      budgets: dict, semantics: tuple[str, ...]) -> dict:
+                      budgets: dict, semantics: tuple[str, ...], given_other: tuple[str, ...] = ()) -> dict:
     """`--gains_only --alternatives`: `gains` for the real meaning and for each distinct alternative
     map (one fit each, on every training row), and per part (every row; the world-dependent ones)
     the real meaning's gain minus the best informative alternative's, as `conditional_intervention`
     takes it: informative where no function of (real label, initial label) predicts the
     alternative's labels on that part's rows 95% of the time (`determined_by_original_and_initial`).
-    The full measure refits every probe for the world-dependent part; here both parts share the fits
-    (the discordant-row and given-other comparisons are the full measure's only)."""
+    The full measure refits every probe for the world-dependent part; here both parts share the fits.
+
+    Per part, from the same fits: `discordant` (`measure.discordant_margin` on that part's rows where
+    the two meanings' labels differ) and `discordant_minimum` (its smallest margin over the
+    informative alternatives with `UNINFORMATIVE_ROWS` such rows), as `conditional_intervention`
+    gives them on every row. `given_other` (alternative names, `--given_other`): two more fits per
+    name, the real meaning's probes also given the alternative's labels and the alternative's given
+    the real ones (both with the initial direction), as `conditional_intervention(given_other=...)`:
+    per part, the margin on the rows where the labels differ and both gains on all of the part's rows.
+    """
     from karel_hf.karel.semantics import get_semantics
     from karel_hf.probing.labels import INITIAL, label_column
-    from karel_hf.probing.measure import determined_by, informative_gains, label_tasks
+    from karel_hf.probing.measure import UNINFORMATIVE_ROWS, determined_by, discordant_margin, informative_gains, label_tasks
 
     tasks = label_tasks("v1", num_prompt_pairs)
     labels = [l for parts in tasks.values() for l in parts]
@@ -266,10 +283,20 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
         fits[name] = done[key]
     rows = fits["original"][1]["rows"]
     real = fits["original"][1]["targets"]
+    reference = fits["original"][1]["content"]
     initial = {l: np.asarray(test[label_column(l, INITIAL)])[rows] for l in labels}
+    headings = [label_column(l, INITIAL) for l in labels]  # every label here is a direction: its own input
+    crossed = {}
+    for name in given_other:
+        crossed[name] = []
+        for meaning, other in (("original", name), (name, "original")):
+            fitted = {}
+            gains(train, test, dependent, num_prompt_pairs, probe, budgets, meaning, fitted,
+                  given=(*(label_column(l, -1, other) for l in labels), *headings))
+            crossed[name].append(fitted["content"])
     out = {}
     for part, keep in (("all_rows", np.ones(len(rows), dtype=bool)), ("world_dependent", dependent[rows])):
-        gain, determined = {}, {}
+        gain, determined, discordant = {}, {}, {}
         for name, (reading, fitted) in fits.items():
             gain[name] = reading[part]["conditional_gain"]
             if name != "original":
@@ -277,19 +304,31 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
                                                    {l: v[keep] for l, v in initial.items()}],
                                                   {l: v[keep] for l, v in fitted["targets"].items()}, tasks)
                                     if keep.any() else float("nan"))
+                discordant[name] = discordant_margin(reference, fitted["content"], test,
+                                                     num_prompt_pairs=num_prompt_pairs, keep=keep)
         informative = informative_gains(gain, determined)
         best = max(informative, key=informative.get) if informative else None
+        compared = {k: discordant[k] for k in informative
+                    if discordant[k]["num_rows"] >= UNINFORMATIVE_ROWS and not np.isnan(discordant[k]["value"])}
+        lowest = min(compared, key=lambda k: compared[k]["value"]) if compared else None
+        given = {name: {**discordant_margin(*pair, test, num_prompt_pairs=num_prompt_pairs, keep=keep),
+                        "part": {"original_gain": part_gain(pair[0], test, keep),
+                                 "alternative_gain": part_gain(pair[1], test, keep)}}
+                 for name, pair in crossed.items()}
         out[part] = {**fits["original"][0][part], "gains": {k: v["value"] for k, v in gain.items()},
                      "gain_intervals": gain, "determined_by_original_and_initial": determined,
                      "best_alternative": best,
                      "original_minus_best_alternative":
-                         float(gain["original"]["value"] - informative[best]) if best else float("nan")}
+                         float(gain["original"]["value"] - informative[best]) if best else float("nan"),
+                     "discordant": discordant,
+                     "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None,
+                     "given_other": given}
     return out
 
 
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
               features: str = "state", gains_only: bool = False, train_on: str = "all",
-              alternatives: bool = False) -> dict:
+              alternatives: bool = False, given_other: tuple[str, ...] = ()) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -302,7 +341,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
-           "alternatives": alternatives, "train_on": train_on, "budgets": budgets, "semantics": list(semantics),
+           "alternatives": alternatives, "given_other": list(given_other), "train_on": train_on, "budgets": budgets, "semantics": list(semantics),
            "checkpoints": []}
     for step in steps:
         path = checkpoint_dir(run / "model", step)
@@ -326,7 +365,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
             for probe in probes:
                 if gains_only and alternatives:
                     reading = {"feature": name, "probe": probe,
-                               **alternative_gains(train, test, dependent, pairs, probe, budgets, semantics)}
+                               **alternative_gains(train, test, dependent, pairs, probe, budgets, semantics,
+                                                   given_other)}
                 elif gains_only:
                     reading = {"feature": name, "probe": probe, **gains(train, test, dependent, pairs, probe, budgets)}
                 else:
@@ -344,6 +384,16 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
                     print(f"step {step} {name} {probe} {part}: gain -1 "
                           f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] "
                           f"on {m['num_test_rows']} rows{versus}", flush=True)
+                    lowest = m.get("discordant_minimum")
+                    if lowest:
+                        print(f"  where the labels differ: original - {lowest['alternative']} "
+                              f"{100 * lowest['value']:+.1f} [{100 * lowest['low']:+.1f}, {100 * lowest['high']:+.1f}] "
+                              f"on {lowest['num_rows']} rows (the smallest such margin)", flush=True)
+                    for other, g in m.get("given_other", {}).items():
+                        print(f"  given the other's label, where they differ: original - {other} "
+                              f"{100 * g['value']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}] on {g['num_rows']} rows; "
+                              f"gains on every row of the part {100 * g['part']['original_gain']['value']:+.1f} / "
+                              f"{100 * g['part']['alternative_gain']['value']:+.1f}", flush=True)
         found.update(all_rows=found["readings"][0]["all_rows"], world_dependent=found["readings"][0]["world_dependent"])
         out["checkpoints"].append(found)
     return out
@@ -365,6 +415,9 @@ def main(argv=None) -> int:
     parser.add_argument("--alternatives", action="store_true",
                         help="with --gains_only: also each alternative meaning's gain, from one fit per meaning "
                              "shared by both parts, and the real meaning's lead over the best informative one")
+    parser.add_argument("--given_other", default="",
+                        help="with --alternatives: comma-separated alternative meanings (e.g. swap) whose probes and "
+                             "the real meaning's are each also given the other's labels (2 more fits per name)")
     parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
                         help="the probes' training rows: every row (default) or the world-dependent ones")
     parser.add_argument("--max_train_rows", type=int, default=2000)
@@ -377,13 +430,20 @@ def main(argv=None) -> int:
         parser.error(f"--steps: expected comma-separated integers, got {args.steps!r}")
     if args.alternatives and not args.gains_only:
         parser.error("--alternatives goes with --gains_only (the full measure already fits the alternatives)")
+    given_other = tuple(n.strip() for n in args.given_other.split(",") if n.strip())
+    if given_other and not args.alternatives:
+        parser.error("--given_other goes with --gains_only --alternatives")
+    unknown = sorted(set(given_other) - set(ALTERNATIVE_SEMANTICS))
+    if unknown:
+        parser.error(f"--given_other: unknown meaning(s) {', '.join(unknown)}; expected some of "
+                     f"{', '.join(ALTERNATIVE_SEMANTICS)}")
     budgets = {"max_train_rows": args.max_train_rows, "max_test_rows": args.max_test_rows}
     probes = [p.strip() for p in args.probe.split(",")]
     for probe in probes:
         if probe not in PROBES:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
-                       args.gains_only, args.train_on, args.alternatives)
+                       args.gains_only, args.train_on, args.alternatives, given_other)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))

@@ -445,7 +445,7 @@ def determined_by(given: Sequence[Mapping[str, np.ndarray]], targets: Mapping[st
 
 
 def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pairs: int = NUM_SPEC_INPUTS,
-                      num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0) -> dict:
+                      num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0, keep: np.ndarray | None = None) -> dict:
     """The conditional intervention on the rows where the two semantics' labels differ.
 
     `original` and `alternative`: `semantic_content(..., return_predictions=True)` results with the
@@ -467,6 +467,9 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
     alternative's label is never the original's: a facts-only probe that leans to the original's
     label is wrong there for the alternative, which lowers its baseline and raises its gain. The
     comparison is therefore tilted toward the alternative; the accuracies show by how much.
+
+    `keep` (booleans over the scored test rows, in `test_rows` order): only those rows are compared
+    (e.g. the rows where the direction depends on the world), the probes still as fitted on all.
     """
     for result in (original, alternative):
         if not {"prompt_only", "conditional"} <= set(result.get("control_predictions", {})):
@@ -475,6 +478,9 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
     rows = original["test_rows"]
     if not np.array_equal(rows, alternative["test_rows"]):
         raise ValueError("the original and the alternative semantics were scored on different test rows")
+    keep = np.ones(len(rows), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    if keep.shape != (len(rows),):
+        raise ValueError(f"keep: expected {len(rows)} booleans (one per scored test row), got shape {keep.shape}")
     tasks = label_tasks(original["label_set"], num_prompt_pairs)
     groups = np.asarray(load_traces(test, ["example_id"])["example_id"])[rows]
 
@@ -486,7 +492,7 @@ def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pai
     for parts in tasks.values():
         present = np.all([(r["targets"][l] != MISSING) for r in (original, alternative) for l in parts], axis=0)
         differs = np.any([original["targets"][l] != alternative["targets"][l] for l in parts], axis=0)
-        valid.append(present & differs), labelled.append(present)
+        valid.append(present & differs & keep), labelled.append(present & keep)
         for key, result, which in (("oc", original, "conditional"), ("of", original, "prompt_only"),
                                    ("ac", alternative, "conditional"), ("af", alternative, "prompt_only")):
             scores[key].append(hits(result, which, parts))
