@@ -680,6 +680,37 @@ def test_extended_screen_reads_a_run_beside_its_floors_and_refuses_a_missing_ste
         screen.main([str(tmp_path), "--steps", "0"])
 
 
+def test_control_flow_probe_runs_on_a_finished_run_and_reads_another_runs_checkpoints(tiny_run, tmp_path, capsys):
+    """control_flow_probe.py end to end on a run laid out as run.py does (the tiny straight-line one):
+    `--gains_only --alternatives --given_other swap` writes every part's margins; `--checkpoints_of`
+    reads the models from another run's folder (a curriculum's first stage, its untrained step 0)
+    with RUN's rows, and names that folder when it lacks the step."""
+    import shutil
+
+    probe = _script("control_flow_probe")
+    runs = {}
+    for name in ("run", "first"):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        shutil.copy(ROOT / "karel_hf" / "presets" / "tiny.yaml", runs[name] / "preset.yaml")
+    (runs["run"] / "model").symlink_to(tiny_run / "model")
+    (runs["first"] / "model").mkdir()
+    (runs["first"] / "model" / "checkpoint-0").symlink_to(tiny_run / "model" / "checkpoint-0")
+    options = ["--steps", "0", "--features", "layer_1", "--probe", "linear", "--gains_only", "--alternatives",
+               "--given_other", "swap", "--max_train_rows", "300"]
+    assert probe.main([str(runs["run"]), *options, "--output", str(tmp_path / "own.json")]) == 0
+    assert probe.main([str(runs["run"]), *options, "--checkpoints_of", str(runs["first"]),
+                       "--output", str(tmp_path / "other.json")]) == 0
+    own, other = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("own", "other"))
+    assert other["checkpoints_of"] == str(runs["first"]) and own["checkpoints_of"] == str(runs["run"])
+    reading = own["checkpoints"][0]["readings"][0]["all_rows"]
+    assert reading["given_other"]["swap"]["num_rows"] > 0 and "swap" in reading["discordant"]
+    assert other["checkpoints"][0]["readings"] == own["checkpoints"][0]["readings"]  # the same model, the same rows
+    assert "given the other's label, where they differ: original - swap" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=f"{runs['first']} has no checkpoint at step"):
+        probe.main([str(runs["run"]), "--steps", "1", "--gains_only", "--checkpoints_of", str(runs["first"])])
+
+
 def test_the_straight_line_ceiling_is_the_brute_force_of_the_scoring_function():
     """extended_screen.straight_line_ceiling runs every program by the batched engine; the scoring
     function (karel_hf.karel.scoring.pairs_correct, the AST interpreter) gives the same shares."""

@@ -328,7 +328,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
 
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
               features: str = "state", gains_only: bool = False, train_on: str = "all",
-              alternatives: bool = False, given_other: tuple[str, ...] = ()) -> dict:
+              alternatives: bool = False, given_other: tuple[str, ...] = (), checkpoints_of: Path | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -341,12 +341,13 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
-           "alternatives": alternatives, "given_other": list(given_other), "train_on": train_on, "budgets": budgets, "semantics": list(semantics),
+           "alternatives": alternatives, "given_other": list(given_other),
+           "checkpoints_of": str(checkpoints_of or run), "train_on": train_on, "budgets": budgets, "semantics": list(semantics),
            "checkpoints": []}
     for step in steps:
-        path = checkpoint_dir(run / "model", step)
+        path = checkpoint_dir((checkpoints_of or run) / "model", step)
         if not path.is_dir():
-            raise SystemExit(f"control_flow_probe: {run} has no checkpoint at step {step}")
+            raise SystemExit(f"control_flow_probe: {checkpoints_of or run} has no checkpoint at step {step}")
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         built = {name: build_table(model, tokenizer, rows, pairs, semantics)
@@ -420,6 +421,9 @@ def main(argv=None) -> int:
                              "the real meaning's are each also given the other's labels (2 more fits per name)")
     parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
                         help="the probes' training rows: every row (default) or the world-dependent ones")
+    parser.add_argument("--checkpoints_of", type=Path,
+                        help="read the models from this run's checkpoints (e.g. a curriculum's first stage at step 0, "
+                             "the untrained model) and the rows from RUN's corpus")
     parser.add_argument("--max_train_rows", type=int, default=2000)
     parser.add_argument("--max_test_rows", type=int, default=None)
     parser.add_argument("--output", type=Path, help="default RUN/control_flow_probe.json")
@@ -443,7 +447,7 @@ def main(argv=None) -> int:
         if probe not in PROBES:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
-                       args.gains_only, args.train_on, args.alternatives, given_other)
+                       args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
