@@ -270,7 +270,8 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     """
     from karel_hf.karel.semantics import get_semantics
     from karel_hf.probing.labels import INITIAL, label_column
-    from karel_hf.probing.measure import UNINFORMATIVE_ROWS, determined_by, discordant_margin, informative_gains, label_tasks
+    from karel_hf.probing.measure import (UNINFORMATIVE_ROWS, determined_by, discordant_margin, informative_gains,
+                                          label_tasks)
 
     tasks = label_tasks("v1", num_prompt_pairs)
     labels = [l for parts in tasks.values() for l in parts]
@@ -328,7 +329,8 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
 
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
               features: str = "state", gains_only: bool = False, train_on: str = "all",
-              alternatives: bool = False, given_other: tuple[str, ...] = (), checkpoints_of: Path | None = None) -> dict:
+              alternatives: bool = False, given_other: tuple[str, ...] = (),
+              checkpoints_of: Path | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -342,7 +344,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
            "alternatives": alternatives, "given_other": list(given_other),
-           "checkpoints_of": str(checkpoints_of or run), "train_on": train_on, "budgets": budgets, "semantics": list(semantics),
+           "checkpoints_of": str(checkpoints_of or run), "train_on": train_on, "budgets": budgets,
+           "semantics": list(semantics),
            "checkpoints": []}
     for step in steps:
         path = checkpoint_dir((checkpoints_of or run) / "model", step)
@@ -392,7 +395,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
                               f"on {lowest['num_rows']} rows (the smallest such margin)", flush=True)
                     for other, g in m.get("given_other", {}).items():
                         print(f"  given the other's label, where they differ: original - {other} "
-                              f"{100 * g['value']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}] on {g['num_rows']} rows; "
+                              f"{100 * g['value']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}] "
+                              f"on {g['num_rows']} rows; "
                               f"gains on every row of the part {100 * g['part']['original_gain']['value']:+.1f} / "
                               f"{100 * g['part']['alternative_gain']['value']:+.1f}", flush=True)
         found.update(all_rows=found["readings"][0]["all_rows"], world_dependent=found["readings"][0]["world_dependent"])
