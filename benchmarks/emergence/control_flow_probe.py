@@ -25,12 +25,16 @@ probe on each of them. The first reading (the first feature with the first probe
 the top of each checkpoint, as before. `--gains_only` fits only what the conditional gain needs and
 scores the world-dependent rows from the same fits (a sweep; the intervention for the layer it picks).
 `--gains_only --alternatives` adds each alternative meaning's gain from one fit per meaning, shared by
-both parts (E50). `--train_on world_dependent` fits the probes on the training rows where the
-direction depends on the world only (E48).
+both parts (E50), and per part the margins where each alternative's labels differ from the real
+ones; `--given_other swap` also fits each of the two meanings given the other's labels (E55).
+`--checkpoints_of FIRST` reads the models from another run's checkpoints with RUN's rows, e.g. a
+curriculum's first stage at step 0, the untrained model (E56). `--train_on world_dependent` fits the
+probes on the training rows where the direction depends on the world only (E48).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000 --features layer_4 --gains_only --alternatives
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 0 --checkpoints_of FIRST --features layer_4 --gains_only
 
 Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
 """
