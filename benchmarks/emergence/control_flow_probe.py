@@ -301,16 +301,18 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
             crossed[name].append(fitted["content"])
     out = {}
     for part, keep in (("all_rows", np.ones(len(rows), dtype=bool)), ("world_dependent", dependent[rows])):
-        gain, determined, discordant = {}, {}, {}
+        gain, determined, discordant, scored = {}, {}, {}, {}
         for name, (reading, fitted) in fits.items():
             gain[name] = reading[part]["conditional_gain"]
             if name != "original":
-                determined[name] = (determined_by([{l: v[keep] for l, v in real.items()},
-                                                   {l: v[keep] for l, v in initial.items()}],
-                                                  {l: v[keep] for l, v in fitted["targets"].items()}, tasks)
-                                    if keep.any() else float("nan"))
-                discordant[name] = discordant_margin(reference, fitted["content"], test,
-                                                     num_prompt_pairs=num_prompt_pairs, keep=keep)
+                if id(fitted) not in scored:  # meanings with the same map share a fit: score it once
+                    scored[id(fitted)] = (
+                        determined_by([{l: v[keep] for l, v in real.items()}, {l: v[keep] for l, v in initial.items()}],
+                                      {l: v[keep] for l, v in fitted["targets"].items()}, tasks)
+                        if keep.any() else float("nan"),
+                        discordant_margin(reference, fitted["content"], test, num_prompt_pairs=num_prompt_pairs,
+                                          keep=keep))
+                determined[name], discordant[name] = scored[id(fitted)]
         informative = informative_gains(gain, determined)
         best = max(informative, key=informative.get) if informative else None
         compared = {k: discordant[k] for k in informative
