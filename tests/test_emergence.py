@@ -835,6 +835,20 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
     assert 0 < part["discordant"]["cycle1"]["num_rows"] < crossed["all_rows"]["discordant"]["cycle1"]["num_rows"]
     assert part["given_other"]["swap"]["num_rows"] <= int(dependent.sum())
     assert part["gains"] == pytest.approx(versus["world_dependent"]["gains"])  # the extra fits change nothing else
+    # where swap's label is not its mirror (twice the initial direction minus the real one, what the
+    # best function of the two gives here): the rows where a wall or a condition sent the paths apart
+    from karel_hf.probing.labels import label_column
+
+    labels = ("direction_0", "direction_1")
+    real = np.stack([test[label_column(l, -1)] for l in labels])
+    mirror = (2 * np.stack([test[label_column(l, "initial")] for l in labels]) - real) % 4
+    swapped = np.stack([test[label_column(l, -1, "swap")] for l in labels])
+    apart = ((swapped != mirror) & (swapped != real) & (swapped >= 0) & (real >= 0)).any(0)
+    for name, keep in (("all_rows", np.ones(len(dependent), dtype=bool)), ("world_dependent", dependent)):
+        off = crossed[name]["undetermined"]["swap"]
+        assert off["num_rows"] == int((apart & keep).sum())
+        assert off["num_rows"] < crossed[name]["discordant"]["swap"]["num_rows"]
+    assert crossed["all_rows"]["undetermined"]["swap"]["num_rows"] > 0
     with pytest.raises(SystemExit) as exit_info:  # refused before any model is loaded
         probe.main(["no-such-run", "--steps", "0", "--alternatives"])
     assert exit_info.value.code == 2

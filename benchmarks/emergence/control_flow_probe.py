@@ -26,7 +26,8 @@ the top of each checkpoint, as before. `--gains_only` fits only what the conditi
 scores the world-dependent rows from the same fits (a sweep; the intervention for the layer it picks).
 `--gains_only --alternatives` adds each alternative meaning's gain from one fit per meaning, shared by
 both parts (E50), and per part the margins where each alternative's labels differ from the real
-ones; `--given_other swap` also fits each of the two meanings given the other's labels (E55).
+ones, and where they are not a function of the real and initial labels (E59); `--given_other swap`
+also fits each of the two meanings given the other's labels (E55).
 `--checkpoints_of FIRST` reads the models from another run's checkpoints with RUN's rows, e.g. a
 curriculum's first stage at step 0, the untrained model (E56). `--train_on world_dependent` fits the
 probes on the training rows where the direction depends on the world only (E48).
@@ -267,7 +268,11 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     Per part, from the same fits: `discordant` (`measure.discordant_margin` on that part's rows where
     the two meanings' labels differ) and `discordant_minimum` (its smallest margin over the
     informative alternatives with `UNINFORMATIVE_ROWS` such rows), as `conditional_intervention`
-    gives them on every row. `given_other` (alternative names, `--given_other`): two more fits per
+    gives them on every row; `undetermined`, the same margin on the part's rows where the
+    alternative's labels are not the ones the best function of the real and initial labels gives
+    (`measure.undetermined_rows`): swap's direction is the real one's mirror about the initial
+    direction until a wall or a condition sends the two paths apart, and only past that point does
+    a state that follows the real path read swap's label worse (E59). `given_other` (alternative names, `--given_other`): two more fits per
     name, the real meaning's probes also given the alternative's labels and the alternative's given
     the real ones (both with the initial direction), as `conditional_intervention(given_other=...)`:
     per part, the margin on the rows where the labels differ and both gains on all of the part's rows.
@@ -275,7 +280,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     from karel_hf.karel.semantics import get_semantics
     from karel_hf.probing.labels import INITIAL, label_column
     from karel_hf.probing.measure import (UNINFORMATIVE_ROWS, determined_by, discordant_margin, informative_gains,
-                                          label_tasks)
+                                          label_tasks, undetermined_rows)
 
     tasks = label_tasks("v1", num_prompt_pairs)
     labels = [l for parts in tasks.values() for l in parts]
@@ -301,18 +306,22 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
             crossed[name].append(fitted["content"])
     out = {}
     for part, keep in (("all_rows", np.ones(len(rows), dtype=bool)), ("world_dependent", dependent[rows])):
-        gain, determined, discordant, scored = {}, {}, {}, {}
+        gain, determined, discordant, undetermined, scored = {}, {}, {}, {}, {}
         for name, (reading, fitted) in fits.items():
             gain[name] = reading[part]["conditional_gain"]
             if name != "original":
                 if id(fitted) not in scored:  # meanings with the same map share a fit: score it once
+                    given_labels = [{l: v[keep] for l, v in real.items()}, {l: v[keep] for l, v in initial.items()}]
+                    theirs = {l: v[keep] for l, v in fitted["targets"].items()}
+                    off = np.zeros(len(keep), dtype=bool)  # the part's rows their labels are not a function of ours
+                    off[keep] = undetermined_rows(given_labels, theirs, tasks)
                     scored[id(fitted)] = (
-                        determined_by([{l: v[keep] for l, v in real.items()}, {l: v[keep] for l, v in initial.items()}],
-                                      {l: v[keep] for l, v in fitted["targets"].items()}, tasks)
-                        if keep.any() else float("nan"),
+                        determined_by(given_labels, theirs, tasks) if keep.any() else float("nan"),
                         discordant_margin(reference, fitted["content"], test, num_prompt_pairs=num_prompt_pairs,
-                                          keep=keep))
-                determined[name], discordant[name] = scored[id(fitted)]
+                                          keep=keep),
+                        discordant_margin(reference, fitted["content"], test, num_prompt_pairs=num_prompt_pairs,
+                                          keep=off))
+                determined[name], discordant[name], undetermined[name] = scored[id(fitted)]
         informative = informative_gains(gain, determined)
         best = max(informative, key=informative.get) if informative else None
         compared = {k: discordant[k] for k in informative
@@ -327,7 +336,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
                      "best_alternative": best,
                      "original_minus_best_alternative":
                          float(gain["original"]["value"] - informative[best]) if best else float("nan"),
-                     "discordant": discordant,
+                     "discordant": discordant, "undetermined": undetermined,
                      "discordant_minimum": {"alternative": lowest, **compared[lowest]} if lowest else None,
                      "given_other": given}
     return out
@@ -399,6 +408,12 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
                         print(f"  where the labels differ: original - {lowest['alternative']} "
                               f"{100 * lowest['value']:+.1f} [{100 * lowest['low']:+.1f}, {100 * lowest['high']:+.1f}] "
                               f"on {lowest['num_rows']} rows (the smallest such margin)", flush=True)
+                    best = m.get("best_alternative")
+                    apart = m.get("undetermined", {}).get(best) if best else None
+                    if apart:
+                        print(f"  where {best}'s labels are not a function of the real and initial ones: original - "
+                              f"{best} {100 * apart['value']:+.1f} [{100 * apart['low']:+.1f}, {100 * apart['high']:+.1f}] "
+                              f"on {apart['num_rows']} rows", flush=True)
                     for other, g in m.get("given_other", {}).items():
                         print(f"  given the other's label, where they differ: original - {other} "
                               f"{100 * g['value']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}] "

@@ -444,6 +444,31 @@ def determined_by(given: Sequence[Mapping[str, np.ndarray]], targets: Mapping[st
     return best_future_classifier(np.concatenate(keys), np.concatenate(values))
 
 
+def undetermined_rows(given: Sequence[Mapping[str, np.ndarray]], targets: Mapping[str, np.ndarray],
+                      tasks: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """Booleans, one per row: where some task's `targets` value is not the one the best function of
+    the `given` labels gives (`determined_by`'s: the most common value of each key, the smallest on
+    a tie). These are the rows an alternative meaning's labels cannot be read off the original's
+    (and the initial ones) there; a row missing a label is False.
+
+    >>> real, start = np.array([1, 1, 1, 2, 2]), np.array([0, 0, 0, 0, 0])
+    >>> undetermined_rows([{"d": real}, {"d": start}], {"d": np.array([3, 3, 0, 2, -1])}, {"d": ("d",)})
+    array([False, False,  True, False, False])
+    """
+    off = []
+    for parts in tasks.values():
+        key = _task_codes([g[l] for g in given for l in parts])
+        value = _task_codes([targets[l] for l in parts])
+        labelled = (key != MISSING) & (value != MISSING)
+        row_off = np.zeros(len(key), dtype=bool)
+        for k in np.unique(key[labelled]):
+            rows = labelled & (key == k)
+            values, counts = np.unique(value[rows], return_counts=True)
+            row_off[rows] = value[rows] != values[np.argmax(counts)]
+        off.append(row_off)
+    return np.any(off, axis=0) if off else np.zeros(0, dtype=bool)
+
+
 def discordant_margin(original: dict, alternative: dict, test, *, num_prompt_pairs: int = NUM_SPEC_INPUTS,
                       num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0, keep: np.ndarray | None = None) -> dict:
     """The conditional intervention on the rows where the two semantics' labels differ.
