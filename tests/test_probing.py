@@ -796,6 +796,28 @@ def test_determined_by_keys_the_whole_cell():
                                           {"x": np.zeros(3, np.int64), "y": np.zeros(3, np.int64)}, tasks))
 
 
+def test_undetermined_rows_are_the_rows_the_best_function_misses():
+    """`undetermined_rows` marks exactly the rows `determined_by`'s best function gets wrong: on a
+    single task their share is 1 - determined_by. Swap's direction is its mirror about the initial
+    one (2 x initial - real) except where the paths parted: only those rows are marked."""
+    rng = np.random.default_rng(1)
+    real, start = rng.integers(0, 4, 400), rng.integers(0, 4, 400)
+    swap = (2 * start - real) % 4
+    parted = rng.random(400) < 0.1
+    swap[parted] = (swap[parted] + rng.integers(1, 4, int(parted.sum()))) % 4  # a wall sent them apart
+    tasks = {"d": ("d",)}
+    given = [{"d": real}, {"d": start}]
+    off = measure.undetermined_rows(given, {"d": swap}, tasks)
+    np.testing.assert_array_equal(off, parted)
+    assert off.mean() == pytest.approx(1 - measure.determined_by(given, {"d": swap}, tasks))
+    # a row missing a label is never marked; a cell is marked when either coordinate is off
+    swap[:5] = MISSING
+    assert not measure.undetermined_rows(given, {"d": swap}, tasks)[:5].any()
+    cell = {"x": real, "y": start}
+    moved = {"x": real, "y": np.where(parted, (start + 1) % 4, start)}
+    np.testing.assert_array_equal(measure.undetermined_rows([cell], moved, {"cell": ("x", "y")}), parted)
+
+
 def test_the_mirror_meanings_cell_is_the_real_one_reflected_unless_a_wall_stops_one():
     """Under `swap` (left and right turns exchanged) the robot's move from its initial cell is the
     real move reflected about the initial heading, so (the real move, the initial direction) fix it

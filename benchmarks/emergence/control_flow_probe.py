@@ -269,8 +269,8 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     the two meanings' labels differ) and `discordant_minimum` (its smallest margin over the
     informative alternatives with `UNINFORMATIVE_ROWS` such rows), as `conditional_intervention`
     gives them on every row; `undetermined`, the same margin on the part's rows where the
-    alternative's labels are not the ones the best function of the real and initial labels gives
-    (`measure.undetermined_rows`): swap's direction is the real one's mirror about the initial
+    alternative's labels are not the ones the best function of the real and initial labels (found
+    on every scored row) gives (`measure.undetermined_rows`): swap's direction is the real one's mirror about the initial
     direction until a wall or a condition sends the two paths apart, and only past that point does
     a state that follows the real path read swap's label worse (E59). `given_other` (alternative names, `--given_other`): two more fits per
     name, the real meaning's probes also given the alternative's labels and the alternative's given
@@ -313,8 +313,9 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
                 if id(fitted) not in scored:  # meanings with the same map share a fit: score it once
                     given_labels = [{l: v[keep] for l, v in real.items()}, {l: v[keep] for l, v in initial.items()}]
                     theirs = {l: v[keep] for l, v in fitted["targets"].items()}
-                    off = np.zeros(len(keep), dtype=bool)  # the part's rows their labels are not a function of ours
-                    off[keep] = undetermined_rows(given_labels, theirs, tasks)
+                    # the part's rows where their labels are not a function of ours, the function
+                    # found on every scored row (a small part has keys seen once, each its own majority)
+                    off = keep & undetermined_rows([real, initial], fitted["targets"], tasks)
                     scored[id(fitted)] = (
                         determined_by(given_labels, theirs, tasks) if keep.any() else float("nan"),
                         discordant_margin(reference, fitted["content"], test, num_prompt_pairs=num_prompt_pairs,
