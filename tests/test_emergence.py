@@ -707,6 +707,14 @@ def test_control_flow_probe_runs_on_a_finished_run_and_reads_another_runs_checkp
     assert reading["given_other"]["swap"]["num_rows"] > 0 and "swap" in reading["discordant"]
     assert other["checkpoints"][0]["readings"] == own["checkpoints"][0]["readings"]  # the same model, the same rows
     assert "given the other's label, where they differ: original - swap" in capsys.readouterr().out
+    # --programs generated: the model's own programs, counted, and read as the references are
+    assert probe.main([str(runs["run"]), "--steps", "0", "--features", "layer_1", "--probe", "linear", "--gains_only",
+                       "--programs", "generated", "--max_train_rows", "300", "--output", str(tmp_path / "gen.json")]) == 0
+    gen = json.loads((tmp_path / "gen.json").read_text())
+    counts = gen["checkpoints"][0]["generated"]
+    assert gen["programs"] == "generated" and own["programs"] == "reference"
+    assert all(0 <= counts[k]["left_out"] < counts[k]["written"] for k in ("train", "test"))
+    assert gen["checkpoints"][0]["rows"]["test"] > 0 and "generated programs" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=f"{runs['first']} has no checkpoint at step"):
         probe.main([str(runs["run"]), "--steps", "1", "--gains_only", "--checkpoints_of", str(runs["first"])])
 
@@ -753,6 +761,52 @@ def test_control_flow_probe_labels_statements_by_running_them_and_finds_their_to
     nested = parse("def run() { ifelse(markers_present()) { move() } else { repeat(2) { turn_left() } } }")
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("\nCode:\n" + format_program(nested, "lines"))["input_ids"])
     assert len(probe.statement_starts(tokens, tokens.index("Code:\n"))) == len(nested.body) == 1
+
+
+def test_control_flow_probe_reads_the_models_own_programs():
+    """control_flow_probe.py --programs generated: each row's text is its prompt and the program the
+    model wrote, in the corpus's own format (a reference row formatted so gives its text byte for
+    byte), and each statement's label is the written program's prefix run on the spec's inputs."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from karel_hf.data.builder import get_config, split_table
+    from karel_hf.data.formatting import format_sample
+    from karel_hf.karel import World, parse
+    from karel_hf.probing.labels import label_column
+    from karel_hf.tokenizer import build_tokenizer
+
+    probe = _script("control_flow_probe")
+    config = get_config("cpu", extended=True, needs_control_flow=True, num_prompt_pairs=2, max_length=4, test_size=24,
+                        seed=5)
+    rows = split_table(config, "test", 0, 24).to_pylist()
+    for row in rows:  # the generated rows are formatted as the corpus formats its own
+        inputs, outputs = np.asarray(row["inputs"]), np.asarray(row["outputs"])
+        assert format_sample(inputs[:2], outputs[:2], parse(row["program"])) == row["text"]
+    tokenizer = build_tokenizer()
+    torch.manual_seed(1)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
+                                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=tokenizer.pad_token_id)).eval()
+    written, counts = probe.generated_rows(model, tokenizer, rows, 2, batch_size=8)
+    assert counts["written"] == 24 and counts["left_out"] + len(written) == 24 and len(written) >= 12
+    assert 0 <= counts["accuracy"] <= 1
+    by_id = {row["id"]: row for row in rows}
+    assert any(row["program"] != by_id[row["id"]]["program"] for row in written)  # an untrained model's own
+    for row in written:
+        assert row["text"].startswith(by_id[row["id"]]["text"].split("Code:\n")[0] + "Code:\n")
+        assert row["inputs"] == by_id[row["id"]]["inputs"]
+    table = probe.build_table(model, tokenizer, written, 2, ("swap",), batch_size=8)["table"]
+    assert len(table["step"]) > 0
+    for row in written:
+        program, worlds = parse(row["program"]), [World.from_view_codes(w) for w in row["inputs"]]
+        mine = table["example_id"] == row["id"]
+        if not mine.any():
+            continue
+        assert set(table["num_actions"][mine]) == {len(program.body)}
+        real = probe.prefix_directions(program, worlds)
+        for k, label in zip(table["step"][mine], table[label_column("direction_0", -1)][mine]):
+            assert label == real[k - 1, 0]
 
 
 def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():

@@ -29,13 +29,16 @@ both parts (E50), and per part the margins where each alternative's labels diffe
 ones, and where they are not a function of the real and initial labels (E59); `--given_other swap`
 also fits each of the two meanings given the other's labels (E55).
 `--checkpoints_of FIRST` reads the models from another run's checkpoints with RUN's rows, e.g. a
-curriculum's first stage at step 0, the untrained model (E56). `--train_on world_dependent` fits the
+curriculum's first stage at step 0, the untrained model (E56). `--programs generated` reads the
+model's own programs instead, decoded greedily from each prompt, training and test specs alike, each
+statement labelled by running the written prefix (E60). `--train_on world_dependent` fits the
 probes on the training rows where the direction depends on the world only (E48).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000 --features layer_4 --gains_only --alternatives
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0 --checkpoints_of FIRST --features layer_4 --gains_only
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features layer_4 --gains_only --programs generated
 
 Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
 """
@@ -163,6 +166,37 @@ def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[
     return {"table": table, "layers": stacks, "skipped": skipped, "incomplete": incomplete}
 
 
+def generated_rows(model, tokenizer, rows, num_prompt_pairs: int, batch_size: int = 64) -> tuple[list[dict], dict]:
+    """`rows` with the model's own program in place of the reference (`--programs generated`, the
+    paper's reading): grammar-constrained greedy decoding in the extended language from each row's
+    prompt, the sample's `text` and `program` then the corpus's format of what it wrote, so that
+    `build_table` labels each statement by running the written program's prefix on the spec's
+    inputs. Rows whose program does not parse or lies outside the sample format are left out.
+    Returns (rows, counts): `written`, `left_out`, and `accuracy` (the written programs right on the
+    prompt pairs, karel_hf.metrics.generation's score)."""
+    from karel_hf.data.formatting import SampleFormatError, format_sample
+    from karel_hf.decoding import decode, prompts_from_rows
+    from karel_hf.karel import parse
+    from karel_hf.metrics.generation import compute_generation_accuracy
+
+    rows = list(rows)
+    written = decode(model, tokenizer, prompts_from_rows(rows, num_prompt_pairs), batch_size=batch_size,
+                     extended=True, progress=False).programs
+    out, left_out = [], 0
+    for row, program in zip(rows, written):
+        try:
+            if program is None:  # nothing parsable written
+                raise ValueError
+            inputs, outputs = np.asarray(row["inputs"]), np.asarray(row["outputs"])
+            text = format_sample(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs], parse(program))
+        except (ValueError, SampleFormatError):  # a syntax error, outside the sample format
+            left_out += 1
+            continue
+        out.append({**row, "program": program, "text": text})
+    accuracy = compute_generation_accuracy(written, rows, num_spec_pairs=num_prompt_pairs)["accuracy"]
+    return out, {"written": len(rows), "left_out": left_out, "accuracy": float(accuracy)}
+
+
 def feature_names(features: str, num_layers: int) -> list[str]:
     """The features `--features` names: comma-separated `state` (the layer mean) and `layer_<i>`
     (hidden-state layer i, 0 the embeddings), or `all` (state, then every layer).
@@ -222,6 +256,8 @@ def part_gain(content: dict, test: dict, keep: np.ndarray) -> dict:
     from karel_hf.probing.probes import bootstrap_difference
 
     rows, labels = content["test_rows"], sorted(content["targets"])
+    if not labels:  # no label could be fitted (e.g. one class only in the training rows)
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan")}
     targets = np.stack([content["targets"][l] for l in labels])
     hits = {name: np.stack([content["control_predictions"][name][l] for l in labels]) == targets
             for name in ("conditional", "prompt_only")}
@@ -346,7 +382,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
               features: str = "state", gains_only: bool = False, train_on: str = "all",
               alternatives: bool = False, given_other: tuple[str, ...] = (),
-              checkpoints_of: Path | None = None) -> dict:
+              checkpoints_of: Path | None = None, programs: str = "reference") -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -360,7 +396,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
            "alternatives": alternatives, "given_other": list(given_other),
-           "checkpoints_of": str(checkpoints_of or run), "train_on": train_on, "budgets": budgets,
+           "checkpoints_of": str(checkpoints_of or run), "programs": programs, "train_on": train_on,
+           "budgets": budgets,
            "semantics": list(semantics),
            "checkpoints": []}
     for step in steps:
@@ -369,8 +406,11 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
             raise SystemExit(f"control_flow_probe: {checkpoints_of or run} has no checkpoint at step {step}")
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        built = {name: build_table(model, tokenizer, rows, pairs, semantics)
-                 for name, rows in (("train", train_rows), ("test", test_rows))}
+        sources, generated = {"train": train_rows, "test": test_rows}, {}
+        if programs == "generated":  # the model's own programs, on the training specs and the test specs
+            for name in ("train", "test"):
+                sources[name], generated[name] = generated_rows(model, tokenizer, sources[name], pairs)
+        built = {name: build_table(model, tokenizer, rows, pairs, semantics) for name, rows in sources.items()}
         if train_on == "world_dependent":
             built["train"] = world_dependent_only(built["train"])
         test = built["test"]["table"]
@@ -380,6 +420,12 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
                  "rows": {"train": len(built["train"]["table"]["step"]), "test": len(test["step"]),
                           "test_world_dependent": int(dependent.sum())},
                  "readings": []}
+        if generated:
+            found["generated"] = generated
+            print(f"step {step}: generated programs, {100 * generated['test']['accuracy']:.1f}% right on the test "
+                  f"specs; left out (unparsable) {generated['train']['left_out']} of {generated['train']['written']} "
+                  f"training and {generated['test']['left_out']} of {generated['test']['written']} test specs",
+                  flush=True)
         for name in feature_names(features, built["test"]["layers"]["states"].shape[1]):
             train, test = with_feature(built["train"], name), with_feature(built["test"], name)
             for probe in probes:
@@ -445,6 +491,9 @@ def main(argv=None) -> int:
     parser.add_argument("--given_other", default="",
                         help="with --alternatives: comma-separated alternative meanings (e.g. swap) whose probes and "
                              "the real meaning's are each also given the other's labels (2 more fits per name)")
+    parser.add_argument("--programs", choices=("reference", "generated"), default="reference",
+                        help="whose programs are read: the corpus's, teacher-forced (default), or the model's own, "
+                             "decoded greedily from each prompt (the paper's reading)")
     parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
                         help="the probes' training rows: every row (default) or the world-dependent ones")
     parser.add_argument("--checkpoints_of", type=Path,
@@ -473,7 +522,8 @@ def main(argv=None) -> int:
         if probe not in PROBES:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
-                       args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of)
+                       args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of,
+                       args.programs)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
