@@ -306,12 +306,14 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     informative alternatives with `UNINFORMATIVE_ROWS` such rows), as `conditional_intervention`
     gives them on every row; `undetermined`, the same margin on the part's rows where the
     alternative's labels are not the ones the best function of the real and initial labels (found
-    on every scored row) gives (`measure.undetermined_rows`): swap's direction is the real one's mirror about the initial
-    direction until a wall or a condition sends the two paths apart, and only past that point does
-    a state that follows the real path read swap's label worse (E59). `given_other` (alternative names, `--given_other`): two more fits per
-    name, the real meaning's probes also given the alternative's labels and the alternative's given
-    the real ones (both with the initial direction), as `conditional_intervention(given_other=...)`:
-    per part, the margin on the rows where the labels differ and both gains on all of the part's rows.
+    on every scored row) gives (`measure.undetermined_rows`). Swap's direction is the real one's
+    mirror about the initial direction until a wall or a condition sends the two paths apart; only
+    past that point does a state that follows the real path read swap's label worse (E59).
+
+    `given_other` (alternative names, `--given_other`): two more fits per name, the real meaning's
+    probes also given the alternative's labels and the alternative's given the real ones (both with
+    the initial direction), as `conditional_intervention(given_other=...)`: per part, the margin on
+    the rows where the labels differ and both gains on all of the part's rows.
     """
     from karel_hf.karel.semantics import get_semantics
     from karel_hf.probing.labels import INITIAL, label_column
