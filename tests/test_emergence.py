@@ -903,6 +903,13 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
         assert off["num_rows"] == int((apart & keep).sum())
         assert off["num_rows"] < crossed[name]["discordant"]["swap"]["num_rows"]
     assert crossed["all_rows"]["undetermined"]["swap"]["num_rows"] > 0
+    # programs of one top-level statement have no row at -1 (its state is the input's): NaN, no error
+    # (an untrained model writes such programs: `--programs generated` on step 0)
+    single = {name: probe.subset(t, t["num_actions"] == 1) for name, t in (("train", train), ("test", test))}
+    empty = probe.alternative_gains(single["train"], single["test"], dependent[test["num_actions"] == 1], 2, "linear",
+                                    budgets, meanings, given_other=("swap",))
+    assert empty["all_rows"]["num_test_rows"] == 0 and empty["all_rows"]["best_alternative"] is None
+    assert np.isnan(empty["world_dependent"]["conditional_gain"]["value"])
     with pytest.raises(SystemExit) as exit_info:  # refused before any model is loaded
         probe.main(["no-such-run", "--steps", "0", "--alternatives"])
     assert exit_info.value.code == 2

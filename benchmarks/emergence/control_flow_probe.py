@@ -332,6 +332,12 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
     rows = fits["original"][1]["rows"]
     real = fits["original"][1]["targets"]
     reference = fits["original"][1]["content"]
+    if set(real) != set(labels):  # a label without a scored row (e.g. every program has one statement)
+        return {part: {**fits["original"][0][part],
+                       "gains": {k: reading[part]["conditional_gain"]["value"] for k, (reading, _) in fits.items()},
+                       "best_alternative": None, "original_minus_best_alternative": float("nan"),
+                       "discordant": {}, "undetermined": {}, "discordant_minimum": None, "given_other": {}}
+                for part in ("all_rows", "world_dependent")}
     initial = {l: np.asarray(test[label_column(l, INITIAL)])[rows] for l in labels}
     headings = [label_column(l, INITIAL) for l in labels]  # every label here is a direction: its own input
     crossed = {}
