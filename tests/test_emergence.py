@@ -715,6 +715,23 @@ def test_control_flow_probe_runs_on_a_finished_run_and_reads_another_runs_checkp
     assert gen["programs"] == "generated" and own["programs"] == "reference"
     assert all(0 <= counts[k]["left_out"] < counts[k]["written"] for k in ("train", "test"))
     assert gen["checkpoints"][0]["rows"]["test"] > 0 and "generated programs" in capsys.readouterr().out
+    # --programs_of: the last checkpoint's programs read by step 0's model: the rows its own reading has
+    last = max(int(p.name.split("-")[1]) for p in (tiny_run / "model").glob("checkpoint-*"))
+    writer = tiny_run / "model" / f"checkpoint-{last}"
+    base = [str(runs["run"]), "--features", "layer_1", "--probe", "linear", "--gains_only", "--programs", "generated",
+            "--max_train_rows", "300"]
+    assert probe.main([*base, "--steps", str(last), "--output", str(tmp_path / "last.json")]) == 0
+    assert probe.main([*base, "--steps", "0", "--programs_of", str(writer), "--output", str(tmp_path / "by.json")]) == 0
+    mine, by = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("last", "by"))
+    assert by["programs_of"] == str(writer) and mine["programs_of"] is None
+    assert by["checkpoints"][0]["rows"] == mine["checkpoints"][0]["rows"]
+    assert by["checkpoints"][0]["generated"] == mine["checkpoints"][0]["generated"]
+    assert (by["checkpoints"][0]["rows"], by["checkpoints"][0]["generated"]) != (
+        gen["checkpoints"][0]["rows"], gen["checkpoints"][0]["generated"])  # not step 0's own programs
+    for wrong in (["--programs_of", str(writer)], ["--programs", "generated", "--programs_of", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exit_info:
+            probe.main([str(runs["run"]), "--steps", "0", *wrong])
+        assert exit_info.value.code == 2
     with pytest.raises(SystemExit, match=f"{runs['first']} has no checkpoint at step"):
         probe.main([str(runs["run"]), "--steps", "1", "--gains_only", "--checkpoints_of", str(runs["first"])])
 

@@ -31,7 +31,8 @@ also fits each of the two meanings given the other's labels (E55).
 `--checkpoints_of FIRST` reads the models from another run's checkpoints with RUN's rows, e.g. a
 curriculum's first stage at step 0, the untrained model (E56). `--programs generated` reads the
 model's own programs instead, decoded greedily from each prompt, training and test specs alike, each
-statement labelled by running the written prefix (E60). `--train_on world_dependent` fits the
+statement labelled by running the written prefix (E60); `--programs_of CHECKPOINT` has another model
+write them (a trained model's programs read by the untrained one). `--train_on world_dependent` fits the
 probes on the training rows where the direction depends on the world only (E48).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
@@ -390,7 +391,8 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
               features: str = "state", gains_only: bool = False, train_on: str = "all",
               alternatives: bool = False, given_other: tuple[str, ...] = (),
-              checkpoints_of: Path | None = None, programs: str = "reference") -> dict:
+              checkpoints_of: Path | None = None, programs: str = "reference",
+              programs_of: Path | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -404,7 +406,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
            "alternatives": alternatives, "given_other": list(given_other),
-           "checkpoints_of": str(checkpoints_of or run), "programs": programs, "train_on": train_on,
+           "checkpoints_of": str(checkpoints_of or run), "programs": programs,
+           "programs_of": str(programs_of) if programs_of else None, "train_on": train_on,
            "budgets": budgets,
            "semantics": list(semantics),
            "checkpoints": []}
@@ -415,9 +418,10 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         sources, generated = {"train": train_rows, "test": test_rows}, {}
-        if programs == "generated":  # the model's own programs, on the training specs and the test specs
+        if programs == "generated":  # the model's own programs (or --programs_of's), training and test specs
+            writer = AutoModelForCausalLM.from_pretrained(programs_of).eval() if programs_of else model
             for name in ("train", "test"):
-                sources[name], generated[name] = generated_rows(model, tokenizer, sources[name], pairs)
+                sources[name], generated[name] = generated_rows(writer, tokenizer, sources[name], pairs)
         built = {name: build_table(model, tokenizer, rows, pairs, semantics) for name, rows in sources.items()}
         if train_on == "world_dependent":
             built["train"] = world_dependent_only(built["train"])
@@ -502,6 +506,9 @@ def main(argv=None) -> int:
     parser.add_argument("--programs", choices=("reference", "generated"), default="reference",
                         help="whose programs are read: the corpus's, teacher-forced (default), or the model's own, "
                              "decoded greedily from each prompt (the paper's reading)")
+    parser.add_argument("--programs_of", type=Path,
+                        help="with --programs generated: the checkpoint folder of the model that writes the programs "
+                             "(default: the model read), e.g. a trained model's programs read by the untrained one")
     parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
                         help="the probes' training rows: every row (default) or the world-dependent ones")
     parser.add_argument("--checkpoints_of", type=Path,
@@ -524,6 +531,10 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--given_other: unknown meaning(s) {', '.join(unknown)}; expected some of "
                      f"{', '.join(ALTERNATIVE_SEMANTICS)}")
+    if args.programs_of and args.programs != "generated":
+        parser.error("--programs_of goes with --programs generated")
+    if args.programs_of and not (args.programs_of / "config.json").is_file():
+        parser.error(f"--programs_of: {args.programs_of} is not a checkpoint folder (no config.json)")
     budgets = {"max_train_rows": args.max_train_rows, "max_test_rows": args.max_test_rows}
     probes = [p.strip() for p in args.probe.split(",")]
     for probe in probes:
@@ -531,7 +542,7 @@ def main(argv=None) -> int:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
                        args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of,
-                       args.programs)
+                       args.programs, args.programs_of)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
