@@ -185,15 +185,16 @@ def generated_rows(model, tokenizer, rows, num_prompt_pairs: int, batch_size: in
                      extended=True, progress=False).programs
     out, left_out = [], 0
     for row, program in zip(rows, written):
-        try:
-            if program is None:  # nothing parsable written
-                raise ValueError
-            inputs, outputs = np.asarray(row["inputs"]), np.asarray(row["outputs"])
-            text = format_sample(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs], parse(program))
+        inputs, outputs = np.asarray(row["inputs"]), np.asarray(row["outputs"])
+        try:  # None: nothing parsable written
+            text = (format_sample(inputs[:num_prompt_pairs], outputs[:num_prompt_pairs], parse(program))
+                    if program is not None else None)
         except (ValueError, SampleFormatError):  # a syntax error, outside the sample format
+            text = None
+        if text is None:
             left_out += 1
-            continue
-        out.append({**row, "program": program, "text": text})
+        else:
+            out.append({**row, "program": program, "text": text})
     accuracy = compute_generation_accuracy(written, rows, num_spec_pairs=num_prompt_pairs)["accuracy"]
     return out, {"written": len(rows), "left_out": left_out, "accuracy": float(accuracy)}
 
@@ -349,6 +350,10 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
             gains(train, test, dependent, num_prompt_pairs, probe, budgets, meaning, fitted,
                   given=(*(label_column(l, -1, other) for l in labels), *headings))
             crossed[name].append(fitted["content"])
+    # each fit's rows where its labels are not a function of (real, initial), the function found on
+    # every scored row (a small part has keys seen once, each its own majority)
+    apart = {id(fitted): undetermined_rows([real, initial], fitted["targets"], tasks)
+             for name, (_, fitted) in fits.items() if name != "original"}
     out = {}
     for part, keep in (("all_rows", np.ones(len(rows), dtype=bool)), ("world_dependent", dependent[rows])):
         gain, determined, discordant, undetermined, scored = {}, {}, {}, {}, {}
@@ -358,9 +363,7 @@ def alternative_gains(train: dict, test: dict, dependent: np.ndarray, num_prompt
                 if id(fitted) not in scored:  # meanings with the same map share a fit: score it once
                     given_labels = [{l: v[keep] for l, v in real.items()}, {l: v[keep] for l, v in initial.items()}]
                     theirs = {l: v[keep] for l, v in fitted["targets"].items()}
-                    # the part's rows where their labels are not a function of ours, the function
-                    # found on every scored row (a small part has keys seen once, each its own majority)
-                    off = keep & undetermined_rows([real, initial], fitted["targets"], tasks)
+                    off = keep & apart[id(fitted)]
                     scored[id(fitted)] = (
                         determined_by(given_labels, theirs, tasks) if keep.any() else float("nan"),
                         discordant_margin(reference, fitted["content"], test, num_prompt_pairs=num_prompt_pairs,
@@ -411,6 +414,15 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
            "budgets": budgets,
            "semantics": list(semantics),
            "checkpoints": []}
+    def written(writer, tokenizer) -> tuple[dict, dict]:  # (rows, counts) per split, the writer's programs
+        pieces = {name: generated_rows(writer, tokenizer, rows, pairs)
+                  for name, rows in (("train", train_rows), ("test", test_rows))}
+        return {k: v[0] for k, v in pieces.items()}, {k: v[1] for k, v in pieces.items()}
+
+    fixed = None  # --programs_of: one writer for every step, its programs decoded once
+    if programs == "generated" and programs_of:
+        fixed = written(AutoModelForCausalLM.from_pretrained(programs_of).eval(),
+                        AutoTokenizer.from_pretrained(programs_of))
     for step in steps:
         path = checkpoint_dir((checkpoints_of or run) / "model", step)
         if not path.is_dir():
@@ -419,9 +431,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
         tokenizer = AutoTokenizer.from_pretrained(path)
         sources, generated = {"train": train_rows, "test": test_rows}, {}
         if programs == "generated":  # the model's own programs (or --programs_of's), training and test specs
-            writer = AutoModelForCausalLM.from_pretrained(programs_of).eval() if programs_of else model
-            for name in ("train", "test"):
-                sources[name], generated[name] = generated_rows(writer, tokenizer, sources[name], pairs)
+            sources, generated = fixed or written(model, tokenizer)
         built = {name: build_table(model, tokenizer, rows, pairs, semantics) for name, rows in sources.items()}
         if train_on == "world_dependent":
             built["train"] = world_dependent_only(built["train"])
