@@ -4,7 +4,9 @@
 outputs under DIR and is skipped when they already exist, so an interrupted run picks up where it
 stopped (training resumes from its last checkpoint, finished checkpoint evaluations are kept).
 
-    train      DIR/model/                 a `karel-hf train` run with checkpoints (step 0 included)
+    train      DIR/model/                 a `karel-hf train` run with checkpoints (step 0 included);
+               after a preset's curriculum (karel_hf.presets), whose stages train first in
+               DIR/stages/<i>-<preset>/, each from the model the one before ended with
     evaluate   DIR/evaluations/step-N.json  per checkpoint: generation accuracy (spec pairs and all
                10), two probe families (`generated`: the programs the model writes, the paper's;
                `teacher_forced`: the test split's reference programs, the same rows at every
@@ -28,6 +30,10 @@ stopped (training resumes from its last checkpoint, finished checkpoint evaluati
     view       DIR/viewer/index.html      the trace viewer as one static page (`karel_hf.viewer`;
                `karel-hf view DIR` serves the same as a Gradio app)
     report     DIR/report.md              our numbers beside the paper's (linking the viewer page)
+
+On a corpus in the extended language (`extended: true`, e.g. the `cpu-cf` preset) the evaluate,
+analyze, plot and report stages are karel_hf.reproduce_control_flow's (its docstring lists their
+files) and the view stage is skipped: those programs have no straight-line traces.
 
 Probe scores use a fixed budget: the same numbers of probe-training and test specs, and at most
 `max_train_rows` / `max_test_rows` rows (seeded subsample), at every checkpoint.
@@ -266,16 +272,48 @@ class _Timer:
 
 
 # ----------------------------------------------------------------------------------------- train
-def train_stage(out: Path, preset: ReproducePreset) -> Path:
-    model_dir = out / "model"
+CURRICULUM_DIR = "stages"  # DIR/stages/<i>-<preset>/: the model folders of a curriculum's earlier stages
+
+
+def curriculum_dirs(out: Path, preset: ReproducePreset) -> list[tuple[str, Path]]:
+    """(stage preset, its model folder DIR/stages/<i>-<name>) for each stage of the preset's curriculum
+    (karel_hf.presets), in order; empty without one. The preset's own stage trains in DIR/model."""
+    stages = load_preset(preset.train_preset).curriculum
+    return [(stage, out / CURRICULUM_DIR / f"{i}-{Path(stage).stem}") for i, stage in enumerate(stages, 1)]
+
+
+def train_argv(model_dir: Path, preset: ReproducePreset) -> list[str]:
+    """The `karel-hf train` flags of the preset's own stage in `model_dir` (DIR/model): after a
+    curriculum it starts from the last earlier stage's model; the preset's train_overrides (and
+    --train_args) last."""
+    argv = ["--preset", preset.train_preset, "--output_dir", str(model_dir)]
+    earlier = curriculum_dirs(model_dir.parent, preset)
+    if earlier:
+        argv += ["--model_name_or_path", str(earlier[-1][1])]
+    return argv + list(preset.train_overrides)
+
+
+def _train_one(model_dir: Path, argv: list[str]) -> None:
     if (model_dir / "train_results.json").is_file():
         logger.info("train: %s is finished, skipping", model_dir)
-        return model_dir
-    argv = ["--preset", preset.train_preset, "--output_dir", str(model_dir), *preset.train_overrides]
+        return
     if latest_checkpoint(model_dir) is not None:
-        argv += ["--resume_from_checkpoint", "last"]
+        argv = [*argv, "--resume_from_checkpoint", "last"]
     model_args, data_args, training_args, name = parse_train_args(argv)
     run_training(model_args, data_args, training_args, preset=name, argv=argv)
+
+
+def train_stage(out: Path, preset: ReproducePreset) -> Path:
+    """Train the curriculum's stages in turn, each from the model the one before ended with, then the
+    preset's own stage in DIR/model; a finished stage is skipped, an interrupted one resumes. The
+    train_overrides apply to every stage."""
+    start = None
+    for stage, folder in curriculum_dirs(out, preset):
+        _train_one(folder, ["--preset", stage, "--output_dir", str(folder),
+                            *(["--model_name_or_path", str(start)] if start else []), *preset.train_overrides])
+        start = folder
+    model_dir = out / "model"
+    _train_one(model_dir, train_argv(model_dir, preset))
     return model_dir
 
 
@@ -285,8 +323,7 @@ def _data_rows(model_dir: Path, preset: ReproducePreset):
 
     Test rows: the first `test_specs` of the test split, then of the validation split (ids shifted
     by `VALIDATION_ID_OFFSET`) when the test split is smaller."""
-    argv = ["--preset", preset.train_preset, "--output_dir", str(model_dir), *preset.train_overrides]
-    _, data_args, _, _ = parse_train_args(argv)
+    _, data_args, _, _ = parse_train_args(train_argv(model_dir, preset))
     raw = load_raw_datasets(data_args)
     test = raw["test"].select(range(min(preset.test_specs, len(raw["test"]))))
     more = preset.test_specs - len(test)
@@ -1433,6 +1470,20 @@ def reproduce(args: ReproduceArguments) -> Path:
     model_dir = out / "model"
     if "train" in stages:
         timer.run("train", train_stage, out, preset)
+    if extended_language(model_dir, preset):  # karel_hf.reproduce_control_flow's stages
+        from karel_hf import reproduce_control_flow as flow
+
+        if "evaluate" in stages:
+            timer.run("evaluate", flow.evaluate_stage, out, model_dir, preset)
+        if "analyze" in stages:
+            timer.run("analyze", flow.analyze_stage, out, args.preset, preset, timer.times)
+        if "plot" in stages:
+            timer.run("plot", flow.plot_results, out)
+        if "view" in stages:
+            logger.info("view: the trace viewer shows straight-line traces; an extended-language run has none")
+        if "report" in stages:
+            timer.run("report", flow.render_report, out)
+        return out
     if "evaluate" in stages:
         timer.run("evaluate", evaluate_stage, out, model_dir, preset, args.follow)
     if "analyze" in stages:
@@ -1444,6 +1495,13 @@ def reproduce(args: ReproduceArguments) -> Path:
     if "report" in stages:
         timer.run("report", render_report, out)
     return out
+
+
+def extended_language(model_dir: Path, preset: ReproducePreset) -> bool:
+    """Whether the preset's own stage trains on a corpus in the extended language."""
+    _, data_args, _, _ = parse_train_args(train_argv(model_dir, preset))
+    config = data_args.corpus_config()
+    return bool(config is not None and config.extended)
 
 
 class _ArgumentParser(StrictParsing, HfArgumentParser):
@@ -1460,15 +1518,15 @@ def reproduce_command(argv: list[str] | None) -> int:
     except ValueError as err:  # ReproduceArguments' checks, or flags the parser does not know
         raise UsageError(str(err)) from None
     preset = args.resolved()
-    # the training flags (the preset's and --train_args) fail now, not after the first stages ran
-    _, data_args, _, _ = parse_train_args(["--preset", preset.train_preset, "--output_dir",
-                                           str(Path(args.output_dir) / "model"), *preset.train_overrides])
-    if set(args.stage_list()) - {"train"}:
-        config = data_args.corpus_config()
-        if config is not None and config.extended:
-            raise UsageError("the corpus is in the extended language (extended: true), which the evaluate stage "
-                             "cannot read: it decodes and probes straight-line programs only. Run --stages train, "
-                             "then benchmarks/emergence/extended_screen.py and control_flow_probe.py on the run")
+    # the training flags (the preset's and --train_args, every stage's) fail now, not after the first stages ran
+    out = Path(args.output_dir)
+    for stage, folder in curriculum_dirs(out, preset):
+        parse_train_args(["--preset", stage, "--output_dir", str(folder), "--model_name_or_path", str(out),
+                          *preset.train_overrides])
+    extended = extended_language(out / "model", preset)  # parses the preset's own stage's flags
+    if args.follow and extended:
+        raise UsageError("--follow: the evaluate stage of an extended-language run (karel_hf.reproduce_control_flow) "
+                         "reads the finished training's checkpoints; run it after the train stage instead")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[StdoutHandler()])
     out = reproduce(args)
@@ -1476,7 +1534,12 @@ def reproduce_command(argv: list[str] | None) -> int:
     print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'figures'}"
           + (f" and the trace viewer {page}" if page.is_file() else ""))
     if "report" in args.stage_list() and (out / "results.json").is_file():
-        print("\n".join(headline_summary(json.loads((out / "results.json").read_text()))))
+        results = json.loads((out / "results.json").read_text())
+        if results.get("language") == "extended":
+            from karel_hf.reproduce_control_flow import headline_summary as summary
+        else:
+            summary = headline_summary
+        print("\n".join(summary(results)))
     return 0
 
 

@@ -82,9 +82,12 @@ USAGE = [
     (["reproduce", "--output_dir", "{base}/r", "--train_args", "--learning_rate -1"],
      r"karel-hf reproduce: error: learning_rate: must be a finite number >= 0, got -1.0"),
     (["reproduce", "--output_dir", "{base}/r", "--preset", "laptop"], r"karel-hf reproduce: error: preset: unknown preset 'laptop'"),
-    (["reproduce", "--output_dir", "{base}/r", "--preset", "tiny", "--train_args", "--dataset_overrides extended=true"],
-     r"karel-hf reproduce: error: the corpus is in the extended language \(extended: true\), which the evaluate stage "
-     r"cannot read: it decodes and probes straight-line programs only\. Run --stages train, then "),
+    (["reproduce", "--output_dir", "{base}/r", "--preset", "tiny", "--train_args", "--dataset_overrides extended=true",
+      "--stages", "evaluate", "--follow"],
+     r"karel-hf reproduce: error: --follow: the evaluate stage of an extended-language run "),
+    (["train", "--preset", "cpu-cf", "--output_dir", "{base}/t"],
+     r"karel-hf train: error: preset cpu-cf is the last stage of a curriculum \(cpu-cf-stage1, cpu-cf-stage2 first\): "
+     r"train it from the stage before's model with --model_name_or_path"),
     (["reproduce", "--output_dir", "{base}/r", "--test_specs", "x"], r"karel-hf reproduce: error: argument --test_specs/--test-specs: invalid int value: 'x'"),
     (["dataset", "export", "--config", "nope", "--output_dir", "{base}/e"], r"karel-hf dataset export: error: unknown Karel config 'nope'"),
     (["dataset", "export", "--set", "x", "--output_dir", "{base}/e"], r"karel-hf dataset export: error: --set: expected key=value pairs"),

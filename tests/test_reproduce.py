@@ -479,21 +479,3 @@ def test_second_probe_values_are_checked(tmp_path):
     assert ReproduceArguments(output_dir=str(tmp_path), preset="tiny", second_probe="").resolved().second_probe == ""
     assert reproduce.reproduce_preset("demo").second_probe == ""  # the README's main job stays as it was
     assert reproduce.reproduce_preset("cpu").second_probe == "mlp1"
-
-
-def test_an_extended_corpus_is_refused_before_anything_is_written_unless_only_trained(tmp_path, monkeypatch, capsys):
-    """The evaluate stage decodes and probes straight-line programs: on an extended corpus it would
-    score a subset silently, so the command refuses in one line and writes nothing; `--stages train`
-    (how LOG.md E43 trained its runs) goes on to the stages."""
-    from pathlib import Path
-
-    from karel_hf import reproduce
-
-    flags = ["--preset", "tiny", "--train_args", "--dataset_overrides extended=true"]
-    assert reproduce.main(["--output_dir", str(tmp_path / "all"), *flags]) == 2
-    assert "the corpus is in the extended language" in capsys.readouterr().err
-    assert not (tmp_path / "all").exists()
-    ran = []
-    monkeypatch.setattr(reproduce, "reproduce", lambda args: ran.append(args.stage_list()) or Path(args.output_dir))
-    assert reproduce.main(["--output_dir", str(tmp_path / "train"), "--stages", "train", *flags]) == 0
-    assert ran == [["train"]]

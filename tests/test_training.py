@@ -16,6 +16,7 @@ import yaml
 from karel_hf import training
 from karel_hf.data.formatting import split_sample
 from karel_hf.modeling import sinusoidal_table
+from karel_hf.presets import load_preset
 from karel_hf.training import (
     CausalLMCollator,
     GenerationAccuracyCallback,
@@ -176,14 +177,15 @@ def test_preset_values_and_flag_overrides(tmp_path):
     assert args.max_steps == 40 and args.per_device_train_batch_size == 8  # from the preset
     assert data_args.loss_on == "program" and data_args.block_size == 256
     assert model_args.model_preset == "tiny"
-    for name in training.PRESET_NAMES:
-        parse_train_args(["--preset", name, "--output_dir", str(tmp_path)])
+    for name in training.PRESET_NAMES:  # a curriculum's last stage starts from the stage before's model
+        start = ["--model_name_or_path", str(tmp_path)] if load_preset(name).curriculum else []
+        parse_train_args(["--preset", name, "--output_dir", str(tmp_path), *start])
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--preset", "huge"], r"unknown preset 'huge'; expected one of tiny, demo, cpu, small, paper"),
+        (["--preset", "huge"], r"unknown preset 'huge'; expected one of tiny, demo, cpu, cpu-cf, cpu-cf-stage1, cpu-cf-stage2, small, paper"),
         (["--preset", "tiny", "--lerning_rate", "1"], r"'--lerning_rate'; did you mean '--learning_rate'"),
         (["--preset", "tiny", "--learning_rate", "fast"], r"--learning_rate.*invalid float value: 'fast'"),
         (["--preset", "tiny", "--loss_on", "prompt"], r"--loss_on.*invalid choice: 'prompt'"),

@@ -10,7 +10,12 @@ A preset file holds everything a run sets, in four sections:
   `name` (`load_karel(name)`, config `name` of an exported dataset). A preset whose section only
   names a corpus uses the one another file (or `paper`, the KarelConfig defaults) defines;
 - `training`: `karel-hf train` flags (karel_hf.training.arguments);
-- `reproduce` (optional): the checkpoint sweep of `karel-hf reproduce` (karel_hf.reproduce).
+- `reproduce` (optional): the checkpoint sweep of `karel-hf reproduce` (karel_hf.reproduce);
+- `curriculum` (optional): the presets (names, or files beside this one) trained before this one, in
+  order, each starting from the model the one before it ended with; this preset's own training then
+  starts from the last stage's model. `karel-hf reproduce` runs the stages; `karel-hf train` trains
+  one stage, so this preset's own stage needs `--model_name_or_path`. Every stage has this preset's
+  model section, and no stage has a curriculum of its own.
 
 The presets are the files of this folder (`preset_names()`, smallest run first: fewest training
 tokens). A file of your own (`--preset path/to/mine.yaml`) has the same sections, its `dataset`
@@ -31,7 +36,7 @@ import yaml
 from karel_hf.utils import format_overrides
 
 PRESET_DIR = Path(__file__).resolve().parent
-SECTIONS = ("model", "dataset", "training", "reproduce")
+SECTIONS = ("model", "dataset", "training", "reproduce", "curriculum")
 MODEL_SHAPE = ("n_layer", "n_embd", "n_head", "n_positions")
 MODEL_KEYS = (*MODEL_SHAPE, "n_inner", "position_init", "activation_function")
 # `karel-hf train` flags that the model and dataset sections set; a training section may not repeat them.
@@ -55,6 +60,7 @@ class Preset:
     dataset: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     reproduce: dict | None = None
+    curriculum: tuple = ()  # the stages trained before this one (preset names or paths), in order
 
     @property
     def corpus(self) -> str | None:
@@ -139,12 +145,48 @@ def _read_preset(path: Path, name: str, *, builtin: bool) -> Preset:
         raise PresetError(f"preset {path}: unknown section(s) {unknown}; expected {', '.join(SECTIONS)} "
                           "(or a flat file of karel-hf train flags without sections)")
     for section in SECTIONS:
-        if values.get(section) is not None and not isinstance(values[section], dict):
+        if section != "curriculum" and values.get(section) is not None and not isinstance(values[section], dict):
             raise PresetError(f"preset {path}: section {section!r} must be a mapping of names to values")
+    stages = values.get("curriculum") or []
+    if not isinstance(stages, list) or not all(isinstance(s, str) and s for s in stages):
+        raise PresetError(f"preset {path}: section 'curriculum' must be a list of preset names or files, the stages "
+                          f"trained before this one, got {stages!r}")
     preset = Preset(name, path, builtin, model=values.get("model") or {}, dataset=values.get("dataset") or {},
-                    training=values.get("training") or {}, reproduce=values.get("reproduce"))
+                    training=values.get("training") or {}, reproduce=values.get("reproduce"),
+                    curriculum=tuple(_stage_reference(s, path, builtin) for s in stages))
     _check_sections(preset)
+    _check_curriculum(preset)
     return preset
+
+
+def _stage_reference(stage: str, path: Path, builtin: bool) -> str:
+    """A curriculum entry as `load_preset` takes it: a name of this folder, or a file, relative to
+    the preset that names it."""
+    if builtin or (PRESET_DIR / f"{stage}.yaml").is_file() and "/" not in stage:
+        return stage
+    return str((path.parent / stage)) if not Path(stage).is_absolute() else stage
+
+
+def _check_curriculum(preset: Preset) -> None:
+    where = f"preset {preset.path}"
+    for stage in preset.curriculum:
+        try:
+            loaded = load_preset(stage)
+        except PresetError as err:
+            raise PresetError(f"{where}: curriculum stage {stage!r}: {err}") from None
+        if loaded.curriculum:
+            raise PresetError(f"{where}: curriculum stage {stage!r} has a curriculum of its own; list its stages "
+                              "in this preset's curriculum instead")
+        if loaded.model != preset.model:
+            raise PresetError(f"{where}: curriculum stage {stage!r} has another model section; every stage trains "
+                              "the same model, so the sections must be equal")
+
+
+def curriculum_stages(preset: str | Path) -> tuple[Preset, ...]:
+    """The stages `karel-hf reproduce` trains for a preset, in order: its curriculum's presets, then the
+    preset itself (one stage for a preset without a curriculum)."""
+    loaded = load_preset(preset)
+    return (*(load_preset(stage) for stage in loaded.curriculum), loaded)
 
 
 def _check_sections(preset: Preset) -> None:

@@ -303,10 +303,11 @@ def parse_train_args(argv: list[str] | None = None):
         help=f"{', '.join(PRESET_NAMES)} (karel_hf/presets/NAME.yaml) or the path to a preset file: the same "
         "sections, or a flat JSON/YAML mapping of these flags",
     )
-    values = {}
+    values, stages = {}, ()
     if known.preset is not None:
         try:
-            values = load_preset(known.preset).train_arguments()
+            loaded = load_preset(known.preset)
+            values, stages = loaded.train_arguments(), loaded.curriculum
         except PresetError as err:
             raise TrainArgumentError(str(err)) from None
         _check_preset_values(values, parser, known.preset)
@@ -328,4 +329,9 @@ def parse_train_args(argv: list[str] | None = None):
             raise
         except (ValueError, TypeError) as err:
             raise TrainArgumentError(f"{dtype.__name__}: {err}") from None
+    if stages and outputs[0].model_name_or_path is None:
+        raise TrainArgumentError(
+            f"preset {known.preset} is the last stage of a curriculum ({', '.join(stages)} first): train it from the "
+            f"stage before's model with --model_name_or_path, or run every stage with karel-hf reproduce --preset "
+            f"{known.preset} --stages train")
     return (*outputs, known.preset)

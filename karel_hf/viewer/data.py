@@ -86,6 +86,9 @@ def _read_results(run_dir: Path) -> dict:
     if not isinstance(results, dict) or not results.get("checkpoints"):
         raise RunDirError(f"{path} lists no checkpoints: re-run `karel-hf reproduce --output_dir {run_dir} "
                           "--stages evaluate,analyze`")
+    if results.get("language") == "extended":
+        raise RunDirError(f"{run_dir} is a run on the extended language (if / repeat / while), which has no "
+                          f"straight-line traces to view: its numbers are in {run_dir / 'report.md'}")
     return results
 
 

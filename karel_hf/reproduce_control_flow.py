@@ -1,0 +1,403 @@
+"""`karel-hf reproduce` on a corpus in the extended language (if / ifelse / repeat / while), such as
+the `cpu-cf` preset's: the evaluate, analyze, plot and report stages of such a run.
+
+The straight-line reading (karel_hf.probing.labels) labels each action; with control flow an
+action may run many times or not at all. So here a probe row is a top-level statement of a test
+spec's reference program, read teacher-forced, and its label the robot's direction after the
+statements before it (karel_hf.probing.control_flow; LOG.md E43-E60). The files:
+
+    evaluate   DIR/evaluations/step-N.json   per checkpoint of the preset's own stage: generation
+               accuracy (grammar-constrained greedy decoding in the extended language, scored on
+               the prompt pairs and on all 10), the share of written programs with control flow,
+               and the conditional gain at -1 (the preset's probe on the last layer's state, over
+               the prompt facts) on every scored statement and on the world-dependent ones (where
+               the direction is not a function of the tokens read); at the final checkpoint each
+               alternative meaning's gain too and the real meaning's lead over the best informative
+               one (`control_flow.alternative_gains`)
+               DIR/evaluations/untrained.json   the same reading, alternatives included, by the
+               untrained model (the first stage's step 0) on the same rows
+               DIR/evaluations/test_facts.json  the test specs' floors and the share of their
+               programs that occur in any stage's training split
+    analyze    DIR/results.json   the above per checkpoint, the regressions of accuracy on each
+               gain over the checkpoints, the controls, timings and machines
+    plot       DIR/figures/fig_control_flow.png
+    report     DIR/report.md
+
+Every checkpoint's probes are fitted on the same rows: the reference programs of the probe-training
+and test specs, at most `max_train_rows` / `max_test_rows` of them (seeded subsample). Step 0 of a
+curriculum's last stage is the stage before's final model; the untrained control is the first
+stage's step 0. The regressions use the preset's own stage's checkpoints only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from karel_hf.utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    library_versions,
+    machine_info,
+    model_checkpoints,
+)
+
+logger = logging.getLogger(__name__)
+
+UNTRAINED_FILE = "untrained.json"
+FACTS_FILE = "test_facts.json"
+FIGURE = "fig_control_flow.png"
+PARTS = ("all_rows", "world_dependent")
+PART_NAMES = {"all_rows": "every statement", "world_dependent": "world-dependent statements"}
+
+
+def _json_default(value):
+    from karel_hf.reproduce import _json_default as default
+
+    return default(value)
+
+
+def control_flow_share(programs) -> float:
+    """The share of program texts (None or unparsable: none) that are not straight-line.
+
+    >>> control_flow_share(["def run() { move() }", "def run() { repeat(2) { move() } }", None])
+    0.3333333333333333
+    """
+    from karel_hf.karel import parse
+
+    def has_control(text):
+        try:
+            return not parse(text).is_straight_line
+        except (TypeError, ValueError):
+            return False
+
+    programs = list(programs)
+    return sum(has_control(p) for p in programs) / len(programs) if programs else 0.0
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alternatives: bool) -> dict:
+    """The conditional gain at -1 of `preset.probe` on the last layer's state at each top-level statement
+    of the reference programs of `train_rows` (fit) and `test_rows` (scored): on every scored row and
+    on the world-dependent ones; with `alternatives`, each alternative meaning's too
+    (`control_flow.alternative_gains`, trimmed to the gains, the best informative alternative, the
+    margin over it, and each alternative's margin on the rows where its labels are not a function of
+    the real and initial ones, `undetermined`). Every meaning's labels are built either way, so the scored rows are the same."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn requirement
+
+    from karel_hf.probing.control_flow import alternative_gains, build_table, gains, with_feature
+    from karel_hf.probing.measure import ALTERNATIVE_SEMANTICS
+
+    semantics = tuple(ALTERNATIVE_SEMANTICS)
+    built = {name: build_table(model, tokenizer, rows, pairs, semantics, batch_size=preset.batch_size)
+             for name, rows in (("train", train_rows), ("test", test_rows))}
+    layer = built["test"]["layers"]["states"].shape[1] - 1 if len(built["test"]["table"]["step"]) else 0
+    feature = f"layer_{layer}"
+    train, test = with_feature(built["train"], feature), with_feature(built["test"], feature)
+    dependent = np.asarray(test["world_dependent"], dtype=bool)
+    budgets = {"max_train_rows": preset.max_train_rows, "max_test_rows": preset.max_test_rows,
+               "num_bootstrap": preset.num_bootstrap}
+    rows = {"train": int(len(train["step"])), "test": int(len(test["step"])),
+            "test_world_dependent": int(dependent.sum()),
+            "skipped": {k: v["skipped"] for k, v in built.items()},
+            "incomplete": {k: v["incomplete"] for k, v in built.items()}}
+    if not rows["train"] or not rows["test"]:
+        nan = {"value": float("nan"), "low": float("nan"), "high": float("nan")}
+        return {"feature": feature, "probe": preset.probe, "rows": rows,
+                **{part: {"conditional_gain": nan, "num_test_rows": 0} for part in PARTS}}
+    with threadpool_limits(limits=preset.probe_threads or None):
+        if alternatives:
+            found = alternative_gains(train, test, dependent, pairs, preset.probe, budgets, semantics)
+        else:
+            found = gains(train, test, dependent, pairs, preset.probe, budgets)
+    reading = {"feature": feature, "probe": preset.probe, "rows": rows}
+    for part in PARTS:
+        entry = {"conditional_gain": found[part]["conditional_gain"], "num_test_rows": found[part]["num_test_rows"]}
+        if alternatives:
+            best = found[part]["best_alternative"]
+            entry.update(gains=found[part]["gains"], best_alternative=best,
+                         original_minus_best_alternative=found[part]["original_minus_best_alternative"],
+                         undetermined=found[part]["undetermined"])
+        reading[part] = entry
+    return reading
+
+
+def evaluate_checkpoint(step: int, path: Path, test_rows, probe_rows, preset, pairs: int, alternatives: bool) -> dict:
+    """Generation accuracy and the state reading of one checkpoint (see the module docstring)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.decoding import decode, prompts_from_rows
+    from karel_hf.metrics.generation import compute_generation_accuracy
+
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    references = list(test_rows)
+    written = decode(model, tokenizer, prompts_from_rows(references, pairs), batch_size=preset.batch_size,
+                     extended=True, progress=False).programs
+    numbers = compute_generation_accuracy(written, references, num_spec_pairs=pairs)
+    decoded = time.perf_counter()
+    reading = read_states(model, tokenizer, probe_rows, test_rows, preset, pairs, alternatives)
+    return {"step": step, "language": "extended",
+            "generation": {"accuracy": numbers["accuracy"], "accuracy_all_pairs": numbers["accuracy_all_pairs"],
+                           "parse_rate": numbers["parse_rate"], "with_control_flow": control_flow_share(written)},
+            "reading": reading,
+            "timings_seconds": {"generation": decoded - start, "reading": time.perf_counter() - decoded}}
+
+
+def first_model_dir(out: Path, model_dir: Path, preset) -> Path:
+    """The folder whose step 0 is the untrained model: the first curriculum stage's, else the run's."""
+    from karel_hf.reproduce import curriculum_dirs
+
+    earlier = curriculum_dirs(out, preset)
+    return earlier[0][1] if earlier else model_dir
+
+
+def test_facts(out: Path, model_dir: Path, preset, test_rows, pairs: int) -> dict:
+    """The test specs' floors and the share of their programs found in the training split of any stage."""
+    from karel_hf.metrics.generation import best_constant_program_baseline, constant_program_baseline
+    from karel_hf.reproduce import curriculum_dirs, train_argv
+    from karel_hf.training import load_raw_datasets, parse_train_args
+
+    seen = set()
+    argvs = [["--preset", stage, "--output_dir", str(folder)] for stage, folder in curriculum_dirs(out, preset)]
+    for argv in (*argvs, train_argv(model_dir, preset)):
+        _, data_args, _, _ = parse_train_args(argv)
+        seen |= set(load_raw_datasets(data_args)["train"]["program"])
+    programs = list(test_rows["program"])
+    references = list(test_rows)
+    return {"num_test_specs": len(programs), "prompt_pairs": pairs,
+            "stages": len(argvs) + 1,
+            "test_seen_in_training": sum(p in seen for p in programs) / len(programs) if programs else float("nan"),
+            "test_with_control_flow": control_flow_share(programs),
+            "floor_put_marker": constant_program_baseline(references, pairs)["accuracy"],
+            "floor_best_constant": best_constant_program_baseline(references, pairs)}
+
+
+def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
+    """Evaluate every checkpoint of `model_dir` without its step-N.json, the untrained control and the
+    test facts once; the alternatives are fitted at the final checkpoint (and redone there when a
+    later checkpoint has appeared since)."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.reproduce import _data_rows, prompt_pairs
+    from karel_hf.utils import checkpoint_dir
+
+    found = model_checkpoints(model_dir)
+    if not found:
+        raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
+    evaluations = out / "evaluations"
+    final = found[-1][0]
+
+    def done(step: int) -> bool:
+        path = evaluations / f"step-{step}.json"
+        return path.is_file() and (step != final or "best_alternative" in json.loads(path.read_text())["reading"]
+                                   .get("all_rows", {}))
+
+    todo = [(s, p) for s, p in found if not done(s)]
+    untrained = evaluations / UNTRAINED_FILE
+    facts = evaluations / FACTS_FILE
+    if todo or not untrained.is_file() or not facts.is_file():
+        test_rows, probe_rows, _ = _data_rows(model_dir, preset)
+        pairs = prompt_pairs(test_rows)
+        if not facts.is_file():
+            atomic_write_json(facts, test_facts(out, model_dir, preset, test_rows, pairs), default=_json_default)
+        for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
+            atomic_write_json(evaluations / f"step-{step}.json",
+                              evaluate_checkpoint(step, path, test_rows, probe_rows, preset, pairs, step == final),
+                              default=_json_default)
+        start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
+        if not untrained.is_file() and (start / "config.json").is_file():
+            begun = time.perf_counter()
+            model = AutoModelForCausalLM.from_pretrained(start).eval()
+            reading = read_states(model, AutoTokenizer.from_pretrained(start), probe_rows, test_rows, preset, pairs,
+                                  alternatives=True)
+            atomic_write_json(untrained, {"checkpoint": str(start), "reading": reading,
+                                          "timings_seconds": {"reading": time.perf_counter() - begun}},
+                              default=_json_default)
+        elif not untrained.is_file():
+            logger.warning("no untrained control: %s has no step-0 checkpoint", start.parent)
+    return [evaluations / f"step-{s}.json" for s, _ in found] + ([untrained] if untrained.is_file() else [])
+
+
+# --------------------------------------------------------------------------------------- analyze
+def analyze_stage(out: Path, preset_name: str, preset, timings: dict) -> dict:
+    """results.json of an extended-language run (the module docstring lists its parts)."""
+    from karel_hf.reproduce import _regression, _training_machine
+
+    evaluations = sorted((json.loads(p.read_text()) for p in (out / "evaluations").glob("step-*.json")),
+                         key=lambda e: e["step"])
+    if not evaluations:
+        raise ValueError(f"no evaluations in {out / 'evaluations'}: run the evaluate stage first")
+    accuracy = [e["generation"]["accuracy"] for e in evaluations]
+    regressions = {part: _regression(accuracy, [e["reading"][part]["conditional_gain"]["value"] for e in evaluations])
+                   for part in PARTS}
+    untrained_file = out / "evaluations" / UNTRAINED_FILE
+    facts_file = out / "evaluations" / FACTS_FILE
+    results = {
+        "preset": preset_name,
+        "language": "extended",
+        "config": asdict(preset),
+        "steps": [e["step"] for e in evaluations],
+        "checkpoints": evaluations,
+        "final": evaluations[-1],
+        "regressions": regressions,
+        "untrained": json.loads(untrained_file.read_text()) if untrained_file.is_file() else None,
+        "test": json.loads(facts_file.read_text()) if facts_file.is_file() else None,
+        "timings_seconds": timings,
+        "versions": library_versions(),
+        "machine": {"training": _training_machine(out / "model"), "analysis": machine_info()},
+    }
+    atomic_write_json(out / "results.json", results, default=_json_default)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ plot
+def plot_results(out: Path) -> list[Path]:
+    """figures/fig_control_flow.png from results.json: accuracy, and the conditional gain on each part
+    with its interval, per checkpoint; the untrained model's gains as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = json.loads((out / "results.json").read_text())
+    steps = results["steps"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(steps, [100 * e["generation"]["accuracy"] for e in results["checkpoints"]], "o-", color="black")
+    floor = (results.get("test") or {}).get("floor_best_constant") or {}
+    if floor:
+        left.axhline(100 * floor["accuracy"], color="gray", linestyle=":", label="best constant program")
+        left.legend(loc="upper left")
+    left.set(xlabel="step", ylabel="test accuracy (%)", title="generation accuracy (extended language)")
+    for part, color in zip(PARTS, ("tab:blue", "tab:orange")):
+        gains = [e["reading"][part]["conditional_gain"] for e in results["checkpoints"]]
+        values = np.array([100 * g["value"] for g in gains])
+        right.plot(steps, values, "o-", color=color, label=PART_NAMES[part])
+        right.fill_between(steps, [100 * g["low"] for g in gains], [100 * g["high"] for g in gains], color=color,
+                           alpha=0.2)
+        untrained = (results.get("untrained") or {}).get("reading", {}).get(part)
+        if untrained:
+            right.axhline(100 * untrained["conditional_gain"]["value"], color=color, linestyle="--",
+                          label=f"untrained model, {PART_NAMES[part]}")
+    right.axhline(0, color="gray", linewidth=0.8)
+    right.set(xlabel="step", ylabel="points over the prompt facts",
+              title="conditional gain at -1 (direction before each statement)")
+    right.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    path = out / "figures" / FIGURE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# ---------------------------------------------------------------------------------------- report
+def _pct(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _gain(gain: dict | None) -> str:
+    if not gain or not np.isfinite(gain.get("value", float("nan"))):
+        return "n/a"
+    return f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}]"
+
+
+def _points(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:+.1f}"
+
+
+def _r2(fit) -> str:
+    return "n/a" if not fit or not np.isfinite(fit["r2"]) else f"{fit['r2']:.3f} over {fit['n']} checkpoints"
+
+
+def headline_summary(results: dict) -> list[str]:
+    """A few lines for the console: accuracy against the floor, the final gains against the untrained
+    model's, the lead over the best alternative, R^2."""
+    final = results["final"]
+    facts = results.get("test") or {}
+    floor = (facts.get("floor_best_constant") or {}).get("accuracy")
+    untrained = (results.get("untrained") or {}).get("reading", {})
+    lines = [f"step {final['step']}: generation accuracy {_pct(final['generation']['accuracy'])} (best constant "
+             f"program {_pct(floor)}; {_pct(facts.get('test_seen_in_training'))} of the test programs seen in training)"]
+    for part in PARTS:
+        mine = final["reading"][part]
+        lines.append(f"conditional gain at -1, {PART_NAMES[part]} ({mine['num_test_rows']} rows): "
+                     f"{_gain(mine['conditional_gain'])} points; untrained model "
+                     f"{_gain((untrained.get(part) or {}).get('conditional_gain'))}; real meaning - best alternative "
+                     f"({mine.get('best_alternative')}) {_points(mine.get('original_minus_best_alternative'))}; "
+                     f"R^2 of accuracy on it {_r2(results['regressions'][part])}")
+    return lines + ["(report.md has every number beside its control, and its caveats)"]
+
+
+def render_report(out: Path) -> Path:
+    """report.md of an extended-language run."""
+    from karel_hf.utils import describe_machine
+
+    results = json.loads((out / "results.json").read_text())
+    final, facts = results["final"], results.get("test") or {}
+    untrained = (results.get("untrained") or {}).get("reading", {})
+    floor = facts.get("floor_best_constant") or {}
+    lines = [f"# Reproduction report: preset `{results['preset']}` (extended language)", "",
+             "Programs with if / ifelse / repeat / while. A probe row is a top-level statement of a test spec's "
+             "reference program, read teacher-forced; its label is the robot's direction in each prompt input "
+             "after the statements before it (offset -1). The conditional gain is the probe on the state plus "
+             "the prompt facts (initial and output direction, statement index, program length) over the prompt "
+             "facts alone, in points, with its 95% bootstrap interval over specs. World-dependent statements are "
+             "those after which the direction differs between the spec's inputs by more than the tokens say: "
+             "there it must come from running the program on the grid.", "",
+             "## Headline", ""]
+    lines += [f"- {line}" for line in headline_summary(results)[:-1]]
+    lines += ["", "## The test split", "",
+              f"- {facts.get('num_test_specs', 'n/a')} specs, {facts.get('prompt_pairs', 'n/a')} prompt pairs; "
+              f"{_pct(facts.get('test_with_control_flow'))} of their reference programs use control flow; "
+              f"{_pct(facts.get('test_seen_in_training'))} occur in the training split of any of the "
+              f"{facts.get('stages', 'n/a')} stage(s).",
+              f"- Floors: `put_marker()` {_pct(facts.get('floor_put_marker'))}, the best constant program "
+              f"{_pct(floor.get('accuracy'))} (`{' '.join((floor.get('program') or '').split())}`).", "",
+              "## Every checkpoint of the last stage", "",
+              f"Probe: {final['reading']['probe']} on `{final['reading']['feature']}` (the last layer).", "",
+              "| step | accuracy | all pairs | with control flow | gain, every statement | gain, world-dependent |",
+              "|---|---|---|---|---|---|"]
+    for e in results["checkpoints"]:
+        lines.append(f"| {e['step']} | {_pct(e['generation']['accuracy'])} | {_pct(e['generation']['accuracy_all_pairs'])} "
+                     f"| {_pct(e['generation']['with_control_flow'])} | {_gain(e['reading']['all_rows']['conditional_gain'])} "
+                     f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |")
+    lines += ["", f"![accuracy and conditional gain](figures/{FIGURE})", "",
+              "## Controls at the final checkpoint", "",
+              "| part | rows | gain | untrained model | real - best alternative | untrained: real - best alternative "
+              "| R^2 of accuracy on the gain |",
+              "|---|---|---|---|---|---|---|"]
+    for part in PARTS:
+        mine, theirs = final["reading"][part], untrained.get(part) or {}
+        lines.append(f"| {PART_NAMES[part]} | {mine['num_test_rows']} | {_gain(mine['conditional_gain'])} "
+                     f"| {_gain(theirs.get('conditional_gain'))} "
+                     f"| {_points(mine.get('original_minus_best_alternative'))} ({mine.get('best_alternative')}) "
+                     f"| {_points(theirs.get('original_minus_best_alternative'))} ({theirs.get('best_alternative')}) "
+                     f"| {_r2(results['regressions'][part])} |")
+    apart = (final["reading"]["world_dependent"].get("undetermined") or {}).get("swap")
+    lines += ["", "## Caveats", "",
+              "- The untrained model is the first stage's step 0; step 0 of this table is the model the stage "
+              "before ended with. The regressions use this stage's checkpoints only.",
+              "- The alternatives are fitted at the final checkpoint only. An alternative is compared where its "
+              "labels are not a function of the real and initial ones on 95% of the rows. Swap's direction "
+              "mirrors the real one about the initial direction until a wall or a condition sends the paths apart"
+              + (f"; on the world-dependent rows where they have (n = {apart['num_rows']}) the real meaning leads it "
+                 f"by {_gain(apart)} points." if apart and apart.get("num_rows") else "."),
+              "- Teacher-forced only: the model's own programs are read by "
+              "benchmarks/emergence/control_flow_probe.py --programs generated (LOG.md E60).", "",
+              "## Machine", ""]
+    training = (results["machine"] or {}).get("training") or {}
+    if training.get("machine"):
+        lines.append(f"- training: {describe_machine(training['machine'])}, {training.get('precision')}")
+    lines.append(f"- analysis: {describe_machine(results['machine']['analysis'])}")
+    lines.append("- wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()))
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -1,0 +1,178 @@
+"""Curricula (a preset's `curriculum` section) and `karel-hf reproduce` on the extended language
+(karel_hf.reproduce_control_flow): the stages train in turn, each from the model the one before
+ended with, and the evaluate stage reads the control-flow task beside its controls."""
+
+import doctest
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from karel_hf import reproduce
+from karel_hf.presets import PresetError, curriculum_stages, load_preset
+from karel_hf.training import parse_train_args
+
+MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 256, "position_init": "grid"}
+CORPUS = {"name": "cpu", "train_size": 300, "validation_size": 16, "test_size": 30, "min_length": 1, "max_length": 4,
+          "height": 6, "width": 6, "num_prompt_pairs": 2, "extended": True, "heldout_fraction": 0.15,
+          "eval_min_length": 2}
+TRAINING = {"block_size": 128, "per_device_train_batch_size": 8, "max_steps": 6, "save_steps": 3,
+            "learning_rate": 0.003, "logging_steps": 3, "eval_strategy": "no", "generation_eval_steps": 0,
+            "report_to": [], "seed": 0, "dataloader_pin_memory": False, "loss_on": "all"}
+SWEEP = {"test_specs": 30, "probe_train_specs": 60, "max_train_rows": 200, "num_bootstrap": 100, "probe": "mlp1",
+         "batch_size": 16}
+
+
+def write_curriculum(folder: Path) -> Path:
+    """A two-stage curriculum of tiny models: the extended language, then only programs that need
+    control flow; returns the last stage's preset file (the one `reproduce` takes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stage1.yaml").write_text(yaml.safe_dump({"model": MODEL, "dataset": CORPUS, "training": TRAINING}))
+    final = folder / "final.yaml"
+    final.write_text(yaml.safe_dump({"curriculum": ["stage1.yaml"], "model": MODEL,
+                                     "dataset": {**CORPUS, "needs_control_flow": True},
+                                     "training": TRAINING, "reproduce": SWEEP}))
+    return final
+
+
+@pytest.fixture(scope="module")
+def curriculum_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("curriculum")
+    final = write_curriculum(base / "presets")
+    assert reproduce.main(["--preset", str(final), "--output_dir", str(base / "run")]) == 0
+    return base / "run"
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_each_stage_starts_from_the_model_the_one_before_ended_with(curriculum_run):
+    stage = curriculum_run / "stages" / "1-stage1"
+    model = curriculum_run / "model"
+    assert (stage / "train_results.json").is_file() and (model / "train_results.json").is_file()
+    ended, started = _weights(stage), _weights(model / "checkpoint-0")
+    assert all(np.array_equal(ended[k], started[k]) for k in ended)
+    fresh = _weights(stage / "checkpoint-0")
+    assert not all(np.array_equal(ended[k], fresh[k]) for k in ended)  # the first stage trained
+    config = json.loads((model / "karel_run_config.json").read_text())
+    assert config["model_args"]["model_name_or_path"] == str(stage)
+    assert "needs_control_flow=true" in config["data_args"]["dataset_overrides"]
+    first = json.loads((stage / "karel_run_config.json").read_text())
+    assert first["model_args"]["model_name_or_path"] is None
+    assert "needs_control_flow" not in first["data_args"]["dataset_overrides"]
+
+
+def test_the_evaluation_reads_the_extended_language_beside_its_controls(curriculum_run):
+    results = json.loads((curriculum_run / "results.json").read_text())
+    assert results["language"] == "extended" and results["steps"] == [0, 3, 6]
+    rows = None
+    for e in results["checkpoints"]:
+        assert 0.0 <= e["generation"]["accuracy"] <= 1.0 and 0.0 <= e["generation"]["parse_rate"] <= 1.0
+        reading = e["reading"]
+        assert reading["feature"] == "layer_2" and reading["probe"] == "mlp1"  # the last of 2 layers
+        assert reading["rows"]["test"] > 0 and reading["all_rows"]["num_test_rows"] <= reading["rows"]["test"]
+        assert reading["world_dependent"]["num_test_rows"] <= reading["all_rows"]["num_test_rows"]
+        rows = rows or reading["rows"]
+        assert reading["rows"] == rows  # the same rows at every checkpoint
+        gain = reading["all_rows"]["conditional_gain"]
+        assert gain["low"] <= gain["value"] <= gain["high"]
+        # the alternatives are fitted at the final checkpoint only
+        assert ("best_alternative" in reading["all_rows"]) == (e["step"] == 6)
+    final = results["final"]["reading"]["all_rows"]
+    assert set(final["gains"]) >= {"original", "swap"} and "swap" in final["undetermined"]
+    if final["best_alternative"]:
+        assert final["original_minus_best_alternative"] == pytest.approx(
+            final["gains"]["original"] - final["gains"][final["best_alternative"]])
+    untrained = results["untrained"]
+    assert untrained["checkpoint"] == str(curriculum_run / "stages" / "1-stage1" / "checkpoint-0")
+    assert untrained["reading"]["rows"] == rows
+    facts = results["test"]
+    assert facts["stages"] == 2 and facts["num_test_specs"] == 30
+    assert facts["test_seen_in_training"] == 0.0  # the held-out programs, in both stages' corpora
+    assert facts["test_with_control_flow"] == 1.0  # needs_control_flow keeps no straight-line program
+    assert set(results["regressions"]) == {"all_rows", "world_dependent"}
+    report = (curriculum_run / "report.md").read_text()
+    assert "(extended language)" in report and "| 6 |" in report and "untrained model" in report
+    assert (curriculum_run / "figures" / "fig_control_flow.png").stat().st_size > 0
+    assert not (curriculum_run / "viewer").exists()  # no straight-line traces to view
+
+
+def test_the_viewer_says_in_one_line_that_an_extended_run_has_no_traces(curriculum_run, tmp_path, capsys):
+    from karel_hf.cli import main
+
+    assert main(["view", str(curriculum_run), "--export", str(tmp_path / "page")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a run on the extended language" in err and "report.md" in err
+    assert not (tmp_path / "page").exists()
+
+
+def test_a_rerun_trains_and_reads_nothing_again(curriculum_run, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(reproduce, "run_training", refuse)
+    monkeypatch.setattr("karel_hf.reproduce_control_flow.read_states", refuse)
+    before = (curriculum_run / "evaluations" / "step-6.json").read_bytes()
+    assert reproduce.main(["--preset", str(curriculum_run.parent / "presets" / "final.yaml"),
+                           "--output_dir", str(curriculum_run)]) == 0
+    assert (curriculum_run / "evaluations" / "step-6.json").read_bytes() == before
+    out = capsys.readouterr().out
+    assert "conditional gain at -1, world-dependent statements" in out and "untrained model" in out
+
+
+def test_cpu_cf_trains_what_the_study_measured(tmp_path):
+    """The `cpu-cf` curriculum is benchmarks/emergence's specs p2l6-cpu-ext-16k-ho,
+    p2l6-cpu-needs-cf-from-ext-ho and p2l6-cpu-needs-cf-32k-ho (LOG.md E47-E58), as run.py runs them:
+    the same corpus (fingerprint), model and training arguments."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks" / "emergence"))
+    try:
+        import run as runner
+    finally:
+        sys.path.remove(str(root / "benchmarks" / "emergence"))
+    specs = ("p2l6-cpu-ext-16k-ho", "p2l6-cpu-needs-cf-from-ext-ho", "p2l6-cpu-needs-cf-32k-ho")
+    stages = curriculum_stages("cpu-cf")
+    assert [p.name for p in stages] == ["cpu-cf-stage1", "cpu-cf-stage2", "cpu-cf"]
+    for spec_name, stage in zip(specs, stages):
+        spec = runner.read_spec(root / "benchmarks" / "emergence" / "specs" / f"{spec_name}.json")
+        written = tmp_path / f"{spec_name}.yaml"
+        written.write_text(yaml.safe_dump(runner.build_preset(spec, 0, "auto"), sort_keys=False))
+        common = ["--output_dir", str(tmp_path / "out"), "--model_name_or_path", str(tmp_path)]
+        theirs = parse_train_args(["--preset", str(written), *common])
+        mine = parse_train_args(["--preset", stage.name, *common])
+        assert mine[1].corpus_config().fingerprint() == theirs[1].corpus_config().fingerprint(), spec_name
+        assert mine[2].to_dict() == theirs[2].to_dict(), spec_name
+        assert load_preset(stage.name).model == load_preset(str(written)).model
+        assert ({k: v for k, v in asdict(mine[0]).items() if k != "model_preset"}
+                == {k: v for k, v in asdict(theirs[0]).items() if k != "model_preset"})
+    assert reproduce.reproduce_preset("cpu-cf").probe == "mlp1"
+
+
+@pytest.mark.parametrize("section, message", [
+    ("curriculum: stage1.yaml", "section 'curriculum' must be a list of preset names or files"),
+    ("curriculum: [nowhere.yaml]", "curriculum stage"),
+    ("curriculum: [nested.yaml]", "has a curriculum of its own"),
+    ("curriculum: [wider.yaml]", "has another model section"),
+])
+def test_a_bad_curriculum_is_named(tmp_path, section, message):
+    write_curriculum(tmp_path)
+    (tmp_path / "nested.yaml").write_text((tmp_path / "final.yaml").read_text())
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump({"model": {**MODEL, "n_embd": 64}, "dataset": CORPUS,
+                                                          "training": TRAINING}))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(section + "\n" + yaml.safe_dump({"model": MODEL, "dataset": CORPUS, "training": TRAINING}))
+    with pytest.raises(PresetError, match=message):
+        load_preset(str(mine))
+
+
+def test_the_modules_examples_hold():
+    from karel_hf import reproduce_control_flow
+    from karel_hf.probing import control_flow
+
+    assert doctest.testmod(control_flow).failed == 0 and doctest.testmod(reproduce_control_flow).failed == 0
