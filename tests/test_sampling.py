@@ -389,6 +389,33 @@ def test_numba_engine_equals_the_interpreter_on_random_programs_and_worlds():
     assert outcomes[True] > 100 and outcomes[False] > 10
 
 
+def test_the_control_flow_rule_without_numba_says_once_that_it_is_slow(monkeypatch):
+    """Without numba the rule runs in Python (hours for the cpu-cf corpus): one warning naming the
+    extra, none for a corpus without the rule, and the numpy engine asked for by name says nothing."""
+    import warnings
+
+    from karel_hf.karel import extended_sampling
+
+    monkeypatch.setattr(extended_sampling, "_compiled", lambda: None)
+    monkeypatch.setattr(extended_sampling, "_WARNED", [])
+    config = CorpusConfig(num_programs=100, extended=True, seed=5, height=6, width=6, max_length=4)
+    ruled = CorpusConfig(num_programs=100, extended=True, seed=5, height=6, width=6, max_length=4, control_flow_pairs=2)
+    index = np.arange(0, 8)
+
+    def make(cfg, engine="auto"):
+        return extended_sampling.extended_examples(cfg, index, program_lengths(cfg, 0, 8), _sample_worlds(cfg, 0, 8),
+                                                   engine=engine)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make(config)
+        make(ruled, engine="numpy")
+        assert caught == []
+        make(ruled)
+        make(ruled)
+    assert len(caught) == 1 and "pip install 'karel_hf[fast]'" in str(caught[0].message)
+
+
 @pytest.mark.parametrize("overrides", [dict(seed=4), dict(seed=9, num_pairs=3, max_length=12),
                                        dict(seed=2, height=6, width=9, action_weights=(1, 1, 0, 3, 1)),
                                        dict(seed=5, height=6, width=6, min_length=3, max_length=6, heldout_fraction=0.15,

@@ -32,6 +32,7 @@ Python + NumPy; numba optional.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from functools import partial
 
 import numpy as np
@@ -218,6 +219,8 @@ def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarr
     compiled = _compiled() if engine != "numpy" else None
     if engine == "numba" and compiled is None:
         raise ImportError("engine='numba' needs numba: pip install karel_hf[fast]")
+    if engine == "auto" and compiled is None and config.control_flow_pairs:
+        _warn_slow_rule()
     build = _numpy_examples if compiled is None else partial(_compiled_examples, compiled)
     tries = WORLD_ATTEMPTS if config.control_flow_pairs else MAX_ATTEMPTS
     parts, failed = build(config, index, lengths, worlds, tries)
@@ -250,6 +253,21 @@ def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarr
                            "prompt pairs (num_prompt_pairs) or lower max_length (on one pair a program's own run "
                            "is a straight-line solution when it is short enough)")
     return parts
+
+
+_WARNED = []  # the slow-rule warning is given once per process
+
+
+def _warn_slow_rule() -> None:
+    """Say once that the control-flow rule runs in Python here: it checks every straight-line program
+    of up to max_length actions per candidate, about 30 examples a second on one core of an AMD
+    EPYC for the `cpu-cf` corpus (300,000 examples: hours) where numba makes about 9,000
+    (benchmarks/bench_control_flow_rule.py)."""
+    if not _WARNED:
+        _WARNED.append(True)
+        warnings.warn("needs_control_flow without numba: the NumPy engine checks each program against every "
+                      "straight-line one in Python, about 30 examples a second (numba: about 9,000); "
+                      "pip install 'karel_hf[fast]'", RuntimeWarning, stacklevel=3)
 
 
 def _compiled():
