@@ -271,7 +271,9 @@ def plot_results(out: Path) -> list[Path]:
     results = json.loads((out / "results.json").read_text())
     steps = results["steps"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(steps, [100 * e["generation"]["accuracy"] for e in results["checkpoints"]], "o-", color="black")
+    accuracy = [100 * e["generation"]["accuracy"] for e in results["checkpoints"]]
+    left.plot(steps, accuracy, "o-", color="black")
+    left.set_ylim(0, max(10.0, 1.1 * max(accuracy)))
     floor = (results.get("test") or {}).get("floor_best_constant") or {}
     if floor:
         left.axhline(100 * floor["accuracy"], color="gray", linestyle=":", label="best constant program")
