@@ -59,7 +59,7 @@ def test_overrides_and_errors(tokenizer):
     assert parse_config_overrides("n_layer=3, resid_pdrop=0.1,scale_attn_weights=false") == {
         "n_layer": 3, "resid_pdrop": 0.1, "scale_attn_weights": False}
     assert model_config("tiny", tokenizer, n_layer=3).n_layer == 3
-    with pytest.raises(ValueError, match="unknown model preset 'huge'.*tiny, demo, cpu, small, paper"):
+    with pytest.raises(ValueError, match="unknown model preset 'huge'.*tiny, demo, cpu, cpu-cf, cpu-cf-stage1, cpu-cf-stage2, small, paper"):
         model_config("huge", tokenizer)
     with pytest.raises(ValueError, match="n_layers"):
         model_config("tiny", tokenizer, n_layers=3)
