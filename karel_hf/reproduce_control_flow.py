@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from karel_hf.reproduce import _gain, _json_default, _pct, _points
 from karel_hf.utils import (
     atomic_path,
     atomic_write_json,
@@ -55,12 +56,6 @@ FACTS_FILE = "test_facts.json"
 FIGURE = "fig_control_flow.png"
 PARTS = ("all_rows", "world_dependent")
 PART_NAMES = {"all_rows": "every statement", "world_dependent": "world-dependent statements"}
-
-
-def _json_default(value):
-    from karel_hf.reproduce import _json_default as default
-
-    return default(value)
 
 
 def control_flow_share(programs) -> float:
@@ -305,22 +300,8 @@ def plot_results(out: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- report
-def _pct(value) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"
-
-
-def _gain(gain: dict | None) -> str:
-    if not gain or not np.isfinite(gain.get("value", float("nan"))):
-        return "n/a"
-    return f"{100 * gain['value']:+.1f} [{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}]"
-
-
-def _points(value) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:+.1f}"
-
-
 def _r2(fit) -> str:
-    return "n/a" if not fit or not np.isfinite(fit["r2"]) else f"{fit['r2']:.3f} over {fit['n']} checkpoints"
+    return "-" if not fit or not np.isfinite(fit["r2"]) else f"{fit['r2']:.3f} over {fit['n']} checkpoints"
 
 
 def headline_summary(results: dict) -> list[str]:
