@@ -146,6 +146,45 @@ def is_run_config(config: dict) -> bool:
     return all(key in config for key in RUN_CONFIG_KEYS)
 
 
+def task_values(data_args: dict, model_args: dict) -> dict:
+    """The card's words for the run's task and start: how many prompt pairs, which worlds and language,
+    and whether training began from scratch or from another model (a Hub id, or a local folder by its
+    name only). The task comes from the generated corpus's config (`dataset_config` with its overrides);
+    a corpus read from `dataset_path` gets neutral words, since its config is not recorded."""
+    from karel_hf.data.builder import CONFIG_NAMES, get_config  # here, not at the top: it loads `datasets`
+    from karel_hf.utils import parse_overrides
+
+    config = None
+    if not data_args.get("dataset_path") and data_args.get("dataset_config") in CONFIG_NAMES:
+        try:
+            config = get_config(data_args["dataset_config"], **parse_overrides(data_args.get("dataset_overrides")))
+        except ValueError:  # a run config from another version: fall back to the neutral words
+            config = None
+    start = model_args.get("model_name_or_path")
+    if start:
+        name = start if is_repo_id(start) else Path(str(start)).name
+        origin = f"starting from the model `{name}` (`model_name_or_path` in `karel_run_config.json`)"
+    else:
+        origin = "from scratch"
+    if config is None:
+        return {"origin": origin, "examples": "input/output grid examples", "program_kind": "a program",
+                "num_prompt_pairs": "prompt's", "last_pair": "N", "worlds": "its corpus's grids",
+                "language": "the Karel language of its corpus"}
+    pairs = config.num_prompt_pairs
+    extended = bool(config.extended)
+    return {
+        "origin": origin,
+        "examples": f"{pairs} input/output grid example{'s' if pairs != 1 else ''}",
+        "program_kind": "a program (with `if`, `ifelse`, `repeat` and `while` where it needs them)" if extended
+                        else "a straight-line program",
+        "num_prompt_pairs": str(pairs),
+        "last_pair": str(pairs - 1),
+        "worlds": f"{config.height}x{config.width} grids (walls on the border)",
+        "language": (f"{'programs with `if`, `ifelse`, `repeat` and `while`' if extended else 'straight-line programs'}"
+                     f" of {config.min_length} to {config.max_length} actions"),
+    }
+
+
 def card_values(run_config: dict, *, model_name: str, global_step: int, log_history: list[dict], model_ref: str,
                 dataset_repo_id: str | None = None) -> dict:
     """The full card's values from a run config (karel_run_config.json) and the Trainer's log at `global_step`.
@@ -200,6 +239,7 @@ def card_values(run_config: dict, *, model_name: str, global_step: int, log_hist
         "results_table": rows,
         "generation_eval_samples": t["generation_eval_samples"],
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        **task_values(d, m),
     }
 
 

@@ -276,6 +276,24 @@ def test_model_card_renders_yaml_and_requires_every_value():
     assert training.model_index_yaml("run", "karel", "cpu", {}, 64) == ""
 
 
+def test_model_card_words_follow_the_runs_corpus_and_start():
+    """The card's task words come from the corpus config and its overrides; a start is named by its Hub
+    id, or by its folder's name alone (no local path); a corpus read from a folder gets neutral words."""
+    from karel_hf.model_card import task_values
+
+    words = task_values({"dataset_config": "paper", "dataset_overrides": "num_prompt_pairs=3,extended=true"},
+                        {"model_name_or_path": "me/karel-stage1"})
+    assert words["examples"] == "3 input/output grid examples" and words["last_pair"] == "2"
+    assert words["origin"].startswith("starting from the model `me/karel-stage1`") and "`while`" in words["language"]
+    words = task_values({"dataset_config": "paper"}, {"model_name_or_path": "/home/someone/runs/stage-1"})
+    assert "`stage-1`" in words["origin"] and "/home" not in words["origin"]
+    assert words["program_kind"] == "a straight-line program" and words["worlds"].startswith("8x8")
+    for data_args in ({"dataset_config": "paper", "dataset_path": "/data/karel"},
+                      {"dataset_config": "paper", "dataset_overrides": "no_such_field=1"}):
+        words = task_values(data_args, {"model_name_or_path": None})
+        assert words["origin"] == "from scratch" and words["examples"] == "input/output grid examples"
+
+
 # ------------------------------------------------------------------------------ end to end runs
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
@@ -330,6 +348,8 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     assert numbers & {"generation_accuracy", "internal_exact_program_match"}
     assert "karel-hf train --preset tiny" in card and "step 20" in card
     assert "position table initialised sinusoidal" in card
+    assert "trained from scratch" in card and "5 input/output grid examples" in card  # the tiny corpus's task
+    assert "8x8 grids" in card and "straight-line programs of 1 to 10 actions" in card and "Output4" in card
     assert (out / "checkpoint-10" / "README.md").is_file()
 
 
