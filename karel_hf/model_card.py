@@ -168,7 +168,7 @@ def task_values(data_args: dict, model_args: dict) -> dict:
         origin = "from scratch"
     if config is None:
         return {"origin": origin, "examples": "input/output grid examples", "program_kind": "a program",
-                "num_prompt_pairs": "prompt's", "last_pair": "N", "worlds": "its corpus's grids",
+                "num_prompt_pairs": "prompt's", "last_pair": "N", "worlds": "its corpus's worlds",
                 "language": "the Karel language of its corpus"}
     pairs = config.num_prompt_pairs
     extended = bool(config.extended)
@@ -179,7 +179,8 @@ def task_values(data_args: dict, model_args: dict) -> dict:
                         else "a straight-line program",
         "num_prompt_pairs": str(pairs),
         "last_pair": str(pairs - 1),
-        "worlds": f"{config.height}x{config.width} grids (walls on the border)",
+        "worlds": (f"{config.height}x{config.width} worlds (the prompt shows the {config.height - 2}x{config.width - 2}"
+                   " cells inside their wall border)"),
         "language": (f"{'programs with `if`, `ifelse`, `repeat` and `while`' if extended else 'straight-line programs'}"
                      f" of {config.min_length} to {config.max_length} actions"),
     }

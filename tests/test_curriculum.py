@@ -71,7 +71,8 @@ def test_each_stage_starts_from_the_model_the_one_before_ended_with(curriculum_r
     # a local start is named by its folder only (the usage snippet loads the card's own folder)
     assert str(stage) not in card and str(curriculum_run) not in card.split("## Results")[0]
     for text in (card, first_card):  # the task's own words, not the paper's 5 pairs on 8x8 grids
-        assert "2 input/output grid examples" in text and "6x6 grids" in text and "`ifelse`" in text
+        assert "2 input/output grid examples" in text and "`ifelse`" in text
+        assert "6x6 worlds (the prompt shows the 4x4 cells" in text
         assert "5 input/output" not in text and "straight-line" not in text and "Output1" in text
 
 

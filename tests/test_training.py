@@ -287,7 +287,7 @@ def test_model_card_words_follow_the_runs_corpus_and_start():
     assert words["origin"].startswith("starting from the model `me/karel-stage1`") and "`while`" in words["language"]
     words = task_values({"dataset_config": "paper"}, {"model_name_or_path": "/home/someone/runs/stage-1"})
     assert "`stage-1`" in words["origin"] and "/home" not in words["origin"]
-    assert words["program_kind"] == "a straight-line program" and words["worlds"].startswith("8x8")
+    assert words["program_kind"] == "a straight-line program" and words["worlds"].startswith("8x8 worlds")
     for data_args in ({"dataset_config": "paper", "dataset_path": "/data/karel"},
                       {"dataset_config": "paper", "dataset_overrides": "no_such_field=1"}):
         words = task_values(data_args, {"model_name_or_path": None})
@@ -349,7 +349,7 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     assert "karel-hf train --preset tiny" in card and "step 20" in card
     assert "position table initialised sinusoidal" in card
     assert "trained from scratch" in card and "5 input/output grid examples" in card  # the tiny corpus's task
-    assert "8x8 grids" in card and "straight-line programs of 1 to 10 actions" in card and "Output4" in card
+    assert "8x8 worlds" in card and "straight-line programs of 1 to 10 actions" in card and "Output4" in card
     assert (out / "checkpoint-10" / "README.md").is_file()
 
 
