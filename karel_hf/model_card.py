@@ -158,8 +158,8 @@ def task_values(data_args: dict, model_args: dict) -> dict:
     if not data_args.get("dataset_path") and data_args.get("dataset_config") in CONFIG_NAMES:
         try:
             config = get_config(data_args["dataset_config"], **parse_overrides(data_args.get("dataset_overrides")))
-        except ValueError:  # a run config from another version: fall back to the neutral words
-            config = None
+        except ValueError:  # a run config from another version: the neutral words
+            pass
     start = model_args.get("model_name_or_path")
     if start:
         name = start if is_repo_id(start) else Path(str(start)).name
@@ -172,6 +172,7 @@ def task_values(data_args: dict, model_args: dict) -> dict:
                 "language": "the Karel language of its corpus"}
     pairs = config.num_prompt_pairs
     extended = bool(config.extended)
+    programs = "programs with `if`, `ifelse`, `repeat` and `while`" if extended else "straight-line programs"
     return {
         "origin": origin,
         "examples": f"{pairs} input/output grid example{'s' if pairs != 1 else ''}",
@@ -181,8 +182,7 @@ def task_values(data_args: dict, model_args: dict) -> dict:
         "last_pair": str(pairs - 1),
         "worlds": (f"{config.height}x{config.width} worlds (the prompt shows the {config.height - 2}x{config.width - 2}"
                    " cells inside their wall border)"),
-        "language": (f"{'programs with `if`, `ifelse`, `repeat` and `while`' if extended else 'straight-line programs'}"
-                     f" of {config.min_length} to {config.max_length} actions"),
+        "language": f"{programs} of {config.min_length} to {config.max_length} actions",
     }
 
 

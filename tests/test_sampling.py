@@ -397,7 +397,7 @@ def test_the_control_flow_rule_without_numba_says_once_that_it_is_slow(monkeypat
     from karel_hf.karel import extended_sampling
 
     monkeypatch.setattr(extended_sampling, "_compiled", lambda: None)
-    monkeypatch.setattr(extended_sampling, "_WARNED", [])
+    extended_sampling._warn_slow_rule.cache_clear()  # a warning given earlier in this process
     config = CorpusConfig(num_programs=100, extended=True, seed=5, height=6, width=6, max_length=4)
     ruled = CorpusConfig(num_programs=100, extended=True, seed=5, height=6, width=6, max_length=4, control_flow_pairs=2)
     index = np.arange(0, 8)

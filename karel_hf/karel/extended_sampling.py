@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
 
@@ -255,19 +255,15 @@ def extended_examples(config: CorpusConfig, index: np.ndarray, lengths: np.ndarr
     return parts
 
 
-_WARNED = []  # the slow-rule warning is given once per process
-
-
+@cache  # once per process
 def _warn_slow_rule() -> None:
     """Say once that the control-flow rule runs in Python here: it checks every straight-line program
     of up to max_length actions per candidate, about 30 examples a second on one core of an AMD
     EPYC for the `cpu-cf` corpus (300,000 examples: hours) where numba makes about 9,000
     (benchmarks/bench_control_flow_rule.py)."""
-    if not _WARNED:
-        _WARNED.append(True)
-        warnings.warn("needs_control_flow without numba: the NumPy engine checks each program against every "
-                      "straight-line one in Python, about 30 examples a second (numba: about 9,000); "
-                      "pip install 'karel_hf[fast]'", RuntimeWarning, stacklevel=3)
+    warnings.warn("needs_control_flow without numba: the NumPy engine checks each program against every "
+                  "straight-line one in Python, about 30 examples a second (numba: about 9,000); "
+                  "pip install 'karel_hf[fast]'", RuntimeWarning, stacklevel=3)
 
 
 def _compiled():
