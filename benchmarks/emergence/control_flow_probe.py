@@ -33,13 +33,16 @@ curriculum's first stage at step 0, the untrained model (E56). `--programs gener
 model's own programs instead, decoded greedily from each prompt, training and test specs alike, each
 statement labelled by running the written prefix (E60); `--programs_of CHECKPOINT` has another model
 write them (a trained model's programs read by the untrained one). `--train_on world_dependent` fits the
-probes on the training rows where the direction depends on the world only (E48).
+probes on the training rows where the direction depends on the world only (E48). `--label rotation`
+reads the rotation each prefix has made since the start in place of the direction, under every
+meaning (`as_rotation`; E63: a linear probe can read a rotation the state holds, not the direction).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000 --features layer_4 --gains_only --alternatives
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0 --checkpoints_of FIRST --features layer_4 --gains_only
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features layer_4 --gains_only --programs generated
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features layer_4 --probe linear,mlp1 --gains_only --alternatives --label rotation
 
 Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
 """
@@ -54,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from karel_hf.probing.control_flow import (  # noqa: F401  (the study's names, re-exported)
-    LAYOUT_TOKENS, alternative_gains, build_table, gains, generated_rows, measure, part_gain, prefix_directions,
+    LAYOUT_TOKENS, alternative_gains, as_rotation, build_table, gains, generated_rows, measure, part_gain, prefix_directions,
     statement_starts, subset, with_feature, world_dependent_only,
 )
 
@@ -82,7 +85,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
               features: str = "state", gains_only: bool = False, train_on: str = "all",
               alternatives: bool = False, given_other: tuple[str, ...] = (),
               checkpoints_of: Path | None = None, programs: str = "reference",
-              programs_of: Path | None = None) -> dict:
+              programs_of: Path | None = None, label: str = "direction") -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -97,7 +100,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
            "alternatives": alternatives, "given_other": list(given_other),
            "checkpoints_of": str(checkpoints_of or run), "programs": programs,
-           "programs_of": str(programs_of) if programs_of else None, "train_on": train_on,
+           "programs_of": str(programs_of) if programs_of else None, "train_on": train_on, "label": label,
            "budgets": budgets,
            "semantics": list(semantics),
            "checkpoints": []}
@@ -122,6 +125,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
         built = {name: build_table(model, tokenizer, rows, pairs, semantics) for name, rows in sources.items()}
         if train_on == "world_dependent":
             built["train"] = world_dependent_only(built["train"])
+        if label == "rotation":  # the rotation since the start in place of the direction, every meaning's
+            built = {name: as_rotation(b, pairs, semantics) for name, b in built.items()}
         test = built["test"]["table"]
         dependent = test["world_dependent"].astype(bool)
         found = {"step": step, "skipped": {k: v["skipped"] for k, v in built.items()},
@@ -211,6 +216,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoints_of", type=Path,
                         help="read the models from this run's checkpoints (e.g. a curriculum's first stage at step 0, "
                              "the untrained model) and the rows from RUN's corpus")
+    parser.add_argument("--label", choices=("direction", "rotation"), default="direction",
+                        help="what the probes read at -1: the robot's direction (default), or the rotation the "
+                             "prefix has made since the start, (direction - initial direction) mod 4 (E63)")
     parser.add_argument("--max_train_rows", type=int, default=2000)
     parser.add_argument("--max_test_rows", type=int, default=None)
     parser.add_argument("--output", type=Path, help="default RUN/control_flow_probe.json")
@@ -239,7 +247,7 @@ def main(argv=None) -> int:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
                        args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of,
-                       args.programs, args.programs_of)
+                       args.programs, args.programs_of, args.label)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))

@@ -176,6 +176,36 @@ def with_feature(built: dict, name: str) -> dict:
             "code_state": built["layers"]["code_states"][:, layer]}
 
 
+def as_rotation(built: dict, num_prompt_pairs: int, semantics: tuple[str, ...]) -> dict:
+    """`build_table`'s result with each label at -1, under the real meaning and under each of
+    `semantics`, replaced by the rotation the prefix has made: (direction - initial direction) mod 4
+    in the same spec input (-1, no label, stays -1); the prompt facts stay the absolute directions.
+
+    Given the initial direction (a prompt fact) the two labels are in one-to-one correspondence, so
+    an MLP probe on [state, facts] can read either as well. A linear one cannot turn a rotation the
+    state holds into a direction: a sum mod 4 is not linear in the two codes (LOG.md E21 on
+    straight-line programs, E63 here).
+
+    >>> from karel_hf.probing.labels import label_column
+    >>> t = {label_column("direction_0", -1): np.array([0, 3, -1]), label_column("direction_0", "initial"): np.array([1, 1, 2]),
+    ...      label_column("direction_0", -1, "swap"): np.array([2, 1, 0])}
+    >>> out = as_rotation({"table": t}, 1, ("swap",))["table"]
+    >>> out[label_column("direction_0", -1)].tolist(), out[label_column("direction_0", -1, "swap")].tolist()
+    ([3, 2, -1], [1, 0, 2])
+    """
+    from karel_hf.probing.labels import NUM_SPEC_INPUTS, label_column
+
+    table = dict(built["table"])
+    for i in range(min(num_prompt_pairs, NUM_SPEC_INPUTS)):
+        label = f"direction_{i}"
+        initial = np.asarray(table[label_column(label, "initial")])
+        for name in ("original", *semantics):
+            column = label_column(label, -1, name)
+            value = np.asarray(table[column])
+            table[column] = np.where(value >= 0, (value - initial) % 4, -1)
+    return {**built, "table": table}
+
+
 def subset(table: dict, keep: np.ndarray) -> dict:
     return {c: v[keep] for c, v in table.items()}
 
