@@ -145,6 +145,11 @@ class ReproducePreset:
     # (both families, every checkpoint and the untrained control), with the same row budgets;
     # "" for none. The `cpu` preset's linear probe reads little of the state an MLP reads (README).
     second_probe: str = ""
+    # Extended-language runs only: a probe kind fitted on the rotation each prefix has made since the
+    # start, (direction - initial direction) mod 4, beside `probe` on the direction, at every checkpoint
+    # and on the untrained control (alternatives at the final checkpoint); "" for none. A linear probe
+    # reads the rotation where it cannot read the direction (LOG.md E21, E63).
+    rotation_probe: str = ""
     # BLAS / OpenMP threads while the probes are fitted (threadpoolctl); 0: the libraries' default,
     # every core. One thread was 5.5x faster than two for the cpu preset's probes on an AVX2 CPU
     # (benchmarks/bench_probe_threads.py), and it makes the probe numbers the same whatever the
@@ -161,7 +166,8 @@ class ReproducePreset:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: must be an integer >= {least}{meaning}, got {value!r}")
-        for name, allowed in (("probe", PROBE_KINDS), ("second_probe", ("", *PROBE_KINDS))):
+        for name, allowed in (("probe", PROBE_KINDS), ("second_probe", ("", *PROBE_KINDS)),
+                              ("rotation_probe", ("", *PROBE_KINDS))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: unknown value {getattr(self, name)!r}; expected one of "
                                  f"{', '.join(repr(a) for a in allowed)}")
@@ -204,6 +210,9 @@ class ReproduceArguments:
     second_probe: str | None = field(default=None, metadata={
         "help": "A second probe (linear, mlp1 or mlp2; '' for none) for the conditional gain at prev1, both families "
         "(the preset's value: mlp1 for cpu)."})
+    rotation_probe: str | None = field(default=None, metadata={
+        "help": "Extended-language runs: a probe (linear, mlp1 or mlp2; '' for none) on the rotation since the start "
+        "beside the direction's (the preset's value: linear for cpu-cf)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
     max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
@@ -235,7 +244,7 @@ class ReproduceArguments:
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "second_probe",
-                                                 "batch_size", "max_train_rows", "max_test_rows", "probe_threads",
+                                                 "rotation_probe", "batch_size", "max_train_rows", "max_test_rows", "probe_threads",
                                                  "eval_workers")
                    if getattr(self, k) is not None}
         if self.train_args.strip():

@@ -13,7 +13,10 @@ statements before it (karel_hf.probing.control_flow; LOG.md E43-E60). The files:
                the prompt facts) on every scored statement and on the world-dependent ones (where
                the direction is not a function of the tokens read); at the final checkpoint each
                alternative meaning's gain too and the real meaning's lead over the best informative
-               one (`control_flow.alternative_gains`)
+               one (`control_flow.alternative_gains`); with the preset's `rotation_probe`, the same
+               reading of the rotation each prefix has made since the start, (direction - initial
+               direction) mod 4, by that probe (`rotation`: a linear probe reads the rotation the
+               state holds where it cannot read the direction, LOG.md E21, E63)
                DIR/evaluations/untrained.json   the same reading, alternatives included, by the
                untrained model (the first stage's step 0) on the same rows
                DIR/evaluations/test_facts.json  the test specs' floors and the share of their
@@ -83,10 +86,12 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
     on the world-dependent ones; with `alternatives`, each alternative meaning's too
     (`control_flow.alternative_gains`, trimmed to the gains, the best informative alternative, the
     margin over it, and each alternative's margin on the rows where its labels are not a function of
-    the real and initial ones, `undetermined`). Every meaning's labels are built either way, so the scored rows are the same."""
+    the real and initial ones, `undetermined`). Every meaning's labels are built either way, so the scored rows are the same.
+    With `preset.rotation_probe`, `rotation` holds that probe's same reading of the rotation since the
+    start (`control_flow.as_rotation`) on the same rows and states."""
     from threadpoolctl import threadpool_limits  # a scikit-learn requirement
 
-    from karel_hf.probing.control_flow import alternative_gains, build_table, gains, with_feature
+    from karel_hf.probing.control_flow import alternative_gains, as_rotation, build_table, gains, with_feature
     from karel_hf.probing.measure import ALTERNATIVE_SEMANTICS
 
     semantics = tuple(ALTERNATIVE_SEMANTICS)
@@ -106,22 +111,31 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
             "incomplete": {k: v["incomplete"] for k, v in built.items()}}
     if not rows["train"] or not rows["test"]:
         nan = {"value": float("nan"), "low": float("nan"), "high": float("nan")}
-        return {"feature": feature, "probe": preset.probe, "rows": rows,
-                **{part: {"conditional_gain": nan, "num_test_rows": 0} for part in PARTS}}
-    with threadpool_limits(limits=preset.probe_threads or None):
-        if alternatives:
-            found = alternative_gains(train, test, dependent, pairs, preset.probe, budgets, semantics)
-        else:
-            found = gains(train, test, dependent, pairs, preset.probe, budgets)
-    reading = {"feature": feature, "probe": preset.probe, "rows": rows}
-    for part in PARTS:
-        entry = {"conditional_gain": found[part]["conditional_gain"], "num_test_rows": found[part]["num_test_rows"]}
-        if alternatives:
-            best = found[part]["best_alternative"]
-            entry.update(gains=found[part]["gains"], best_alternative=best,
-                         original_minus_best_alternative=found[part]["original_minus_best_alternative"],
-                         undetermined=found[part]["undetermined"])
-        reading[part] = entry
+        empty = {part: {"conditional_gain": nan, "num_test_rows": 0} for part in PARTS}
+        rotation = {"rotation": {"probe": preset.rotation_probe, **empty}} if preset.rotation_probe else {}
+        return {"feature": feature, "probe": preset.probe, "rows": rows, **empty, **rotation}
+
+    def fit(train, test, probe: str) -> dict:
+        with threadpool_limits(limits=preset.probe_threads or None):
+            if alternatives:
+                found = alternative_gains(train, test, dependent, pairs, probe, budgets, semantics)
+            else:
+                found = gains(train, test, dependent, pairs, probe, budgets)
+        parts = {}
+        for part in PARTS:
+            entry = {"conditional_gain": found[part]["conditional_gain"], "num_test_rows": found[part]["num_test_rows"]}
+            if alternatives:
+                entry.update(gains=found[part]["gains"], best_alternative=found[part]["best_alternative"],
+                             original_minus_best_alternative=found[part]["original_minus_best_alternative"],
+                             undetermined=found[part]["undetermined"])
+            parts[part] = entry
+        return parts
+
+    reading = {"feature": feature, "probe": preset.probe, "rows": rows, **fit(train, test, preset.probe)}
+    if preset.rotation_probe:  # the same rows and states, every meaning's label turned into its rotation
+        turned = {name: with_feature(as_rotation(b, pairs, semantics), feature) for name, b in built.items()}
+        reading["rotation"] = {"probe": preset.rotation_probe,
+                               **fit(turned["train"], turned["test"], preset.rotation_probe)}
     return reading
 
 
@@ -193,13 +207,20 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
     evaluations = out / "evaluations"
     final = found[-1][0]
 
+    def complete(reading: dict, with_alternatives: bool) -> bool:
+        parts = [reading] + ([reading.get("rotation") or {}] if preset.rotation_probe else [])
+        if preset.rotation_probe and (reading.get("rotation") or {}).get("probe") != preset.rotation_probe:
+            return False
+        return not with_alternatives or all("best_alternative" in p.get("all_rows", {}) for p in parts)
+
     def done(step: int) -> bool:
         path = evaluations / f"step-{step}.json"
-        return path.is_file() and (step != final or "best_alternative" in json.loads(path.read_text())["reading"]
-                                   .get("all_rows", {}))
+        return path.is_file() and complete(json.loads(path.read_text())["reading"], step == final)
 
     todo = [(s, p) for s, p in found if not done(s)]
     untrained = evaluations / UNTRAINED_FILE
+    if untrained.is_file() and not complete(json.loads(untrained.read_text())["reading"], True):
+        untrained.unlink()  # written without the preset's rotation reading: read again
     facts = evaluations / FACTS_FILE
     if todo or not untrained.is_file() or not facts.is_file():
         test_rows, probe_rows, _ = _data_rows(model_dir, preset)
@@ -236,6 +257,9 @@ def analyze_stage(out: Path, preset_name: str, preset, timings: dict) -> dict:
     accuracy = [e["generation"]["accuracy"] for e in evaluations]
     regressions = {part: _regression(accuracy, [e["reading"][part]["conditional_gain"]["value"] for e in evaluations])
                    for part in PARTS}
+    if all("rotation" in e["reading"] for e in evaluations):
+        regressions["rotation"] = {part: _regression(accuracy, [e["reading"]["rotation"][part]["conditional_gain"]["value"]
+                                                                for e in evaluations]) for part in PARTS}
     untrained_file = out / "evaluations" / UNTRAINED_FILE
     facts_file = out / "evaluations" / FACTS_FILE
     results = {
@@ -286,6 +310,11 @@ def plot_results(out: Path) -> list[Path]:
         if untrained:
             right.axhline(100 * untrained["conditional_gain"]["value"], color=color, linestyle="--",
                           label=f"untrained model, {PART_NAMES[part]}")
+    if all("rotation" in e["reading"] for e in results["checkpoints"]):
+        probe = results["checkpoints"][-1]["reading"]["rotation"]["probe"]
+        for part, color in zip(PARTS, ("tab:green", "tab:red")):
+            values = [100 * e["reading"]["rotation"][part]["conditional_gain"]["value"] for e in results["checkpoints"]]
+            right.plot(steps, values, "s:", color=color, label=f"rotation, {probe} probe, {PART_NAMES[part]}")
     right.axhline(0, color="gray", linewidth=0.8)
     right.set(xlabel="step", ylabel="points over the prompt facts",
               title="conditional gain at -1 (direction before each statement)")
@@ -304,6 +333,18 @@ def _r2(fit) -> str:
     return "-" if not fit or not np.isfinite(fit["r2"]) else f"{fit['r2']:.3f} over {fit['n']} checkpoints"
 
 
+def _rotation_line(final: dict, untrained: dict, regressions: dict) -> list[str]:
+    """The rotation reading's headline line, or none when the run has no such reading."""
+    mine, theirs = final["reading"].get("rotation"), untrained.get("rotation") or {}
+    if not mine:
+        return []
+    parts = [f"{PART_NAMES[part]} {_gain(mine[part]['conditional_gain'])} (untrained "
+             f"{_gain((theirs.get(part) or {}).get('conditional_gain'))}; real - best alternative "
+             f"({mine[part].get('best_alternative')}) {_points(mine[part].get('original_minus_best_alternative'))}; "
+             f"R^2 {_r2((regressions.get('rotation') or {}).get(part))})" for part in PARTS]
+    return [f"{mine['probe']} probe on the rotation since the start: " + "; ".join(parts)]
+
+
 def headline_summary(results: dict) -> list[str]:
     """A few lines for the console: accuracy against the floor, the final gains against the untrained
     model's, the lead over the best alternative, R^2."""
@@ -320,6 +361,7 @@ def headline_summary(results: dict) -> list[str]:
                      f"{_gain((untrained.get(part) or {}).get('conditional_gain'))}; real meaning - best alternative "
                      f"({mine.get('best_alternative')}) {_points(mine.get('original_minus_best_alternative'))}; "
                      f"R^2 of accuracy on it {_r2(results['regressions'][part])}")
+    lines += _rotation_line(final, untrained, results["regressions"])
     return lines + ["(report.md has every number beside its control, and its caveats)"]
 
 
@@ -331,6 +373,7 @@ def render_report(out: Path) -> Path:
     final, facts = results["final"], results.get("test") or {}
     untrained = (results.get("untrained") or {}).get("reading", {})
     floor = facts.get("floor_best_constant") or {}
+    rotation = all("rotation" in e["reading"] for e in results["checkpoints"])
     lines = [f"# Reproduction report: preset `{results['preset']}` (extended language)", "",
              "Programs with if / ifelse / repeat / while. A probe row is a top-level statement of a test spec's "
              "reference program, read teacher-forced; its label is the robot's direction in each prompt input "
@@ -349,13 +392,18 @@ def render_report(out: Path) -> Path:
               f"- Floors: `put_marker()` {_pct(facts.get('floor_put_marker'))}, the best constant program "
               f"{_pct(floor.get('accuracy'))} (`{' '.join((floor.get('program') or '').split())}`).", "",
               "## Every checkpoint of the last stage", "",
-              f"Probe: {final['reading']['probe']} on `{final['reading']['feature']}` (the last layer).", "",
-              "| step | accuracy | all pairs | with control flow | gain, every statement | gain, world-dependent |",
-              "|---|---|---|---|---|---|"]
+              f"Probe: {final['reading']['probe']} on `{final['reading']['feature']}` (the last layer)"
+              + (f"; the rotation since the start, (direction - initial direction) mod 4, by a "
+                 f"{final['reading']['rotation']['probe']} probe on the same states and rows." if rotation else "."), "",
+              "| step | accuracy | all pairs | with control flow | gain, every statement | gain, world-dependent |"
+              + (" rotation, every statement | rotation, world-dependent |" if rotation else ""),
+              "|---|---|---|---|---|---|" + ("---|---|" if rotation else "")]
     for e in results["checkpoints"]:
+        turned = "".join(f" {_gain(e['reading']['rotation'][part]['conditional_gain'])} |" for part in PARTS) \
+            if rotation else ""
         lines.append(f"| {e['step']} | {_pct(e['generation']['accuracy'])} | {_pct(e['generation']['accuracy_all_pairs'])} "
                      f"| {_pct(e['generation']['with_control_flow'])} | {_gain(e['reading']['all_rows']['conditional_gain'])} "
-                     f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |")
+                     f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |{turned}")
     lines += ["", f"![accuracy and conditional gain](figures/{FIGURE})", "",
               "## Controls at the final checkpoint", "",
               "| part | rows | gain | untrained model | real - best alternative | untrained: real - best alternative "
@@ -368,6 +416,15 @@ def render_report(out: Path) -> Path:
                      f"| {_points(mine.get('original_minus_best_alternative'))} ({mine.get('best_alternative')}) "
                      f"| {_points(theirs.get('original_minus_best_alternative'))} ({theirs.get('best_alternative')}) "
                      f"| {_r2(results['regressions'][part])} |")
+    if rotation:
+        turned, theirs_turned = final["reading"]["rotation"], untrained.get("rotation") or {}
+        for part in PARTS:
+            mine, theirs = turned[part], theirs_turned.get(part) or {}
+            lines.append(f"| {PART_NAMES[part]}, rotation ({turned['probe']} probe) | {mine['num_test_rows']} "
+                         f"| {_gain(mine['conditional_gain'])} | {_gain(theirs.get('conditional_gain'))} "
+                         f"| {_points(mine.get('original_minus_best_alternative'))} ({mine.get('best_alternative')}) "
+                         f"| {_points(theirs.get('original_minus_best_alternative'))} ({theirs.get('best_alternative')}) "
+                         f"| {_r2((results['regressions'].get('rotation') or {}).get(part))} |")
     apart = (final["reading"]["world_dependent"].get("undetermined") or {}).get("swap")
     lines += ["", "## Caveats", "",
               "- The untrained model is the first stage's step 0; step 0 of this table is the model the stage "
@@ -377,6 +434,11 @@ def render_report(out: Path) -> Path:
               "mirrors the real one about the initial direction until a wall or a condition sends the paths apart"
               + (f"; on the world-dependent rows where they have (n = {apart['num_rows']}) the real meaning leads it "
                  f"by {_gain(apart)} points." if apart and apart.get("num_rows") else "."),
+              *(["- The rotation is the direction less the initial direction (a prompt fact), so an MLP reads it "
+                 "as it reads the direction. A linear probe cannot add a rotation the state holds to the initial "
+                 "direction (a sum mod 4 is not linear in the two), so its reading of the direction can be nil "
+                 "where it reads the rotation (LOG.md E21, E63). On every statement the rotation is mostly fixed "
+                 "by the turns read: the world-dependent rows are the ones that need the grid."] if rotation else []),
               "- Teacher-forced only: the model's own programs are read by "
               "benchmarks/emergence/control_flow_probe.py --programs generated (LOG.md E60).", "",
               "## Machine", ""]

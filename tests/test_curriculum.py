@@ -25,7 +25,7 @@ TRAINING = {"block_size": 128, "per_device_train_batch_size": 8, "max_steps": 6,
             "learning_rate": 0.003, "logging_steps": 3, "eval_strategy": "no", "generation_eval_steps": 0,
             "report_to": [], "seed": 0, "dataloader_pin_memory": False, "loss_on": "all"}
 SWEEP = {"test_specs": 30, "probe_train_specs": 60, "max_train_rows": 200, "num_bootstrap": 100, "probe": "mlp1",
-         "batch_size": 16}
+         "rotation_probe": "linear", "batch_size": 16}
 
 
 def write_curriculum(folder: Path) -> Path:
@@ -92,6 +92,10 @@ def test_the_evaluation_reads_the_extended_language_beside_its_controls(curricul
         assert gain["low"] <= gain["value"] <= gain["high"]
         # the alternatives are fitted at the final checkpoint only
         assert ("best_alternative" in reading["all_rows"]) == (e["step"] == 6)
+        turned = reading["rotation"]  # the rotation since the start, the same rows, a linear probe
+        assert turned["probe"] == "linear"
+        assert all(turned[p]["num_test_rows"] == reading[p]["num_test_rows"] for p in ("all_rows", "world_dependent"))
+        assert ("best_alternative" in turned["all_rows"]) == (e["step"] == 6)
     final = results["final"]["reading"]["all_rows"]
     assert set(final["gains"]) >= {"original", "swap"} and "swap" in final["undetermined"]
     if final["best_alternative"]:
@@ -100,13 +104,17 @@ def test_the_evaluation_reads_the_extended_language_beside_its_controls(curricul
     untrained = results["untrained"]
     assert untrained["checkpoint"] == str(curriculum_run / "stages" / "1-stage1" / "checkpoint-0")
     assert untrained["reading"]["rows"] == rows
+    assert untrained["reading"]["rotation"]["probe"] == "linear" and "best_alternative" in untrained["reading"]["rotation"]["all_rows"]
     facts = results["test"]
     assert facts["stages"] == 2 and facts["num_test_specs"] == 30
     assert facts["test_seen_in_training"] == 0.0  # the held-out programs, in both stages' corpora
     assert facts["test_with_control_flow"] == 1.0  # needs_control_flow keeps no straight-line program
-    assert set(results["regressions"]) == {"all_rows", "world_dependent"}
+    assert set(results["regressions"]) == {"all_rows", "world_dependent", "rotation"}
+    assert set(results["regressions"]["rotation"]) == {"all_rows", "world_dependent"}
     report = (curriculum_run / "report.md").read_text()
     assert "(extended language)" in report and "| 6 |" in report and "untrained model" in report
+    assert "| every statement, rotation (linear probe) |" in report and "rotation, world-dependent |" in report
+    assert "linear probe on the rotation since the start: every statement" in report
     assert (curriculum_run / "figures" / "fig_control_flow.png").stat().st_size > 0
     assert not (curriculum_run / "viewer").exists()  # no straight-line traces to view
 
@@ -132,6 +140,29 @@ def test_a_rerun_trains_and_reads_nothing_again(curriculum_run, monkeypatch, cap
     assert (curriculum_run / "evaluations" / "step-6.json").read_bytes() == before
     out = capsys.readouterr().out
     assert "conditional gain at -1, world-dependent statements" in out and "untrained model" in out
+
+
+def test_a_run_read_without_the_rotation_reads_it_and_nothing_else(curriculum_run, tmp_path):
+    """An evaluation written before the preset asked for the rotation (or by another probe) is read
+    again; the complete ones are kept byte for byte."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(curriculum_run, run, symlinks=True)
+    evaluations = run / "evaluations"
+    for name in ("step-3.json", "untrained.json"):
+        found = json.loads((evaluations / name).read_text())
+        del found["reading"]["rotation"]
+        (evaluations / name).write_text(json.dumps(found))
+    kept = {name: (evaluations / name).read_bytes() for name in ("step-0.json", "step-6.json")}
+    assert reproduce.main(["--preset", str(curriculum_run.parent / "presets" / "final.yaml"), "--output_dir", str(run),
+                           "--stages", "evaluate,analyze"]) == 0
+    for name in ("step-3.json", "untrained.json"):
+        assert json.loads((evaluations / name).read_text())["reading"]["rotation"]["probe"] == "linear"
+    assert all((evaluations / name).read_bytes() == data for name, data in kept.items())
+    assert reproduce.main(["--preset", str(curriculum_run.parent / "presets" / "final.yaml"), "--output_dir", str(run),
+                           "--stages", "evaluate", "--rotation_probe", "mlp1"]) == 0  # another probe: read again
+    assert json.loads((evaluations / "step-0.json").read_text())["reading"]["rotation"]["probe"] == "mlp1"
 
 
 def test_cpu_cf_trains_what_the_study_measured(tmp_path):

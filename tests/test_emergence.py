@@ -941,3 +941,44 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
     np.testing.assert_array_equal(probe.with_feature(only, "layer_1")["state"], train_built["layers"]["states"][keep, 1])
     with pytest.raises(SystemExit, match="'layer_3' is not state or layer_0..layer_2"):
         probe.feature_names("state,layer_3", 3)
+
+
+def test_control_flow_probe_reads_the_rotation_since_the_start_under_every_meaning():
+    """control_flow_probe.py --label rotation (E63): each row's label at -1, under the real meaning and
+    under each alternative, becomes that meaning's direction after the prefix less the initial
+    direction, mod 4, as the interpreter runs it; the facts and the states stay as they were."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from karel_hf.data.builder import get_config, split_table
+    from karel_hf.karel import World, parse
+    from karel_hf.probing.labels import label_column
+    from karel_hf.tokenizer import build_tokenizer
+
+    probe = _script("control_flow_probe")
+    config = get_config("cpu", extended=True, needs_control_flow=True, num_prompt_pairs=2, max_length=4, test_size=30,
+                        seed=5)
+    rows = split_table(config, "test", 0, 30).to_pylist()
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
+                                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=tokenizer.pad_token_id)).eval()
+    built = probe.build_table(model, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=8)
+    turned = probe.as_rotation(built, 2, ("swap", "cycle1"))
+    table, rotation = built["table"], turned["table"]
+    assert turned["layers"] is built["layers"] and rotation["state"] is table["state"]
+    checked = set()
+    for row in rows:
+        program, worlds = parse(row["program"]), [World.from_view_codes(w) for w in row["inputs"]]
+        for meaning in ("original", "swap", "cycle1"):
+            path = probe.prefix_directions(program, worlds[:2], meaning)
+            for r in np.flatnonzero(table["example_id"] == row["id"]):
+                k = table["step"][r]
+                for i in range(2):
+                    assert rotation[label_column(f"direction_{i}", -1, meaning)][r] == (path[k - 1, i] - path[0, i]) % 4
+                    assert rotation[label_column(f"direction_{i}", "initial")][r] == path[0, i]  # a fact, unchanged
+                    checked.add((meaning, int(k > 1)))
+    assert checked == {(m, later) for m in ("original", "swap", "cycle1") for later in (0, 1)}
+    changed = rotation[label_column("direction_0", -1, "swap")] != table[label_column("direction_0", -1, "swap")]
+    assert changed.any() and not changed.all()  # rows whose robot starts facing the direction coded 0 keep theirs
