@@ -285,13 +285,14 @@ def plot_results(out: Path) -> list[Path]:
     """figures/fig_control_flow.png from results.json: accuracy, and the conditional gain on each part
     with its interval, per checkpoint; the untrained model's gains as dashed lines."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = json.loads((out / "results.json").read_text())
     steps = results["steps"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.2))
     accuracy = [100 * e["generation"]["accuracy"] for e in results["checkpoints"]]
     left.plot(steps, accuracy, "o-", color="black")
     left.set_ylim(0, max(10.0, 1.1 * max(accuracy)))
@@ -315,11 +316,17 @@ def plot_results(out: Path) -> list[Path]:
         for part, color in zip(PARTS, ("tab:green", "tab:red")):
             values = [100 * e["reading"]["rotation"][part]["conditional_gain"]["value"] for e in results["checkpoints"]]
             right.plot(steps, values, "s:", color=color, label=f"rotation, {probe} probe, {PART_NAMES[part]}")
+            untrained = ((results.get("untrained") or {}).get("reading", {}).get("rotation") or {}).get(part)
+            if untrained:
+                right.axhline(100 * untrained["conditional_gain"]["value"], color=color, linestyle="-.",
+                              label=f"untrained model, rotation, {PART_NAMES[part]}")
     right.axhline(0, color="gray", linewidth=0.8)
     right.set(xlabel="step", ylabel="points over the prompt facts",
-              title="conditional gain at -1 (direction before each statement)")
-    right.legend(loc="best", fontsize="small")
-    fig.tight_layout()
+              title="conditional gain at -1 (the robot before each statement)")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6, integer=True))
+    fig.legend(*right.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize="small")  # below: no point hidden
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     path = out / "figures" / FIGURE
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
