@@ -1533,6 +1533,9 @@ def reproduce_command(argv: list[str] | None) -> int:
         parse_train_args(["--preset", stage, "--output_dir", str(folder), "--model_name_or_path", str(out),
                           *preset.train_overrides])
     extended = extended_language(out / "model", preset)  # parses the preset's own stage's flags
+    if args.rotation_probe and not extended:
+        raise UsageError(f"--rotation_probe: reads the control-flow task (a corpus in the extended language); preset "
+                         f"{args.preset} trains straight-line programs, whose probes read every offset (--second_probe)")
     if args.follow and extended:
         raise UsageError("--follow: the evaluate stage of an extended-language run (karel_hf.reproduce_control_flow) "
                          "reads the finished training's checkpoints; run it after the train stage instead")

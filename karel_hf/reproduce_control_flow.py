@@ -283,7 +283,8 @@ def analyze_stage(out: Path, preset_name: str, preset, timings: dict) -> dict:
 # ------------------------------------------------------------------------------------------ plot
 def plot_results(out: Path) -> list[Path]:
     """figures/fig_control_flow.png from results.json: accuracy, and the conditional gain on each part
-    with its interval, per checkpoint; the untrained model's gains as dashed lines."""
+    with its interval, per checkpoint; the untrained model's gains as dashed lines; with the rotation
+    reading, its gains as dotted squares and the untrained model's as dash-dot lines."""
     import matplotlib
     import matplotlib.ticker
 

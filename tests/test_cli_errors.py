@@ -85,6 +85,11 @@ USAGE = [
     (["reproduce", "--output_dir", "{base}/r", "--preset", "tiny", "--train_args", "--dataset_overrides extended=true",
       "--stages", "evaluate", "--follow"],
      r"karel-hf reproduce: error: --follow: the evaluate stage of an extended-language run "),
+    (["reproduce", "--output_dir", "{base}/r", "--preset", "tiny", "--rotation_probe", "linear"],
+     r"karel-hf reproduce: error: --rotation_probe: reads the control-flow task \(a corpus in the extended language\); "
+     r"preset tiny trains straight-line programs"),
+    (["reproduce", "--output_dir", "{base}/r", "--rotation_probe", "mpl1"],
+     r"karel-hf reproduce: error: rotation_probe: unknown value 'mpl1'; expected one of '', 'linear'"),
     (["train", "--preset", "cpu-cf", "--output_dir", "{base}/t"],
      r"karel-hf train: error: preset cpu-cf is the last stage of a curriculum \(cpu-cf-stage1, cpu-cf-stage2 first\): "
      r"train it from the stage before's model with --model_name_or_path"),
