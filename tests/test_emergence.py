@@ -826,25 +826,37 @@ def test_control_flow_probe_reads_the_models_own_programs():
             assert label == real[k - 1, 0]
 
 
-def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
-    """control_flow_probe.py --features: each row holds every hidden-state layer's vector at the token
-    before its statement (layer 0 the embeddings), their mean is the `state` the probe read before,
-    and a layer's reading swaps exactly `state` and `code_state` for that layer's vectors."""
+def _needs_control_flow_rows_and_model(count: int, n_layer: int):
+    """The first `count` test rows of a small corpus whose programs need their control flow (some
+    statements turn the robot by the world), the tokenizer, and an untrained GPT-2 of `n_layer`
+    layers of width 16 (seeded); and the corpus config, for its other splits."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from karel_hf.data.builder import get_config, split_table
     from karel_hf.tokenizer import build_tokenizer
 
-    probe = _script("control_flow_probe")
-    config = get_config("cpu", extended=True, needs_control_flow=True, num_prompt_pairs=2, max_length=4, test_size=40,
-                        seed=5)  # programs that need their control flow: some statements turn by the world
-    rows = split_table(config, "test", 0, 40).to_pylist()
+    config = get_config("cpu", extended=True, needs_control_flow=True, num_prompt_pairs=2, max_length=4,
+                        test_size=count, seed=5)
+    rows = split_table(config, "test", 0, count).to_pylist()
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
+    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
                                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
                                        eos_token_id=tokenizer.pad_token_id)).eval()
+    return rows, tokenizer, model, config
+
+
+def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
+    """control_flow_probe.py --features: each row holds every hidden-state layer's vector at the token
+    before its statement (layer 0 the embeddings), their mean is the `state` the probe read before,
+    and a layer's reading swaps exactly `state` and `code_state` for that layer's vectors."""
+    import torch
+
+    from karel_hf.data.builder import split_table
+
+    probe = _script("control_flow_probe")
+    rows, tokenizer, model, config = _needs_control_flow_rows_and_model(40, n_layer=2)
     built = probe.build_table(model, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=5)
     table, states = built["table"], built["layers"]["states"]
     assert states.shape == (len(table["step"]), 3, 16) and len(table["step"]) > 40
@@ -947,23 +959,11 @@ def test_control_flow_probe_reads_the_rotation_since_the_start_under_every_meani
     """control_flow_probe.py --label rotation (E63): each row's label at -1, under the real meaning and
     under each alternative, becomes that meaning's direction after the prefix less the initial
     direction, mod 4, as the interpreter runs it; the facts and the states stay as they were."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from karel_hf.data.builder import get_config, split_table
     from karel_hf.karel import World, parse
     from karel_hf.probing.labels import label_column
-    from karel_hf.tokenizer import build_tokenizer
 
     probe = _script("control_flow_probe")
-    config = get_config("cpu", extended=True, needs_control_flow=True, num_prompt_pairs=2, max_length=4, test_size=30,
-                        seed=5)
-    rows = split_table(config, "test", 0, 30).to_pylist()
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=512, vocab_size=len(tokenizer),
-                                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
-                                       eos_token_id=tokenizer.pad_token_id)).eval()
+    rows, tokenizer, model, _ = _needs_control_flow_rows_and_model(30, n_layer=1)
     built = probe.build_table(model, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=8)
     turned = probe.as_rotation(built, 2, ("swap", "cycle1"))
     table, rotation = built["table"], turned["table"]
