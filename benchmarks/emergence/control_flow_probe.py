@@ -57,8 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from karel_hf.probing.control_flow import (  # noqa: F401  (the study's names, re-exported)
-    LAYOUT_TOKENS, alternative_gains, as_rotation, build_table, gains, generated_rows, measure, part_gain, prefix_directions,
-    statement_starts, subset, with_feature, world_dependent_only,
+    LAYOUT_TOKENS, alternative_gains, as_rotation, build_table, gains, generated_rows, measure, part_gain,
+    prefix_directions, statement_starts, subset, with_feature, world_dependent_only,
 )
 
 
