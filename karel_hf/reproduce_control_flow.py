@@ -208,9 +208,11 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
     final = found[-1][0]
 
     def complete(reading: dict, with_alternatives: bool) -> bool:
-        parts = [reading] + ([reading.get("rotation") or {}] if preset.rotation_probe else [])
-        if preset.rotation_probe and (reading.get("rotation") or {}).get("probe") != preset.rotation_probe:
-            return False
+        parts = [reading]
+        if preset.rotation_probe:  # the preset's rotation reading, by its probe
+            parts.append(reading.get("rotation") or {})
+            if parts[-1].get("probe") != preset.rotation_probe:
+                return False
         return not with_alternatives or all("best_alternative" in p.get("all_rows", {}) for p in parts)
 
     def done(step: int) -> bool:
