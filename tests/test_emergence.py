@@ -736,6 +736,36 @@ def test_control_flow_probe_runs_on_a_finished_run_and_reads_another_runs_checkp
         probe.main([str(runs["run"]), "--steps", "1", "--gains_only", "--checkpoints_of", str(runs["first"])])
 
 
+def test_control_flow_probe_scores_a_longer_test_split_on_the_same_training_rows(tiny_run, tmp_path):
+    """control_flow_probe.py --test_specs (E67): the test rows come from the corpus generated again with
+    that many test examples, while the probes' training rows stay the run's own, so the fits are the
+    same; a count below 1 is refused in one line."""
+    import shutil
+
+    from karel_hf.reproduce import _data_rows, reproduce_preset
+
+    probe = _script("control_flow_probe")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ROOT / "karel_hf" / "presets" / "tiny.yaml", run / "preset.yaml")
+    (run / "model").symlink_to(tiny_run / "model")
+    preset = reproduce_preset(str(run / "preset.yaml"))
+    own_test, own_train, _ = _data_rows(run / "model", preset)
+    longer = probe.with_test_specs(run, preset, 150)
+    test, train, _ = _data_rows(run / "model", longer)
+    assert len(own_test) == preset.test_specs < 150 == len(test)
+    assert train["text"] == own_train["text"] and train["id"] == own_train["id"]
+    options = ["--steps", "0", "--features", "layer_1", "--probe", "linear", "--gains_only", "--max_train_rows", "300"]
+    assert probe.main([str(run), *options, "--output", str(tmp_path / "own.json")]) == 0
+    assert probe.main([str(run), *options, "--test_specs", "150", "--output", str(tmp_path / "long.json")]) == 0
+    own, long = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("own", "long"))
+    assert (own["test_specs"], long["test_specs"]) == (preset.test_specs, 150)
+    assert long["checkpoints"][0]["rows"]["train"] == own["checkpoints"][0]["rows"]["train"]
+    assert long["checkpoints"][0]["rows"]["test"] > own["checkpoints"][0]["rows"]["test"]
+    with pytest.raises(SystemExit, match="--test_specs must be at least 1, got 0"):
+        probe.main([str(run), *options, "--test_specs", "0"])
+
+
 def test_the_straight_line_ceiling_is_the_brute_force_of_the_scoring_function():
     """extended_screen.straight_line_ceiling runs every program by the batched engine; the scoring
     function (karel_hf.karel.scoring.pairs_correct, the AST interpreter) gives the same shares."""

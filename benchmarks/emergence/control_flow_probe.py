@@ -36,6 +36,9 @@ write them (a trained model's programs read by the untrained one). `--train_on w
 probes on the training rows where the direction depends on the world only (E48). `--label rotation`
 reads the rotation each prefix has made since the start in place of the direction, under every
 meaning (`as_rotation`; E63: a linear probe can read a rotation the state holds, not the direction).
+`--test_specs N` scores N test specs from the run's corpus with its test split generated again that
+long, a new sample of held-out specs (the training rows stay the run's own), for rows that are few
+in 1,000 specs (E67: where swap has left the mirror).
 
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0,16000
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features all --probe mlp1,linear --max_train_rows 8000
@@ -43,6 +46,7 @@ meaning (`as_rotation`; E63: a linear probe can read a rotation the state holds,
     python benchmarks/emergence/control_flow_probe.py RUN --steps 0 --checkpoints_of FIRST --features layer_4 --gains_only
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features layer_4 --gains_only --programs generated
     python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features layer_4 --probe linear,mlp1 --gains_only --alternatives --label rotation
+    python benchmarks/emergence/control_flow_probe.py RUN --steps 16000 --features layer_4 --gains_only --alternatives --test_specs 5000
 
 Writes RUN/control_flow_probe.json (or --output) and prints one line per checkpoint.
 """
@@ -81,11 +85,34 @@ def feature_names(features: str, num_layers: int) -> list[str]:
     return names
 
 
+def with_test_specs(run: Path, preset, test_specs: int):
+    """`preset` reading `test_specs` test specs (E67): the run's corpus with its test split generated
+    again that long. The split's length table deals its examples out over the lengths in exact
+    counts (karel_hf.karel.sampling), so these are a new sample of the held-out programs' specs, not
+    the run's own followed by more; the training split, and so the probes' training rows, are the
+    run's own."""
+    import dataclasses
+
+    from karel_hf.reproduce import train_argv
+    from karel_hf.training import parse_train_args
+    from karel_hf.utils import format_overrides
+
+    if test_specs < 1:
+        raise SystemExit(f"control_flow_probe: --test_specs must be at least 1, got {test_specs}")
+    _, data_args, _, _ = parse_train_args(train_argv(run / "model", preset))
+    if data_args.dataset_path:
+        raise SystemExit(f"control_flow_probe: --test_specs: {run} reads its corpus from {data_args.dataset_path}, "
+                         "which cannot be generated with more test examples")
+    overrides = {**data_args.load_karel_overrides(), "test_size": test_specs}
+    return dataclasses.replace(preset, test_specs=test_specs, train_overrides=(
+        *preset.train_overrides, "--dataset_overrides", format_overrides(overrides)))
+
+
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
               features: str = "state", gains_only: bool = False, train_on: str = "all",
               alternatives: bool = False, given_other: tuple[str, ...] = (),
               checkpoints_of: Path | None = None, programs: str = "reference",
-              programs_of: Path | None = None, label: str = "direction") -> dict:
+              programs_of: Path | None = None, label: str = "direction", test_specs: int | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -95,13 +122,15 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
     if not preset_file.is_file():
         raise SystemExit(f"control_flow_probe: {run} has no preset.yaml: not a run of benchmarks/emergence/run.py")
     preset = reproduce_preset(str(preset_file))
+    if test_specs is not None:
+        preset = with_test_specs(run, preset, test_specs)
     test_rows, train_rows, _ = _data_rows(run / "model", preset)
     pairs = prompt_pairs(test_rows)
     out = {"run": str(run), "probe": probes[0], "probes": probes, "features": features, "gains_only": gains_only,
            "alternatives": alternatives, "given_other": list(given_other),
            "checkpoints_of": str(checkpoints_of or run), "programs": programs,
            "programs_of": str(programs_of) if programs_of else None, "train_on": train_on, "label": label,
-           "budgets": budgets,
+           "budgets": budgets, "test_specs": len(test_rows),
            "semantics": list(semantics),
            "checkpoints": []}
     def written(writer, tokenizer) -> tuple[dict, dict]:  # (rows, counts) per split, the writer's programs
@@ -219,6 +248,9 @@ def main(argv=None) -> int:
     parser.add_argument("--label", choices=("direction", "rotation"), default="direction",
                         help="what the probes read at -1: the robot's direction (default), or the rotation the "
                              "prefix has made since the start, (direction - initial direction) mod 4 (E63)")
+    parser.add_argument("--test_specs", type=int,
+                        help="score this many test specs: the corpus's test split generated again that long, a new "
+                             "sample (E67); default: the run's own test specs")
     parser.add_argument("--max_train_rows", type=int, default=2000)
     parser.add_argument("--max_test_rows", type=int, default=None)
     parser.add_argument("--output", type=Path, help="default RUN/control_flow_probe.json")
@@ -247,7 +279,7 @@ def main(argv=None) -> int:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
                        args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of,
-                       args.programs, args.programs_of, args.label)
+                       args.programs, args.programs_of, args.label, args.test_specs)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
