@@ -18,6 +18,10 @@ With --activations A,B,... the paths are instead the Trainer with each GPT-2 `ac
 the demo preset's fused GELU (`gelu_pytorch_tanh`) against GPT-2's own `gelu_new`, for instance.
 With --config_overrides 'A;B;...' the paths are the Trainer with each GPT-2 config override (as
 `karel-hf train --config_overrides`: the demo's width, `n_embd=128;n_embd=96`, for instance).
+With --torch_compile a third path, `compiled`, is the Trainer with `torch_compile=True` (TorchDynamo
+and the --compile_backend, inductor by default), and compiled/Trainer says what compiling buys; the
+compilation itself falls in the untimed --warmup steps. The blocks are packed, so every step has the
+same shape; the padded rows of `packing: false` presets would recompile on new widths.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
@@ -26,6 +30,8 @@ With --config_overrides 'A;B;...' the paths are the Trainer with each GPT-2 conf
         --steps 100 --warmup 5 --activations gelu_new,gelu_pytorch_tanh
     python benchmarks/bench_train.py --model_preset demo --dataset_config demo --block_size 96 \
         --precisions fp32 --rounds 3 --steps 100 --warmup 5 --config_overrides 'n_embd=128;n_embd=96;n_embd=64'
+    python benchmarks/bench_train.py --model_preset cpu --dataset_config cpu-cf --block_size 128 --rounds 3 \
+        --steps 100 --warmup 5 --program_loss_weight 4 --torch_compile
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ def _model(args, tokenizer, variant: dict | None = None):
     return build_model(args.model_preset, tokenizer, **(variant or {}))
 
 
-def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: dict | None = None) -> float:
+def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: dict | None = None,
+                compile: bool = False) -> float:
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from karel_hf.training import CausalLMCollator, KarelTrainingArguments
@@ -83,7 +90,8 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: d
             learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
             bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
             logging_steps=10**9, disable_tqdm=True, dataloader_pin_memory=False, seed=args.seed,
-            save_initial_checkpoint=False,
+            save_initial_checkpoint=False, torch_compile=compile,
+            **({"torch_compile_backend": args.compile_backend} if compile else {}),
         )
         trainer = Trainer(model=_model(args, tokenizer, variant), args=targs, train_dataset=data,
                           data_collator=CausalLMCollator(tokenizer.pad_token_id), callbacks=[Clock()],
@@ -145,6 +153,10 @@ def main(argv=None) -> dict:
                         help="time the Trainer with each of these GPT-2 config overrides instead (separated by "
                              "';', each as `karel-hf train --config_overrides`, e.g. 'n_embd=128;n_embd=96'; "
                              "ratios over the first)")
+    parser.add_argument("--torch_compile", action="store_true",
+                        help="also time the Trainer with torch_compile=True (path `compiled`; the program loss "
+                             "weight applies to it as to `weighted`)")
+    parser.add_argument("--compile_backend", default="inductor", help="with --torch_compile: torch.compile's backend")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.warmup < 1:
@@ -160,6 +172,8 @@ def main(argv=None) -> dict:
     overrides = [o.strip() for o in args.config_overrides.split(";")] if args.config_overrides else []
     if overrides and (activations or len(set(overrides)) < len(overrides) or len(overrides) < 2 or not all(overrides)):
         parser.error("--config_overrides: two or more distinct non-empty overrides separated by ';', without --activations")
+    if args.torch_compile and (activations or overrides):
+        parser.error("--torch_compile times the preset's own model: without --activations or --config_overrides")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -183,7 +197,8 @@ def main(argv=None) -> dict:
     if variants:
         paths = tuple(variants)
     else:
-        paths = ("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
+        paths = (("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
+                 + (("compiled",) if args.torch_compile else ()))
     runs = {(path, p): [] for p in precisions for path in paths}
     for r in range(args.rounds):
         for p in precisions:
@@ -192,6 +207,9 @@ def main(argv=None) -> dict:
                     runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
                 elif path in variants:
                     runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", variant=variants[path]))
+                elif path == "compiled":
+                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", args.program_loss_weight,
+                                                       compile=True))
                 else:
                     weight = args.program_loss_weight if path == "weighted" else 1
                     runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", weight))
@@ -214,9 +232,14 @@ def main(argv=None) -> dict:
         result["program_loss_weight"] = args.program_loss_weight
         result["weighted_over_trainer"] = {p: round(median[("weighted", p)] / median[("trainer", p)], 3)
                                            for p in precisions}
+    if "compiled" in paths:  # over the same loss uncompiled: `weighted` when there is a weight
+        plain = "weighted" if "weighted" in paths else "trainer"
+        result["compile_backend"] = args.compile_backend
+        result["compiled_over_uncompiled"] = {p: round(median[("compiled", p)] / median[(plain, p)], 3)
+                                              for p in precisions}
     if "fp32" in precisions and "bf16" in precisions:
         result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
-                                    for path in paths if path != "weighted"}
+                                    for path in paths if path not in ("weighted", "compiled")}
     print(f"model {args.model_preset}, batch {result['batch']} tokens, {args.steps} timed steps, "
           f"{result['threads']} thread(s), CPU {cpu}")
     width = max(10, *(len(path) + 2 for path in paths))
@@ -230,6 +253,9 @@ def main(argv=None) -> dict:
     if "weighted_over_trainer" in result:
         print(f"weighted (W = {args.program_loss_weight:g}) / Trainer: "
               + ", ".join(f"{p} {v:.3f}" for p, v in result["weighted_over_trainer"].items()))
+    if "compiled_over_uncompiled" in result:
+        print(f"compiled ({args.compile_backend}) / {'weighted' if 'weighted' in paths else 'Trainer'}: "
+              + ", ".join(f"{p} {v:.3f}" for p, v in result["compiled_over_uncompiled"].items()))
     if "bf16_over_fp32" in result:
         print("bf16 / fp32:    " + ", ".join(f"{k} {v:.3f}" for k, v in result["bf16_over_fp32"].items()))
     if args.output:

@@ -51,3 +51,28 @@ def test_activations_and_config_overrides_do_not_mix(capsys):
     with pytest.raises(SystemExit):
         _bench().main(["--model_preset", "tiny", "--activations", "gelu_new,relu", "--config_overrides", "n_embd=32;n_embd=16"])
     assert "without --activations" in capsys.readouterr().err
+
+
+def test_torch_compile_path_goes_through_dynamo_and_is_reported_over_the_same_loss_uncompiled(tmp_path):
+    """--torch_compile: the `compiled` path is the Trainer with torch_compile=True (the eager backend
+    here, to keep the test short: dynamo traces the model, nothing is code-generated), timed beside the
+    weighted Trainer, whose loss it trains."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    result = _bench().main(["--model_preset", "tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
+                            "--block_size", "64", "--precisions", "fp32", "--threads", "1", "--program_loss_weight",
+                            "4", "--torch_compile", "--compile_backend", "eager"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    speeds = result["tokens_per_second"]
+    assert set(speeds) == {f"{path}_fp32" for path in ("trainer", "loop", "weighted", "compiled")}
+    assert result["compile_backend"] == "eager"
+    assert result["compiled_over_uncompiled"]["fp32"] == pytest.approx(
+        speeds["compiled_fp32"] / speeds["weighted_fp32"], abs=1e-3)
+
+
+def test_torch_compile_does_not_mix_with_model_variants(capsys):
+    with pytest.raises(SystemExit):
+        _bench().main(["--model_preset", "tiny", "--torch_compile", "--config_overrides", "n_embd=32;n_embd=16"])
+    assert "without --activations or --config_overrides" in capsys.readouterr().err
