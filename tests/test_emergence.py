@@ -766,6 +766,39 @@ def test_control_flow_probe_scores_a_longer_test_split_on_the_same_training_rows
         probe.main([str(run), *options, "--test_specs", "0"])
 
 
+def test_control_flow_probe_fits_the_named_alternatives_on_the_rows_every_meaning_labels(tiny_run, tmp_path, capsys):
+    """control_flow_probe.py --fit swap (E68): only swap's probes are fitted beside the real meaning's,
+    on the same rows as with every meaning, so its gains and margins are the full reading's to the
+    digit; --fit without --alternatives, an unknown name, or --given_other outside it are usage errors."""
+    import shutil
+
+    probe = _script("control_flow_probe")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ROOT / "karel_hf" / "presets" / "tiny.yaml", run / "preset.yaml")
+    (run / "model").symlink_to(tiny_run / "model")
+    options = [str(run), "--steps", "0", "--features", "layer_1", "--probe", "linear", "--gains_only", "--alternatives",
+               "--max_train_rows", "300"]
+    assert probe.main([*options, "--output", str(tmp_path / "every.json")]) == 0
+    assert probe.main([*options, "--fit", "swap", "--output", str(tmp_path / "swap.json")]) == 0
+    every, swap = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("every", "swap"))
+    assert swap["fitted"] == ["swap"] and every["fitted"] == every["semantics"] and len(every["semantics"]) > 1
+    assert swap["checkpoints"][0]["rows"] == every["checkpoints"][0]["rows"]
+    for part in ("all_rows", "world_dependent"):
+        mine, full = (r["checkpoints"][0]["readings"][0][part] for r in (swap, every))
+        assert set(mine["gains"]) == {"original", "swap"}
+        assert mine["gains"] == {k: full["gains"][k] for k in ("original", "swap")}
+        assert mine["conditional_gain"] == full["conditional_gain"]
+        for margin in ("discordant", "undetermined"):
+            assert mine[margin]["swap"] == full[margin]["swap"]
+    for wrong in (["--fit", "swap"], ["--alternatives", "--fit", "mirror"], ["--alternatives", "--fit", "swap",
+                                                                              "--given_other", "cycle1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            probe.main([str(run), "--steps", "0", "--gains_only", *wrong])
+        assert exit_info.value.code == 2
+    assert "--given_other: each name must also be in --fit" in capsys.readouterr().err
+
+
 def test_the_straight_line_ceiling_is_the_brute_force_of_the_scoring_function():
     """extended_screen.straight_line_ceiling runs every program by the batched engine; the scoring
     function (karel_hf.karel.scoring.pairs_correct, the AST interpreter) gives the same shares."""

@@ -36,6 +36,8 @@ write them (a trained model's programs read by the untrained one). `--train_on w
 probes on the training rows where the direction depends on the world only (E48). `--label rotation`
 reads the rotation each prefix has made since the start in place of the direction, under every
 meaning (`as_rotation`; E63: a linear probe can read a rotation the state holds, not the direction).
+`--fit swap` fits the alternatives' probes for the named meanings only (each fit is the reading's
+cost), on the rows every meaning labels, as without it (E68).
 `--test_specs N` scores N test specs from the run's corpus with its test split generated again that
 long, a new sample of held-out specs (the training rows stay the run's own), for rows that are few
 in 1,000 specs (E67: where swap has left the mirror).
@@ -112,7 +114,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
               features: str = "state", gains_only: bool = False, train_on: str = "all",
               alternatives: bool = False, given_other: tuple[str, ...] = (),
               checkpoints_of: Path | None = None, programs: str = "reference",
-              programs_of: Path | None = None, label: str = "direction", test_specs: int | None = None) -> dict:
+              programs_of: Path | None = None, label: str = "direction", test_specs: int | None = None,
+              fitted: tuple[str, ...] | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs, reproduce_preset
@@ -131,7 +134,7 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
            "checkpoints_of": str(checkpoints_of or run), "programs": programs,
            "programs_of": str(programs_of) if programs_of else None, "train_on": train_on, "label": label,
            "budgets": budgets, "test_specs": len(test_rows),
-           "semantics": list(semantics),
+           "semantics": list(semantics), "fitted": list(fitted or semantics),
            "checkpoints": []}
     def written(writer, tokenizer) -> tuple[dict, dict]:  # (rows, counts) per split, the writer's programs
         pieces = {name: generated_rows(writer, tokenizer, rows, pairs)
@@ -174,8 +177,8 @@ def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, sem
             for probe in probes:
                 if gains_only and alternatives:
                     reading = {"feature": name, "probe": probe,
-                               **alternative_gains(train, test, dependent, pairs, probe, budgets, semantics,
-                                                   given_other)}
+                               **alternative_gains(train, test, dependent, pairs, probe, budgets,
+                                                   fitted or semantics, given_other)}
                 elif gains_only:
                     reading = {"feature": name, "probe": probe, **gains(train, test, dependent, pairs, probe, budgets)}
                 else:
@@ -242,6 +245,9 @@ def main(argv=None) -> int:
                              "(default: the model read), e.g. a trained model's programs read by the untrained one")
     parser.add_argument("--train_on", choices=("all", "world_dependent"), default="all",
                         help="the probes' training rows: every row (default) or the world-dependent ones")
+    parser.add_argument("--fit", default="",
+                        help="with --gains_only --alternatives: comma-separated alternative meanings whose probes are "
+                             "fitted (default: every one); every meaning still decides which rows are scored (E68)")
     parser.add_argument("--checkpoints_of", type=Path,
                         help="read the models from this run's checkpoints (e.g. a curriculum's first stage at step 0, "
                              "the untrained model) and the rows from RUN's corpus")
@@ -268,6 +274,14 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--given_other: unknown meaning(s) {', '.join(unknown)}; expected some of "
                      f"{', '.join(ALTERNATIVE_SEMANTICS)}")
+    fitted = tuple(n.strip() for n in args.fit.split(",") if n.strip()) or None
+    if fitted and not args.alternatives:
+        parser.error("--fit goes with --gains_only --alternatives")
+    unknown = sorted(set(fitted or ()) - set(ALTERNATIVE_SEMANTICS))
+    if unknown:
+        parser.error(f"--fit: unknown meaning(s) {', '.join(unknown)}; expected some of {', '.join(ALTERNATIVE_SEMANTICS)}")
+    if set(given_other) - set(fitted or given_other):
+        parser.error("--given_other: each name must also be in --fit")
     if args.programs_of and args.programs != "generated":
         parser.error("--programs_of goes with --programs generated")
     if args.programs_of and not (args.programs_of / "config.json").is_file():
@@ -279,7 +293,7 @@ def main(argv=None) -> int:
             parser.error(f"--probe: unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     result = probe_run(args.run, steps, probes, budgets, tuple(ALTERNATIVE_SEMANTICS), args.features,
                        args.gains_only, args.train_on, args.alternatives, given_other, args.checkpoints_of,
-                       args.programs, args.programs_of, args.label, args.test_specs)
+                       args.programs, args.programs_of, args.label, args.test_specs, fitted)
     output = args.output or args.run / "control_flow_probe.json"
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
