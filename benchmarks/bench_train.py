@@ -20,8 +20,10 @@ With --config_overrides 'A;B;...' the paths are the Trainer with each GPT-2 conf
 `karel-hf train --config_overrides`: the demo's width, `n_embd=128;n_embd=96`, for instance).
 With --torch_compile a third path, `compiled`, is the Trainer with `torch_compile=True` (TorchDynamo
 and the --compile_backend, inductor by default), and compiled/Trainer says what compiling buys; the
-compilation itself falls in the untimed --warmup steps. The blocks are packed, so every step has the
-same shape; the padded rows of `packing: false` presets would recompile on new widths.
+compilation itself falls in the untimed --warmup steps. With --unpacked each row is one sample,
+right-padded to the batch's longest as `packing: false` presets (cpu-cf) train, so the batches' widths
+vary and the compiled model meets new shapes (dynamo then compiles a shape-generic graph);
+tokens/s counts the samples' own tokens.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
@@ -31,7 +33,7 @@ same shape; the padded rows of `packing: false` presets would recompile on new w
     python benchmarks/bench_train.py --model_preset demo --dataset_config demo --block_size 96 \
         --precisions fp32 --rounds 3 --steps 100 --warmup 5 --config_overrides 'n_embd=128;n_embd=96;n_embd=64'
     python benchmarks/bench_train.py --model_preset cpu --dataset_config cpu-cf --block_size 128 --rounds 3 \
-        --steps 100 --warmup 5 --program_loss_weight 4 --torch_compile
+        --steps 100 --warmup 5 --program_loss_weight 4 --torch_compile [--unpacked]
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ import time
 import torch
 
 
-def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int):
+def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int, unpacked: bool = False):
     from karel_hf.data.builder import load_karel
     from karel_hf.training import prepare_lm_dataset
 
     raw = load_karel(dataset_config, split="train")
+    if unpacked:  # one sample per row, as `packing: false` presets train (block_size bounds the longest)
+        if len(raw) < blocks_needed:
+            raise SystemExit(f"{dataset_config} has {len(raw)} samples, {blocks_needed} needed: use a bigger --dataset_config")
+        return prepare_lm_dataset(raw, tokenizer, block_size=block_size, packing=False, max_samples=blocks_needed)
     samples = min(len(raw), blocks_needed * block_size // 300 + 64)  # ~390 tokens per sample on 8x8 worlds
     data = prepare_lm_dataset(raw, tokenizer, block_size=block_size, max_samples=samples)
     while len(data) < blocks_needed and samples < len(raw):  # shorter samples (the demo's ~80 tokens): more
@@ -98,7 +104,7 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: d
                           compute_loss_func=compute_loss_func(weight, tokenizer))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    return args.steps * args.batch_size * args.block_size / (times[-1] - times[args.warmup - 1])
+    return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup - 1])
 
 
 def run_loop(args, tokenizer, data, bf16: bool) -> float:
@@ -128,7 +134,7 @@ def run_loop(args, tokenizer, data, bf16: bool) -> float:
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
-    return args.steps * args.batch_size * args.block_size / (times[-1] - times[args.warmup - 1])
+    return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup - 1])
 
 
 def main(argv=None) -> dict:
@@ -153,6 +159,9 @@ def main(argv=None) -> dict:
                         help="time the Trainer with each of these GPT-2 config overrides instead (separated by "
                              "';', each as `karel-hf train --config_overrides`, e.g. 'n_embd=128;n_embd=96'; "
                              "ratios over the first)")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="one sample per row, right-padded to the batch's longest, as `packing: false` presets "
+                             "train (tokens/s then counts the samples' own tokens, padding left out)")
     parser.add_argument("--torch_compile", action="store_true",
                         help="also time the Trainer with torch_compile=True (path `compiled`; the program loss "
                              "weight applies to it as to `weighted`)")
@@ -190,7 +199,11 @@ def main(argv=None) -> dict:
             model_config(args.model_preset, tokenizer, config_overrides=o)
         except ValueError as e:
             parser.error(f"--config_overrides {o!r}: {e}")
-    data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size)
+    data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size,
+                    args.unpacked)
+    # tokens in one timed step: a packed row is block_size tokens; unpacked rows, their mean length
+    args.tokens_per_step = args.batch_size * (
+        statistics.mean(len(r) for r in data["input_ids"]) if args.unpacked else args.block_size)
     precisions = args.precisions.split(",")
     variants = {f"trainer:{a}": {"activation_function": a} for a in activations}
     variants.update({f"trainer:{o}": {"config_overrides": o} for o in overrides})
@@ -217,7 +230,9 @@ def main(argv=None) -> dict:
     cpu = {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
            "capability": torch.backends.cpu.get_cpu_capability()}
     result = {
-        "model_preset": args.model_preset, "batch": f"{args.batch_size} x {args.block_size}", "steps": args.steps,
+        "model_preset": args.model_preset, "steps": args.steps, "unpacked": args.unpacked,
+        "batch": (f"{args.batch_size} samples of {args.tokens_per_step / args.batch_size:.1f} tokens on average"
+                  if args.unpacked else f"{args.batch_size} x {args.block_size} tokens"),
         "rounds": args.rounds, "threads": torch.get_num_threads(), "cpu": cpu,
         "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
     }
@@ -240,7 +255,7 @@ def main(argv=None) -> dict:
     if "fp32" in precisions and "bf16" in precisions:
         result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
                                     for path in paths if path not in ("weighted", "compiled")}
-    print(f"model {args.model_preset}, batch {result['batch']} tokens, {args.steps} timed steps, "
+    print(f"model {args.model_preset}, batch {result['batch']}, {args.steps} timed steps, "
           f"{result['threads']} thread(s), CPU {cpu}")
     width = max(10, *(len(path) + 2 for path in paths))
     print(f"{'path':<{width}}" + "".join(f"{p + ' tok/s':>14}" for p in precisions))

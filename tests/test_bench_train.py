@@ -65,6 +65,7 @@ def test_torch_compile_path_goes_through_dynamo_and_is_reported_over_the_same_lo
                             "--block_size", "64", "--precisions", "fp32", "--threads", "1", "--program_loss_weight",
                             "4", "--torch_compile", "--compile_backend", "eager"])
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert result["batch"] == "2 x 64 tokens" and result["unpacked"] is False
     speeds = result["tokens_per_second"]
     assert set(speeds) == {f"{path}_fp32" for path in ("trainer", "loop", "weighted", "compiled")}
     assert result["compile_backend"] == "eager"
@@ -76,3 +77,19 @@ def test_torch_compile_does_not_mix_with_model_variants(capsys):
     with pytest.raises(SystemExit):
         _bench().main(["--model_preset", "tiny", "--torch_compile", "--config_overrides", "n_embd=32;n_embd=16"])
     assert "without --activations or --config_overrides" in capsys.readouterr().err
+
+
+def test_unpacked_rows_are_single_samples_padded_per_batch_and_counted_without_padding():
+    """--unpacked: each row is one sample (as `packing: false` presets train), so the rows differ in
+    length, and tokens/s counts their own tokens, not block_size per row."""
+    from karel_hf.tokenizer import build_tokenizer
+
+    bench = _bench()
+    data = bench._dataset(build_tokenizer(), "tiny", 512, 12, unpacked=True)
+    lengths = [len(r) for r in data["input_ids"]]
+    assert len(lengths) == 12 and len(set(lengths)) > 1 and max(lengths) < 512
+    result = bench.main(["--model_preset", "tiny", "--steps", "2", "--warmup", "1", "--batch_size", "4",
+                         "--block_size", "512", "--precisions", "fp32", "--threads", "1", "--unpacked"])
+    assert result["unpacked"] is True
+    assert result["batch"] == f"4 samples of {sum(lengths) / len(lengths):.1f} tokens on average"
+    assert all(v > 0 for v in result["tokens_per_second"].values())
