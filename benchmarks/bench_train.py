@@ -18,9 +18,10 @@ With --activations A,B,... the paths are instead the Trainer with each GPT-2 `ac
 the demo preset's fused GELU (`gelu_pytorch_tanh`) against GPT-2's own `gelu_new`, for instance.
 With --config_overrides 'A;B;...' the paths are the Trainer with each GPT-2 config override (as
 `karel-hf train --config_overrides`: the demo's width, `n_embd=128;n_embd=96`, for instance).
-With --torch_compile a third path, `compiled`, is the Trainer with `torch_compile=True` (TorchDynamo
-and the --compile_backend, inductor by default), and compiled/Trainer says what compiling buys; the
-compilation itself falls in the untimed --warmup steps. With --unpacked each row is one sample,
+With --torch_compile one more path, `compiled`, is the Trainer with `torch_compile=True` (TorchDynamo
+and the --compile_backend, inductor by default) on the --program_loss_weight loss, and compiled over
+the same loss uncompiled (`weighted`, or the Trainer when the weight is 1) says what compiling buys;
+the compilation itself falls in the untimed --warmup steps. With --unpacked each row is one sample,
 right-padded to the batch's longest as `packing: false` presets (cpu-cf) train, so the batches' widths
 vary and the compiled model meets new shapes (dynamo then compiles a shape-generic graph);
 tokens/s counts the samples' own tokens.
