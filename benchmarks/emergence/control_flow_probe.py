@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(fitted or ()) - set(ALTERNATIVE_SEMANTICS))
     if unknown:
         parser.error(f"--fit: unknown meaning(s) {', '.join(unknown)}; expected some of {', '.join(ALTERNATIVE_SEMANTICS)}")
-    if set(given_other) - set(fitted or given_other):
+    if fitted and set(given_other) - set(fitted):
         parser.error("--given_other: each name must also be in --fit")
     if args.programs_of and args.programs != "generated":
         parser.error("--programs_of goes with --programs generated")
