@@ -20,8 +20,12 @@ With --config_overrides 'A;B;...' the paths are the Trainer with each GPT-2 conf
 `karel-hf train --config_overrides`: the demo's width, `n_embd=128;n_embd=96`, for instance).
 With --torch_compile one more path, `compiled`, is the Trainer with `torch_compile=True` (TorchDynamo
 and the --compile_backend, inductor by default) on the --program_loss_weight loss, and compiled over
-the same loss uncompiled (`weighted`, or the Trainer when the weight is 1) says what compiling buys;
-the compilation itself falls in the untimed --warmup steps. With --unpacked each row is one sample,
+the same loss uncompiled (`weighted`, or the Trainer when the weight is 1) says what compiling buys
+once compiled. The compilation falls in the untimed --warmup steps; its cost is reported beside the
+ratio (`compile_seconds`: the compiled warm-up's extra seconds in the first round, with inductor's
+kernel cache in a fresh folder unless TORCHINDUCTOR_CACHE_DIR names another than the default) with the steps it takes to earn
+it back (`steps_to_break_even`). A real stage can still gain nothing: LOG.md E70 trained 4,000 steps
+of `cpu-cf`'s last stage compiled in 0.98x the uncompiled time, where this benchmark said 1.24x. With --unpacked each row is one sample,
 right-padded to the batch's longest as `packing: false` presets (cpu-cf) train, so the batches' widths
 vary and the compiled model meets new shapes (dynamo then compiles a shape-generic graph);
 tokens/s counts the samples' own tokens.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -79,7 +84,8 @@ def _model(args, tokenizer, variant: dict | None = None):
 
 
 def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: dict | None = None,
-                compile: bool = False) -> float:
+                compile: bool = False) -> tuple[float, float]:
+    """(tokens/s over the timed steps, seconds from the start of training to the end of the warm-up)."""
     from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from karel_hf.training import CausalLMCollator, KarelTrainingArguments
@@ -88,6 +94,9 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: d
     times = []
 
     class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            times.append(time.perf_counter())
+
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter())
 
@@ -105,7 +114,7 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: d
                           compute_loss_func=compute_loss_func(weight, tokenizer))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup - 1])
+    return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup]), times[args.warmup] - times[0]
 
 
 def run_loop(args, tokenizer, data, bf16: bool) -> float:
@@ -136,6 +145,29 @@ def run_loop(args, tokenizer, data, bf16: bool) -> float:
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
     return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup - 1])
+
+
+def _time_paths(args, tokenizer, data, paths, variants, precisions):
+    """Each path's tokens/s per round, and each Trainer path's warm-up seconds per round."""
+    runs = {(path, p): [] for p in precisions for path in paths}
+    warmups = {(path, p): [] for p in precisions for path in paths if path != "loop"}  # seconds to the timed steps
+    for r in range(args.rounds):
+        for p in precisions:
+            for path in (paths if r % 2 == 0 else paths[::-1]):
+                if path == "loop":
+                    runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
+                    continue
+                if path in variants:
+                    speed, warm = run_trainer(args, tokenizer, data, p == "bf16", variant=variants[path])
+                elif path == "compiled":
+                    speed, warm = run_trainer(args, tokenizer, data, p == "bf16", args.program_loss_weight,
+                                              compile=True)
+                else:
+                    weight = args.program_loss_weight if path == "weighted" else 1
+                    speed, warm = run_trainer(args, tokenizer, data, p == "bf16", weight)
+                runs[(path, p)].append(speed)
+                warmups[(path, p)].append(warm)
+    return runs, warmups
 
 
 def main(argv=None) -> dict:
@@ -213,20 +245,25 @@ def main(argv=None) -> dict:
     else:
         paths = (("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
                  + (("compiled",) if args.torch_compile else ()))
-    runs = {(path, p): [] for p in precisions for path in paths}
-    for r in range(args.rounds):
-        for p in precisions:
-            for path in (paths if r % 2 == 0 else paths[::-1]):
-                if path == "loop":
-                    runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
-                elif path in variants:
-                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", variant=variants[path]))
-                elif path == "compiled":
-                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", args.program_loss_weight,
-                                                       compile=True))
-                else:
-                    weight = args.program_loss_weight if path == "weighted" else 1
-                    runs[(path, p)].append(run_trainer(args, tokenizer, data, p == "bf16", weight))
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    fresh_cache = None
+    # importing transformers already set TORCHINDUCTOR_CACHE_DIR to inductor's default folder
+    cache_before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if args.torch_compile and (cache_before or default_cache_dir()) == default_cache_dir():
+        # inductor's kernels compiled from scratch, as on a first run: compile_seconds is then the cold
+        # cost; and a kernel cache shared with a run under another ATEN_CPU_CAPABILITY crashes (LOG.md E70)
+        fresh_cache = tempfile.TemporaryDirectory(prefix="bench_train_inductor_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_cache.name
+    try:
+        runs, warmups = _time_paths(args, tokenizer, data, paths, variants, precisions)
+    finally:
+        if fresh_cache is not None:
+            if cache_before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_before
+            fresh_cache.cleanup()
     median = {k: statistics.median(v) for k, v in runs.items()}
     cpu = {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
            "capability": torch.backends.cpu.get_cpu_capability()}
@@ -234,6 +271,7 @@ def main(argv=None) -> dict:
         "model_preset": args.model_preset, "steps": args.steps, "unpacked": args.unpacked,
         "batch": (f"{args.batch_size} samples of {args.tokens_per_step / args.batch_size:.1f} tokens on average"
                   if args.unpacked else f"{args.batch_size} x {args.block_size} tokens"),
+        "tokens_per_step": args.tokens_per_step,
         "rounds": args.rounds, "threads": torch.get_num_threads(), "cpu": cpu,
         "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
     }
@@ -253,6 +291,14 @@ def main(argv=None) -> dict:
         result["compile_backend"] = args.compile_backend
         result["compiled_over_uncompiled"] = {p: round(median[("compiled", p)] / median[(plain, p)], 3)
                                               for p in precisions}
+        # What compiling costs up front (the warm-up's extra seconds, the first round's: later rounds
+        # find the kernels compiled) and the steps it takes to earn them back at the timed rates.
+        result["compile_seconds"] = {p: round(warmups[("compiled", p)][0] - warmups[(plain, p)][0], 1)
+                                     for p in precisions}
+        result["steps_to_break_even"] = {}
+        for p in precisions:
+            saved = args.tokens_per_step / median[(plain, p)] - args.tokens_per_step / median[("compiled", p)]
+            result["steps_to_break_even"][p] = (round(result["compile_seconds"][p] / saved) if saved > 0 else None)
     if "fp32" in precisions and "bf16" in precisions:
         result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
                                     for path in paths if path not in ("weighted", "compiled")}
@@ -272,6 +318,10 @@ def main(argv=None) -> dict:
     if "compiled_over_uncompiled" in result:
         print(f"compiled ({args.compile_backend}) / {'weighted' if 'weighted' in paths else 'Trainer'}: "
               + ", ".join(f"{p} {v:.3f}" for p, v in result["compiled_over_uncompiled"].items()))
+        print("compiling's up-front cost: " + ", ".join(
+            f"{p} {result['compile_seconds'][p]:.1f} s, even after "
+            + (f"{n} steps" if n is not None else "never (no faster)")
+            for p, n in result["steps_to_break_even"].items()))
     if "bf16_over_fp32" in result:
         print("bf16 / fp32:    " + ", ".join(f"{k} {v:.3f}" for k, v in result["bf16_over_fp32"].items()))
     if args.output:

@@ -1,5 +1,6 @@
 """benchmarks/bench_train.py: the Trainer timed per model variant (activation or config override)."""
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -61,6 +62,7 @@ def test_torch_compile_path_goes_through_dynamo_and_is_reported_over_the_same_lo
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
+    cache_before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     result = _bench().main(["--model_preset", "tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
                             "--block_size", "64", "--precisions", "fp32", "--threads", "1", "--program_loss_weight",
                             "4", "--torch_compile", "--compile_backend", "eager"])
@@ -71,6 +73,13 @@ def test_torch_compile_path_goes_through_dynamo_and_is_reported_over_the_same_lo
     assert result["compile_backend"] == "eager"
     assert result["compiled_over_uncompiled"]["fp32"] == pytest.approx(
         speeds["compiled_fp32"] / speeds["weighted_fp32"], abs=1e-3)
+    # compiling's up-front cost: tracing makes the compiled warm-up the longer one, and it is earned
+    # back after a number of steps that follows from it and the two timed rates (or never)
+    cost, even = result["compile_seconds"]["fp32"], result["steps_to_break_even"]["fp32"]
+    assert cost > 0
+    saved = result["tokens_per_step"] / speeds["weighted_fp32"] - result["tokens_per_step"] / speeds["compiled_fp32"]
+    assert even == (round(cost / saved) if saved > 0 else None)
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == cache_before  # a fresh kernel cache lives with the run only
 
 
 def test_torch_compile_does_not_mix_with_model_variants(capsys):
