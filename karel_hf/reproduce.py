@@ -150,6 +150,12 @@ class ReproducePreset:
     # and on the untrained control (alternatives at the final checkpoint); "" for none. A linear probe
     # reads the rotation where it cannot read the direction (LOG.md E21, E63).
     rotation_probe: str = ""
+    # Extended-language runs only: the final checkpoint's and the untrained model's real meaning read
+    # again beside the best alternative, on this many test specs (the test split generated again that
+    # long; the training split and the probes' training rows stay the run's own); None: not read.
+    # Where swap's labels say something new only a few hundred of 1,000 specs' rows are left, too few
+    # for its margin (LOG.md E59, E67).
+    alternatives_test_specs: int | None = None
     # BLAS / OpenMP threads while the probes are fitted (threadpoolctl); 0: the libraries' default,
     # every core. One thread was 5.5x faster than two for the cpu preset's probes on an AVX2 CPU
     # (benchmarks/bench_probe_threads.py), and it makes the probe numbers the same whatever the
@@ -166,6 +172,9 @@ class ReproducePreset:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: must be an integer >= {least}{meaning}, got {value!r}")
+        more = self.alternatives_test_specs
+        if more is not None and (isinstance(more, bool) or not isinstance(more, int) or more < 1):
+            raise ValueError(f"alternatives_test_specs: must be a positive integer (or null: not read), got {more!r}")
         for name, allowed in (("probe", PROBE_KINDS), ("second_probe", ("", *PROBE_KINDS)),
                               ("rotation_probe", ("", *PROBE_KINDS))):
             if getattr(self, name) not in allowed:
@@ -213,6 +222,9 @@ class ReproduceArguments:
     rotation_probe: str | None = field(default=None, metadata={
         "help": "Extended-language runs: a probe (linear, mlp1 or mlp2; '' for none) on the rotation since the start "
         "beside the direction's (the preset's value: linear for cpu-cf)."})
+    alternatives_test_specs: int | None = field(default=None, metadata={
+        "help": "Extended-language runs: read the final checkpoint's real meaning against the best alternative "
+        "again on this many test specs (the preset's value: 5000 for cpu-cf)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
     max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
@@ -244,8 +256,8 @@ class ReproduceArguments:
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "second_probe",
-                                                 "rotation_probe", "batch_size", "max_train_rows", "max_test_rows", "probe_threads",
-                                                 "eval_workers")
+                                                 "rotation_probe", "alternatives_test_specs", "batch_size", "max_train_rows",
+                                                 "max_test_rows", "probe_threads", "eval_workers")
                    if getattr(self, k) is not None}
         if self.train_args.strip():
             changes["train_overrides"] = base.train_overrides + tuple(self.train_args.split())
@@ -1533,6 +1545,9 @@ def reproduce_command(argv: list[str] | None) -> int:
         parse_train_args(["--preset", stage, "--output_dir", str(folder), "--model_name_or_path", str(out),
                           *preset.train_overrides])
     extended = extended_language(out / "model", preset)  # parses the preset's own stage's flags
+    if args.alternatives_test_specs and not extended:
+        raise UsageError(f"--alternatives_test_specs: reads the control-flow task (a corpus in the extended language); "
+                         f"preset {args.preset} trains straight-line programs")
     if args.rotation_probe and not extended:
         raise UsageError(f"--rotation_probe: reads the control-flow task (a corpus in the extended language); preset "
                          f"{args.preset} trains straight-line programs, whose probes read every offset (--second_probe)")

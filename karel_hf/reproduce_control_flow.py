@@ -21,6 +21,11 @@ statements before it (karel_hf.probing.control_flow; LOG.md E43-E60). The files:
                untrained model (the first stage's step 0) on the same rows
                DIR/evaluations/test_facts.json  the test specs' floors and the share of their
                programs that occur in any stage's training split
+               DIR/evaluations/alternatives-more-specs.json   with the preset's
+               `alternatives_test_specs` N: the final checkpoint's and the untrained model's real
+               meaning against the best alternative again, on N test specs (the test split generated
+               again that long; the probes' training rows are the same), so that the margin where
+               that alternative's labels are not a function of the real ones has enough rows
     analyze    DIR/results.json   the above per checkpoint, the regressions of accuracy on each
                gain over the checkpoints, the controls, timings and machines
     plot       DIR/figures/fig_control_flow.png
@@ -55,6 +60,7 @@ from karel_hf.utils import (
 logger = logging.getLogger(__name__)
 
 UNTRAINED_FILE = "untrained.json"
+MORE_SPECS_FILE = "alternatives-more-specs.json"
 FACTS_FILE = "test_facts.json"
 FIGURE = "fig_control_flow.png"
 PARTS = ("all_rows", "world_dependent")
@@ -80,7 +86,8 @@ def control_flow_share(programs) -> float:
 
 
 # -------------------------------------------------------------------------------------- evaluate
-def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alternatives: bool) -> dict:
+def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alternatives: bool,
+                only: tuple[str, ...] | None = None) -> dict:
     """The conditional gain at -1 of `preset.probe` on the last layer's state at each top-level statement
     of the reference programs of `train_rows` (fit) and `test_rows` (scored): on every scored row and
     on the world-dependent ones; with `alternatives`, each alternative meaning's too
@@ -88,7 +95,8 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
     margin over it, and each alternative's margin on the rows where its labels are not a function of
     the real and initial ones, `undetermined`). Every meaning's labels are built either way, so the scored rows are the same.
     With `preset.rotation_probe`, `rotation` holds that probe's same reading of the rotation since the
-    start (`control_flow.as_rotation`) on the same rows and states."""
+    start (`control_flow.as_rotation`) on the same rows and states. `only`: with `alternatives`, only
+    these alternatives' probes are fitted (every meaning still decides which rows are scored)."""
     from threadpoolctl import threadpool_limits  # a scikit-learn requirement
 
     from karel_hf.probing.control_flow import alternative_gains, as_rotation, build_table, gains, with_feature
@@ -118,7 +126,7 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
     def fit(train, test, probe: str) -> dict:
         with threadpool_limits(limits=preset.probe_threads or None):
             if alternatives:
-                found = alternative_gains(train, test, dependent, pairs, probe, budgets, semantics)
+                found = alternative_gains(train, test, dependent, pairs, probe, budgets, only or semantics)
             else:
                 found = gains(train, test, dependent, pairs, probe, budgets)
         parts = {}
@@ -160,6 +168,52 @@ def evaluate_checkpoint(step: int, path: Path, test_rows, probe_rows, preset, pa
                            "parse_rate": numbers["parse_rate"], "with_control_flow": control_flow_share(written)},
             "reading": reading,
             "timings_seconds": {"generation": decoded - start, "reading": time.perf_counter() - decoded}}
+
+
+def with_test_split(model_dir: Path, preset, test_specs: int):
+    """`preset` reading `test_specs` test specs: the run's corpus with its test split generated again
+    that long (LOG.md E67). The split deals its examples out over the lengths in exact counts
+    (karel_hf.karel.sampling), so these are a new sample of the held-out programs' specs, not the
+    run's own followed by more; the training split, and so the probes' training rows, are the run's own."""
+    import dataclasses
+
+    from karel_hf.reproduce import train_argv
+    from karel_hf.training import parse_train_args
+    from karel_hf.utils import format_overrides
+
+    if test_specs < 1:
+        raise ValueError(f"test specs: must be at least 1, got {test_specs}")
+    _, data_args, _, _ = parse_train_args(train_argv(model_dir, preset))
+    if data_args.dataset_path:
+        raise ValueError(f"{model_dir} reads its corpus from {data_args.dataset_path}, which cannot be generated "
+                         "with more test examples")
+    overrides = {**data_args.load_karel_overrides(), "test_size": test_specs}
+    return dataclasses.replace(preset, test_specs=test_specs, train_overrides=(
+        *preset.train_overrides, "--dataset_overrides", format_overrides(overrides)))
+
+
+def read_more_specs(step: int, path: Path, untrained: Path, model_dir: Path, preset, fit: tuple[str, ...]) -> dict:
+    """The final checkpoint (`path`, `step`) and the untrained model read again on
+    `preset.alternatives_test_specs` test specs, alternatives `fit` only, without the rotation reading."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.reproduce import _data_rows, prompt_pairs
+
+    start = time.perf_counter()
+    longer = dataclasses.replace(with_test_split(model_dir, preset, preset.alternatives_test_specs), rotation_probe="")
+    test_rows, probe_rows, _ = _data_rows(model_dir, longer)
+    pairs = prompt_pairs(test_rows)
+    readings = {}
+    for name, folder in (("trained", path), ("untrained", untrained)):
+        if name == "untrained" and not (folder / "config.json").is_file():
+            continue
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        readings[name] = read_states(model, AutoTokenizer.from_pretrained(folder), probe_rows, test_rows, longer,
+                                     pairs, alternatives=True, only=fit)
+    return {"step": step, "test_specs": len(test_rows), "fitted": list(fit), **readings,
+            "timings_seconds": {"reading": time.perf_counter() - start}}
 
 
 def first_model_dir(out: Path, model_dir: Path, preset) -> Path:
@@ -244,7 +298,21 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
                               default=_json_default)
         elif not untrained.is_file():
             logger.warning("no untrained control: %s has no step-0 checkpoint", start.parent)
-    return [evaluations / f"step-{s}.json" for s, _ in found] + ([untrained] if untrained.is_file() else [])
+    more = evaluations / MORE_SPECS_FILE
+    if preset.alternatives_test_specs:
+        final_reading = json.loads((evaluations / f"step-{final}.json").read_text())["reading"]
+        # the best alternative of each part at the final checkpoint, read on more specs
+        fit = tuple(sorted({final_reading[part]["best_alternative"] for part in PARTS} - {None}))
+        known = json.loads(more.read_text()) if more.is_file() else {}
+        if fit and (known.get("step"), known.get("requested"), known.get("fitted")) != (
+                final, preset.alternatives_test_specs, list(fit)):
+            logger.info("reading the final checkpoint against %s on %d test specs", ", ".join(fit),
+                        preset.alternatives_test_specs)
+            reading = read_more_specs(final, dict(found)[final], checkpoint_dir(first_model_dir(out, model_dir, preset), 0),
+                                      model_dir, preset, fit)
+            atomic_write_json(more, {"requested": preset.alternatives_test_specs, **reading}, default=_json_default)
+    return ([evaluations / f"step-{s}.json" for s, _ in found] + ([untrained] if untrained.is_file() else [])
+            + ([more] if preset.alternatives_test_specs and more.is_file() else []))
 
 
 # --------------------------------------------------------------------------------------- analyze
@@ -264,6 +332,8 @@ def analyze_stage(out: Path, preset_name: str, preset, timings: dict) -> dict:
                                                                 for e in evaluations]) for part in PARTS}
     untrained_file = out / "evaluations" / UNTRAINED_FILE
     facts_file = out / "evaluations" / FACTS_FILE
+    more_file = out / "evaluations" / MORE_SPECS_FILE
+    more = json.loads(more_file.read_text()) if preset.alternatives_test_specs and more_file.is_file() else None
     results = {
         "preset": preset_name,
         "language": "extended",
@@ -274,6 +344,7 @@ def analyze_stage(out: Path, preset_name: str, preset, timings: dict) -> dict:
         "regressions": regressions,
         "untrained": json.loads(untrained_file.read_text()) if untrained_file.is_file() else None,
         "test": json.loads(facts_file.read_text()) if facts_file.is_file() else None,
+        "alternatives_more_specs": more if more and more["step"] == evaluations[-1]["step"] else None,
         "timings_seconds": timings,
         "versions": library_versions(),
         "machine": {"training": _training_machine(out / "model"), "analysis": machine_info()},
@@ -355,6 +426,25 @@ def _rotation_line(final: dict, untrained: dict, regressions: dict) -> list[str]
     return [f"{mine['probe']} probe on the rotation since the start: " + "; ".join(parts)]
 
 
+def more_specs_lines(results: dict) -> list[str]:
+    """The real meaning's margin over each alternative read again on more test specs, where that
+    alternative's labels are not a function of the real and initial ones; none without that reading."""
+    more = results.get("alternatives_more_specs")
+    if not more:
+        return []
+    lines = []
+    for name in more["fitted"]:
+        parts = []
+        for part in PARTS:
+            mine = more["trained"][part]["undetermined"].get(name) or {}
+            theirs = ((more.get("untrained") or {}).get(part, {}).get("undetermined") or {}).get(name) or {}
+            parts.append(f"{PART_NAMES[part]} {_gain(mine)} on {mine.get('num_rows', 0)} rows (untrained model "
+                         f"{_gain(theirs)})")
+        lines.append(f"real meaning - {name} where {name}'s labels are not a function of the real ones, on "
+                     f"{more['test_specs']} test specs: " + "; ".join(parts))
+    return lines
+
+
 def headline_summary(results: dict) -> list[str]:
     """A few lines for the console: accuracy against the floor, the final gains against the untrained
     model's, the lead over the best alternative, R^2."""
@@ -371,6 +461,7 @@ def headline_summary(results: dict) -> list[str]:
                      f"{_gain((untrained.get(part) or {}).get('conditional_gain'))}; real meaning - best alternative "
                      f"({mine.get('best_alternative')}) {_points(mine.get('original_minus_best_alternative'))}; "
                      f"R^2 of accuracy on it {_r2(results['regressions'][part])}")
+    lines += more_specs_lines(results)
     lines += _rotation_line(final, untrained, results["regressions"])
     return lines + ["(report.md has every number beside its control, and its caveats)"]
 
@@ -443,7 +534,10 @@ def render_report(out: Path) -> Path:
               "labels are not a function of the real and initial ones on 95% of the rows. Swap's direction "
               "mirrors the real one about the initial direction until a wall or a condition sends the paths apart"
               + (f"; on the world-dependent rows where they have (n = {apart['num_rows']}) the real meaning leads it "
-                 f"by {_gain(apart)} points." if apart and apart.get("num_rows") else "."),
+                 f"by {_gain(apart)} points." if apart and apart.get("num_rows") else ".")
+              + (" The headline's reading on more test specs scores a new, longer test split with the same probe "
+                 "fits: the same meanings' margins with more rows, not another measure."
+                 if results.get("alternatives_more_specs") else ""),
               *(["- The rotation is the direction less the initial direction (a prompt fact), so an MLP reads it "
                  "as it reads the direction. A linear probe cannot add a rotation the state holds to the initial "
                  "direction (a sum mod 4 is not linear in the two), so its reading of the direction can be nil "

@@ -165,6 +165,51 @@ def test_a_run_read_without_the_rotation_reads_it_and_nothing_else(curriculum_ru
     assert json.loads((evaluations / "step-0.json").read_text())["reading"]["rotation"]["probe"] == "mlp1"
 
 
+def test_the_best_alternatives_are_read_again_on_more_test_specs(curriculum_run, tmp_path, monkeypatch, capsys):
+    """--alternatives_test_specs N: the final checkpoint and the untrained model are read again on a
+    test split generated N long, fitting only each part's best alternative of the final reading, on
+    the run's own probe-training rows; every other evaluation is kept byte for byte, the headline and
+    report.md name the margins and their rows, and a rerun asking the same reads nothing again."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(curriculum_run, run, symlinks=True)
+    evaluations = run / "evaluations"
+    kept = {p.name: p.read_bytes() for p in evaluations.iterdir()}
+    preset = str(curriculum_run.parent / "presets" / "final.yaml")
+    command = ["--preset", preset, "--output_dir", str(run), "--stages", "evaluate,analyze,report",
+               "--alternatives_test_specs", "90"]
+    assert reproduce.main(command) == 0
+    assert {p.name: p.read_bytes() for p in evaluations.iterdir() if p.name in kept} == kept
+    final = json.loads((evaluations / "step-6.json").read_text())["reading"]
+    more = json.loads((evaluations / "alternatives-more-specs.json").read_text())
+    fitted = sorted({final[part]["best_alternative"] for part in ("all_rows", "world_dependent")} - {None})
+    assert fitted and more["fitted"] == fitted and more["step"] == 6 and more["requested"] == 90
+    assert more["test_specs"] == 90 > SWEEP["test_specs"]
+    for name in ("trained", "untrained"):
+        reading = more[name]
+        assert "rotation" not in reading  # the direction only
+        assert reading["rows"]["train"] == final["rows"]["train"] and reading["rows"]["test"] > final["rows"]["test"]
+        assert set(reading["all_rows"]["gains"]) == {"original", *fitted}
+        for part in ("all_rows", "world_dependent"):
+            assert set(reading[part]["undetermined"]) <= set(fitted)
+    results = json.loads((run / "results.json").read_text())
+    assert results["alternatives_more_specs"]["trained"] == more["trained"]
+    out = capsys.readouterr().out
+    assert f"where {fitted[0]}'s labels are not a function of the real ones, on 90 test specs" in out
+    assert "on 90 test specs" in (run / "report.md").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr("karel_hf.reproduce_control_flow.read_states", refuse)
+    assert reproduce.main(command) == 0
+    assert json.loads((evaluations / "alternatives-more-specs.json").read_text()) == more
+    capsys.readouterr()
+    assert reproduce.main([*command[:-1], "100"]) != 0  # another count: read again, refused here
+    assert "AssertionError: read again" in capsys.readouterr().err
+
+
 def test_cpu_cf_trains_what_the_study_measured(tmp_path):
     """The `cpu-cf` curriculum is benchmarks/emergence's specs p2l6-cpu-ext-16k-ho,
     p2l6-cpu-needs-cf-from-ext-ho and p2l6-cpu-needs-cf-32k-ho (LOG.md E47-E58), as run.py runs them:

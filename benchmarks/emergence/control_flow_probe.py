@@ -88,26 +88,16 @@ def feature_names(features: str, num_layers: int) -> list[str]:
 
 
 def with_test_specs(run: Path, preset, test_specs: int):
-    """`preset` reading `test_specs` test specs (E67): the run's corpus with its test split generated
-    again that long. The split's length table deals its examples out over the lengths in exact
-    counts (karel_hf.karel.sampling), so these are a new sample of the held-out programs' specs, not
-    the run's own followed by more; the training split, and so the probes' training rows, are the
-    run's own."""
-    import dataclasses
-
-    from karel_hf.reproduce import train_argv
-    from karel_hf.training import parse_train_args
-    from karel_hf.utils import format_overrides
+    """`preset` reading `test_specs` test specs (E67): karel_hf.reproduce_control_flow.with_test_split
+    (a new, longer test split; the training split and the probes' training rows are the run's own)."""
+    from karel_hf.reproduce_control_flow import with_test_split
 
     if test_specs < 1:
         raise SystemExit(f"control_flow_probe: --test_specs must be at least 1, got {test_specs}")
-    _, data_args, _, _ = parse_train_args(train_argv(run / "model", preset))
-    if data_args.dataset_path:
-        raise SystemExit(f"control_flow_probe: --test_specs: {run} reads its corpus from {data_args.dataset_path}, "
-                         "which cannot be generated with more test examples")
-    overrides = {**data_args.load_karel_overrides(), "test_size": test_specs}
-    return dataclasses.replace(preset, test_specs=test_specs, train_overrides=(
-        *preset.train_overrides, "--dataset_overrides", format_overrides(overrides)))
+    try:
+        return with_test_split(run / "model", preset, test_specs)
+    except ValueError as err:
+        raise SystemExit(f"control_flow_probe: --test_specs: {err}") from None
 
 
 def probe_run(run: Path, steps: list[int], probes: list[str], budgets: dict, semantics: tuple[str, ...],
