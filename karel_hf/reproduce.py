@@ -152,7 +152,7 @@ class ReproducePreset:
     rotation_probe: str = ""
     # Extended-language runs only: the final checkpoint's and the untrained model's real meaning read
     # again beside the best alternative, on this many test specs (the test split generated again that
-    # long; the training split and the probes' training rows stay the run's own); None: not read.
+    # long; the training split and the probes' training rows stay the run's own); None or 0: not read.
     # Where swap's labels say something new only a few hundred of 1,000 specs' rows are left, too few
     # for its margin (LOG.md E59, E67).
     alternatives_test_specs: int | None = None
@@ -173,8 +173,8 @@ class ReproducePreset:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: must be an integer >= {least}{meaning}, got {value!r}")
         more = self.alternatives_test_specs
-        if more is not None and (isinstance(more, bool) or not isinstance(more, int) or more < 1):
-            raise ValueError(f"alternatives_test_specs: must be a positive integer (or null: not read), got {more!r}")
+        if more is not None and (isinstance(more, bool) or not isinstance(more, int) or more < 0):
+            raise ValueError(f"alternatives_test_specs: must be an integer >= 0 (0 or null: not read), got {more!r}")
         for name, allowed in (("probe", PROBE_KINDS), ("second_probe", ("", *PROBE_KINDS)),
                               ("rotation_probe", ("", *PROBE_KINDS))):
             if getattr(self, name) not in allowed:
@@ -224,7 +224,7 @@ class ReproduceArguments:
         "beside the direction's (the preset's value: linear for cpu-cf)."})
     alternatives_test_specs: int | None = field(default=None, metadata={
         "help": "Extended-language runs: read the final checkpoint's real meaning against the best alternative "
-        "again on this many test specs (the preset's value: 5000 for cpu-cf)."})
+        "again on this many test specs (the preset's value: 5000 for cpu-cf; 0: not read)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
     max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})

@@ -535,8 +535,9 @@ def render_report(out: Path) -> Path:
               "mirrors the real one about the initial direction until a wall or a condition sends the paths apart"
               + (f"; on the world-dependent rows where they have (n = {apart['num_rows']}) the real meaning leads it "
                  f"by {_gain(apart)} points." if apart and apart.get("num_rows") else ".")
-              + (" The headline's reading on more test specs scores a new, longer test split with the same probe "
-                 "fits: the same meanings' margins with more rows, not another measure."
+              + (" The headline's reading on more test specs scores a new, longer test split of held-out programs, "
+                 "with probes fitted on the same training rows: the same meanings' margins on more rows, not "
+                 "another measure."
                  if results.get("alternatives_more_specs") else ""),
               *(["- The rotation is the direction less the initial direction (a prompt fact), so an MLP reads it "
                  "as it reads the direction. A linear probe cannot add a rotation the state holds to the initial "
