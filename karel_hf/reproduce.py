@@ -1519,10 +1519,24 @@ def reproduce(args: ReproduceArguments) -> Path:
 
 
 def extended_language(model_dir: Path, preset: ReproducePreset) -> bool:
-    """Whether the preset's own stage trains on a corpus in the extended language."""
+    """Whether the preset's own stage trains on a corpus in the extended language. A corpus read from
+    `dataset_path` has no config to say so: it is extended when a program of its test split (else of
+    its first 1,000 training examples) has control flow."""
+    from karel_hf.karel import parse
+
     _, data_args, _, _ = parse_train_args(train_argv(model_dir, preset))
     config = data_args.corpus_config()
-    return bool(config is not None and config.extended)
+    if config is not None:
+        return bool(config.extended)
+    raw = load_raw_datasets(data_args)
+    rows = raw["test"] if "test" in raw and len(raw["test"]) else raw["train"].select(range(min(1000, len(raw["train"]))))
+    for text in rows["program"]:
+        try:
+            if not parse(text).is_straight_line:
+                return True
+        except (TypeError, ValueError):  # not a program of either language: the straight-line checks name it
+            continue
+    return False
 
 
 class _ArgumentParser(StrictParsing, HfArgumentParser):
@@ -1548,6 +1562,11 @@ def reproduce_command(argv: list[str] | None) -> int:
     if args.alternatives_test_specs and not extended:
         raise UsageError(f"--alternatives_test_specs: reads the control-flow task (a corpus in the extended language); "
                          f"preset {args.preset} trains straight-line programs")
+    if preset.alternatives_test_specs and extended:  # its longer test split is generated: not from a saved corpus
+        dataset_path = parse_train_args(train_argv(out / "model", preset))[1].dataset_path
+        if dataset_path:
+            raise UsageError(f"alternatives_test_specs: the corpus comes from {dataset_path}, whose test split cannot be "
+                             "generated longer; pass --alternatives_test_specs 0")
     if args.rotation_probe and not extended:
         raise UsageError(f"--rotation_probe: reads the control-flow task (a corpus in the extended language); preset "
                          f"{args.preset} trains straight-line programs, whose probes read every offset (--second_probe)")

@@ -210,6 +210,32 @@ def test_the_best_alternatives_are_read_again_on_more_test_specs(curriculum_run,
     assert "AssertionError: read again" in capsys.readouterr().err
 
 
+def test_a_saved_corpus_in_the_extended_language_is_read_as_one(tmp_path, capsys):
+    """A corpus read from --dataset_path has no config to say it is in the extended language: its
+    programs say so, so such a run gets the control-flow evaluation (not the straight-line one, which
+    labels actions control flow may run many times); the reading on a longer test split, which has to
+    generate it, is refused in one line before anything runs."""
+    import dataclasses
+
+    from karel_hf.cli import main
+
+    small = ["--set", "train_size=60", "--set", "validation_size=8", "--set", "test_size=20"]
+    assert main(["dataset", "export", "--config", "cpu-ext", *small, "--output_dir", str(tmp_path / "ext")]) == 0
+    assert main(["dataset", "export", "--config", "tiny", *small, "--output_dir", str(tmp_path / "plain")]) == 0
+    tiny = reproduce.reproduce_preset("tiny")
+    for folder, config, extended in (("ext", "cpu-ext", True), ("plain", "tiny", False)):
+        saved = dataclasses.replace(tiny, train_overrides=("--dataset_path", str(tmp_path / folder),
+                                                           "--dataset_config", config))
+        assert reproduce.extended_language(tmp_path / "run" / "model", saved) is extended, folder
+    capsys.readouterr()
+    assert reproduce.main(["--preset", "cpu-cf", "--output_dir", str(tmp_path / "run"), "--train_args",
+                           f"--dataset_path {tmp_path / 'ext'} --dataset_config cpu-ext"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"karel-hf reproduce: error: alternatives_test_specs: the corpus comes from {tmp_path / 'ext'}, whose test "
+        "split cannot be generated longer; pass --alternatives_test_specs 0")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cpu_cf_trains_what_the_study_measured(tmp_path):
     """The `cpu-cf` curriculum is benchmarks/emergence's specs p2l6-cpu-ext-16k-ho,
     p2l6-cpu-needs-cf-from-ext-ho and p2l6-cpu-needs-cf-32k-ho (LOG.md E47-E58), as run.py runs them:
