@@ -23,10 +23,10 @@ and the --compile_backend, inductor by default) on the --program_loss_weight los
 the same loss uncompiled (`weighted`, or the Trainer when the weight is 1) says what compiling buys
 once compiled. The compilation falls in the untimed --warmup steps; its cost is reported beside the
 ratio (`compile_seconds`: the compiled warm-up's extra seconds in the first round, with inductor's
-kernel cache in a fresh folder unless TORCHINDUCTOR_CACHE_DIR names another than the default) with the steps it takes to earn
-it back (`steps_to_break_even`). A real stage can still gain nothing: LOG.md E70 trained 4,000 steps
-of `cpu-cf`'s last stage compiled in 0.98x the uncompiled time, where this benchmark said 1.24x. With --unpacked each row is one sample,
-right-padded to the batch's longest as `packing: false` presets (cpu-cf) train, so the batches' widths
+kernel cache in a fresh folder unless TORCHINDUCTOR_CACHE_DIR names another than the default) with
+the steps it takes to earn it back (`steps_to_break_even`). A real stage can still gain nothing:
+LOG.md E70 trained 4,000 steps of `cpu-cf`'s last stage compiled in 0.98x the uncompiled time, where
+this benchmark said 1.24x. With --unpacked each row is one sample, right-padded to the batch's longest as `packing: false` presets (cpu-cf) train, so the batches' widths
 vary and the compiled model meets new shapes (dynamo then compiles a shape-generic graph);
 tokens/s counts the samples' own tokens.
 
@@ -44,6 +44,7 @@ tokens/s counts the samples' own tokens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -170,6 +171,29 @@ def _time_paths(args, tokenizer, data, paths, variants, precisions):
     return runs, warmups
 
 
+@contextlib.contextmanager
+def _fresh_inductor_cache(wanted: bool):
+    """Inductor's kernels compiled into a fresh folder, as on a first run (compile_seconds is then
+    the cold cost; a kernel cache shared with a run under another ATEN_CPU_CAPABILITY crashes, LOG.md
+    E70), unless TORCHINDUCTOR_CACHE_DIR names another folder than inductor's default, which
+    importing transformers already set it to."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not wanted or (before or default_cache_dir()) != default_cache_dir():
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_train_inductor_") as fresh:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_preset", default="cpu", help="karel_hf.modeling preset (default: cpu)")
@@ -245,25 +269,8 @@ def main(argv=None) -> dict:
     else:
         paths = (("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
                  + (("compiled",) if args.torch_compile else ()))
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    fresh_cache = None
-    # importing transformers already set TORCHINDUCTOR_CACHE_DIR to inductor's default folder
-    cache_before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if args.torch_compile and (cache_before or default_cache_dir()) == default_cache_dir():
-        # inductor's kernels compiled from scratch, as on a first run: compile_seconds is then the cold
-        # cost; and a kernel cache shared with a run under another ATEN_CPU_CAPABILITY crashes (LOG.md E70)
-        fresh_cache = tempfile.TemporaryDirectory(prefix="bench_train_inductor_")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_cache.name
-    try:
+    with _fresh_inductor_cache(args.torch_compile):
         runs, warmups = _time_paths(args, tokenizer, data, paths, variants, precisions)
-    finally:
-        if fresh_cache is not None:
-            if cache_before is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_before
-            fresh_cache.cleanup()
     median = {k: statistics.median(v) for k, v in runs.items()}
     cpu = {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
            "capability": torch.backends.cpu.get_cpu_capability()}

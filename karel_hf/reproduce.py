@@ -1522,7 +1522,7 @@ def extended_language(model_dir: Path, preset: ReproducePreset) -> bool:
     """Whether the preset's own stage trains on a corpus in the extended language. A corpus read from
     `dataset_path` has no config to say so: it is extended when a program of its test split (else of
     its first 1,000 training examples) has control flow."""
-    from karel_hf.karel import parse
+    from karel_hf.reproduce_control_flow import control_flow_share
 
     _, data_args, _, _ = parse_train_args(train_argv(model_dir, preset))
     config = data_args.corpus_config()
@@ -1530,13 +1530,7 @@ def extended_language(model_dir: Path, preset: ReproducePreset) -> bool:
         return bool(config.extended)
     raw = load_raw_datasets(data_args)
     rows = raw["test"] if "test" in raw and len(raw["test"]) else raw["train"].select(range(min(1000, len(raw["train"]))))
-    for text in rows["program"]:
-        try:
-            if not parse(text).is_straight_line:
-                return True
-        except (TypeError, ValueError):  # not a program of either language: the straight-line checks name it
-            continue
-    return False
+    return control_flow_share(rows["program"]) > 0
 
 
 class _ArgumentParser(StrictParsing, HfArgumentParser):
