@@ -1520,8 +1520,8 @@ def reproduce(args: ReproduceArguments) -> Path:
 
 def extended_language(model_dir: Path, preset: ReproducePreset) -> bool:
     """Whether the preset's own stage trains on a corpus in the extended language. A corpus read from
-    `dataset_path` has no config to say so: it is extended when a program of its test split (else of
-    its first 1,000 training examples) has control flow."""
+    `dataset_path` has no config to say so: it is extended when a program of its test split's first 1,000
+    has control flow; such a corpus must hold what the evaluation reads (`check_saved_corpus`)."""
     from karel_hf.reproduce_control_flow import control_flow_share
 
     _, data_args, _, _ = parse_train_args(train_argv(model_dir, preset))
@@ -1529,8 +1529,28 @@ def extended_language(model_dir: Path, preset: ReproducePreset) -> bool:
     if config is not None:
         return bool(config.extended)
     raw = load_raw_datasets(data_args)
-    rows = raw["test"] if "test" in raw and len(raw["test"]) else raw["train"].select(range(min(1000, len(raw["train"]))))
-    return control_flow_share(rows["program"]) > 0
+    check_saved_corpus(raw, data_args.dataset_path)
+    return control_flow_share(raw["test"].select(range(min(1000, len(raw["test"]))))["program"]) > 0
+
+
+# what the evaluate stage reads of a corpus: the test specs' worlds and reference programs, the training
+# split's for the probes' training rows and the perplexity texts
+EVALUATED_COLUMNS = ("id", "text", "program", "length", "inputs", "outputs")
+
+
+def check_saved_corpus(raw, source) -> None:
+    """A corpus read from `dataset_path` can be evaluated: train and test splits, neither empty, with the
+    columns of a karel_hf corpus (`EVALUATED_COLUMNS`); else a ValueError (a malformed input: exit status 1)
+    naming what is missing."""
+    for split in ("train", "test"):
+        if split not in raw or not len(raw[split]):
+            have = ", ".join(f"{name} ({len(rows)} rows)" for name, rows in raw.items()) or "none"
+            raise ValueError(f"the corpus at {source} has no {split} examples, which karel-hf reproduce needs "
+                             f"(splits: {have})")
+        missing = [c for c in EVALUATED_COLUMNS if c not in raw[split].column_names]
+        if missing:
+            raise ValueError(f"the corpus at {source}: its {split} split lacks the column(s) {', '.join(missing)} of a "
+                             f"karel_hf corpus (karel-hf dataset export writes them)")
 
 
 class _ArgumentParser(StrictParsing, HfArgumentParser):

@@ -236,6 +236,35 @@ def test_a_saved_corpus_in_the_extended_language_is_read_as_one(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_a_saved_corpus_the_evaluation_cannot_read_is_refused_before_training(tmp_path, capsys):
+    """`karel-hf reproduce` on a --dataset_path corpus without a test split, or without the columns the
+    evaluation reads (the worlds, the programs), stops in one line naming what is missing, before any
+    stage runs, instead of failing after training with an internal error."""
+    import datasets
+
+    from karel_hf.cli import main
+
+    small = ["--set", "train_size=40", "--set", "validation_size=8", "--set", "test_size=10"]
+    assert main(["dataset", "export", "--config", "tiny", *small, "--output_dir", str(tmp_path / "plain")]) == 0
+    full = datasets.load_dataset(str(tmp_path / "plain"))
+    datasets.DatasetDict({"train": full["train"], "validation": full["validation"]}).save_to_disk(tmp_path / "no-test")
+    datasets.DatasetDict({split: rows.select_columns(["id", "text", "length"])
+                          for split, rows in full.items()}).save_to_disk(tmp_path / "text-only")
+    expected = {
+        "no-test": f"the corpus at {tmp_path / 'no-test'} has no test examples, which karel-hf reproduce needs "
+                   "(splits: train (40 rows), validation (8 rows))",
+        "text-only": f"the corpus at {tmp_path / 'text-only'}: its train split lacks the column(s) program, inputs, "
+                     "outputs of a karel_hf corpus (karel-hf dataset export writes them)",
+    }
+    capsys.readouterr()
+    for folder, message in expected.items():
+        run = tmp_path / f"run-{folder}"
+        assert main(["reproduce", "--preset", "tiny", "--output_dir", str(run), "--train_args",
+                     f"--dataset_path {tmp_path / folder}"]) == 1, folder
+        assert capsys.readouterr().err.strip() == f"karel-hf reproduce: error: {message}"
+        assert not run.exists()
+
+
 def test_cpu_cf_trains_what_the_study_measured(tmp_path):
     """The `cpu-cf` curriculum is benchmarks/emergence's specs p2l6-cpu-ext-16k-ho,
     p2l6-cpu-needs-cf-from-ext-ho and p2l6-cpu-needs-cf-32k-ho (LOG.md E47-E58), as run.py runs them:
