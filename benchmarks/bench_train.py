@@ -26,9 +26,10 @@ ratio (`compile_seconds`: the compiled warm-up's extra seconds in the first roun
 kernel cache in a fresh folder unless TORCHINDUCTOR_CACHE_DIR names another than the default) with
 the steps it takes to earn it back (`steps_to_break_even`). A real stage can still gain nothing:
 LOG.md E70 trained 4,000 steps of `cpu-cf`'s last stage compiled in 0.98x the uncompiled time, where
-this benchmark said 1.24x. With --unpacked each row is one sample, right-padded to the batch's longest as `packing: false` presets (cpu-cf) train, so the batches' widths
-vary and the compiled model meets new shapes (dynamo then compiles a shape-generic graph);
-tokens/s counts the samples' own tokens.
+this benchmark said 1.24x. With --unpacked each row is one sample, right-padded to the batch's
+longest as `packing: false` presets (cpu-cf) train, so the batches' widths vary and the compiled
+model meets new shapes (dynamo then compiles a shape-generic graph); tokens/s counts the samples'
+own tokens.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
