@@ -29,7 +29,9 @@ LOG.md E70 trained 4,000 steps of `cpu-cf`'s last stage compiled in 0.98x the un
 this benchmark said 1.24x. With --unpacked each row is one sample, right-padded to the batch's
 longest as `packing: false` presets (cpu-cf) train, so the batches' widths vary and the compiled
 model meets new shapes (dynamo then compiles a shape-generic graph); tokens/s counts the samples'
-own tokens.
+own tokens. With --block_sizes A,B,... the paths are instead the Trainer on packed rows of each
+length (`trainer@A`, ...), each on its own blocks of the same corpus, and each step's seconds are
+reported over the first's: how a step's time scales with its tokens (LOG.md E76).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
@@ -38,6 +40,8 @@ own tokens.
         --steps 100 --warmup 5 --activations gelu_new,gelu_pytorch_tanh
     python benchmarks/bench_train.py --model_preset demo --dataset_config demo --block_size 96 \
         --precisions fp32 --rounds 3 --steps 100 --warmup 5 --config_overrides 'n_embd=128;n_embd=96;n_embd=64'
+    python benchmarks/bench_train.py --model_preset cpu-cf --dataset_config cpu-ext --block_sizes 128,64 \
+        --precisions fp32 --rounds 3 --steps 100 --warmup 10
     python benchmarks/bench_train.py --model_preset cpu --dataset_config cpu-cf --block_size 128 --rounds 3 \
         --steps 100 --warmup 5 --program_loss_weight 4 --torch_compile [--unpacked]
 """
@@ -72,6 +76,11 @@ def _dataset(tokenizer, dataset_config: str, block_size: int, blocks_needed: int
     if len(data) < blocks_needed:
         raise SystemExit(f"{dataset_config} gives {len(data)} blocks, {blocks_needed} needed: use a bigger --dataset_config")
     return data.select(range(blocks_needed))
+
+
+def _tokens_per_step(args, data) -> float:
+    """Tokens in one step: a packed row is block_size tokens, an unpacked row its sample's own."""
+    return args.batch_size * statistics.mean(len(r) for r in data["input_ids"])
 
 
 def _model(args, tokenizer, variant: dict | None = None):
@@ -116,7 +125,8 @@ def run_trainer(args, tokenizer, data, bf16: bool, weight: float = 1, variant: d
                           compute_loss_func=compute_loss_func(weight, tokenizer))
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup]), times[args.warmup] - times[0]
+    return (args.steps * _tokens_per_step(args, data) / (times[-1] - times[args.warmup]),
+            times[args.warmup] - times[0])
 
 
 def run_loop(args, tokenizer, data, bf16: bool) -> float:
@@ -146,27 +156,29 @@ def run_loop(args, tokenizer, data, bf16: bool) -> float:
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
-    return args.steps * args.tokens_per_step / (times[-1] - times[args.warmup - 1])
+    return args.steps * _tokens_per_step(args, data) / (times[-1] - times[args.warmup - 1])
 
 
 def _time_paths(args, tokenizer, data, paths, variants, precisions):
-    """Each path's tokens/s per round, and each Trainer path's warm-up seconds per round."""
+    """Each path's tokens/s per round, and each Trainer path's warm-up seconds per round; `data`:
+    each path's blocks."""
     runs = {(path, p): [] for p in precisions for path in paths}
     warmups = {(path, p): [] for p in precisions for path in paths if path != "loop"}  # seconds to the timed steps
     for r in range(args.rounds):
         for p in precisions:
             for path in (paths if r % 2 == 0 else paths[::-1]):
+                blocks = data[path]
                 if path == "loop":
-                    runs[(path, p)].append(run_loop(args, tokenizer, data, p == "bf16"))
+                    runs[(path, p)].append(run_loop(args, tokenizer, blocks, p == "bf16"))
                     continue
                 if path in variants:
-                    speed, warm = run_trainer(args, tokenizer, data, p == "bf16", variant=variants[path])
+                    speed, warm = run_trainer(args, tokenizer, blocks, p == "bf16", variant=variants[path])
                 elif path == "compiled":
-                    speed, warm = run_trainer(args, tokenizer, data, p == "bf16", args.program_loss_weight,
+                    speed, warm = run_trainer(args, tokenizer, blocks, p == "bf16", args.program_loss_weight,
                                               compile=True)
                 else:
                     weight = args.program_loss_weight if path == "weighted" else 1
-                    speed, warm = run_trainer(args, tokenizer, data, p == "bf16", weight)
+                    speed, warm = run_trainer(args, tokenizer, blocks, p == "bf16", weight)
                 runs[(path, p)].append(speed)
                 warmups[(path, p)].append(warm)
     return runs, warmups
@@ -217,6 +229,9 @@ def main(argv=None) -> dict:
                         help="time the Trainer with each of these GPT-2 config overrides instead (separated by "
                              "';', each as `karel-hf train --config_overrides`, e.g. 'n_embd=128;n_embd=96'; "
                              "ratios over the first)")
+    parser.add_argument("--block_sizes", default=None,
+                        help="time the Trainer on packed rows of each of these lengths instead (comma-separated, "
+                             "e.g. 128,64; step times over the first's)")
     parser.add_argument("--unpacked", action="store_true",
                         help="one sample per row, right-padded to the batch's longest, as `packing: false` presets "
                              "train (tokens/s then counts the samples' own tokens, padding left out)")
@@ -241,6 +256,14 @@ def main(argv=None) -> dict:
         parser.error("--config_overrides: two or more distinct non-empty overrides separated by ';', without --activations")
     if args.torch_compile and (activations or overrides):
         parser.error("--torch_compile times the preset's own model: without --activations or --config_overrides")
+    try:
+        block_sizes = [int(b) for b in args.block_sizes.split(",")] if args.block_sizes else []
+    except ValueError:
+        block_sizes = [0]
+    if block_sizes and (len(set(block_sizes)) < max(2, len(block_sizes)) or min(block_sizes) < 2
+                        or activations or overrides or args.torch_compile or args.unpacked):
+        parser.error("--block_sizes: two or more distinct row lengths (integers >= 2) separated by ',', without "
+                     "--activations, --config_overrides, --torch_compile or --unpacked")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -257,19 +280,23 @@ def main(argv=None) -> dict:
             model_config(args.model_preset, tokenizer, config_overrides=o)
         except ValueError as e:
             parser.error(f"--config_overrides {o!r}: {e}")
-    data = _dataset(tokenizer, args.dataset_config, args.block_size, (args.warmup + args.steps) * args.batch_size,
-                    args.unpacked)
-    # tokens in one timed step: a packed row is block_size tokens; unpacked rows, their mean length
-    args.tokens_per_step = args.batch_size * (
-        statistics.mean(len(r) for r in data["input_ids"]) if args.unpacked else args.block_size)
+    blocks_needed = (args.warmup + args.steps) * args.batch_size
     precisions = args.precisions.split(",")
     variants = {f"trainer:{a}": {"activation_function": a} for a in activations}
     variants.update({f"trainer:{o}": {"config_overrides": o} for o in overrides})
-    if variants:
+    if block_sizes:  # the preset's own Trainer on each row length's blocks
+        variants = {f"trainer@{b}": {} for b in block_sizes}
+        data = {path: _dataset(tokenizer, args.dataset_config, b, blocks_needed)
+                for path, b in zip(variants, block_sizes)}
         paths = tuple(variants)
     else:
-        paths = (("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
-                 + (("compiled",) if args.torch_compile else ()))
+        blocks = _dataset(tokenizer, args.dataset_config, args.block_size, blocks_needed, args.unpacked)
+        paths = tuple(variants) if variants else (
+            ("trainer", "loop") + (("weighted",) if args.program_loss_weight != 1 else ())
+            + (("compiled",) if args.torch_compile else ()))
+        data = dict.fromkeys(paths, blocks)
+    tokens_per_step = {path: _tokens_per_step(args, d) for path, d in data.items()}
+    tokens = tokens_per_step[paths[0]]
     with _fresh_inductor_cache(args.torch_compile):
         runs, warmups = _time_paths(args, tokenizer, data, paths, variants, precisions)
     median = {k: statistics.median(v) for k, v in runs.items()}
@@ -277,15 +304,22 @@ def main(argv=None) -> dict:
            "capability": torch.backends.cpu.get_cpu_capability()}
     result = {
         "model_preset": args.model_preset, "steps": args.steps, "unpacked": args.unpacked,
-        "batch": (f"{args.batch_size} samples of {args.tokens_per_step / args.batch_size:.1f} tokens on average"
-                  if args.unpacked else f"{args.batch_size} x {args.block_size} tokens"),
-        "tokens_per_step": args.tokens_per_step,
+        "batch": (f"{args.batch_size} samples of {tokens / args.batch_size:.1f} tokens on average"
+                  if args.unpacked else f"{args.batch_size} x {args.block_sizes or args.block_size} tokens"),
+        "tokens_per_step": tokens,
         "rounds": args.rounds, "threads": torch.get_num_threads(), "cpu": cpu,
         "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
     }
     if "loop" in paths:
         result["trainer_over_loop"] = {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions}
-    if variants:
+    if block_sizes:  # a step's seconds, and over the first row length's
+        seconds = {(path, p): tokens_per_step[path] / v for (path, p), v in median.items()}
+        result["tokens_per_step"] = {path.split("@")[1]: t for path, t in tokens_per_step.items()}
+        result["step_seconds"] = {f"{path}_{p}": round(v, 5) for (path, p), v in seconds.items()}
+        result["step_time_over_first"] = {
+            p: {path.split("@")[1]: round(seconds[(path, p)] / seconds[(paths[0], p)], 3) for path in paths[1:]}
+            for p in precisions}
+    elif variants:
         base = paths[0]
         result["over_first_activation" if activations else "over_first_config"] = {
             p: {path.split(":", 1)[1]: round(median[(path, p)] / median[(base, p)], 3) for path in paths[1:]}
@@ -305,7 +339,7 @@ def main(argv=None) -> dict:
                                      for p in precisions}
         result["steps_to_break_even"] = {}
         for p in precisions:
-            saved = args.tokens_per_step / median[(plain, p)] - args.tokens_per_step / median[("compiled", p)]
+            saved = tokens / median[(plain, p)] - tokens / median[("compiled", p)]
             result["steps_to_break_even"][p] = (round(result["compile_seconds"][p] / saved) if saved > 0 else None)
     if "fp32" in precisions and "bf16" in precisions:
         result["bf16_over_fp32"] = {path: round(median[(path, "bf16")] / median[(path, "fp32")], 3)
@@ -330,6 +364,8 @@ def main(argv=None) -> dict:
             f"{p} {result['compile_seconds'][p]:.1f} s, even after "
             + (f"{n} steps" if n is not None else "never (no faster)")
             for p, n in result["steps_to_break_even"].items()))
+    for p, ratios in result.get("step_time_over_first", {}).items():
+        print(f"{p}, a step's time over {paths[0]}'s: " + ", ".join(f"trainer@{b} {v:.3f}" for b, v in ratios.items()))
     if "bf16_over_fp32" in result:
         print("bf16 / fp32:    " + ", ".join(f"{k} {v:.3f}" for k, v in result["bf16_over_fp32"].items()))
     if args.output:

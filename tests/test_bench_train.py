@@ -102,3 +102,27 @@ def test_unpacked_rows_are_single_samples_padded_per_batch_and_counted_without_p
     assert result["unpacked"] is True
     assert result["batch"] == f"4 samples of {sum(lengths) / len(lengths):.1f} tokens on average"
     assert all(v > 0 for v in result["tokens_per_second"].values())
+
+
+def test_block_sizes_time_the_trainer_on_each_row_length_and_report_step_times_over_the_first():
+    """--block_sizes: each path is the Trainer on its own packed blocks of that length, so a step holds
+    batch x length tokens, and a step's seconds are the tokens over the speed, reported over the first's."""
+    result = _bench().main(["--model_preset", "tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
+                            "--block_sizes", "64,32", "--precisions", "fp32", "--threads", "1"])
+    assert result["tokens_per_step"] == {"64": 128, "32": 64}
+    speeds, seconds = result["tokens_per_second"], result["step_seconds"]
+    assert set(speeds) == set(seconds) == {"trainer@64_fp32", "trainer@32_fp32"}
+    assert seconds["trainer@32_fp32"] == pytest.approx(64 / speeds["trainer@32_fp32"], rel=1e-3)
+    assert result["step_time_over_first"]["fp32"]["32"] == pytest.approx(
+        seconds["trainer@32_fp32"] / seconds["trainer@64_fp32"], abs=2e-3)
+
+
+@pytest.mark.parametrize("argv", [["--block_sizes", "64"], ["--block_sizes", "64,64"], ["--block_sizes", "64,x"],
+                                  ["--block_sizes", "64,32", "--unpacked"],
+                                  ["--block_sizes", "64,32", "--config_overrides", "n_embd=32;n_embd=16"]])
+def test_bad_block_sizes_are_one_line_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench().main(["--model_preset", "tiny"] + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--block_sizes: two or more distinct row lengths" in err
