@@ -80,7 +80,7 @@ def _cmd_tokenizer_save(args) -> int:
     from karel_hf.tokenizer import build_tokenizer
 
     writable_dir(args.output_dir, "tokenizer folder")
-    build_tokenizer().save_pretrained(args.output_dir)
+    build_tokenizer(args.cells_per_token).save_pretrained(args.output_dir)
     print(f"wrote {args.output_dir}")
     return 0
 
@@ -194,6 +194,8 @@ def _build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="tokenizer_command", required=True)
     p = tsub.add_parser("save", help="save the tokenizer (AutoTokenizer-loadable)")
     p.add_argument("output_dir")
+    p.add_argument("--cells_per_token", type=int, choices=(1, 2), default=1,
+                   help="grid cells per prompt token: 1 (the paper's) or 2 (two neighbouring cells of a row)")
     p.set_defaults(func=_cmd_tokenizer_save)
 
     p = sub.add_parser("push", help="publish a dataset export, a training run (step-N revisions), a metric Space, "

@@ -156,11 +156,12 @@ def sinusoidal_table(num_positions: int, dim: int, scale: float = SINUSOIDAL_POS
 class PromptLayout:
     """Where the grid cells sit in a tokenised prompt (`<s>` included, as the model sees it).
 
-    `cells[g, r, c]` is the token position of row r, column c of grid g, grids in prompt order
-    (Input0, Output0, Input1, ...); `prompt_length` counts every token up to and including "Code:\\n".
+    `cells[g, r, k]` is the token position of row r's k-th cell token of grid g, grids in prompt
+    order (Input0, Output0, Input1, ...): column k with one cell per token, columns 2k and 2k + 1
+    with a `cells_per_token=2` tokenizer; `prompt_length` counts every token up to and including "Code:\\n".
     """
 
-    cells: np.ndarray  # (2 * num_prompt_pairs, rows, cols) int
+    cells: np.ndarray  # (2 * num_prompt_pairs, rows, cell tokens per row) int
     prompt_length: int
 
     @property
@@ -171,23 +172,25 @@ class PromptLayout:
 def prompt_layout(tokenizer, num_prompt_pairs: int, rows: int, cols: int) -> PromptLayout:
     """The grid-cell positions of a prompt with `num_prompt_pairs` pairs of rows x cols interiors.
 
-    Read off the tokenised text of `format_prompt` (never hard-coded): every cell word is one token,
-    and each grid's cells must be one contiguous run in row-major order.
+    Read off the tokenised text of `format_prompt` (never hard-coded): a grid row is
+    ceil(cols / cells_per_token) tokens, and each grid's cell tokens must be one contiguous run in
+    row-major order.
     """
     from karel_hf.data.formatting import format_prompt
-    from karel_hf.karel.world import CELL_WORDS, ROBOT_CODE_OFFSET
+    from karel_hf.karel.world import ROBOT_CODE_OFFSET
+    from karel_hf.tokenizer import cells_per_token
 
     grids = np.zeros((num_prompt_pairs, rows, cols), dtype=np.int8)
     grids[:, 0, 0] = ROBOT_CODE_OFFSET  # one robot per grid, as the text format requires
     ids = tokenizer(format_prompt(grids, grids))["input_ids"]
-    vocab = tokenizer.get_vocab()
-    cell_ids = {vocab[w + sep] for w in CELL_WORDS for sep in (" ", "\n") if w + sep in vocab}
+    cell_ids = {i for piece, i in tokenizer.get_vocab().items() if piece.startswith("__")}  # cell words: __space__ ...
     positions = np.array([i for i, t in enumerate(ids) if t in cell_ids])
     num_grids = 2 * num_prompt_pairs
-    if len(positions) != num_grids * rows * cols:
-        raise ValueError(f"expected {num_grids * rows * cols} cell tokens in the prompt, found {len(positions)}: "
-                         "the tokenizer does not spend one token per cell")
-    cells = positions.reshape(num_grids, rows, cols)
+    per_row = -(-cols // cells_per_token(tokenizer))
+    if len(positions) != num_grids * rows * per_row:
+        raise ValueError(f"expected {num_grids * rows * per_row} cell tokens in the prompt, found {len(positions)}: "
+                         f"the tokenizer does not spend one token per {cells_per_token(tokenizer)} cell(s)")
+    cells = positions.reshape(num_grids, rows, per_row)
     if not (np.diff(cells.reshape(num_grids, -1), axis=1) == 1).all():
         raise ValueError("a grid's cell tokens are not contiguous in the tokenised prompt")
     return PromptLayout(cells=cells, prompt_length=len(ids))

@@ -1,5 +1,6 @@
 """A word-level tokenizer built from the DSL's own vocabulary: one token per grid cell, per
-program line, per header.
+program line, per header; or, built with `cells_per_token=2`, one token per two neighbouring cells
+of a grid row (the prompt in about half the tokens, the same text).
 
 Pieces are cut by one regex (`PIECE_PATTERN`): a word with its indentation in front and the one
 space or newline that follows it, e.g. `"__wall__ "`, `"__up__\\n"`, `"Input0\\n"`,
@@ -15,6 +16,13 @@ text (a hand-made corpus, a program deeper than the format allows) can hold piec
 vocabulary; `check_encodable` names the first one, and the training pipeline's encoders
 (`FastEncoder`, `karel_hf.training.lm_dataset`) refuse such text instead of training on `<unk>`.
 
+With `cells_per_token=2` a row's cells are cut left to right into pairs (`"__wall__ __up__ "`,
+`"__space__ __wall__\\n"`; a row of odd width ends in one single cell): `PAIR_PIECE_PATTERN` goes first
+in the pre-tokenizer, and the vocabulary adds every pair of cell words with either separator. The
+text format is the paper's either way; the tokenizer says which it is by its vocabulary
+(`cells_per_token(tokenizer)`), so a saved one loads back as it was and `FastEncoder` and
+`karel_hf.modeling.prompt_layout` follow it. Programs encode the same in both.
+
 Special tokens: `<s>` (bos, prepended by the post-processor, so a prompt is encoded as the model saw
 samples start in training), `</s>` (eos, appended by the training pipeline after each sample;
 decoding stops there), `<pad>` (padding only, never trained on), `<unk>`.
@@ -27,6 +35,7 @@ in 5, an alias) that writes that name instead, wherever it is saved (the Trainer
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from functools import lru_cache
@@ -54,18 +63,33 @@ from karel_hf.karel.world import CELL_WORDS, MARKER_CODE_OFFSET, ROBOT_CODE_OFFS
 from karel_hf.utils import atomic_write_json
 
 PIECE_PATTERN = r" *[^ \n]+[ \n]?|\n| +"
+PAIR_PIECE_PATTERN = r"__\w+__ __\w+__[ \n]?|" + PIECE_PATTERN  # two cell words, else a piece as above
+CELLS_PER_TOKEN = (1, 2)
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 
 
-def pieces(text: str) -> list[str]:
-    return re.findall(PIECE_PATTERN, text)
+def pieces(text: str, cells_per_token: int = 1) -> list[str]:
+    return re.findall(PAIR_PIECE_PATTERN if cells_per_token == 2 else PIECE_PATTERN, text)
+
+
+def _pair_word(a: str, b: str, end: str) -> str:
+    return f"{a} {b}{end}"
+
+
+def _vocab_cells_per_token(vocab) -> int:
+    return 2 if _pair_word(CELL_WORDS[0], CELL_WORDS[0], " ") in vocab else 1
+
+
+def cells_per_token(tokenizer) -> int:
+    """How many grid cells one token of `tokenizer` covers: 1, or 2 for `build_tokenizer(cells_per_token=2)`."""
+    return _vocab_cells_per_token(tokenizer.get_vocab())
 
 
 def check_encodable(text: str, vocab, what: str = "text") -> None:
     """Raise a ValueError naming the first piece of `text` that is not in `vocab` (a tokenizer's
     `get_vocab()`), i.e. that would encode to `<unk>`; `what` names the text in the message."""
-    for piece in pieces(text):
+    for piece in pieces(text, _vocab_cells_per_token(vocab)):
         if piece not in vocab or piece in SPECIAL_TOKENS:  # "<unk>" in a text is not the formatter's either
             raise ValueError(
                 f"{what}: the piece {piece[:60]!r} is not in the tokenizer's vocabulary (it would encode to {UNK}); "
@@ -102,10 +126,16 @@ def _cell_grids() -> list[np.ndarray]:
     return grids
 
 
-@lru_cache(maxsize=1)
-def vocabulary() -> tuple[str, ...]:
-    """All pieces of formatted text, specials first; the order (and so every id) is deterministic."""
+@lru_cache(maxsize=2)
+def vocabulary(cells_per_token: int = 1) -> tuple[str, ...]:
+    """All pieces of formatted text, specials first; the order (and so every id) is deterministic.
+    `cells_per_token=2` adds every pair of cell words (a space or a newline after the second)."""
+    if cells_per_token not in CELLS_PER_TOKEN:
+        raise ValueError(f"cells_per_token: expected 1 or 2, got {cells_per_token!r}")
     found: dict[str, None] = {}
+    if cells_per_token == 2:
+        for a, b, end in itertools.product(CELL_WORDS, CELL_WORDS, " \n"):
+            found[_pair_word(a, b, end)] = None
     grids = _cell_grids()
     texts = [format_prompt(grids[i : i + MAX_PROMPT_PAIRS], grids[i : i + MAX_PROMPT_PAIRS])
              for i in range(0, len(grids), MAX_PROMPT_PAIRS)]
@@ -137,11 +167,13 @@ class KarelTokenizerFast(PreTrainedTokenizerFast):
         return files
 
 
-def build_tokenizer():
-    """The karel_hf tokenizer, a `PreTrainedTokenizerFast` (`KarelTokenizerFast`; save it with `save_pretrained`)."""
-    vocab = {token: i for i, token in enumerate(vocabulary())}
+def build_tokenizer(cells_per_token: int = 1):
+    """The karel_hf tokenizer, a `PreTrainedTokenizerFast` (`KarelTokenizerFast`; save it with `save_pretrained`):
+    one token per grid cell, or per two neighbouring cells of a row with `cells_per_token=2`."""
+    vocab = {token: i for i, token in enumerate(vocabulary(cells_per_token))}
+    pattern = PAIR_PIECE_PATTERN if cells_per_token == 2 else PIECE_PATTERN
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     backend.decoder = decoders.Fuse()
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
@@ -171,7 +203,8 @@ def load_tokenizer(path):
 
 
 class FastEncoder:
-    """Token ids straight from view-code arrays, bypassing text: one lookup per cell.
+    """Token ids straight from view-code arrays, bypassing text: one lookup per cell (per pair of cells
+    for a `cells_per_token=2` tokenizer).
 
     Gives exactly `tokenizer(format_prompt(inputs, outputs))["input_ids"]` (a test checks it) at
     NumPy speed, for tokenising whole corpora. Built from a tokenizer, so ids always agree with it;
@@ -183,6 +216,11 @@ class FastEncoder:
         self.bos = tokenizer.bos_token_id
         self.cell_space = np.array([vocab[w + " "] for w in CELL_WORDS], dtype=np.int32)
         self.cell_newline = np.array([vocab[w + "\n"] for w in CELL_WORDS], dtype=np.int32)
+        self.cells_per_token = _vocab_cells_per_token(vocab)
+        if self.cells_per_token == 2:  # (first, second) codes -> the pair's id
+            self.pair_space, self.pair_newline = (
+                np.array([[vocab[_pair_word(a, b, end)] for b in CELL_WORDS] for a in CELL_WORDS], dtype=np.int32)
+                for end in " \n")
         self.vocab = vocab
         self.unk = tokenizer.unk_token_id
 
@@ -194,7 +232,7 @@ class FastEncoder:
 
     def _column(self, n: int, text: str):
         """(n, pieces) int ids of a fixed text (a header of karel_hf.data.formatting), one row per sample."""
-        return np.tile(np.array([self._word(p) for p in pieces(text)], dtype=np.int64), (n, 1))
+        return np.tile(np.array([self._word(p) for p in pieces(text, self.cells_per_token)], dtype=np.int64), (n, 1))
 
     def encode_prompts(self, inputs, outputs):
         """(n, pairs, rows, cols) view codes -> (n, prompt_len) int32 ids, `<s>` first."""
@@ -203,8 +241,18 @@ class FastEncoder:
         table = np.tile(self.cell_space, (cols, 1))  # (cols, codes)
         table[-1] = self.cell_newline
 
-        def grid_ids(codes):  # (n, rows, cols) -> (n, rows*cols)
-            return table[np.arange(cols)[None, None, :], codes.astype(np.intp)].reshape(n, rows * cols)
+        def grid_ids(codes):  # (n, rows, cols) -> (n, tokens)
+            codes = codes.astype(np.intp)
+            if self.cells_per_token == 1:
+                return table[np.arange(cols)[None, None, :], codes].reshape(n, rows * cols)
+            paired = cols - cols % 2  # the row's pairs, then (odd width) its last cell alone
+            first, second = codes[:, :, 0:paired:2], codes[:, :, 1:paired:2]
+            ids = self.pair_space[first, second]
+            if cols % 2:
+                ids = np.concatenate([ids, self.cell_newline[codes[:, :, -1:]]], axis=2)
+            else:
+                ids[:, :, -1] = self.pair_newline[first[:, :, -1], second[:, :, -1]]
+            return ids.reshape(n, -1)
 
         parts = [np.full((n, 1), self.bos), self._column(n, EXAMPLES_HEADER)]
         for p in range(pairs):
@@ -215,4 +263,4 @@ class FastEncoder:
 
     def encode_program(self, program_text: str) -> list[int]:
         """The ids of a program text; a ValueError names a piece outside the vocabulary."""
-        return [self._word(p) for p in pieces(program_text)]
+        return [self._word(p) for p in pieces(program_text, self.cells_per_token)]

@@ -112,7 +112,12 @@ class DataArguments:
     )
     tokenizer_path: str | None = field(
         default=None,
-        metadata={"help": "A saved karel_hf tokenizer; default: karel_hf.tokenizer.build_tokenizer()."},
+        metadata={"help": "A saved karel_hf tokenizer; default: karel_hf.tokenizer.build_tokenizer(cells_per_token)."},
+    )
+    cells_per_token: int = field(
+        default=1,
+        metadata={"help": "Grid cells per prompt token of the built tokenizer: 1 (one token per cell, the paper's) or 2 "
+                  "(two neighbouring cells of a row per token: the same text in fewer tokens; karel_hf.tokenizer)."},
     )
     block_size: int = field(default=512, metadata={"help": "Tokens per training row (packed block)."})
     packing: bool = field(
@@ -138,6 +143,10 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        if self.cells_per_token not in (1, 2):
+            raise TrainArgumentError(f"cells_per_token: expected 1 or 2, got {self.cells_per_token}")
+        if self.tokenizer_path and self.cells_per_token != 1:
+            raise TrainArgumentError("cells_per_token builds the tokenizer, tokenizer_path loads one: give one of them")
         if self.loss_on not in LOSS_ON:
             raise TrainArgumentError(f"loss_on: unknown value {self.loss_on!r}; expected one of {', '.join(LOSS_ON)}")
         try:

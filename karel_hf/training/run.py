@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, Trainer, set_seed
 from karel_hf.data.builder import load_karel
 from karel_hf.model_card import card_values, python_args, write_model_card
 from karel_hf.modeling import build_model, count_parameters, set_generation_ids
-from karel_hf.tokenizer import build_tokenizer, load_tokenizer
+from karel_hf.tokenizer import build_tokenizer, cells_per_token, load_tokenizer
 from karel_hf.errors import run_main
 from karel_hf.utils import (
     StdoutHandler,
@@ -164,7 +164,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         )
     set_seed(training_args.seed)
 
-    tokenizer = load_tokenizer(data_args.tokenizer_path) if data_args.tokenizer_path else build_tokenizer()
+    tokenizer = (load_tokenizer(data_args.tokenizer_path) if data_args.tokenizer_path
+                 else build_tokenizer(data_args.cells_per_token))
     with training_args.main_process_first(desc="loading the Karel corpus"):
         raw = load_raw_datasets(data_args)
     if "train" not in raw:
@@ -186,6 +187,10 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     if model_args.model_name_or_path:
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation="eager")
+        if model.config.vocab_size != len(tokenizer):
+            raise TrainArgumentError(
+                f"model_name_or_path: the model's vocabulary has {model.config.vocab_size} tokens, the tokenizer "
+                f"{len(tokenizer)} (cells_per_token {cells_per_token(tokenizer)}): train with the tokenizer it was trained with")
         set_generation_ids(model, tokenizer)
     else:
         layout = None
