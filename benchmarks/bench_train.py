@@ -31,7 +31,10 @@ longest as `packing: false` presets (cpu-cf) train, so the batches' widths vary 
 model meets new shapes (dynamo then compiles a shape-generic graph); tokens/s counts the samples'
 own tokens. With --block_sizes A,B,... the paths are instead the Trainer on packed rows of each
 length (`trainer@A`, ...), each on its own blocks of the same corpus, and each step's seconds are
-reported over the first's: how a step's time scales with its tokens (LOG.md E76).
+reported over the first's: how a step's time scales with its tokens (LOG.md E76). With
+--cells_per_token 1,2 the paths are instead the Trainer with each tokenizer (`trainer/cpt1`, ...:
+`build_tokenizer(cells_per_token)`, the model's vocabulary with it), on the same samples, one per row
+as `packing: false` presets train; each step's seconds are reported over the first's (LOG.md E77).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py                 # 20 steps each, cpu preset
     python benchmarks/bench_train.py --model_preset tiny --steps 5 --batch_size 4 --output bench.json
@@ -42,6 +45,8 @@ reported over the first's: how a step's time scales with its tokens (LOG.md E76)
         --precisions fp32 --rounds 3 --steps 100 --warmup 5 --config_overrides 'n_embd=128;n_embd=96;n_embd=64'
     python benchmarks/bench_train.py --model_preset cpu-cf --dataset_config cpu-ext --block_sizes 128,64 \
         --precisions fp32 --rounds 3 --steps 100 --warmup 10
+    python benchmarks/bench_train.py --model_preset cpu-cf --dataset_config cpu-cf --block_size 128 \
+        --cells_per_token 1,2 --precisions fp32 --rounds 3 --steps 100 --warmup 10
     python benchmarks/bench_train.py --model_preset cpu --dataset_config cpu-cf --block_size 128 --rounds 3 \
         --steps 100 --warmup 5 --program_loss_weight 4 --torch_compile [--unpacked]
 """
@@ -159,15 +164,16 @@ def run_loop(args, tokenizer, data, bf16: bool) -> float:
     return args.steps * _tokens_per_step(args, data) / (times[-1] - times[args.warmup - 1])
 
 
-def _time_paths(args, tokenizer, data, paths, variants, precisions):
+def _time_paths(args, tokenizer, data, paths, variants, precisions, tokenizers=None):
     """Each path's tokens/s per round, and each Trainer path's warm-up seconds per round; `data`:
-    each path's blocks."""
+    each path's blocks; `tokenizers`: a path's own tokenizer where it has one."""
     runs = {(path, p): [] for p in precisions for path in paths}
     warmups = {(path, p): [] for p in precisions for path in paths if path != "loop"}  # seconds to the timed steps
     for r in range(args.rounds):
         for p in precisions:
             for path in (paths if r % 2 == 0 else paths[::-1]):
                 blocks = data[path]
+                tokenizer = (tokenizers or {}).get(path, tokenizer)
                 if path == "loop":
                     runs[(path, p)].append(run_loop(args, tokenizer, blocks, p == "bf16"))
                     continue
@@ -232,6 +238,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--block_sizes", default=None,
                         help="time the Trainer on packed rows of each of these lengths instead (comma-separated, "
                              "e.g. 128,64; step times over the first's)")
+    parser.add_argument("--cells_per_token", default=None,
+                        help="time the Trainer with the tokenizer of each of these cells_per_token values instead "
+                             "(1,2), on the same samples one per row; step times over the first's")
     parser.add_argument("--unpacked", action="store_true",
                         help="one sample per row, right-padded to the batch's longest, as `packing: false` presets "
                              "train (tokens/s then counts the samples' own tokens, padding left out)")
@@ -264,6 +273,11 @@ def main(argv=None) -> dict:
                         or activations or overrides or args.torch_compile or args.unpacked):
         parser.error("--block_sizes: two or more distinct row lengths (integers >= 2) separated by ',', without "
                      "--activations, --config_overrides, --torch_compile or --unpacked")
+    cells = args.cells_per_token.split(",") if args.cells_per_token else []
+    if cells and (sorted(set(cells)) != ["1", "2"] or len(cells) != 2 or block_sizes or activations or overrides
+                  or args.torch_compile):
+        parser.error("--cells_per_token: 1,2 or 2,1, without --block_sizes, --activations, --config_overrides or "
+                     "--torch_compile")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -284,7 +298,14 @@ def main(argv=None) -> dict:
     precisions = args.precisions.split(",")
     variants = {f"trainer:{a}": {"activation_function": a} for a in activations}
     variants.update({f"trainer:{o}": {"config_overrides": o} for o in overrides})
-    if block_sizes:  # the preset's own Trainer on each row length's blocks
+    tokenizers = {}
+    if cells:  # each tokenizer on the same samples, one per row (the model's vocabulary follows its tokenizer)
+        variants = {f"trainer/cpt{c}": {} for c in cells}
+        tokenizers = {f"trainer/cpt{c}": build_tokenizer(int(c)) for c in cells}
+        data = {path: _dataset(tokenizers[path], args.dataset_config, args.block_size, blocks_needed, unpacked=True)
+                for path in variants}
+        paths = tuple(variants)
+    elif block_sizes:  # the preset's own Trainer on each row length's blocks
         variants = {f"trainer@{b}": {} for b in block_sizes}
         data = {path: _dataset(tokenizer, args.dataset_config, b, blocks_needed)
                 for path, b in zip(variants, block_sizes)}
@@ -298,26 +319,27 @@ def main(argv=None) -> dict:
     tokens_per_step = {path: _tokens_per_step(args, d) for path, d in data.items()}
     tokens = tokens_per_step[paths[0]]
     with _fresh_inductor_cache(args.torch_compile):
-        runs, warmups = _time_paths(args, tokenizer, data, paths, variants, precisions)
+        runs, warmups = _time_paths(args, tokenizer, data, paths, variants, precisions, tokenizers)
     median = {k: statistics.median(v) for k, v in runs.items()}
     cpu = {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
            "capability": torch.backends.cpu.get_cpu_capability()}
     result = {
-        "model_preset": args.model_preset, "steps": args.steps, "unpacked": args.unpacked,
+        "model_preset": args.model_preset, "steps": args.steps, "unpacked": args.unpacked or bool(cells),
         "batch": (f"{args.batch_size} samples of {tokens / args.batch_size:.1f} tokens on average"
-                  if args.unpacked else f"{args.batch_size} x {args.block_sizes or args.block_size} tokens"),
+                  if args.unpacked or cells else f"{args.batch_size} x {args.block_sizes or args.block_size} tokens"),
         "tokens_per_step": tokens,
         "rounds": args.rounds, "threads": torch.get_num_threads(), "cpu": cpu,
         "tokens_per_second": {f"{path}_{p}": round(v, 1) for (path, p), v in median.items()},
     }
     if "loop" in paths:
         result["trainer_over_loop"] = {p: round(median[("trainer", p)] / median[("loop", p)], 3) for p in precisions}
-    if block_sizes:  # a step's seconds, and over the first row length's
+    if block_sizes or cells:  # a step's seconds, and over the first path's
         seconds = {(path, p): tokens_per_step[path] / v for (path, p), v in median.items()}
-        result["tokens_per_step"] = {path.split("@")[1]: t for path, t in tokens_per_step.items()}
+        sep = "@" if block_sizes else "/"
+        result["tokens_per_step"] = {path.split(sep)[1]: t for path, t in tokens_per_step.items()}
         result["step_seconds"] = {f"{path}_{p}": round(v, 5) for (path, p), v in seconds.items()}
         result["step_time_over_first"] = {
-            p: {path.split("@")[1]: round(seconds[(path, p)] / seconds[(paths[0], p)], 3) for path in paths[1:]}
+            p: {path.split(sep)[1]: round(seconds[(path, p)] / seconds[(paths[0], p)], 3) for path in paths[1:]}
             for p in precisions}
     elif variants:
         base = paths[0]
@@ -365,7 +387,8 @@ def main(argv=None) -> dict:
             + (f"{n} steps" if n is not None else "never (no faster)")
             for p, n in result["steps_to_break_even"].items()))
     for p, ratios in result.get("step_time_over_first", {}).items():
-        print(f"{p}, a step's time over {paths[0]}'s: " + ", ".join(f"trainer@{b} {v:.3f}" for b, v in ratios.items()))
+        print(f"{p}, a step's time over {paths[0]}'s: "
+              + ", ".join(f"trainer{'@' if block_sizes else '/'}{b} {v:.3f}" for b, v in ratios.items()))
     if "bf16_over_fp32" in result:
         print("bf16 / fp32:    " + ", ".join(f"{k} {v:.3f}" for k, v in result["bf16_over_fp32"].items()))
     if args.output:

@@ -126,3 +126,27 @@ def test_bad_block_sizes_are_one_line_errors(argv, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--block_sizes: two or more distinct row lengths" in err
+
+
+def test_cells_per_token_time_the_trainer_with_each_tokenizer_on_the_same_samples():
+    """--cells_per_token 1,2: each path is the Trainer with its own tokenizer and model vocabulary on the same
+    samples, one per row; a tiny sample (10 grids of 6 rows) is 180 tokens shorter with cell pairs."""
+    result = _bench().main(["--model_preset", "tiny", "--steps", "2", "--warmup", "1", "--batch_size", "2",
+                            "--block_size", "512", "--cells_per_token", "1,2", "--precisions", "fp32", "--threads", "1"])
+    tokens = result["tokens_per_step"]
+    assert set(tokens) == {"cpt1", "cpt2"} and tokens["cpt1"] - tokens["cpt2"] == pytest.approx(2 * 180)
+    assert result["unpacked"] is True
+    seconds = result["step_seconds"]
+    assert seconds["trainer/cpt2_fp32"] == pytest.approx(tokens["cpt2"] / result["tokens_per_second"]["trainer/cpt2_fp32"],
+                                                         rel=1e-3)
+    assert result["step_time_over_first"]["fp32"]["cpt2"] == pytest.approx(
+        seconds["trainer/cpt2_fp32"] / seconds["trainer/cpt1_fp32"], abs=2e-3)
+
+
+@pytest.mark.parametrize("argv", [["--cells_per_token", "1"], ["--cells_per_token", "1,3"],
+                                  ["--cells_per_token", "1,2", "--block_sizes", "64,32"]])
+def test_bad_cells_per_token_are_one_line_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench().main(["--model_preset", "tiny"] + argv)
+    assert exit_info.value.code == 2
+    assert "--cells_per_token: 1,2 or 2,1" in capsys.readouterr().err.strip().splitlines()[-1]

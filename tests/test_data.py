@@ -121,6 +121,45 @@ def test_tokenizer_round_trip_extended_language(tokenizer):
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
 
+def test_two_cells_per_token_halve_the_grid_tokens_and_keep_the_text(tiny_dataset, tmp_path):
+    """build_tokenizer(cells_per_token=2): a grid row's cells in pairs (an odd row ends in one cell), the
+    same text back, the program's tokens unchanged; saved and loaded, it says what it is, and
+    FastEncoder follows it."""
+    from transformers import AutoTokenizer
+
+    from karel_hf.data.formatting import format_prompt
+    from karel_hf.tokenizer import cells_per_token
+
+    build_tokenizer(2).save_pretrained(tmp_path)
+    pair, single = AutoTokenizer.from_pretrained(tmp_path), build_tokenizer()
+    assert (cells_per_token(pair), cells_per_token(single)) == (2, 1)
+    assert len(pair) == len(single) + 2 * len(CELL_WORDS) ** 2
+    rows = tiny_dataset["test"].select(range(12))
+    fast = FastEncoder(pair)
+    prompt_ids = fast.encode_prompts(np.array(rows["inputs"])[:, :5], np.array(rows["outputs"])[:, :5])
+    for i, row in enumerate(rows):
+        ids = pair(row["text"])["input_ids"]
+        assert pair.unk_token_id not in ids and pair.decode(ids, skip_special_tokens=True) == row["text"]
+        # <s>, 'Examples:', blank, 10 headers, 10 grids of 6 rows of 3 pairs, blank, 'Code:', 3 preamble, n actions, '}'
+        assert len(ids) == 1 + 1 + 1 + 10 + 10 * 18 + 1 + 1 + 3 + row["length"] + 1
+        program = pair.convert_ids_to_tokens(ids)[-(row["length"] + 4):]
+        assert program == single.convert_ids_to_tokens(single(row["text"])["input_ids"])[-(row["length"] + 4):]
+        assert prompt_ids[i].tolist() + fast.encode_program(row["program"]) == ids
+    grids = np.random.default_rng(0).choice([0, 1, 6, 9], size=(3, 2, 3, 5)).astype(np.int8)  # odd width
+    grids[:, :, 0, 0] = 2  # a robot facing up
+    odd = FastEncoder(pair).encode_prompts(grids, grids)
+    for i in range(3):
+        ids = pair(format_prompt(grids[i], grids[i]))["input_ids"]
+        assert odd[i].tolist() == ids
+        tokens = pair.convert_ids_to_tokens(ids)
+        first_row = tokens[4:7]  # after <s>, 'Examples:', blank, 'Input0'
+        assert first_row == [f"{CELL_WORDS[grids[i, 0, 0, 0]]} {CELL_WORDS[grids[i, 0, 0, 1]]} ",
+                             f"{CELL_WORDS[grids[i, 0, 0, 2]]} {CELL_WORDS[grids[i, 0, 0, 3]]} ",
+                             f"{CELL_WORDS[grids[i, 0, 0, 4]]}\n"]
+    with pytest.raises(ValueError, match="cells_per_token: expected 1 or 2, got 3"):
+        build_tokenizer(3)
+
+
 def test_saved_tokenizer_names_a_class_every_transformers_loads(tokenizer, tmp_path):
     from transformers import AutoTokenizer
 

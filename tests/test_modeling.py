@@ -112,6 +112,33 @@ def test_prompt_layout_is_read_off_the_tokenised_prompt(tokenizer):
                 assert pieces[layout.cells[g, r, c]].strip() == CELL_WORDS[grid[r, c]]
 
 
+def test_prompt_layout_of_two_cells_per_token():
+    """With build_tokenizer(cells_per_token=2) a row of 4 cells is 2 tokens, and layout.cells[g, r, k] is
+    the token of cells 2k and 2k + 1; an odd row ends in its last cell alone."""
+    import numpy as np
+
+    from karel_hf.data.formatting import format_prompt
+    from karel_hf.karel.world import CELL_WORDS
+    from karel_hf.modeling import grid_position_table, prompt_layout
+
+    pair = build_tokenizer(2)
+    layout = prompt_layout(pair, 2, 4, 4)
+    assert layout.cells.shape == (4, 4, 2) and layout.prompt_length == prompt_layout(build_tokenizer(), 2, 4, 4).prompt_length - 32
+    grids = np.random.default_rng(1).choice([0, 1, 6, 7], size=(2, 2, 4, 4)).astype(np.int8)
+    grids[:, :, 2, 1] = 4  # one robot per grid (facing down)
+    ids = pair(format_prompt(grids[0], grids[1]))["input_ids"]
+    pieces = pair.convert_ids_to_tokens(ids)
+    order = [grids[0][0], grids[1][0], grids[0][1], grids[1][1]]
+    for g, grid in enumerate(order):
+        for r in range(4):
+            for k in range(2):
+                assert pieces[layout.cells[g, r, k]].split() == [CELL_WORDS[grid[r, 2 * k]], CELL_WORDS[grid[r, 2 * k + 1]]]
+    assert prompt_layout(pair, 2, 3, 5).cells.shape == (4, 3, 3)
+    table = grid_position_table(128, 64, layout, generator=torch.Generator().manual_seed(0))
+    cos = torch.nn.functional.cosine_similarity(table[layout.cells[0, 1, 0]], table[layout.cells[1, 1, 0]], dim=0)
+    assert cos > 0.7  # the same pair of cells in Input0 and Output0
+
+
 def test_grid_position_init(tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -196,6 +196,9 @@ def test_preset_values_and_flag_overrides(tmp_path):
         (["--preset", "tiny", "--program_loss_weight", "nan"], r"program_loss_weight: must be a finite number > 0"),
         (["--preset", "tiny", "--program_loss_weight", "4", "--loss_on", "program"],
          r"program_loss_weight: .* needs loss_on all, got loss_on program"),
+        (["--preset", "tiny", "--cells_per_token", "3"], r"cells_per_token: expected 1 or 2, got 3"),
+        (["--preset", "tiny", "--cells_per_token", "2", "--tokenizer_path", "tok"],
+         r"cells_per_token builds the tokenizer, tokenizer_path loads one: give one of them"),
     ],
 )
 def test_flag_errors_name_the_flag(argv, message, tmp_path):
@@ -368,6 +371,37 @@ def test_program_loss_weight_trains_on_the_weighted_loss_and_says_so(reference_r
     assert json.loads((out / "karel_run_config.json").read_text())["data_args"]["program_loss_weight"] == 4
     assert "next-token loss on `all`, each program token weighted 4x" in (out / "README.md").read_text()
     assert "next-token loss on `all` (" in (ref_out / "README.md").read_text()
+
+
+def test_two_cells_per_token_trains_on_shorter_rows_and_saves_its_tokenizer(reference_run, tmp_path):
+    """--cells_per_token 2: the same samples in fewer tokens (a 6x6 interior's row is 3 tokens, not 6), a
+    model with the bigger vocabulary, and the tokenizer saved beside it; a model of the other tokenizer
+    is refused as a start, in one line."""
+    from transformers import AutoTokenizer
+
+    from karel_hf.data import load_karel
+    from karel_hf.tokenizer import cells_per_token
+
+    ref_out, _ = reference_run
+    out = tmp_path / "pairs"
+    model_args, data_args, args, preset = parse_train_args(
+        RUN_FLAGS + ["--max_steps", "2", "--generation_eval_steps", "0", "--cells_per_token", "2",
+                     "--output_dir", str(out)])
+    training.run_training(model_args, data_args, args, preset=preset)
+    saved = AutoTokenizer.from_pretrained(out)
+    assert cells_per_token(saved) == 2 and len(saved) == 751
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 751
+    plain = AutoTokenizer.from_pretrained(ref_out)
+    text = load_karel("tiny", split="test")[0]["text"]
+    assert len(plain(text)["input_ids"]) - len(saved(text)["input_ids"]) == 10 * 6 * 3  # 10 grids, 6 rows, 3 saved
+
+    model_args, data_args, args, preset = parse_train_args(
+        RUN_FLAGS + ["--max_steps", "2", "--cells_per_token", "2", "--model_name_or_path", str(ref_out),
+                     "--output_dir", str(tmp_path / "mixed")])
+    with pytest.raises(TrainArgumentError, match=r"the model's vocabulary has 301 tokens, the tokenizer 751 "
+                       r"\(cells_per_token 2\): train with the tokenizer it was trained with"):
+        training.run_training(model_args, data_args, args, preset=preset)
+    assert not list((tmp_path / "mixed").glob("checkpoint-*"))
 
 
 def test_kill_then_resume_continues_from_the_saved_step(reference_run, tmp_path):
