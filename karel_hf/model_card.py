@@ -166,8 +166,10 @@ def task_values(data_args: dict, model_args: dict) -> dict:
         origin = f"starting from the model `{name}` (`model_name_or_path` in `karel_run_config.json`)"
     else:
         origin = "from scratch"
+    cells = ("one token per two neighbouring cells of a grid row (`cells_per_token: 2`)"
+             if data_args.get("cells_per_token", 1) == 2 else "one token per grid cell")
     if config is None:
-        return {"origin": origin, "examples": "input/output grid examples", "program_kind": "a program",
+        return {"origin": origin, "cell_tokens": cells, "examples": "input/output grid examples", "program_kind": "a program",
                 "num_prompt_pairs": "prompt's", "last_pair": "N", "worlds": "its corpus's worlds",
                 "language": "the Karel language of its corpus"}
     pairs = config.num_prompt_pairs
@@ -175,6 +177,7 @@ def task_values(data_args: dict, model_args: dict) -> dict:
     programs = "programs with `if`, `ifelse`, `repeat` and `while`" if extended else "straight-line programs"
     return {
         "origin": origin,
+        "cell_tokens": cells,
         "examples": f"{pairs} input/output grid example{'s' if pairs != 1 else ''}",
         "program_kind": "a program (with `if`, `ifelse`, `repeat` and `while` where it needs them)" if extended
                         else "a straight-line program",

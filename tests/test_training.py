@@ -291,6 +291,9 @@ def test_model_card_words_follow_the_runs_corpus_and_start():
     words = task_values({"dataset_config": "paper"}, {"model_name_or_path": "/home/someone/runs/stage-1"})
     assert "`stage-1`" in words["origin"] and "/home" not in words["origin"]
     assert words["program_kind"] == "a straight-line program" and words["worlds"].startswith("8x8 worlds")
+    assert words["cell_tokens"] == "one token per grid cell"
+    assert task_values({"dataset_config": "paper", "cells_per_token": 2}, {})["cell_tokens"].startswith(
+        "one token per two neighbouring cells of a grid row")
     for data_args in ({"dataset_config": "paper", "dataset_path": "/data/karel"},
                       {"dataset_config": "paper", "dataset_overrides": "no_such_field=1"}):
         words = task_values(data_args, {"model_name_or_path": None})
@@ -391,6 +394,8 @@ def test_two_cells_per_token_trains_on_shorter_rows_and_saves_its_tokenizer(refe
     saved = AutoTokenizer.from_pretrained(out)
     assert cells_per_token(saved) == 2 and len(saved) == 751
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 751
+    assert "one token per two neighbouring cells of a grid row" in (out / "README.md").read_text()
+    assert "word-level: one token per grid cell," in (ref_out / "README.md").read_text()
     plain = AutoTokenizer.from_pretrained(ref_out)
     text = load_karel("tiny", split="test")[0]["text"]
     assert len(plain(text)["input_ids"]) - len(saved(text)["input_ids"]) == 10 * 6 * 3  # 10 grids, 6 rows, 3 saved
