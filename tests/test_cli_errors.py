@@ -103,6 +103,8 @@ USAGE = [
     (["dataset", "export", "--set", "x", "--output_dir", "{base}/e"], r"karel-hf dataset export: error: --set: expected key=value pairs"),
     (["dataset", "export", "--num_proc", "0", "--output_dir", "{base}/e"], r"karel-hf dataset export: error: --num_proc: must be a positive integer"),
     (["tokenizer", "save"], r"karel-hf tokenizer save: error: the following arguments are required: output_dir"),
+    (["tokenizer", "save", "{base}/t", "--cells_per_token", "3"],
+     r"karel-hf tokenizer save: error: argument --cells_per_token: invalid choice: 3 \(choose from 1, 2\)"),
 ]
 FAILURE = [
     (["verify-corpus", "{base}/missing.jsonl"], r"karel-hf verify-corpus: error: No such file or directory: .*missing\.jsonl"),
