@@ -359,13 +359,17 @@ def test_tiny_run_end_to_end(reference_run, tiny):
     assert (out / "checkpoint-10" / "README.md").is_file()
 
 
+def _train_two_steps(out, *flags):
+    """The reference run's flags for 2 steps, no generation check, plus `flags`, trained in process into `out`."""
+    model_args, data_args, args, preset = parse_train_args(
+        RUN_FLAGS + ["--max_steps", "2", "--generation_eval_steps", "0", *flags, "--output_dir", str(out)])
+    training.run_training(model_args, data_args, args, preset=preset)
+
+
 def test_program_loss_weight_trains_on_the_weighted_loss_and_says_so(reference_run, tmp_path):
     ref_out, _ = reference_run
     out = tmp_path / "weighted"
-    model_args, data_args, args, preset = parse_train_args(
-        RUN_FLAGS + ["--max_steps", "2", "--generation_eval_steps", "0", "--program_loss_weight", "4",
-                     "--output_dir", str(out)])
-    training.run_training(model_args, data_args, args, preset=preset)
+    _train_two_steps(out, "--program_loss_weight", "4")
     weighted, plain = _losses(out / "trainer_state.json"), _losses(ref_out / "trainer_state.json")
     assert sorted(weighted) == [1, 2]
     # the same model, data and seed: at step 1 another mean of the same token losses (at initialisation every
@@ -387,10 +391,7 @@ def test_two_cells_per_token_trains_on_shorter_rows_and_saves_its_tokenizer(refe
 
     ref_out, _ = reference_run
     out = tmp_path / "pairs"
-    model_args, data_args, args, preset = parse_train_args(
-        RUN_FLAGS + ["--max_steps", "2", "--generation_eval_steps", "0", "--cells_per_token", "2",
-                     "--output_dir", str(out)])
-    training.run_training(model_args, data_args, args, preset=preset)
+    _train_two_steps(out, "--cells_per_token", "2")
     saved = AutoTokenizer.from_pretrained(out)
     assert cells_per_token(saved) == 2 and len(saved) == 751
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 751
