@@ -173,18 +173,18 @@ def _time_paths(args, tokenizer, data, paths, variants, precisions, tokenizers=N
         for p in precisions:
             for path in (paths if r % 2 == 0 else paths[::-1]):
                 blocks = data[path]
-                tokenizer = (tokenizers or {}).get(path, tokenizer)
+                tok = (tokenizers or {}).get(path, tokenizer)
                 if path == "loop":
-                    runs[(path, p)].append(run_loop(args, tokenizer, blocks, p == "bf16"))
+                    runs[(path, p)].append(run_loop(args, tok, blocks, p == "bf16"))
                     continue
                 if path in variants:
-                    speed, warm = run_trainer(args, tokenizer, blocks, p == "bf16", variant=variants[path])
+                    speed, warm = run_trainer(args, tok, blocks, p == "bf16", variant=variants[path])
                 elif path == "compiled":
-                    speed, warm = run_trainer(args, tokenizer, blocks, p == "bf16", args.program_loss_weight,
+                    speed, warm = run_trainer(args, tok, blocks, p == "bf16", args.program_loss_weight,
                                               compile=True)
                 else:
                     weight = args.program_loss_weight if path == "weighted" else 1
-                    speed, warm = run_trainer(args, tokenizer, blocks, p == "bf16", weight)
+                    speed, warm = run_trainer(args, tok, blocks, p == "bf16", weight)
                 runs[(path, p)].append(speed)
                 warmups[(path, p)].append(warm)
     return runs, warmups

@@ -186,10 +186,11 @@ def prompt_layout(tokenizer, num_prompt_pairs: int, rows: int, cols: int) -> Pro
     cell_ids = {i for piece, i in tokenizer.get_vocab().items() if piece.startswith("__")}  # cell words: __space__ ...
     positions = np.array([i for i, t in enumerate(ids) if t in cell_ids])
     num_grids = 2 * num_prompt_pairs
-    per_row = -(-cols // cells_per_token(tokenizer))
+    cells_each = cells_per_token(tokenizer)
+    per_row = -(-cols // cells_each)
     if len(positions) != num_grids * rows * per_row:
         raise ValueError(f"expected {num_grids * rows * per_row} cell tokens in the prompt, found {len(positions)}: "
-                         f"the tokenizer does not spend one token per {cells_per_token(tokenizer)} cell(s)")
+                         f"the tokenizer does not spend one token per {cells_each} cell(s)")
     cells = positions.reshape(num_grids, rows, per_row)
     if not (np.diff(cells.reshape(num_grids, -1), axis=1) == 1).all():
         raise ValueError("a grid's cell tokens are not contiguous in the tokenised prompt")

@@ -69,8 +69,12 @@ BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 
 
+def _piece_pattern(cells_per_token: int) -> str:
+    return PAIR_PIECE_PATTERN if cells_per_token == 2 else PIECE_PATTERN
+
+
 def pieces(text: str, cells_per_token: int = 1) -> list[str]:
-    return re.findall(PAIR_PIECE_PATTERN if cells_per_token == 2 else PIECE_PATTERN, text)
+    return re.findall(_piece_pattern(cells_per_token), text)
 
 
 def _pair_word(a: str, b: str, end: str) -> str:
@@ -171,9 +175,8 @@ def build_tokenizer(cells_per_token: int = 1):
     """The karel_hf tokenizer, a `PreTrainedTokenizerFast` (`KarelTokenizerFast`; save it with `save_pretrained`):
     one token per grid cell, or per two neighbouring cells of a row with `cells_per_token=2`."""
     vocab = {token: i for i, token in enumerate(vocabulary(cells_per_token))}
-    pattern = PAIR_PIECE_PATTERN if cells_per_token == 2 else PIECE_PATTERN
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(_piece_pattern(cells_per_token)), behavior="isolated")
     backend.decoder = decoders.Fuse()
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]

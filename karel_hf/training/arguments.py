@@ -29,6 +29,7 @@ from karel_hf.data.builder import CONFIG_NAMES, get_config
 from karel_hf.errors import StrictParsing, UsageError
 from karel_hf.modeling import POSITION_INITS, ModelPreset
 from karel_hf.presets import PresetError, load_preset, preset_names
+from karel_hf.tokenizer import CELLS_PER_TOKEN
 from karel_hf.utils import apply_config_overrides, parse_overrides
 
 from .lm_dataset import LOSS_ON
@@ -143,7 +144,7 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        if self.cells_per_token not in (1, 2):
+        if self.cells_per_token not in CELLS_PER_TOKEN:
             raise TrainArgumentError(f"cells_per_token: expected 1 or 2, got {self.cells_per_token}")
         if self.tokenizer_path and self.cells_per_token != 1:
             raise TrainArgumentError("cells_per_token builds the tokenizer, tokenizer_path loads one: give one of them")

@@ -25,7 +25,7 @@ from typing import Callable
 
 import datasets
 import transformers
-from transformers import AutoModelForCausalLM, Trainer, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, Trainer, set_seed
 
 from karel_hf.data.builder import load_karel
 from karel_hf.model_card import card_values, python_args, write_model_card
@@ -166,6 +166,12 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     tokenizer = (load_tokenizer(data_args.tokenizer_path) if data_args.tokenizer_path
                  else build_tokenizer(data_args.cells_per_token))
+    if model_args.model_name_or_path:  # before the corpus is tokenised: a start of another vocabulary fails now
+        start_vocab = AutoConfig.from_pretrained(model_args.model_name_or_path).vocab_size
+        if start_vocab != len(tokenizer):
+            raise TrainArgumentError(
+                f"model_name_or_path: the model's vocabulary has {start_vocab} tokens, the tokenizer "
+                f"{len(tokenizer)} (cells_per_token {cells_per_token(tokenizer)}): train with the tokenizer it was trained with")
     with training_args.main_process_first(desc="loading the Karel corpus"):
         raw = load_raw_datasets(data_args)
     if "train" not in raw:
@@ -187,10 +193,6 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     if model_args.model_name_or_path:
         model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, attn_implementation="eager")
-        if model.config.vocab_size != len(tokenizer):
-            raise TrainArgumentError(
-                f"model_name_or_path: the model's vocabulary has {model.config.vocab_size} tokens, the tokenizer "
-                f"{len(tokenizer)} (cells_per_token {cells_per_token(tokenizer)}): train with the tokenizer it was trained with")
         set_generation_ids(model, tokenizer)
     else:
         layout = None
