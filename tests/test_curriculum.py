@@ -266,8 +266,8 @@ def test_a_saved_corpus_the_evaluation_cannot_read_is_refused_before_training(tm
 
 
 def test_cpu_cf_trains_what_the_study_measured(tmp_path):
-    """The `cpu-cf` curriculum is benchmarks/emergence's specs p2l6-cpu-ext-16k-ho,
-    p2l6-cpu-needs-cf-from-ext-ho and p2l6-cpu-needs-cf-32k-ho (LOG.md E47-E58), as run.py runs them:
+    """The `cpu-cf` curriculum is benchmarks/emergence's specs p2l6-cpu-ext-16k-ho-ni256,
+    p2l6-cpu-needs-cf-from-ext-ho-ni256 and p2l6-cpu-needs-cf-32k-ho-ni256 (LOG.md E47-E58, E82), as run.py runs them:
     the same corpus (fingerprint), model and training arguments."""
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "benchmarks" / "emergence"))
@@ -275,7 +275,7 @@ def test_cpu_cf_trains_what_the_study_measured(tmp_path):
         import run as runner
     finally:
         sys.path.remove(str(root / "benchmarks" / "emergence"))
-    specs = ("p2l6-cpu-ext-16k-ho", "p2l6-cpu-needs-cf-from-ext-ho", "p2l6-cpu-needs-cf-32k-ho")
+    specs = ("p2l6-cpu-ext-16k-ho-ni256", "p2l6-cpu-needs-cf-from-ext-ho-ni256", "p2l6-cpu-needs-cf-32k-ho-ni256")
     stages = curriculum_stages("cpu-cf")
     assert [p.name for p in stages] == ["cpu-cf-stage1", "cpu-cf-stage2", "cpu-cf"]
     for spec_name, stage in zip(specs, stages):

@@ -96,9 +96,10 @@ def test_a_preset_may_set_the_mlp_width(tmp_path):
     assert model.config.n_inner == 24 and model.transformer.h[0].mlp.c_fc.weight.shape == (16, 24)
     model.save_pretrained(tmp_path / "saved")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "saved").transformer.h[0].mlp.c_proj.weight.shape == (24, 16)
-    # the demo's MLP is a quarter of GPT-2's (LOG.md E29); the other presets keep 4 x n_embd
+    # the demo's MLP is a quarter of GPT-2's (LOG.md E29), the cpu-cf curriculum's half (E82); the others 4 x n_embd
+    widths = {"demo": 128, "cpu-cf": 256, "cpu-cf-stage1": 256, "cpu-cf-stage2": 256}
     assert {name: ModelPreset.of(name).n_inner for name in preset_names()} == {
-        name: 128 if name == "demo" else None for name in preset_names()}
+        name: widths.get(name) for name in preset_names()}
     assert build_model("tiny", build_tokenizer()).transformer.h[0].mlp.c_fc.weight.shape[1] == 4 * ModelPreset.of("tiny").n_embd
     mine.write_text("model: {n_layer: 1, n_embd: 16, n_head: 2, n_positions: 64, n_inner: null}\n")
     assert build_model(str(mine), build_tokenizer()).transformer.h[0].mlp.c_fc.weight.shape == (16, 64)
