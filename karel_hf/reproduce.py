@@ -156,6 +156,13 @@ class ReproducePreset:
     # Where swap's labels say something new only a few hundred of 1,000 specs' rows are left, too few
     # for its margin (LOG.md E59, E67).
     alternatives_test_specs: int | None = None
+    # Extended-language runs with a curriculum only: the regression of accuracy on the conditional gain
+    # over the curriculum, where accuracy rises from the floor, not over the last stage alone (where it
+    # moves little): every `trajectory_stride`-th checkpoint of the stage before the last and of the
+    # last, their gains read on this many test specs (the test split generated again that long, the
+    # real meaning only; accuracy on `test_specs`); None or 0: not read (LOG.md E69, E84).
+    trajectory_test_specs: int | None = None
+    trajectory_stride: int = 2
     # BLAS / OpenMP threads while the probes are fitted (threadpoolctl); 0: the libraries' default,
     # every core. One thread was 5.5x faster than two for the cpu preset's probes on an AVX2 CPU
     # (benchmarks/bench_probe_threads.py), and it makes the probe numbers the same whatever the
@@ -168,13 +175,15 @@ class ReproducePreset:
     description: str = ""
 
     def __post_init__(self):
-        for name, least, meaning in (("probe_threads", 0, " (0: every core)"), ("eval_workers", 1, "")):
+        for name, least, meaning in (("probe_threads", 0, " (0: every core)"), ("eval_workers", 1, ""),
+                                     ("trajectory_stride", 1, "")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: must be an integer >= {least}{meaning}, got {value!r}")
-        more = self.alternatives_test_specs
-        if more is not None and (isinstance(more, bool) or not isinstance(more, int) or more < 0):
-            raise ValueError(f"alternatives_test_specs: must be an integer >= 0 (0 or null: not read), got {more!r}")
+        for name in ("alternatives_test_specs", "trajectory_test_specs"):
+            more = getattr(self, name)
+            if more is not None and (isinstance(more, bool) or not isinstance(more, int) or more < 0):
+                raise ValueError(f"{name}: must be an integer >= 0 (0 or null: not read), got {more!r}")
         for name, allowed in (("probe", PROBE_KINDS), ("second_probe", ("", *PROBE_KINDS)),
                               ("rotation_probe", ("", *PROBE_KINDS))):
             if getattr(self, name) not in allowed:
@@ -225,6 +234,9 @@ class ReproduceArguments:
     alternatives_test_specs: int | None = field(default=None, metadata={
         "help": "Extended-language runs: read the final checkpoint's real meaning against the best alternative "
         "again on this many test specs (the preset's value: 5000 for cpu-cf; 0: not read)."})
+    trajectory_test_specs: int | None = field(default=None, metadata={
+        "help": "Extended-language runs: regress accuracy on the conditional gain over every second checkpoint of "
+        "the last two stages, the gain read on this many test specs (the preset's value: 5000 for cpu-cf; 0: not read)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe-training row budget."})
     max_test_rows: int | None = field(default=None, metadata={"help": "Override the preset's probe test row budget."})
     batch_size: int | None = field(default=None, metadata={"help": "Decoding batch size."})
@@ -256,7 +268,8 @@ class ReproduceArguments:
     def resolved(self) -> ReproducePreset:
         base = reproduce_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("test_specs", "probe_train_specs", "probe", "second_probe",
-                                                 "rotation_probe", "alternatives_test_specs", "batch_size", "max_train_rows",
+                                                 "rotation_probe", "alternatives_test_specs", "trajectory_test_specs",
+                                                 "batch_size", "max_train_rows",
                                                  "max_test_rows", "probe_threads", "eval_workers")
                    if getattr(self, k) is not None}
         if self.train_args.strip():
@@ -1573,14 +1586,15 @@ def reproduce_command(argv: list[str] | None) -> int:
         parse_train_args(["--preset", stage, "--output_dir", str(folder), "--model_name_or_path", str(out),
                           *preset.train_overrides])
     extended = extended_language(out / "model", preset)  # parses the preset's own stage's flags
-    if args.alternatives_test_specs and not extended:
-        raise UsageError(f"--alternatives_test_specs: reads the control-flow task (a corpus in the extended language); "
-                         f"preset {args.preset} trains straight-line programs")
-    if preset.alternatives_test_specs and extended:  # its longer test split is generated: not from a saved corpus
-        dataset_path = parse_train_args(train_argv(out / "model", preset))[1].dataset_path
-        if dataset_path:
-            raise UsageError(f"alternatives_test_specs: the corpus comes from {dataset_path}, whose test split cannot be "
-                             "generated longer; pass --alternatives_test_specs 0")
+    for name in ("alternatives_test_specs", "trajectory_test_specs"):
+        if getattr(args, name) and not extended:
+            raise UsageError(f"--{name}: reads the control-flow task (a corpus in the extended language); "
+                             f"preset {args.preset} trains straight-line programs")
+        if getattr(preset, name) and extended:  # its longer test split is generated: not from a saved corpus
+            dataset_path = parse_train_args(train_argv(out / "model", preset))[1].dataset_path
+            if dataset_path:
+                raise UsageError(f"{name}: the corpus comes from {dataset_path}, whose test split cannot be "
+                                 f"generated longer; pass --{name} 0")
     if args.rotation_probe and not extended:
         raise UsageError(f"--rotation_probe: reads the control-flow task (a corpus in the extended language); preset "
                          f"{args.preset} trains straight-line programs, whose probes read every offset (--second_probe)")

@@ -26,6 +26,10 @@ statements before it (karel_hf.probing.control_flow; LOG.md E43-E60). The files:
                meaning against the best alternative again, on N test specs (the test split generated
                again that long; the probes' training rows are the same), so that the margin where
                that alternative's labels are not a function of the real ones has enough rows
+               DIR/evaluations/trajectory/<stage>-step-N.json   with the preset's
+               `trajectory_test_specs` N: accuracy and the real meaning's gain (on N test specs) at
+               every `trajectory_stride`-th checkpoint of the last two stages of the curriculum,
+               where accuracy rises from the floor (`trajectory_checkpoints`)
     analyze    DIR/results.json   the above per checkpoint, the regressions of accuracy on each
                gain over the checkpoints, the controls, timings and machines
     plot       DIR/figures/fig_control_flow.png
@@ -34,7 +38,9 @@ statements before it (karel_hf.probing.control_flow; LOG.md E43-E60). The files:
 Every checkpoint's probes are fitted on the same rows: the reference programs of the probe-training
 and test specs, at most `max_train_rows` / `max_test_rows` of them (seeded subsample). Step 0 of a
 curriculum's last stage is the stage before's final model; the untrained control is the first
-stage's step 0. The regressions use the preset's own stage's checkpoints only.
+stage's step 0. The regressions per checkpoint use the preset's own stage's checkpoints; the
+trajectory's, the last two stages'. Each row set is labelled once (`label_split`): only the states
+change between checkpoints.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ logger = logging.getLogger(__name__)
 UNTRAINED_FILE = "untrained.json"
 MORE_SPECS_FILE = "alternatives-more-specs.json"
 FACTS_FILE = "test_facts.json"
+TRAJECTORY_DIR = "trajectory"
 FIGURE = "fig_control_flow.png"
 PARTS = ("all_rows", "world_dependent")
 PART_NAMES = {"all_rows": "every statement", "world_dependent": "world-dependent statements"}
@@ -87,7 +94,7 @@ def control_flow_share(programs) -> float:
 
 # -------------------------------------------------------------------------------------- evaluate
 def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alternatives: bool,
-                only: tuple[str, ...] | None = None) -> dict:
+                only: tuple[str, ...] | None = None, labelled: dict | None = None) -> dict:
     """The conditional gain at -1 of `preset.probe` on the last layer's state at each top-level statement
     of the reference programs of `train_rows` (fit) and `test_rows` (scored): on every scored row and
     on the world-dependent ones; with `alternatives`, each alternative meaning's too
@@ -96,7 +103,9 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
     the real and initial ones, `undetermined`). Every meaning's labels are built either way, so the scored rows are the same.
     With `preset.rotation_probe`, `rotation` holds that probe's same reading of the rotation since the
     start (`control_flow.as_rotation`) on the same rows and states. `only`: with `alternatives`, only
-    these alternatives' probes are fitted (every meaning still decides which rows are scored)."""
+    these alternatives' probes are fitted (every meaning still decides which rows are scored).
+    `labelled`: `label_rows(train_rows)` and `label_rows(test_rows)` as `train` and `test`
+    (`label_split`), made once for a reading of many checkpoints; the same numbers as without."""
     from threadpoolctl import threadpool_limits  # a scikit-learn requirement
 
     from karel_hf.probing.control_flow import alternative_gains, as_rotation, build_table, gains, with_feature
@@ -105,7 +114,7 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
     semantics = tuple(ALTERNATIVE_SEMANTICS)
     # the study's batch of 32 (control_flow.build_table's): padding changes the states in their last bits,
     # and an MLP probe's gains by a few tenths of a point
-    built = {name: build_table(model, tokenizer, rows, pairs, semantics)
+    built = {name: build_table(model, tokenizer, rows, pairs, semantics, labelled=(labelled or {}).get(name))
              for name, rows in (("train", train_rows), ("test", test_rows))}
     layer = built["test"]["layers"]["states"].shape[1] - 1 if len(built["test"]["table"]["step"]) else 0
     feature = f"layer_{layer}"
@@ -147,26 +156,43 @@ def read_states(model, tokenizer, train_rows, test_rows, preset, pairs: int, alt
     return reading
 
 
-def evaluate_checkpoint(step: int, path: Path, test_rows, probe_rows, preset, pairs: int, alternatives: bool) -> dict:
-    """Generation accuracy and the state reading of one checkpoint (see the module docstring)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def label_split(path: Path, probe_rows, test_rows, pairs: int) -> dict:
+    """`read_states`'s `labelled` for these rows, with the tokenizer of the checkpoint at `path`."""
+    from transformers import AutoTokenizer
 
+    from karel_hf.probing.control_flow import label_rows
+    from karel_hf.probing.measure import ALTERNATIVE_SEMANTICS
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return {name: label_rows(tokenizer, rows, pairs, tuple(ALTERNATIVE_SEMANTICS))
+            for name, rows in (("train", probe_rows), ("test", test_rows))}
+
+
+def generation(model, tokenizer, test_rows, preset, pairs: int) -> dict:
+    """Grammar-constrained greedy decoding from each test spec's prompt, scored (module docstring)."""
     from karel_hf.decoding import decode, prompts_from_rows
     from karel_hf.metrics.generation import compute_generation_accuracy
 
-    start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
     references = list(test_rows)
     written = decode(model, tokenizer, prompts_from_rows(references, pairs), batch_size=preset.batch_size,
                      extended=True, progress=False).programs
     numbers = compute_generation_accuracy(written, references, num_spec_pairs=pairs)
+    return {"accuracy": numbers["accuracy"], "accuracy_all_pairs": numbers["accuracy_all_pairs"],
+            "parse_rate": numbers["parse_rate"], "with_control_flow": control_flow_share(written)}
+
+
+def evaluate_checkpoint(step: int, path: Path, test_rows, probe_rows, preset, pairs: int, alternatives: bool,
+                        labelled: dict | None = None) -> dict:
+    """Generation accuracy and the state reading of one checkpoint (see the module docstring)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    written = generation(model, tokenizer, test_rows, preset, pairs)
     decoded = time.perf_counter()
-    reading = read_states(model, tokenizer, probe_rows, test_rows, preset, pairs, alternatives)
-    return {"step": step, "language": "extended",
-            "generation": {"accuracy": numbers["accuracy"], "accuracy_all_pairs": numbers["accuracy_all_pairs"],
-                           "parse_rate": numbers["parse_rate"], "with_control_flow": control_flow_share(written)},
-            "reading": reading,
+    reading = read_states(model, tokenizer, probe_rows, test_rows, preset, pairs, alternatives, labelled=labelled)
+    return {"step": step, "language": "extended", "generation": written, "reading": reading,
             "timings_seconds": {"generation": decoded - start, "reading": time.perf_counter() - decoded}}
 
 
@@ -192,26 +218,36 @@ def with_test_split(model_dir: Path, preset, test_specs: int):
         *preset.train_overrides, "--dataset_overrides", format_overrides(overrides)))
 
 
-def read_more_specs(step: int, path: Path, untrained: Path, model_dir: Path, preset, fit: tuple[str, ...]) -> dict:
-    """The final checkpoint (`path`, `step`) and the untrained model read again on
-    `preset.alternatives_test_specs` test specs, alternatives `fit` only, without the rotation reading."""
+def longer_split(model_dir: Path, preset, test_specs: int, path: Path) -> tuple:
+    """(preset, test rows, probe-training rows, pairs, labelled) for a reading on `test_specs` test
+    specs without the rotation (`with_test_split`), labelled with the tokenizer at `path`."""
     import dataclasses
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from karel_hf.reproduce import _data_rows, prompt_pairs
 
-    start = time.perf_counter()
-    longer = dataclasses.replace(with_test_split(model_dir, preset, preset.alternatives_test_specs), rotation_probe="")
+    longer = dataclasses.replace(with_test_split(model_dir, preset, test_specs), rotation_probe="")
     test_rows, probe_rows, _ = _data_rows(model_dir, longer)
     pairs = prompt_pairs(test_rows)
+    return longer, test_rows, probe_rows, pairs, label_split(path, probe_rows, test_rows, pairs)
+
+
+def read_more_specs(step: int, path: Path, untrained: Path, model_dir: Path, preset, fit: tuple[str, ...],
+                    split: tuple | None = None) -> dict:
+    """The final checkpoint (`path`, `step`) and the untrained model read again on
+    `preset.alternatives_test_specs` test specs, alternatives `fit` only, without the rotation reading.
+    `split`: `longer_split`'s result for those specs, when already made."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    longer, test_rows, probe_rows, pairs, labelled = split or longer_split(
+        model_dir, preset, preset.alternatives_test_specs, path)
     readings = {}
     for name, folder in (("trained", path), ("untrained", untrained)):
         if name == "untrained" and not (folder / "config.json").is_file():
             continue
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
         readings[name] = read_states(model, AutoTokenizer.from_pretrained(folder), probe_rows, test_rows, longer,
-                                     pairs, alternatives=True, only=fit)
+                                     pairs, alternatives=True, only=fit, labelled=labelled)
     return {"step": step, "test_specs": len(test_rows), "fitted": list(fit), **readings,
             "timings_seconds": {"reading": time.perf_counter() - start}}
 
@@ -283,21 +319,30 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
         pairs = prompt_pairs(test_rows)
         if not facts.is_file():
             atomic_write_json(facts, test_facts(out, model_dir, preset, test_rows, pairs), default=_json_default)
+        labelled = label_split(found[-1][1], probe_rows, test_rows, pairs)  # the same rows at every checkpoint
         for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
             atomic_write_json(evaluations / f"step-{step}.json",
-                              evaluate_checkpoint(step, path, test_rows, probe_rows, preset, pairs, step == final),
+                              evaluate_checkpoint(step, path, test_rows, probe_rows, preset, pairs, step == final,
+                                                  labelled=labelled),
                               default=_json_default)
         start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
         if not untrained.is_file() and (start / "config.json").is_file():
             begun = time.perf_counter()
             model = AutoModelForCausalLM.from_pretrained(start).eval()
             reading = read_states(model, AutoTokenizer.from_pretrained(start), probe_rows, test_rows, preset, pairs,
-                                  alternatives=True)
+                                  alternatives=True, labelled=labelled)
             atomic_write_json(untrained, {"checkpoint": str(start), "reading": reading,
                                           "timings_seconds": {"reading": time.perf_counter() - begun}},
                               default=_json_default)
         elif not untrained.is_file():
             logger.warning("no untrained control: %s has no step-0 checkpoint", start.parent)
+    splits: dict = {}  # longer test splits by length, labelled once for both readings below
+
+    def split(test_specs: int) -> tuple:
+        if test_specs not in splits:
+            splits[test_specs] = longer_split(model_dir, preset, test_specs, found[-1][1])
+        return splits[test_specs]
+
     more = evaluations / MORE_SPECS_FILE
     if preset.alternatives_test_specs:
         final_reading = json.loads((evaluations / f"step-{final}.json").read_text())["reading"]
@@ -309,10 +354,64 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
             logger.info("reading the final checkpoint against %s on %d test specs", ", ".join(fit),
                         preset.alternatives_test_specs)
             reading = read_more_specs(final, dict(found)[final], checkpoint_dir(first_model_dir(out, model_dir, preset), 0),
-                                      model_dir, preset, fit)
+                                      model_dir, preset, fit, split(preset.alternatives_test_specs))
             atomic_write_json(more, {"requested": preset.alternatives_test_specs, **reading}, default=_json_default)
+    trajectory = read_trajectory(out, model_dir, preset, split) if preset.trajectory_test_specs else []
     return ([evaluations / f"step-{s}.json" for s, _ in found] + ([untrained] if untrained.is_file() else [])
-            + ([more] if preset.alternatives_test_specs and more.is_file() else []))
+            + ([more] if preset.alternatives_test_specs and more.is_file() else []) + trajectory)
+
+
+def trajectory_checkpoints(out: Path, model_dir: Path, preset) -> list[tuple[str, int, Path]]:
+    """(stage, step, folder) of the trajectory reading: every `trajectory_stride`-th checkpoint counted
+    back from each stage's last, over the stage before this one (from its step 0, the end of the one
+    before it) and this stage after its step 0 (the stage before's end); this stage's only without a
+    curriculum. With the `cpu-cf` presets: stage 2's 0, 3200, ..., 16000 and stage 3's 3200, ..., 16000."""
+    from karel_hf.reproduce import curriculum_dirs
+
+    stride = preset.trajectory_stride
+    earlier = curriculum_dirs(out, preset)
+    own = model_checkpoints(model_dir)
+    stages = [(Path(earlier[-1][0]).stem, model_checkpoints(earlier[-1][1]))] if earlier else []
+    stages.append((Path(preset.train_preset).stem, own[1:] if earlier else own))
+    return [(name, step, path) for name, found in stages for step, path in found[::-1][::stride][::-1]]
+
+
+def read_trajectory(out: Path, model_dir: Path, preset, split) -> list[Path]:
+    """DIR/evaluations/trajectory/<stage>-step-N.json for each of `trajectory_checkpoints`: generation
+    accuracy on the preset's test specs and the conditional gain at -1 (the preset's probe, the real
+    meaning) on `preset.trajectory_test_specs` test specs (`split(n)`: `longer_split`'s result), for
+    the regression of accuracy on the gain over the curriculum, where accuracy rises from the floor
+    (LOG.md E69, E84). A file already there for the same number of specs is kept."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from karel_hf.reproduce import _data_rows
+
+    folder = out / "evaluations" / TRAJECTORY_DIR
+    wanted = [(folder / f"{stage}-step-{step}.json", stage, step, path)
+              for stage, step, path in trajectory_checkpoints(out, model_dir, preset)]
+
+    def done(file: Path) -> bool:
+        return file.is_file() and json.loads(file.read_text()).get("test_specs") == preset.trajectory_test_specs
+
+    todo = [w for w in wanted if not done(w[0])]
+    if todo:
+        test_rows, _, _ = _data_rows(model_dir, preset)
+        longer, long_rows, probe_rows, pairs, labelled = split(preset.trajectory_test_specs)
+        for file, stage, step, path in tqdm(todo, desc="trajectory", unit="ckpt"):
+            begun = time.perf_counter()
+            model = AutoModelForCausalLM.from_pretrained(path).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            written = generation(model, tokenizer, test_rows, preset, pairs)
+            decoded = time.perf_counter()
+            reading = read_states(model, tokenizer, probe_rows, long_rows, longer, pairs, alternatives=False,
+                                  labelled=labelled)
+            atomic_write_json(file, {"stage": stage, "step": step, "checkpoint": str(path),
+                                     "test_specs": preset.trajectory_test_specs, "generation": written,
+                                     "reading": reading, "timings_seconds": {"generation": decoded - begun,
+                                                                             "reading": time.perf_counter() - decoded}},
+                              default=_json_default)
+    return [file for file, *_ in wanted]
 
 
 # --------------------------------------------------------------------------------------- analyze
@@ -345,12 +444,33 @@ def analyze_stage(out: Path, preset_name: str, preset, timings: dict) -> dict:
         "untrained": json.loads(untrained_file.read_text()) if untrained_file.is_file() else None,
         "test": json.loads(facts_file.read_text()) if facts_file.is_file() else None,
         "alternatives_more_specs": more if more and more["step"] == evaluations[-1]["step"] else None,
+        "trajectory": trajectory_results(out, preset),
         "timings_seconds": timings,
         "versions": library_versions(),
         "machine": {"training": _training_machine(out / "model"), "analysis": machine_info()},
     }
     atomic_write_json(out / "results.json", results, default=_json_default)
     return results
+
+
+def trajectory_results(out: Path, preset) -> dict | None:
+    """The trajectory reading's checkpoints (`read_trajectory`) and the regressions of accuracy on each
+    part's gain over them; None without the reading or while a checkpoint's file is missing."""
+    from karel_hf.reproduce import _regression
+
+    if not preset.trajectory_test_specs:
+        return None
+    wanted = trajectory_checkpoints(out, out / "model", preset)
+    files = [out / "evaluations" / TRAJECTORY_DIR / f"{stage}-step-{step}.json" for stage, step, _ in wanted]
+    if not files or not all(f.is_file() for f in files):
+        return None
+    entries = [json.loads(f.read_text()) for f in files]
+    if any(e.get("test_specs") != preset.trajectory_test_specs for e in entries):
+        return None
+    accuracy = [e["generation"]["accuracy"] for e in entries]
+    return {"test_specs": preset.trajectory_test_specs, "stride": preset.trajectory_stride, "checkpoints": entries,
+            "regressions": {part: _regression(accuracy, [e["reading"][part]["conditional_gain"]["value"]
+                                                         for e in entries]) for part in PARTS}}
 
 
 # ------------------------------------------------------------------------------------------ plot
@@ -463,7 +583,47 @@ def headline_summary(results: dict) -> list[str]:
                      f"R^2 of accuracy on it {_r2(results['regressions'][part])}")
     lines += more_specs_lines(results)
     lines += _rotation_line(final, untrained, results["regressions"])
+    lines += trajectory_lines(results)
     return lines + ["(report.md has every number beside its control, and its caveats)"]
+
+
+def _every(stride: int) -> str:
+    """The words for every `stride`-th checkpoint.
+
+    >>> _every(1), _every(2), _every(5)
+    ('every', 'every second', 'every 5th')
+    """
+    return {1: "every", 2: "every second", 3: "every third"}.get(stride, f"every {stride}th")
+
+
+def trajectory_lines(results: dict) -> list[str]:
+    """The regressions over the curriculum's last two stages; none without that reading."""
+    found = results.get("trajectory")
+    if not found:
+        return []
+    stages = list(dict.fromkeys(e["stage"] for e in found["checkpoints"]))
+    parts = "; ".join(f"{PART_NAMES[part]} {_r2(found['regressions'][part])}" for part in PARTS)
+    return [f"R^2 of accuracy on the conditional gain over {' and '.join(stages)} ({_every(found['stride'])} "
+            f"checkpoint, the gain on {found['test_specs']} test specs): {parts}"]
+
+
+def trajectory_table(results: dict) -> list[str]:
+    """report.md's section on the trajectory reading; none without it."""
+    found = results.get("trajectory")
+    if not found:
+        return []
+    lines = ["## Over the curriculum", "",
+             f"{_every(found['stride']).capitalize()} checkpoint of the last two stages (a stage's step 0 is the one before's end): "
+             f"accuracy on the test specs above, the conditional gain at -1 ({found['checkpoints'][-1]['reading']['probe']} "
+             f"probe, last layer, the real meaning) on {found['test_specs']} test specs, a longer test split of "
+             "held-out programs generated again, with probes fitted on the same training rows.", "",
+             "| stage | step | accuracy | gain, every statement | gain, world-dependent |", "|---|---|---|---|---|"]
+    for e in found["checkpoints"]:
+        lines.append(f"| {e['stage']} | {e['step']} | {_pct(e['generation']['accuracy'])} "
+                     f"| {_gain(e['reading']['all_rows']['conditional_gain'])} "
+                     f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |")
+    fits = "; ".join(f"{PART_NAMES[part]} {_r2(found['regressions'][part])}" for part in PARTS)
+    return lines + ["", f"R^2 of accuracy on the gain: {fits}.", ""]
 
 
 def render_report(out: Path) -> Path:
@@ -506,6 +666,7 @@ def render_report(out: Path) -> Path:
                      f"| {_pct(e['generation']['with_control_flow'])} | {_gain(e['reading']['all_rows']['conditional_gain'])} "
                      f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |{turned}")
     lines += ["", f"![accuracy and conditional gain](figures/{FIGURE})", "",
+              *trajectory_table(results),
               "## Controls at the final checkpoint", "",
               "| part | rows | gain | untrained model | real - best alternative | untrained: real - best alternative "
               "| R^2 of accuracy on the gain |",
@@ -529,7 +690,8 @@ def render_report(out: Path) -> Path:
     apart = (final["reading"]["world_dependent"].get("undetermined") or {}).get("swap")
     lines += ["", "## Caveats", "",
               "- The untrained model is the first stage's step 0; step 0 of this table is the model the stage "
-              "before ended with. The regressions use this stage's checkpoints only.",
+              "before ended with. The regressions in the controls' table use this stage's checkpoints only, "
+              "where accuracy moves little; the curriculum's table spans the rise from the floor.",
               "- The alternatives are fitted at the final checkpoint only. An alternative is compared where its "
               "labels are not a function of the real and initial ones on 95% of the rows. Swap's direction "
               "mirrors the real one about the initial direction until a wall or a condition sends the paths apart"

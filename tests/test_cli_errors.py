@@ -91,6 +91,11 @@ USAGE = [
     (["reproduce", "--output_dir", "{base}/r", "--preset", "tiny", "--alternatives_test_specs", "500"],
      r"karel-hf reproduce: error: --alternatives_test_specs: reads the control-flow task \(a corpus in the extended "
      r"language\); preset tiny trains straight-line programs"),
+    (["reproduce", "--output_dir", "{base}/r", "--preset", "tiny", "--trajectory_test_specs", "500"],
+     r"karel-hf reproduce: error: --trajectory_test_specs: reads the control-flow task \(a corpus in the extended "
+     r"language\); preset tiny trains straight-line programs"),
+    (["reproduce", "--output_dir", "{base}/r", "--trajectory_test_specs", "-5"],
+     r"karel-hf reproduce: error: trajectory_test_specs: must be an integer >= 0 \(0 or null: not read\), got -5"),
     (["reproduce", "--output_dir", "{base}/r", "--alternatives_test_specs", "-1"],
      r"karel-hf reproduce: error: alternatives_test_specs: must be an integer >= 0 \(0 or null: not read\), got -1"),
     (["reproduce", "--output_dir", "{base}/r", "--rotation_probe", "mpl1"],

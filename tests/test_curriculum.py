@@ -165,11 +165,9 @@ def test_a_run_read_without_the_rotation_reads_it_and_nothing_else(curriculum_ru
     assert json.loads((evaluations / "step-0.json").read_text())["reading"]["rotation"]["probe"] == "mlp1"
 
 
-def test_the_best_alternatives_are_read_again_on_more_test_specs(curriculum_run, tmp_path, monkeypatch, capsys):
-    """--alternatives_test_specs N: the final checkpoint and the untrained model are read again on a
-    test split generated N long, fitting only each part's best alternative of the final reading, on
-    the run's own probe-training rows; every other evaluation is kept byte for byte, the headline and
-    report.md name the margins and their rows, and a rerun asking the same reads nothing again."""
+def _evaluate_a_copy_again(curriculum_run: Path, tmp_path: Path, *flags: str) -> tuple[Path, list[str]]:
+    """A copy of the run evaluated again with `flags` (evaluate, analyze, report); every evaluation file
+    it had is kept byte for byte. Returns the copy and the command."""
     import shutil
 
     run = tmp_path / "run"
@@ -177,10 +175,19 @@ def test_the_best_alternatives_are_read_again_on_more_test_specs(curriculum_run,
     evaluations = run / "evaluations"
     kept = {p.name: p.read_bytes() for p in evaluations.iterdir()}
     preset = str(curriculum_run.parent / "presets" / "final.yaml")
-    command = ["--preset", preset, "--output_dir", str(run), "--stages", "evaluate,analyze,report",
-               "--alternatives_test_specs", "90"]
+    command = ["--preset", preset, "--output_dir", str(run), "--stages", "evaluate,analyze,report", *flags]
     assert reproduce.main(command) == 0
     assert {p.name: p.read_bytes() for p in evaluations.iterdir() if p.name in kept} == kept
+    return run, command
+
+
+def test_the_best_alternatives_are_read_again_on_more_test_specs(curriculum_run, tmp_path, monkeypatch, capsys):
+    """--alternatives_test_specs N: the final checkpoint and the untrained model are read again on a
+    test split generated N long, fitting only each part's best alternative of the final reading, on
+    the run's own probe-training rows; every other evaluation is kept byte for byte, the headline and
+    report.md name the margins and their rows, and a rerun asking the same reads nothing again."""
+    run, command = _evaluate_a_copy_again(curriculum_run, tmp_path, "--alternatives_test_specs", "90")
+    evaluations = run / "evaluations"
     final = json.loads((evaluations / "step-6.json").read_text())["reading"]
     more = json.loads((evaluations / "alternatives-more-specs.json").read_text())
     fitted = sorted({final[part]["best_alternative"] for part in ("all_rows", "world_dependent")} - {None})
@@ -208,6 +215,70 @@ def test_the_best_alternatives_are_read_again_on_more_test_specs(curriculum_run,
     capsys.readouterr()
     assert reproduce.main([*command[:-1], "100"]) != 0  # another count: read again, refused here
     assert "AssertionError: read again" in capsys.readouterr().err
+
+
+def test_the_trajectory_is_read_over_the_last_two_stages(curriculum_run, tmp_path, monkeypatch, capsys):
+    """--trajectory_test_specs N: every second checkpoint counted back from each of the last two stages'
+    last (the stage before from its step 0, this one after its step 0, which is the same model as the
+    stage before's end) is read on a test split generated N long, the real meaning only; accuracy on
+    the run's own test specs, the same as the checkpoint's own evaluation gives; R^2 over them in
+    results.json, the headline and report.md; the other evaluations are kept byte for byte, and a
+    rerun asking the same reads nothing again."""
+    from karel_hf.probing.analysis import regress
+
+    run, command = _evaluate_a_copy_again(curriculum_run, tmp_path, "--trajectory_test_specs", "60")
+    evaluations = run / "evaluations"
+    files = sorted(p.name for p in (evaluations / "trajectory").iterdir())
+    assert files == ["final-step-6.json", "stage1-step-0.json", "stage1-step-6.json"]  # checkpoints 0, 3, 6 each
+    read = {name: json.loads((evaluations / "trajectory" / name).read_text()) for name in files}
+    own = {step: json.loads((evaluations / f"step-{step}.json").read_text()) for step in (0, 6)}
+    assert read["final-step-6.json"]["generation"] == own[6]["generation"]
+    assert read["stage1-step-6.json"]["generation"] == own[0]["generation"]  # stage 1's end is this stage's step 0
+    for entry in read.values():
+        assert entry["test_specs"] == 60 and "rotation" not in entry["reading"]
+        assert entry["reading"]["rows"]["train"] == own[6]["reading"]["rows"]["train"]
+        assert entry["reading"]["rows"]["test"] > own[6]["reading"]["rows"]["test"]
+    results = json.loads((run / "results.json").read_text())["trajectory"]
+    order = ["stage1-step-0.json", "stage1-step-6.json", "final-step-6.json"]
+    assert [(e["stage"], e["step"]) for e in results["checkpoints"]] == [("stage1", 0), ("stage1", 6), ("final", 6)]
+    accuracy = [read[n]["generation"]["accuracy"] for n in order]
+    for part in ("all_rows", "world_dependent"):
+        gains = [read[n]["reading"][part]["conditional_gain"]["value"] for n in order]
+        fit = results["regressions"][part]
+        if len(set(gains)) > 1:
+            assert fit["r2"] == pytest.approx(regress(accuracy, gains)["r2"], nan_ok=True) and fit["n"] == 3
+    report = (run / "report.md").read_text()
+    assert "## Over the curriculum" in report and "Every second checkpoint of the last two stages" in report
+    assert "R^2 of accuracy on the conditional gain over stage1 and final (every second checkpoint, the gain on 60 " \
+           "test specs)" in capsys.readouterr().out
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr("karel_hf.reproduce_control_flow.read_states", refuse)
+    assert reproduce.main(command) == 0
+    assert json.loads((run / "results.json").read_text())["trajectory"] == results
+
+
+def test_the_trajectory_takes_every_second_checkpoint_back_from_each_stage_end(tmp_path):
+    """With the cpu-cf curriculum's checkpoints (0, 1600, ..., 16000 in each stage): stage 2's 0, 3200,
+    ..., 16000 and stage 3's 3200, ..., 16000, 11 in all, every 3,200 steps of the two stages."""
+    import dataclasses
+
+    from karel_hf.reproduce_control_flow import trajectory_checkpoints
+
+    preset = dataclasses.replace(reproduce.reproduce_preset("cpu-cf"), trajectory_stride=2)
+    out = tmp_path / "run"
+    for folder in (out / "stages" / "1-cpu-cf-stage1", out / "stages" / "2-cpu-cf-stage2", out / "model"):
+        for step in range(0, 16001, 1600):
+            (folder / f"checkpoint-{step}").mkdir(parents=True)
+            for name in ("config.json", "model.safetensors"):
+                (folder / f"checkpoint-{step}" / name).write_text("{}")
+    found = [(stage, step) for stage, step, _ in trajectory_checkpoints(out, out / "model", preset)]
+    assert found == [("cpu-cf-stage2", s) for s in range(0, 16001, 3200)] + [("cpu-cf", s) for s in range(3200, 16001, 3200)]
+    odd = dataclasses.replace(preset, trajectory_stride=3)
+    assert [s for _, s, _ in trajectory_checkpoints(out, out / "model", odd)] == [
+        1600, 6400, 11200, 16000, 1600, 6400, 11200, 16000]
 
 
 def test_a_saved_corpus_in_the_extended_language_is_read_as_one(tmp_path, capsys):

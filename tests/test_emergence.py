@@ -940,6 +940,25 @@ def test_control_flow_probe_reads_each_layer_at_the_statement_tokens():
     assert all(np.array_equal(one[c], table[c]) for c in table if c not in ("state", "code_state"))
     assert probe.with_feature(built, "state") is table
     assert probe.feature_names("all", 3) == ["state", "layer_0", "layer_1", "layer_2"]
+    # labelled once (karel_hf.reproduce_control_flow.label_split): another model's table from the same
+    # labels equals the one built from nothing, bit for bit; labels made with another vocabulary are redone
+    from karel_hf.probing.control_flow import label_rows
+
+    labelled = label_rows(tokenizer, rows, 2, ("swap", "cycle1"))
+    torch.manual_seed(1)
+    other = type(model)(model.config).eval()
+    fresh = probe.build_table(other, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=5)
+    reused = probe.build_table(other, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=5, labelled=labelled)
+    assert not np.array_equal(fresh["table"]["state"], table["state"])  # another model, other states
+    assert list(reused["table"]) == list(fresh["table"]) and reused["skipped"] == fresh["skipped"]
+    for got, want in ((reused["table"], fresh["table"]), (reused["layers"], fresh["layers"])):
+        assert all(np.array_equal(got[c], want[c]) and got[c].dtype == want[c].dtype for c in want)
+    stale = {**labelled, "vocabulary": {**labelled["vocabulary"], "Code:\n": -1},
+             "columns": {c: v[:0] for c, v in labelled["columns"].items()}}
+    redone = probe.build_table(other, tokenizer, rows, 2, ("swap", "cycle1"), batch_size=5, labelled=stale)
+    assert np.array_equal(redone["table"]["step"], fresh["table"]["step"])
+    with pytest.raises(ValueError, match="labelled: made for other rows than these"):
+        probe.build_table(other, tokenizer, rows[1:], 2, ("swap", "cycle1"), labelled=labelled)
     # --gains_only: one fit scores both parts, the same numbers as measure's refit on each part
     train_built = probe.build_table(model, tokenizer, split_table(config, "train", 0, 60).to_pylist(), 2,
                                     ("swap", "cycle1"))

@@ -11,7 +11,7 @@ from karel_hf import presets
 from karel_hf.data import CONFIG_NAMES, get_config
 from karel_hf.modeling import MODEL_PRESETS
 from karel_hf.presets import PRESET_DIR, PresetError, corpora, load_preset, preset_names
-from karel_hf.reproduce import ReproduceArguments, reproduce_preset_names
+from karel_hf.reproduce import ReproduceArguments, reproduce_preset, reproduce_preset_names
 from karel_hf.training import PRESET_NAMES, TrainArgumentError, parse_train_args
 
 
@@ -148,6 +148,14 @@ def test_a_preset_file_of_your_own(tmp_path):
     mine.write_text(text.replace("probe_train_specs: 8}", "probe_train_specs: 8, eval_workers: 1.5}"))
     with pytest.raises(ValueError, match=r"reproduce section: eval_workers: must be an integer >= 1, got 1.5"):
         ReproduceArguments(output_dir=str(tmp_path), preset=str(mine))
+    for bad, message in (("trajectory_stride: 0", "trajectory_stride: must be an integer >= 1, got 0"),
+                         ("trajectory_test_specs: many", "trajectory_test_specs: must be an integer >= 0 "
+                                                          r"\(0 or null: not read\), got 'many'")):
+        mine.write_text(text.replace("probe_train_specs: 8}", f"probe_train_specs: 8, {bad}}}"))
+        with pytest.raises(ValueError, match=f"reproduce section: {message}"):
+            ReproduceArguments(output_dir=str(tmp_path), preset=str(mine))
+    mine.write_text(text)
+    assert reproduce_preset("cpu-cf").trajectory_test_specs == 5000 and resolved.trajectory_test_specs is None
 
 
 @pytest.mark.parametrize(

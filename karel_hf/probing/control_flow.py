@@ -60,79 +60,114 @@ def prefix_directions(program, worlds, semantics: str = "original") -> np.ndarra
     return out
 
 
-def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[str, ...], batch_size: int = 32) -> dict:
+def label_rows(tokenizer, rows, num_prompt_pairs: int, semantics: tuple[str, ...]) -> dict:
+    """The part of `build_table` that no model changes: each row's token ids, the positions of its
+    scored statements' states, and every column but the states (the labels under each meaning, the
+    prompt facts, `world_dependent`), with `skipped` and `incomplete`. Running the programs' prefixes
+    under every meaning is most of a table's cost at a small model, so a reading of many checkpoints
+    labels its rows once (`build_table(..., labelled=...)`). `vocabulary`: the tokenizer's, which the
+    ids depend on."""
+    from karel_hf.karel import World, parse
+    from karel_hf.probing.labels import NUM_SPEC_INPUTS, label_column
+
+    labels = [f"direction_{i}" for i in range(min(num_prompt_pairs, NUM_SPEC_INPUTS))]
+    columns: dict[str, list] = {c: [] for c in ("example_id", "step", "num_actions", "world_dependent")}
+    for l in labels:
+        for which in (-1, "initial", "output"):
+            columns[label_column(l, which)] = []
+        for name in semantics:
+            columns[label_column(l, -1, name)] = []
+    encoded, positions = [], []  # per row: its ids; (code index, [state index per scored statement])
+    skipped = incomplete = 0
+    rows = rows if hasattr(rows, "column_names") else list(rows)  # read twice: the rows, then their ids
+    for row in rows:
+        ids = tokenizer(row["text"])["input_ids"]
+        encoded.append(ids)
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        code = tokens.index("Code:\n")
+        program = parse(row["program"])
+        starts = statement_starts(tokens, code)
+        kept: list[int] = []
+        positions.append((code, kept))
+        if len(starts) != len(program.body):
+            skipped += 1
+            continue
+        worlds = [World.from_view_codes(w) for w in row["inputs"]]
+        outputs = [World.from_view_codes(w) for w in row["outputs"]]
+        real = prefix_directions(program, worlds)  # (n+1, 10)
+        rotation = (real - real[:1]) % 4
+        others = {name: prefix_directions(program, worlds[:len(labels)], name) for name in semantics}
+        n = len(program.body)
+        for k in range(1, n + 1):
+            if any((o[k - 1] < 0).any() for o in others.values()):  # a meaning's prefix never ends
+                incomplete += 1  # every meaning is scored on the same rows
+                continue
+            kept.append(starts[k - 1] - 1)
+            columns["example_id"].append(int(row["id"]))
+            columns["step"].append(k)
+            columns["num_actions"].append(n)
+            columns["world_dependent"].append(bool(len(set(rotation[k - 1].tolist())) > 1))
+            for i, l in enumerate(labels):
+                columns[label_column(l, -1)].append(int(real[k - 1, i]))
+                columns[label_column(l, "initial")].append(int(real[0, i]))
+                columns[label_column(l, "output")].append(int(outputs[i].direction))
+            for name, other in others.items():
+                for i, l in enumerate(labels):
+                    columns[label_column(l, -1, name)].append(int(other[k - 1, i]))
+    return {"columns": {c: np.asarray(v) for c, v in columns.items()}, "encoded": encoded, "positions": positions,
+            "skipped": skipped, "incomplete": incomplete, "num_prompt_pairs": num_prompt_pairs,
+            "semantics": tuple(semantics), "vocabulary": tokenizer.get_vocab(), "example_ids": _example_ids(rows)}
+
+
+def _example_ids(rows) -> list[int]:
+    """The rows' `id`s: a dataset's column, or each row's."""
+    return [int(i) for i in (rows["id"] if hasattr(rows, "column_names") else [r["id"] for r in rows])]
+
+
+def build_table(model, tokenizer, rows, num_prompt_pairs: int, semantics: tuple[str, ...], batch_size: int = 32,
+                labelled: dict | None = None) -> dict:
     """The trace-like table (karel_hf.probing.measure's columns) of `rows` (dataset rows with
     `id`, `text`, `program`, `inputs`, `outputs`); programs whose statements the tokens do not show
     one for one are left out (counted in `skipped`), and so is a statement after which some meaning
     has no label (its prefix exhausts the step budget under that meaning; `incomplete`), so that
     every meaning is scored on the same rows. `layers` (`states`, `code_states`: (rows, layers,
     hidden)) holds every hidden-state layer's vectors at the tokens of `state` and `code_state`, the
-    layer means."""
+    layer means. `labelled`: `label_rows`'s result for these rows, pairs and meanings, when already
+    made (it is made here otherwise, or when it was made with another vocabulary); labels of other
+    rows are refused."""
     import torch
 
-    from karel_hf.karel import World, parse
-    from karel_hf.probing.labels import NUM_SPEC_INPUTS, label_column
-
-    labels = [f"direction_{i}" for i in range(min(num_prompt_pairs, NUM_SPEC_INPUTS))]
-    columns: dict[str, list] = {c: [] for c in ("example_id", "step", "num_actions", "state", "code_state",
-                                                 "world_dependent")}
+    if (labelled is None or labelled["vocabulary"] != tokenizer.get_vocab()
+            or (labelled["num_prompt_pairs"], labelled["semantics"]) != (num_prompt_pairs, tuple(semantics))):
+        labelled = label_rows(tokenizer, rows, num_prompt_pairs, semantics)
+    elif labelled["example_ids"] != _example_ids(rows):
+        raise ValueError("labelled: made for other rows than these")
+    encoded, positions = labelled["encoded"], labelled["positions"]
+    columns: dict[str, list] = {"state": [], "code_state": []}
     layers: dict[str, list] = {"states": [], "code_states": []}
-    for l in labels:
-        for which in (-1, "initial", "output"):
-            columns[label_column(l, which)] = []
-        for name in semantics:
-            columns[label_column(l, -1, name)] = []
-    skipped = incomplete = 0
-    rows = list(rows)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        encoded = [tokenizer(r["text"])["input_ids"] for r in batch]
-        width = max(len(e) for e in encoded)
+    for start in range(0, len(encoded), batch_size):  # the batches (and so the padding) of the whole row list
+        batch = encoded[start:start + batch_size]
+        width = max(len(e) for e in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, e in enumerate(encoded):
+        for b, e in enumerate(batch):
             ids[b, :len(e)], mask[b, :len(e)] = torch.tensor(e), 1
         with torch.no_grad():
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         stacked = torch.stack(hidden, dim=2).float()  # (batch, width, layers, hidden)
         every_layer, layer_mean = stacked.numpy(), stacked.mean(2).numpy()
-        for b, (row, e) in enumerate(zip(batch, encoded)):
-            tokens = tokenizer.convert_ids_to_tokens(e)
-            code = tokens.index("Code:\n")
-            program = parse(row["program"])
-            starts = statement_starts(tokens, code)
-            if len(starts) != len(program.body):
-                skipped += 1
-                continue
-            worlds = [World.from_view_codes(w) for w in row["inputs"]]
-            outputs = [World.from_view_codes(w) for w in row["outputs"]]
-            real = prefix_directions(program, worlds)  # (n+1, 10)
-            rotation = (real - real[:1]) % 4
-            others = {name: prefix_directions(program, worlds[:len(labels)], name) for name in semantics}
-            n = len(program.body)
-            for k in range(1, n + 1):
-                if any((o[k - 1] < 0).any() for o in others.values()):  # a meaning's prefix never ends
-                    incomplete += 1  # every meaning is scored on the same rows
-                    continue
-                columns["example_id"].append(int(row["id"]))
-                columns["step"].append(k)
-                columns["num_actions"].append(n)
-                columns["state"].append(layer_mean[b, starts[k - 1] - 1])
+        for b, (code, kept) in enumerate(positions[start:start + batch_size]):
+            for position in kept:
+                columns["state"].append(layer_mean[b, position])
                 columns["code_state"].append(layer_mean[b, code])
-                layers["states"].append(every_layer[b, starts[k - 1] - 1])
+                layers["states"].append(every_layer[b, position])
                 layers["code_states"].append(every_layer[b, code])
-                columns["world_dependent"].append(bool(len(set(rotation[k - 1].tolist())) > 1))
-                for i, l in enumerate(labels):
-                    columns[label_column(l, -1)].append(int(real[k - 1, i]))
-                    columns[label_column(l, "initial")].append(int(real[0, i]))
-                    columns[label_column(l, "output")].append(int(outputs[i].direction))
-                for name, other in others.items():
-                    for i, l in enumerate(labels):
-                        columns[label_column(l, -1, name)].append(int(other[k - 1, i]))
-    table = {c: (np.stack(v).astype(np.float32) if c in ("state", "code_state") and v else np.asarray(v))
-             for c, v in columns.items()}
+    states = {c: np.stack(v).astype(np.float32) if v else np.asarray(v) for c, v in columns.items()}
+    fixed = {c: v.copy() for c, v in labelled["columns"].items()}
+    order = ("example_id", "step", "num_actions", "state", "code_state", "world_dependent")  # build_table's order
+    table = {c: states[c] if c in states else fixed[c] for c in (*order, *fixed)}
     stacks = {c: np.stack(v).astype(np.float32) if v else np.zeros((0, 0, 0), np.float32) for c, v in layers.items()}
-    return {"table": table, "layers": stacks, "skipped": skipped, "incomplete": incomplete}
+    return {"table": table, "layers": stacks, "skipped": labelled["skipped"], "incomplete": labelled["incomplete"]}
 
 
 def generated_rows(model, tokenizer, rows, num_prompt_pairs: int, batch_size: int = 64) -> tuple[list[dict], dict]:
