@@ -70,6 +70,7 @@ MORE_SPECS_FILE = "alternatives-more-specs.json"
 FACTS_FILE = "test_facts.json"
 TRAJECTORY_DIR = "trajectory"
 FIGURE = "fig_control_flow.png"
+TRAJECTORY_FIGURE = "fig_trajectory.png"
 PARTS = ("all_rows", "world_dependent")
 PART_NAMES = {"all_rows": "every statement", "world_dependent": "world-dependent statements"}
 
@@ -526,7 +527,42 @@ def plot_results(out: Path) -> list[Path]:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    return [path]
+    return [path] + ([plot_trajectory(out, results["trajectory"])] if results.get("trajectory") else [])
+
+
+def plot_trajectory(out: Path, found: dict) -> Path:
+    """figures/fig_trajectory.png: accuracy against each part's conditional gain at the trajectory's
+    checkpoints (one marker per stage), with the fitted line and its R^2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = found["checkpoints"]
+    accuracy = np.array([100 * e["generation"]["accuracy"] for e in entries])
+    stages = list(dict.fromkeys(e["stage"] for e in entries))
+    fig, axes = plt.subplots(1, len(PARTS), figsize=(11, 4.6), sharey=True)
+    for axis, part in zip(axes, PARTS):
+        gains = np.array([100 * e["reading"][part]["conditional_gain"]["value"] for e in entries])
+        for stage, marker in zip(stages, "os^Dv"):
+            keep = np.array([e["stage"] == stage for e in entries])
+            axis.plot(gains[keep], accuracy[keep], marker, linestyle="none", label=stage)
+        fit = found["regressions"].get(part)
+        if fit and np.isfinite(fit["r2"]):  # accuracy = intercept + slope x gain (both fractions)
+            x = np.linspace(gains.min(), gains.max(), 2)
+            axis.plot(x, 100 * fit["intercept"] + fit["slope"] * x, color="gray",
+                      label=f"fit, R^2 {fit['r2']:.3f} over {fit['n']} checkpoints")
+        axis.set(xlabel=f"conditional gain at -1 on {found['test_specs']} test specs (points)",
+                 title=PART_NAMES[part])
+        axis.legend(loc="upper left", fontsize="small")
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle(f"accuracy against the reading over the curriculum ({_every(found['stride'])} checkpoint)")
+    fig.tight_layout()
+    path = out / "figures" / TRAJECTORY_FIGURE
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -623,7 +659,7 @@ def trajectory_table(results: dict) -> list[str]:
                      f"| {_gain(e['reading']['all_rows']['conditional_gain'])} "
                      f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |")
     fits = "; ".join(f"{PART_NAMES[part]} {_r2(found['regressions'][part])}" for part in PARTS)
-    return lines + ["", f"R^2 of accuracy on the gain: {fits}.", ""]
+    return lines + ["", f"R^2 of accuracy on the gain: {fits}.", "", f"![accuracy against the gain](figures/{TRAJECTORY_FIGURE})", ""]
 
 
 def render_report(out: Path) -> Path:

@@ -249,6 +249,9 @@ def test_the_trajectory_is_read_over_the_last_two_stages(curriculum_run, tmp_pat
             assert fit["r2"] == pytest.approx(regress(accuracy, gains)["r2"], nan_ok=True) and fit["n"] == 3
     report = (run / "report.md").read_text()
     assert "## Over the curriculum" in report and "Every second checkpoint of the last two stages" in report
+    assert "(figures/fig_trajectory.png)" in report
+    assert reproduce.main([*command[:4], "--stages", "plot", "--trajectory_test_specs", "60"]) == 0
+    assert (run / "figures" / "fig_trajectory.png").stat().st_size > 10_000
     assert "R^2 of accuracy on the conditional gain over stage1 and final (every second checkpoint, the gain on 60 " \
            "test specs)" in capsys.readouterr().out
 
