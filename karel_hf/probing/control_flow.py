@@ -64,7 +64,7 @@ def label_rows(tokenizer, rows, num_prompt_pairs: int, semantics: tuple[str, ...
     """The part of `build_table` that no model changes: each row's token ids, the positions of its
     scored statements' states, and every column but the states (the labels under each meaning, the
     prompt facts, `world_dependent`), with `skipped` and `incomplete`. Running the programs' prefixes
-    under every meaning is most of a table's cost at a small model, so a reading of many checkpoints
+    under every meaning is a large part of a table's cost at a small model, so a reading of many checkpoints
     labels its rows once (`build_table(..., labelled=...)`). `vocabulary`: the tokenizer's, which the
     ids depend on."""
     from karel_hf.karel import World, parse
