@@ -320,14 +320,16 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
         pairs = prompt_pairs(test_rows)
         if not facts.is_file():
             atomic_write_json(facts, test_facts(out, model_dir, preset, test_rows, pairs), default=_json_default)
-        labelled = label_split(found[-1][1], probe_rows, test_rows, pairs)  # the same rows at every checkpoint
+        start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
+        untrained_due = not untrained.is_file() and (start / "config.json").is_file()
+        # the same rows at every checkpoint: labelled once, when some reading needs them
+        labelled = label_split(found[-1][1], probe_rows, test_rows, pairs) if todo or untrained_due else None
         for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
             atomic_write_json(evaluations / f"step-{step}.json",
                               evaluate_checkpoint(step, path, test_rows, probe_rows, preset, pairs, step == final,
                                                   labelled=labelled),
                               default=_json_default)
-        start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
-        if not untrained.is_file() and (start / "config.json").is_file():
+        if untrained_due:
             begun = time.perf_counter()
             model = AutoModelForCausalLM.from_pretrained(start).eval()
             reading = read_states(model, AutoTokenizer.from_pretrained(start), probe_rows, test_rows, preset, pairs,
@@ -377,6 +379,10 @@ def trajectory_checkpoints(out: Path, model_dir: Path, preset) -> list[tuple[str
     return [(name, step, path) for name, found in stages for step, path in found[::-1][::stride][::-1]]
 
 
+def trajectory_file(out: Path, stage: str, step: int) -> Path:
+    return out / "evaluations" / TRAJECTORY_DIR / f"{stage}-step-{step}.json"
+
+
 def read_trajectory(out: Path, model_dir: Path, preset, split) -> list[Path]:
     """DIR/evaluations/trajectory/<stage>-step-N.json for each of `trajectory_checkpoints`: generation
     accuracy on the preset's test specs and the conditional gain at -1 (the preset's probe, the real
@@ -388,8 +394,7 @@ def read_trajectory(out: Path, model_dir: Path, preset, split) -> list[Path]:
 
     from karel_hf.reproduce import _data_rows
 
-    folder = out / "evaluations" / TRAJECTORY_DIR
-    wanted = [(folder / f"{stage}-step-{step}.json", stage, step, path)
+    wanted = [(trajectory_file(out, stage, step), stage, step, path)
               for stage, step, path in trajectory_checkpoints(out, model_dir, preset)]
 
     def done(file: Path) -> bool:
@@ -462,7 +467,7 @@ def trajectory_results(out: Path, preset) -> dict | None:
     if not preset.trajectory_test_specs:
         return None
     wanted = trajectory_checkpoints(out, out / "model", preset)
-    files = [out / "evaluations" / TRAJECTORY_DIR / f"{stage}-step-{step}.json" for stage, step, _ in wanted]
+    files = [trajectory_file(out, stage, step) for stage, step, _ in wanted]
     if not files or not all(f.is_file() for f in files):
         return None
     entries = [json.loads(f.read_text()) for f in files]
@@ -638,9 +643,12 @@ def trajectory_lines(results: dict) -> list[str]:
     if not found:
         return []
     stages = list(dict.fromkeys(e["stage"] for e in found["checkpoints"]))
-    parts = "; ".join(f"{PART_NAMES[part]} {_r2(found['regressions'][part])}" for part in PARTS)
     return [f"R^2 of accuracy on the conditional gain over {' and '.join(stages)} ({_every(found['stride'])} "
-            f"checkpoint, the gain on {found['test_specs']} test specs): {parts}"]
+            f"checkpoint, the gain on {found['test_specs']} test specs): {_trajectory_fits(found)}"]
+
+
+def _trajectory_fits(found: dict) -> str:
+    return "; ".join(f"{PART_NAMES[part]} {_r2(found['regressions'][part])}" for part in PARTS)
 
 
 def trajectory_table(results: dict) -> list[str]:
@@ -658,8 +666,7 @@ def trajectory_table(results: dict) -> list[str]:
         lines.append(f"| {e['stage']} | {e['step']} | {_pct(e['generation']['accuracy'])} "
                      f"| {_gain(e['reading']['all_rows']['conditional_gain'])} "
                      f"| {_gain(e['reading']['world_dependent']['conditional_gain'])} |")
-    fits = "; ".join(f"{PART_NAMES[part]} {_r2(found['regressions'][part])}" for part in PARTS)
-    return lines + ["", f"R^2 of accuracy on the gain: {fits}.", "", f"![accuracy against the gain](figures/{TRAJECTORY_FIGURE})", ""]
+    return lines + ["", f"R^2 of accuracy on the gain: {_trajectory_fits(found)}.", "", f"![accuracy against the gain](figures/{TRAJECTORY_FIGURE})", ""]
 
 
 def render_report(out: Path) -> Path:
