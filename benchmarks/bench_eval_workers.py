@@ -2,12 +2,17 @@
 
 `karel-hf reproduce`'s evaluate stage decodes and probes every checkpoint (about 144 s each for the
 `cpu` preset on one AVX2 thread). With `eval_workers: N` it evaluates N checkpoints at once, each
-in a spawned process with 1/N of the torch threads. This script runs the real `evaluate_stage` on
+in a spawned process with 1/N of the torch threads. This script runs the real evaluate stage on
 some checkpoints of a finished run once per setting of --workers (each into a fresh folder, so
 every setting decodes its traces afresh), and prints the stage's wall time, the ratio to the first
-setting, and whether every number of every checkpoint (timings aside) equals the first setting's.
+setting, and whether every number of every file it wrote (timings aside) equals the first setting's.
+
+On an extended-language run (the `cpu-cf` preset's) the stage is karel_hf.reproduce_control_flow's:
+its earlier curriculum stages are linked in too, and besides the checkpoints it reads the untrained
+model, the alternatives on more test specs and the trajectory, as the preset asks.
 
     python benchmarks/bench_eval_workers.py runs/cpu --checkpoints 4
+    python benchmarks/bench_eval_workers.py runs/cpu-cf --checkpoints 11   # the whole evaluate stage
     python benchmarks/bench_eval_workers.py                  # on a tiny reproduction made first
 """
 
@@ -23,22 +28,33 @@ from pathlib import Path
 
 
 def _stage(run: Path, steps: list[int], workers: int, out: Path) -> tuple[float, dict]:
-    """The evaluate stage on `steps` of `run` into `out` (checkpoints linked, nothing cached)."""
-    from karel_hf.reproduce import evaluate_stage, model_checkpoints, reproduce_preset
+    """The evaluate stage on `steps` of `run` into `out` (checkpoints linked, nothing cached); every
+    file it wrote, timings and the folder's name aside."""
+    from karel_hf.reproduce import CURRICULUM_DIR, evaluate_stage, extended_language, model_checkpoints, reproduce_preset
 
     preset = reproduce_preset(json.loads((run / "reproduce_config.json").read_text())["preset"])
+    preset = dataclasses.replace(preset, eval_workers=workers)
     found = dict(model_checkpoints(run / "model"))
     (out / "model").mkdir(parents=True)
     for step in steps:
         (out / "model" / f"checkpoint-{step}").symlink_to(found[step].resolve(), target_is_directory=True)
+    if (run / CURRICULUM_DIR).is_dir():
+        (out / CURRICULUM_DIR).symlink_to((run / CURRICULUM_DIR).resolve(), target_is_directory=True)
     start = time.perf_counter()
-    evaluate_stage(out, out / "model", dataclasses.replace(preset, eval_workers=workers))
+    if extended_language(out / "model", preset):
+        from karel_hf.reproduce_control_flow import evaluate_stage as flow_stage
+
+        flow_stage(out, out / "model", preset)
+    else:
+        evaluate_stage(out, out / "model", preset)
     wall = time.perf_counter() - start
     numbers = {}
-    for step in steps:
-        evaluation = json.loads((out / "evaluations" / f"step-{step}.json").read_text())
-        evaluation.pop("timings_seconds")
-        numbers[step] = json.dumps(evaluation, sort_keys=True)
+    for path in sorted((out / "evaluations").rglob("*.json")):
+        entry = json.loads(path.read_text())
+        for part in (entry, entry.get("trained"), entry.get("untrained")):
+            if isinstance(part, dict):
+                part.pop("timings_seconds", None)
+        numbers[str(path.relative_to(out))] = json.dumps(entry, sort_keys=True).replace(str(out), "OUT")
     return wall, numbers
 
 
@@ -71,7 +87,7 @@ def main(argv=None) -> None:
     for w in settings:
         wall, numbers = results[w]
         print(f"| {w} | {wall:.1f} s | {wall / len(steps):.1f} s | {base_wall / wall:.2f}x faster | "
-              f"{numbers == base_numbers} |")
+              f"{numbers == base_numbers} ({len(numbers)} files) |")
 
 
 if __name__ == "__main__":

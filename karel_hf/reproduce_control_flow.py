@@ -285,10 +285,9 @@ def test_facts(out: Path, model_dir: Path, preset, test_rows, pairs: int) -> dic
 def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
     """Evaluate every checkpoint of `model_dir` without its step-N.json, the untrained control and the
     test facts once; the alternatives are fitted at the final checkpoint (and redone there when a
-    later checkpoint has appeared since)."""
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    later checkpoint has appeared since); then the longer readings of the preset. With the preset's
+    `eval_workers` N > 1 these readings run N at a time, each worker a spawned process with 1/N of the
+    torch threads (`run_readings`); the numbers are the same."""
     from karel_hf.reproduce import _data_rows, prompt_pairs
     from karel_hf.utils import checkpoint_dir
 
@@ -296,7 +295,7 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
     if not found:
         raise ValueError(f"no checkpoint-N folders in {model_dir}: run the train stage first")
     evaluations = out / "evaluations"
-    final = found[-1][0]
+    final, last = found[-1]
 
     def complete(reading: dict, with_alternatives: bool) -> bool:
         parts = [reading]
@@ -310,58 +309,174 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
         path = evaluations / f"step-{step}.json"
         return path.is_file() and complete(json.loads(path.read_text())["reading"], step == final)
 
-    todo = [(s, p) for s, p in found if not done(s)]
+    jobs = [("step", s, p, s == final) for s, p in found if not done(s)]
+    jobs.sort(key=lambda job: not job[3])  # the final checkpoint first: the longest, and the alternatives wait on it
     untrained = evaluations / UNTRAINED_FILE
     if untrained.is_file() and not complete(json.loads(untrained.read_text())["reading"], True):
         untrained.unlink()  # written without the preset's rotation reading: read again
+    start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
+    if not untrained.is_file():
+        if (start / "config.json").is_file():
+            jobs.insert(1 if jobs and jobs[0][0] == "step" and jobs[0][3] else 0, ("untrained", start))
+        else:
+            logger.warning("no untrained control: %s has no step-0 checkpoint", start.parent)
     facts = evaluations / FACTS_FILE
-    if todo or not untrained.is_file() or not facts.is_file():
+    trajectory = trajectory_jobs(out, model_dir, preset) if preset.trajectory_test_specs else []
+    more = evaluations / MORE_SPECS_FILE
+
+    def more_job(final_reading: dict) -> list[tuple]:
+        """The final checkpoint read again against each part's best alternative, when due."""
+        if not preset.alternatives_test_specs:
+            return []
+        fit = tuple(sorted({final_reading[part]["best_alternative"] for part in PARTS} - {None}))
+        known = json.loads(more.read_text()) if more.is_file() else {}
+        if not fit or (known.get("step"), known.get("requested"), known.get("fitted")) == (
+                final, preset.alternatives_test_specs, list(fit)):
+            return []
+        logger.info("reading the final checkpoint against %s on %d test specs", ", ".join(fit),
+                    preset.alternatives_test_specs)
+        return [("more", final, last, start, fit)]
+
+    final_due = any(job[0] == "step" and job[3] for job in jobs)
+    if not final_due:
+        jobs += more_job(json.loads((evaluations / f"step-{final}.json").read_text())["reading"])
+    context: dict = {"preset": preset, "splits": {}}
+    if jobs or trajectory or not facts.is_file():
         test_rows, probe_rows, _ = _data_rows(model_dir, preset)
         pairs = prompt_pairs(test_rows)
         if not facts.is_file():
             atomic_write_json(facts, test_facts(out, model_dir, preset, test_rows, pairs), default=_json_default)
-        start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
-        untrained_due = not untrained.is_file() and (start / "config.json").is_file()
         # the same rows at every checkpoint: labelled once, when some reading needs them
-        labelled = label_split(found[-1][1], probe_rows, test_rows, pairs) if todo or untrained_due else None
-        for step, path in tqdm(todo, desc="checkpoints", unit="ckpt"):
-            atomic_write_json(evaluations / f"step-{step}.json",
-                              evaluate_checkpoint(step, path, test_rows, probe_rows, preset, pairs, step == final,
-                                                  labelled=labelled),
-                              default=_json_default)
-        if untrained_due:
-            begun = time.perf_counter()
-            model = AutoModelForCausalLM.from_pretrained(start).eval()
-            reading = read_states(model, AutoTokenizer.from_pretrained(start), probe_rows, test_rows, preset, pairs,
-                                  alternatives=True, labelled=labelled)
-            atomic_write_json(untrained, {"checkpoint": str(start), "reading": reading,
-                                          "timings_seconds": {"reading": time.perf_counter() - begun}},
-                              default=_json_default)
-        elif not untrained.is_file():
-            logger.warning("no untrained control: %s has no step-0 checkpoint", start.parent)
-    splits: dict = {}  # longer test splits by length, labelled once for both readings below
+        labelled = label_split(last, probe_rows, test_rows, pairs) if any(
+            job[0] in ("step", "untrained") for job in jobs) else None
+        context.update(rows=(test_rows, probe_rows, pairs), labelled=labelled)
+        # longer test splits, generated and labelled once for every reading on them
+        lengths = {preset.trajectory_test_specs} if trajectory else set()
+        if any(job[0] == "more" for job in jobs) or (final_due and preset.alternatives_test_specs):
+            lengths.add(preset.alternatives_test_specs)
+        context["splits"] = {n: longer_split(model_dir, preset, n, last) for n in sorted(lengths)}
 
-    def split(test_specs: int) -> tuple:
-        if test_specs not in splits:
-            splits[test_specs] = longer_split(model_dir, preset, test_specs, found[-1][1])
-        return splits[test_specs]
+    def follow_up(job: tuple, result: dict) -> list[tuple]:
+        return more_job(result["reading"]) if job[0] == "step" and job[3] else []
 
-    more = evaluations / MORE_SPECS_FILE
-    if preset.alternatives_test_specs:
-        final_reading = json.loads((evaluations / f"step-{final}.json").read_text())["reading"]
-        # the best alternative of each part at the final checkpoint, read on more specs
-        fit = tuple(sorted({final_reading[part]["best_alternative"] for part in PARTS} - {None}))
-        known = json.loads(more.read_text()) if more.is_file() else {}
-        if fit and (known.get("step"), known.get("requested"), known.get("fitted")) != (
-                final, preset.alternatives_test_specs, list(fit)):
-            logger.info("reading the final checkpoint against %s on %d test specs", ", ".join(fit),
-                        preset.alternatives_test_specs)
-            reading = read_more_specs(final, dict(found)[final], checkpoint_dir(first_model_dir(out, model_dir, preset), 0),
-                                      model_dir, preset, fit, split(preset.alternatives_test_specs))
-            atomic_write_json(more, {"requested": preset.alternatives_test_specs, **reading}, default=_json_default)
-    trajectory = read_trajectory(out, model_dir, preset, split) if preset.trajectory_test_specs else []
+    run_readings(jobs + trajectory, context, lambda job, result: atomic_write_json(
+        reading_file(out, job), result, default=_json_default), follow_up)
     return ([evaluations / f"step-{s}.json" for s, _ in found] + ([untrained] if untrained.is_file() else [])
-            + ([more] if preset.alternatives_test_specs and more.is_file() else []) + trajectory)
+            + ([more] if preset.alternatives_test_specs and more.is_file() else [])
+            + [trajectory_file(out, stage, step) for stage, step, _ in trajectory_checkpoints(out, model_dir, preset)
+               if preset.trajectory_test_specs])
+
+
+def read(job: tuple, context: dict) -> dict:
+    """One reading's file content. `job`: ("step", step, folder, with alternatives), ("untrained",
+    folder), ("more", step, folder, untrained folder, alternatives fitted) or ("trajectory", stage,
+    step, folder); `context`: the preset, the rows, their labels and the longer splits
+    (`evaluate_stage`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    preset = context["preset"]
+    kind = job[0]
+    if kind == "more":
+        _, step, path, untrained, fit = job
+        split = context["splits"][preset.alternatives_test_specs]
+        return {"requested": preset.alternatives_test_specs,
+                **read_more_specs(step, path, untrained, None, preset, fit, split)}
+    test_rows, probe_rows, pairs = context["rows"]
+    if kind == "step":
+        _, step, path, alternatives = job
+        return evaluate_checkpoint(step, path, test_rows, probe_rows, preset, pairs, alternatives,
+                                   labelled=context["labelled"])
+    begun = time.perf_counter()
+    path = job[1] if kind == "untrained" else job[3]
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if kind == "untrained":
+        reading = read_states(model, tokenizer, probe_rows, test_rows, preset, pairs, alternatives=True,
+                              labelled=context["labelled"])
+        return {"checkpoint": str(path), "reading": reading,
+                "timings_seconds": {"reading": time.perf_counter() - begun}}
+    _, stage, step, path = job
+    longer, long_rows, long_probe_rows, long_pairs, labelled = context["splits"][preset.trajectory_test_specs]
+    written = generation(model, tokenizer, test_rows, preset, pairs)
+    decoded = time.perf_counter()
+    reading = read_states(model, tokenizer, long_probe_rows, long_rows, longer, long_pairs, alternatives=False,
+                          labelled=labelled)
+    return {"stage": stage, "step": step, "checkpoint": str(path), "test_specs": preset.trajectory_test_specs,
+            "generation": written, "reading": reading,
+            "timings_seconds": {"generation": decoded - begun, "reading": time.perf_counter() - decoded}}
+
+
+def reading_file(out: Path, job: tuple) -> Path:
+    """Where `read`'s result for `job` is written."""
+    evaluations = out / "evaluations"
+    kind = job[0]
+    if kind == "step":
+        return evaluations / f"step-{job[1]}.json"
+    if kind == "trajectory":
+        return trajectory_file(out, job[1], job[2])
+    return evaluations / (UNTRAINED_FILE if kind == "untrained" else MORE_SPECS_FILE)
+
+
+def run_readings(jobs: list[tuple], context: dict, write, follow_up=lambda job, result: []) -> None:
+    """`read` each job, in this process or, with the preset's `eval_workers` N > 1 (at most one per
+    torch thread and per job), in N spawned processes with an equal share of this process's torch
+    threads, started with `context` (no forked thread pools). `write(job, result)` runs here as each
+    result arrives, so an interrupted stage keeps the finished readings; `follow_up(job, result)`
+    gives the jobs that wait on that one. A worker's error stops the stage."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from karel_hf.reproduce import _eval_workers
+
+    workers = _eval_workers(context["preset"], len(jobs))
+    bar = tqdm(total=len(jobs), desc="readings" + (f" ({workers} workers)" if workers > 1 else ""), unit="reading")
+
+    def finish(job: tuple, result: dict) -> list[tuple]:
+        write(job, result)
+        later = follow_up(job, result)
+        bar.total += len(later)
+        bar.update()
+        return later
+
+    with bar:
+        if workers == 1:
+            queue = list(jobs)
+            while queue:
+                job = queue.pop(0)
+                queue[:0] = finish(job, read(job, context))
+            return
+        threads = max(1, torch.get_num_threads() // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_reader_start,
+                                 initargs=(context, threads)) as pool:
+            pending = {pool.submit(_reader_read, job): job for job in jobs}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        for job in finish(pending.pop(future), future.result()):
+                            pending[pool.submit(_reader_read, job)] = job
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+_READER: dict = {}  # one reading worker's context (set by _reader_start)
+
+
+def _reader_start(context: dict, threads: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    _READER["limits"] = threadpool_limits(limits=threads)  # numpy's BLAS too (probe fits set their own)
+    _READER["context"] = context
+
+
+def _reader_read(job: tuple) -> dict:
+    return read(job, _READER["context"])
 
 
 def trajectory_checkpoints(out: Path, model_dir: Path, preset) -> list[tuple[str, int, Path]]:
@@ -383,41 +498,34 @@ def trajectory_file(out: Path, stage: str, step: int) -> Path:
     return out / "evaluations" / TRAJECTORY_DIR / f"{stage}-step-{step}.json"
 
 
-def read_trajectory(out: Path, model_dir: Path, preset, split) -> list[Path]:
-    """DIR/evaluations/trajectory/<stage>-step-N.json for each of `trajectory_checkpoints`: generation
-    accuracy on the preset's test specs and the conditional gain at -1 (the preset's probe, the real
-    meaning) on `preset.trajectory_test_specs` test specs (`split(n)`: `longer_split`'s result), for
-    the regression of accuracy on the gain over the curriculum, where accuracy rises from the floor
-    (LOG.md E69, E84). A file already there for the same number of specs is kept."""
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from karel_hf.reproduce import _data_rows
-
-    wanted = [(trajectory_file(out, stage, step), stage, step, path)
-              for stage, step, path in trajectory_checkpoints(out, model_dir, preset)]
+def trajectory_jobs(out: Path, model_dir: Path, preset) -> list[tuple]:
+    """`read`'s jobs for those of `trajectory_checkpoints` without their file: accuracy on the preset's
+    test specs and the conditional gain at -1 (the preset's probe, the real meaning) on
+    `preset.trajectory_test_specs` test specs (the longer split), for the regression of accuracy on the
+    gain over the curriculum, where accuracy rises from the floor (LOG.md E69, E84). A file already
+    there for the same number of specs is kept."""
 
     def done(file: Path) -> bool:
         return file.is_file() and json.loads(file.read_text()).get("test_specs") == preset.trajectory_test_specs
 
-    todo = [w for w in wanted if not done(w[0])]
-    if todo:
-        test_rows, _, _ = _data_rows(model_dir, preset)
-        longer, long_rows, probe_rows, pairs, labelled = split(preset.trajectory_test_specs)
-        for file, stage, step, path in tqdm(todo, desc="trajectory", unit="ckpt"):
-            begun = time.perf_counter()
-            model = AutoModelForCausalLM.from_pretrained(path).eval()
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            written = generation(model, tokenizer, test_rows, preset, pairs)
-            decoded = time.perf_counter()
-            reading = read_states(model, tokenizer, probe_rows, long_rows, longer, pairs, alternatives=False,
-                                  labelled=labelled)
-            atomic_write_json(file, {"stage": stage, "step": step, "checkpoint": str(path),
-                                     "test_specs": preset.trajectory_test_specs, "generation": written,
-                                     "reading": reading, "timings_seconds": {"generation": decoded - begun,
-                                                                             "reading": time.perf_counter() - decoded}},
-                              default=_json_default)
-    return [file for file, *_ in wanted]
+    return [("trajectory", stage, step, path) for stage, step, path in trajectory_checkpoints(out, model_dir, preset)
+            if not done(trajectory_file(out, stage, step))]
+
+
+def read_trajectory(out: Path, model_dir: Path, preset, split) -> list[Path]:
+    """DIR/evaluations/trajectory/<stage>-step-N.json for each of `trajectory_checkpoints`
+    (`trajectory_jobs`), `preset.eval_workers` at a time; `split(n)`: `longer_split`'s result for n
+    test specs. The evaluate stage reads them with its other readings."""
+    from karel_hf.reproduce import _data_rows, prompt_pairs
+
+    jobs = trajectory_jobs(out, model_dir, preset)
+    if jobs:
+        test_rows, probe_rows, _ = _data_rows(model_dir, preset)
+        context = {"preset": preset, "rows": (test_rows, probe_rows, prompt_pairs(test_rows)), "labelled": None,
+                   "splits": {preset.trajectory_test_specs: split(preset.trajectory_test_specs)}}
+        run_readings(jobs, context, lambda job, result: atomic_write_json(
+            reading_file(out, job), result, default=_json_default))
+    return [trajectory_file(out, stage, step) for stage, step, _ in trajectory_checkpoints(out, model_dir, preset)]
 
 
 # --------------------------------------------------------------------------------------- analyze

@@ -263,6 +263,46 @@ def test_the_trajectory_is_read_over_the_last_two_stages(curriculum_run, tmp_pat
     assert json.loads((run / "results.json").read_text())["trajectory"] == results
 
 
+def test_evaluation_workers_write_what_one_process_writes(curriculum_run, tmp_path, capfd):
+    """--eval_workers 2 (two spawned processes of one torch thread each, as the run had): every reading
+    of the evaluate stage -- the checkpoints, the untrained model, the alternatives on more specs (which
+    waits on the final checkpoint) and the trajectory -- equals the in-process one, timings aside."""
+    import shutil
+
+    import torch
+
+    flags = ["--alternatives_test_specs", "90", "--trajectory_test_specs", "60"]
+    preset = str(curriculum_run.parent / "presets" / "final.yaml")
+    runs = {}
+    for workers in (1, 2):
+        run = runs[workers] = tmp_path / f"workers{workers}"
+        shutil.copytree(curriculum_run, run, symlinks=True)
+        shutil.rmtree(run / "evaluations")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(workers)  # each worker's share: one thread, as in one process
+        try:
+            assert reproduce.main(["--preset", preset, "--output_dir", str(run), "--stages", "evaluate",
+                                   "--eval_workers", str(workers), *flags]) == 0
+        finally:
+            torch.set_num_threads(threads)
+    assert "readings (2 workers)" in capfd.readouterr().err
+
+    def files(run: Path) -> dict:
+        found = {}
+        for path in sorted((run / "evaluations").rglob("*.json")):
+            entry = json.loads(path.read_text())
+            for part in (entry, entry.get("trained"), entry.get("untrained")):
+                if isinstance(part, dict):
+                    part.pop("timings_seconds", None)
+            found[str(path.relative_to(run))] = json.dumps(entry, sort_keys=True).replace(str(run), "RUN")
+        return found
+
+    one, two = files(runs[1]), files(runs[2])
+    assert {"evaluations/untrained.json", "evaluations/alternatives-more-specs.json",
+            "evaluations/trajectory/final-step-6.json", "evaluations/step-6.json"} <= set(one)
+    assert one == two
+
+
 def test_the_trajectory_takes_every_second_checkpoint_back_from_each_stage_end(tmp_path):
     """With the cpu-cf curriculum's checkpoints (0, 1600, ..., 16000 in each stage): stage 2's 0, 3200,
     ..., 16000 and stage 3's 3200, ..., 16000, 11 in all, every 3,200 steps of the two stages."""
