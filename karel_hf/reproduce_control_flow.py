@@ -40,7 +40,9 @@ and test specs, at most `max_train_rows` / `max_test_rows` of them (seeded subsa
 curriculum's last stage is the stage before's final model; the untrained control is the first
 stage's step 0. The regressions per checkpoint use the preset's own stage's checkpoints; the
 trajectory's, the last two stages'. Each row set is labelled once (`label_split`): only the states
-change between checkpoints.
+change between checkpoints. The readings are independent of one another (the alternatives on more
+specs wait only on the final checkpoint's), so with the preset's `eval_workers` N they run N at a
+time, each in a spawned process (`run_readings`); the numbers are the same as in one process.
 """
 
 from __future__ import annotations
@@ -420,9 +422,10 @@ def reading_file(out: Path, job: tuple) -> Path:
 def run_readings(jobs: list[tuple], context: dict, write, follow_up=lambda job, result: []) -> None:
     """`read` each job, in this process or, with the preset's `eval_workers` N > 1 (at most one per
     torch thread and per job), in N spawned processes with an equal share of this process's torch
-    threads, started with `context` (no forked thread pools). `write(job, result)` runs here as each
-    result arrives, so an interrupted stage keeps the finished readings; `follow_up(job, result)`
-    gives the jobs that wait on that one. A worker's error stops the stage."""
+    threads, started with `context` (no forked thread pools). Jobs are read in their order, a worker
+    taking the next when it is free. `write(job, result)` runs here as each result arrives, so an
+    interrupted stage keeps the finished readings; `follow_up(job, result)` gives the jobs that wait
+    on that one, read next. A worker's error stops the stage."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -449,15 +452,18 @@ def run_readings(jobs: list[tuple], context: dict, write, follow_up=lambda job, 
                 queue[:0] = finish(job, read(job, context))
             return
         threads = max(1, torch.get_num_threads() // workers)
+        queue = list(jobs)  # handed out one per free worker, so that a follow-up goes next, not last
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_reader_start,
                                  initargs=(context, threads)) as pool:
-            pending = {pool.submit(_reader_read, job): job for job in jobs}
+            running: dict = {}
             try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                while queue or running:
+                    while queue and len(running) < workers:
+                        job = queue.pop(0)
+                        running[pool.submit(_reader_read, job)] = job
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        for job in finish(pending.pop(future), future.result()):
-                            pending[pool.submit(_reader_read, job)] = job
+                        queue[:0] = finish(running.pop(future), future.result())
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
