@@ -319,7 +319,7 @@ def evaluate_stage(out: Path, model_dir: Path, preset) -> list[Path]:
     start = checkpoint_dir(first_model_dir(out, model_dir, preset), 0)
     if not untrained.is_file():
         if (start / "config.json").is_file():
-            jobs.insert(1 if jobs and jobs[0][0] == "step" and jobs[0][3] else 0, ("untrained", start))
+            jobs.insert(1 if jobs and jobs[0][3] else 0, ("untrained", start))  # after the final checkpoint
         else:
             logger.warning("no untrained control: %s has no step-0 checkpoint", start.parent)
     facts = evaluations / FACTS_FILE
