@@ -829,12 +829,18 @@ def _evaluate_in_workers(todo: list, workers: int, out: Path, model_dir: Path, p
 _WORKER = {}  # one evaluation worker's data rows, preset and label cache (set by _worker_start)
 
 
-def _worker_start(model_dir: Path, preset: ReproducePreset, threads: int) -> None:
+def worker_threads(threads: int):
+    """An evaluation worker's torch and BLAS threads set to `threads`; keep the returned limits alive
+    (probe fits set their own)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    _WORKER["limits"] = threadpool_limits(limits=threads)  # numpy's BLAS too (probe fits set their own)
+    return threadpool_limits(limits=threads)
+
+
+def _worker_start(model_dir: Path, preset: ReproducePreset, threads: int) -> None:
+    _WORKER["limits"] = worker_threads(threads)
     _WORKER.update(data=_data_rows(model_dir, preset), preset=preset, label_cache={})
 
 

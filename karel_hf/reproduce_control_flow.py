@@ -473,12 +473,9 @@ _READER: dict = {}  # one reading worker's context (set by _reader_start)
 
 
 def _reader_start(context: dict, threads: int) -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
+    from karel_hf.reproduce import worker_threads
 
-    torch.set_num_threads(threads)
-    _READER["limits"] = threadpool_limits(limits=threads)  # numpy's BLAS too (probe fits set their own)
-    _READER["context"] = context
+    _READER.update(limits=worker_threads(threads), context=context)
 
 
 def _reader_read(job: tuple) -> dict:
